@@ -1,0 +1,252 @@
+//! The offline engine (`AI_PROVIDER=local`, model `local-extractive`): a langchain-rust `LLM`
+//! that answers from the post's own text, with no network and no model weights.
+//!
+//! - Questions: the post's sentences ranked by BM25 against the question; the best three, in
+//!   the post's order.
+//! - Social posts: composed per platform from the title, the most central sentence, the link and
+//!   hashtags from the title, opened in the user's voice; replied as the JSON the prompt asks for.
+//! - Summaries: the user's questions so far.
+//!
+//! It streams word by word, with an optional pause between words for demos.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::Stream;
+use langchain_rust::language_models::llm::LLM;
+use langchain_rust::language_models::{GenerateResult, LLMError};
+use langchain_rust::schemas::{Message as LlmMessage, StreamData};
+use serde_json::json;
+
+use super::bm25;
+use super::prompt::{self, Sections};
+use crate::domain::Platform;
+
+/// The offline extractive engine.
+#[derive(Debug, Clone)]
+pub struct LocalEngine {
+    pacing: Duration,
+}
+
+impl LocalEngine {
+    pub const MODEL_NAME: &'static str = "local-extractive";
+    const ANSWER_SENTENCES: usize = 3;
+
+    /// `pacing` is the pause between streamed words (zero for full speed).
+    pub fn new(pacing: Duration) -> Self {
+        Self { pacing }
+    }
+
+    fn respond(&self, messages: &[LlmMessage]) -> Result<String, LLMError> {
+        let (sections, human) = prompt::read(messages);
+        match sections.task() {
+            Some("answer") => Ok(answer(&sections, human)),
+            Some("social_posts") => Ok(social_posts(&sections)),
+            Some("summary") => Ok(summary(messages)),
+            other => Err(LLMError::OtherError(format!(
+                "{} cannot do task {other:?}",
+                Self::MODEL_NAME
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl LLM for LocalEngine {
+    async fn generate(&self, messages: &[LlmMessage]) -> Result<GenerateResult, LLMError> {
+        Ok(GenerateResult {
+            generation: self.respond(messages)?,
+            ..Default::default()
+        })
+    }
+
+    async fn stream(
+        &self,
+        messages: &[LlmMessage],
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send>>, LLMError> {
+        let text = self.respond(messages)?;
+        let pacing = self.pacing;
+        Ok(Box::pin(async_stream::stream! {
+            for word in text.split_inclusive(' ') {
+                if !pacing.is_zero() {
+                    tokio::time::sleep(pacing).await;
+                }
+                yield Ok(StreamData::new(json!(null), None, word));
+            }
+        }))
+    }
+}
+
+fn post_sentences(sections: &Sections) -> Vec<&str> {
+    let mut all = bm25::sentences(sections.get("post_content").unwrap_or(""));
+    if all.is_empty() {
+        all = bm25::sentences(sections.get("post_summary").unwrap_or(""));
+    }
+    all
+}
+
+/// The best `n` sentences for `query`, in the post's order; empty when nothing matches.
+fn best_sentences<'a>(sentences: &[&'a str], query: &str, n: usize) -> Vec<&'a str> {
+    let scores = bm25::scores(sentences, query);
+    let mut ranked: Vec<usize> = (0..sentences.len()).filter(|&i| scores[i] > 0.0).collect();
+    ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    ranked.truncate(n);
+    ranked.sort_unstable();
+    ranked.into_iter().map(|i| sentences[i]).collect()
+}
+
+fn answer(sections: &Sections, question: &str) -> String {
+    let sentences = post_sentences(sections);
+    let best = best_sentences(&sentences, question, LocalEngine::ANSWER_SENTENCES);
+    if !best.is_empty() {
+        return best.join(" ");
+    }
+    let summary = sections.get("post_summary").unwrap_or("").trim();
+    let gist = if summary.is_empty() {
+        sentences.iter().take(2).copied().collect::<Vec<_>>().join(" ")
+    } else {
+        summary.to_owned()
+    };
+    if gist.is_empty() {
+        "The post has no text I can answer from.".to_owned()
+    } else {
+        format!("The post does not seem to cover that. What it does say: {gist}")
+    }
+}
+
+fn social_posts(sections: &Sections) -> String {
+    let title = sections.get("post_title").unwrap_or("").trim();
+    let url = sections.get("post_url").unwrap_or("").trim();
+    let voice = sections.get("voice").unwrap_or("").to_lowercase();
+    let style = sections.get("style").unwrap_or("").to_lowercase();
+    let emoji = sections.get("emoji") == Some("yes");
+    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title) } else { vec![] };
+    let sentences = post_sentences(sections);
+    let key = best_sentences(&sentences, title, 2);
+    let opener = opener(&voice, emoji);
+    let concise = style.contains("concise") || style.contains("short");
+
+    let platforms = sections
+        .get("platforms")
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<Platform>().ok());
+    let posts: Vec<_> = platforms
+        .map(|platform| {
+            let long_form = matches!(platform, Platform::Linkedin | Platform::Facebook);
+            let wanted = if long_form { 2 } else if concise { 0 } else { 1 };
+            // Fewer sentences until the post fits; the server shortens what still does not.
+            let content = (0..=wanted.min(key.len()))
+                .rev()
+                .map(|n| compose(platform, &opener, title, &key[..n], url, &tags))
+                .find(|c| platform.fits(c))
+                .unwrap_or_else(|| compose(platform, &opener, title, &[], url, &tags));
+            json!({ "platform": platform.as_str(), "content": content, "hashtags": tags })
+        })
+        .collect();
+    json!({ "posts": posts }).to_string()
+}
+
+fn opener(voice: &str, emoji: bool) -> String {
+    let (words, mark) = if voice.contains("casual") || voice.contains("friendly") {
+        ("Just read this:", "👀 ")
+    } else if voice.contains("enthusias") || voice.contains("excit") || voice.contains("bold") {
+        ("You have to read this!", "🔥 ")
+    } else if voice.contains("academic") || voice.contains("formal") {
+        ("Recommended reading:", "📚 ")
+    } else {
+        ("Worth reading:", "📌 ")
+    };
+    if emoji { format!("{mark}{words}") } else { words.to_owned() }
+}
+
+fn compose(platform: Platform, opener: &str, title: &str, key: &[&str], url: &str, tags: &[String]) -> String {
+    let mut out = format!("{opener} {title}");
+    let sep = if matches!(platform, Platform::Linkedin | Platform::Facebook) { "\n\n" } else { " " };
+    if !key.is_empty() {
+        out.push_str(sep);
+        out.push_str(&key.join(" "));
+    }
+    if !url.is_empty() {
+        out.push_str(sep);
+        if platform == Platform::Instagram {
+            out.push_str("Link in bio.");
+        } else {
+            out.push_str(url);
+        }
+    }
+    if !tags.is_empty() {
+        out.push_str(sep);
+        out.push_str(&tags.join(" "));
+    }
+    out
+}
+
+/// Up to three hashtags from the title's longest meaningful words.
+fn hashtags(title: &str) -> Vec<String> {
+    let mut words = bm25::terms(title);
+    words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+    words.dedup();
+    words
+        .into_iter()
+        .filter(|w| w.chars().count() > 2 && !w.chars().all(|c| c.is_numeric()))
+        .take(3)
+        .map(|w| {
+            let mut chars = w.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
+            format!("#{first}{}", chars.as_str())
+        })
+        .collect()
+}
+
+fn summary(messages: &[LlmMessage]) -> String {
+    let mut questions: Vec<&str> = prompt::human_turns(messages).collect();
+    questions.pop(); // the "summarize" request itself
+    let start = questions.len().saturating_sub(5);
+    let asked: Vec<String> = questions[start..]
+        .iter()
+        .map(|q| q.chars().take(160).collect())
+        .collect();
+    format!("The user asked: {}", asked.join(" | "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn sections(content: &str) -> String {
+        format!("instr\n\n[[task]]\nanswer\n\n[[post_title]]\nFast servers in Rust\n\n[[post_url]]\nhttps://example.com/rust\n\n[[post_summary]]\nA post about servers.\n\n[[post_content]]\n{content}")
+    }
+
+    #[tokio::test]
+    async fn answers_with_the_sentences_that_match_the_question() {
+        let content = "Rust has no garbage collector. The weather was fine. Tokio runs async tasks on a thread pool.";
+        let msgs = vec![LlmMessage::new_system_message(sections(content)), LlmMessage::new_human_message("What does Tokio run?")];
+        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        assert_eq!(reply, "Tokio runs async tasks on a thread pool.");
+    }
+
+    #[tokio::test]
+    async fn says_so_when_the_post_does_not_cover_the_question() {
+        let msgs = vec![LlmMessage::new_system_message(sections("Rust is fast.")), LlmMessage::new_human_message("Who won the football match?")];
+        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        assert!(reply.starts_with("The post does not seem to cover that"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn streams_words_that_concatenate_to_the_answer() {
+        let content = "Tokio runs async tasks on a thread pool.";
+        let msgs = vec![LlmMessage::new_system_message(sections(content)), LlmMessage::new_human_message("tokio tasks")];
+        let engine = LocalEngine::new(Duration::ZERO);
+        let tokens: Vec<String> = engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
+        assert!(tokens.len() > 3);
+        assert_eq!(tokens.concat(), content);
+    }
+
+    #[test]
+    fn hashtags_come_from_the_title() {
+        assert_eq!(hashtags("Fast servers in Rust"), vec!["#Server", "#Fast", "#Rust"]);
+    }
+}

@@ -1,0 +1,45 @@
+//! What an answer tells the clients watching its session, and the port it tells them through.
+
+use crate::domain::{IntentType, MessageId, SessionId, SocialPost};
+
+use super::ChatError;
+
+/// One event of an answer's life, in the order PROTOCOL.md fixes: `Start`, `Token`s, then
+/// exactly one of `End`, `SocialGenerated` or `Failed`.
+#[derive(Debug)]
+pub enum AnswerEvent<'a> {
+    Start { session_id: SessionId, message_id: MessageId, intent: IntentType },
+    Token { session_id: SessionId, message_id: MessageId, token: &'a str, seq: u64 },
+    End {
+        session_id: SessionId,
+        message_id: MessageId,
+        intent: IntentType,
+        content: &'a str,
+        stopped: bool,
+    },
+    SocialGenerated {
+        session_id: SessionId,
+        message_id: MessageId,
+        content: &'a str,
+        posts: &'a [SocialPost],
+    },
+    Failed { session_id: SessionId, message_id: MessageId, error: &'a ChatError },
+}
+
+impl AnswerEvent<'_> {
+    pub fn session_id(&self) -> SessionId {
+        match self {
+            AnswerEvent::Start { session_id, .. }
+            | AnswerEvent::Token { session_id, .. }
+            | AnswerEvent::End { session_id, .. }
+            | AnswerEvent::SocialGenerated { session_id, .. }
+            | AnswerEvent::Failed { session_id, .. } => *session_id,
+        }
+    }
+}
+
+/// Everyone watching a session: the socket layer's rooms. Delivery is synchronous so that the
+/// in-flight answer can deliver a token and record it under one lock (see `inflight.rs`).
+pub trait AnswerAudience: Send + Sync + 'static {
+    fn deliver(&self, event: AnswerEvent<'_>);
+}

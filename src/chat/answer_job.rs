@@ -1,0 +1,187 @@
+//! One answer, from `chat:stream:start` to its one terminal event. It belongs to the session,
+//! not to a socket: a client that disconnects does not stop it.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tracing::{info, instrument, warn, Instrument};
+
+use crate::ai::AiError;
+use crate::domain::{IntentType, MessageStatus, Platform, SocialPost};
+
+use super::controller::ChatController;
+use super::inflight::InFlightGuard;
+use super::session_service::summary_due;
+use super::{AnswerEvent, ChatError, SessionEntry};
+
+pub(super) struct AnswerJob {
+    pub(super) controller: Arc<ChatController>,
+    pub(super) entry: Arc<SessionEntry>,
+    pub(super) guard: InFlightGuard,
+    pub(super) question: String,
+    /// Platforms the user named (social posts); empty for their defaults.
+    pub(super) platforms: Vec<Platform>,
+}
+
+/// How an answer ended, before it is stored and announced.
+enum Outcome {
+    Answered { posts: Option<Vec<SocialPost>> },
+    Stopped,
+    Failed(ChatError),
+    ShutDown,
+}
+
+impl AnswerJob {
+    pub(super) fn spawn(self) {
+        let tasks = self.controller.tasks.clone();
+        let span = tracing::info_span!("answer", message_id = %self.guard.answer().message_id);
+        tasks.spawn(self.run().instrument(span));
+    }
+
+    #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
+    async fn run(self) {
+        let answer = self.guard.answer().clone();
+        let (session_id, message_id, intent) = (answer.session_id, answer.message_id, answer.intent);
+        let audience = self.controller.audience.clone();
+        audience.deliver(AnswerEvent::Start { session_id, message_id, intent });
+
+        let timeout = self.controller.settings.answer_timeout;
+        let outcome = tokio::select! {
+            biased;
+            _ = answer.stopped() => Outcome::Stopped,
+            _ = self.controller.shutdown.cancelled() => Outcome::ShutDown,
+            result = tokio::time::timeout(timeout, self.generate()) => match result {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Failed(AiError::Timeout.into()),
+            },
+        };
+
+        let content = answer.content();
+        let (status, posts) = match &outcome {
+            Outcome::Answered { posts } => (MessageStatus::Complete, posts.as_deref().unwrap_or(&[])),
+            Outcome::Stopped => (MessageStatus::Stopped, &[][..]),
+            Outcome::Failed(_) => (MessageStatus::Error, &[][..]),
+            Outcome::ShutDown => (MessageStatus::Interrupted, &[][..]),
+        };
+        let stored = self.controller.sessions.finish_message(message_id, &content, posts, status).await;
+        // Free the session before announcing the end, so a client may send its next message as
+        // soon as it sees the terminal event.
+        drop(self.guard);
+
+        let shutdown_error = ChatError::ShuttingDown;
+        let event = match (&stored, &outcome) {
+            (Err(e), _) => AnswerEvent::Failed { session_id, message_id, error: e },
+            (Ok(()), Outcome::Answered { posts: Some(posts) }) => {
+                AnswerEvent::SocialGenerated { session_id, message_id, content: &content, posts }
+            }
+            (Ok(()), Outcome::Answered { posts: None }) => {
+                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: false }
+            }
+            (Ok(()), Outcome::Stopped) => {
+                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: true }
+            }
+            (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed { session_id, message_id, error: e },
+            (Ok(()), Outcome::ShutDown) => AnswerEvent::Failed { session_id, message_id, error: &shutdown_error },
+        };
+        match &event {
+            AnswerEvent::Failed { error, .. } => warn!(error = %error, status = status.as_str(), "answer failed"),
+            _ => info!(status = status.as_str(), chars = content.len(), "answer finished"),
+        }
+        audience.deliver(event);
+    }
+
+    /// Generates the answer, delivering each token as it comes.
+    async fn generate(&self) -> Outcome {
+        let c = &self.controller;
+        let answer = self.guard.answer();
+        let ctx = match c.sessions.build_ai_context(&self.entry, answer.message_id).await {
+            Ok(ctx) => ctx,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let deliver = |token: &str| {
+            answer.append(token, |seq| {
+                c.audience.deliver(AnswerEvent::Token {
+                    session_id: answer.session_id,
+                    message_id: answer.message_id,
+                    token,
+                    seq,
+                })
+            })
+        };
+        let outcome = match answer.intent {
+            IntentType::Question => {
+                let mut stream = match c.ai.answer_stream(&ctx, &self.question).await {
+                    Ok(stream) => stream,
+                    Err(e) => return Outcome::Failed(e.into()),
+                };
+                loop {
+                    match tokio::time::timeout(c.settings.token_idle_timeout, stream.next()).await {
+                        Err(_) => return Outcome::Failed(AiError::Timeout.into()),
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => return Outcome::Failed(e.into()),
+                        Ok(Some(Ok(token))) => deliver(&token),
+                    }
+                }
+                if answer.content().trim().is_empty() {
+                    return Outcome::Failed(AiError::Failed("the model returned an empty answer".into()).into());
+                }
+                Outcome::Answered { posts: None }
+            }
+            IntentType::SocialPost => {
+                let platforms = if self.platforms.is_empty() { &ctx.preferences.platforms } else { &self.platforms };
+                let posts = match c.ai.social_posts(&ctx, &self.question, platforms).await {
+                    Ok(posts) => posts,
+                    Err(e) => return Outcome::Failed(e.into()),
+                };
+                // The readable rendering streams like any answer; the posts come with the end.
+                for token in render_posts(&posts).split_inclusive(' ') {
+                    deliver(token);
+                }
+                Outcome::Answered { posts: Some(posts) }
+            }
+        };
+        if summary_due(&self.entry, &ctx, c.settings.summary_every) {
+            self.refresh_summary(ctx);
+        }
+        outcome
+    }
+
+    /// Refreshes the session summary in the background: it never delays an answer.
+    fn refresh_summary(&self, mut ctx: crate::ai::AiContext) {
+        let controller = self.controller.clone();
+        let entry = self.entry.clone();
+        let answer = self.guard.answer().clone();
+        let question = self.question.clone();
+        controller.clone().tasks.spawn(async move {
+            // Include this exchange, which is not in the history it was built from.
+            ctx.history.push(crate::domain::Message {
+                id: answer.message_id,
+                session_id: answer.session_id,
+                user_message: question,
+                ai_response: answer.content(),
+                intent_type: answer.intent,
+                posts: vec![],
+                status: MessageStatus::Complete,
+                client_message_id: None,
+                created_at: crate::domain::now(),
+                updated_at: crate::domain::now(),
+            });
+            let result = match controller.ai.summarize(&ctx).await {
+                Ok(summary) => controller.sessions.update_summary(&entry, summary).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "session summary not refreshed");
+            }
+        });
+    }
+}
+
+/// Posts as one readable text: a heading per platform, then the post.
+pub fn render_posts(posts: &[SocialPost]) -> String {
+    posts
+        .iter()
+        .map(|p| format!("{} ({}/{}):\n{}", p.platform.display_name(), p.character_count, p.platform.limit(), p.content))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}

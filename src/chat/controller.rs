@@ -1,0 +1,202 @@
+//! The chat controller: accepts a user's message (validate, authorize, deduplicate, claim the
+//! session, store), starts its answer, and serves stop and join.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, instrument};
+
+use crate::ai::AiService;
+use crate::domain::{ClientMessageId, Message, MessageId, MessageText, SessionId, UserId};
+use crate::store::{NewMessage, StoreError};
+
+use super::answer_job::AnswerJob;
+use super::inflight::InFlightGuard;
+use super::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry};
+
+/// Tunables of the chat flow (from the config).
+#[derive(Debug, Clone)]
+pub struct ChatSettings {
+    /// Longest an answer may take in all (the watchdog for a provider that never ends).
+    pub answer_timeout: Duration,
+    /// Longest gap between two tokens (and before the first).
+    pub token_idle_timeout: Duration,
+    /// Refresh the session summary every this many exchanges (0: never).
+    pub summary_every: usize,
+    /// How many messages the `chat:join` ack carries.
+    pub join_history: u32,
+}
+
+/// A `chat:message`, parsed.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub session_id: SessionId,
+    pub content: MessageText,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// A message the server accepted: ack it, then [`start`](AcceptedMessage::start) its answer.
+pub struct AcceptedMessage {
+    pub message_id: MessageId,
+    /// True when this was a retry of an earlier message (same `clientMessageId`): no new answer.
+    pub duplicate: bool,
+    job: Option<AnswerJob>,
+}
+
+impl AcceptedMessage {
+    /// Starts generating the answer (none for a duplicate). Call after the ack is sent, so the
+    /// client sees the ack before `chat:stream:start`.
+    pub fn start(self) {
+        if let Some(job) = self.job {
+            job.spawn();
+        }
+    }
+}
+
+/// What `chat:join` returns.
+pub struct JoinedSession {
+    pub entry: Arc<SessionEntry>,
+    pub messages: Vec<Message>,
+    pub in_flight: Option<InFlightSnapshot>,
+}
+
+pub struct ChatController {
+    pub(super) sessions: Arc<ChatSessionService>,
+    pub(super) ai: AiService,
+    pub(super) inflight: Arc<InFlightAnswers>,
+    pub(super) audience: Arc<dyn AnswerAudience>,
+    pub(super) settings: ChatSettings,
+    /// Answers run here, so shutdown can wait for them.
+    pub(super) tasks: TaskTracker,
+    /// Cancelled when shutdown's grace period is over: answers still running end then.
+    pub(super) shutdown: CancellationToken,
+    accepting: AtomicBool,
+}
+
+impl ChatController {
+    pub fn new(
+        sessions: Arc<ChatSessionService>,
+        ai: AiService,
+        audience: Arc<dyn AnswerAudience>,
+        settings: ChatSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sessions,
+            ai,
+            inflight: Arc::new(InFlightAnswers::default()),
+            audience,
+            settings,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            accepting: AtomicBool::new(true),
+        })
+    }
+
+    pub fn sessions(&self) -> &Arc<ChatSessionService> {
+        &self.sessions
+    }
+
+    pub fn inflight(&self) -> &InFlightAnswers {
+        &self.inflight
+    }
+
+    /// Accepts a user's message: the session must be the user's, a repeated `clientMessageId`
+    /// returns the first message, and only one answer may be in flight per session.
+    #[instrument(skip_all, fields(user_id = %user, session_id = %req.session_id))]
+    pub async fn accept_message(self: &Arc<Self>, user: &UserId, req: SendMessage) -> Result<AcceptedMessage, ChatError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(ChatError::ShuttingDown);
+        }
+        let entry = self.sessions.session(user, req.session_id).await?;
+        if let Some(key) = &req.client_message_id {
+            if let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? {
+                return duplicate_of(&first, &req);
+            }
+        }
+        let message_id = MessageId::new();
+        let intent = self.ai.detect_intent(req.content.as_str());
+        let guard: InFlightGuard = self.inflight.reserve(req.session_id, message_id, intent.intent)?;
+        let new = NewMessage {
+            id: message_id,
+            session_id: req.session_id,
+            client_message_id: req.client_message_id.clone(),
+            user_message: req.content.as_str().to_owned(),
+            intent_type: intent.intent,
+            created_at: crate::domain::now(),
+        };
+        match self.sessions.save_message(&new).await {
+            Ok(()) => {}
+            // A parallel retry with the same key won the insert: answer as its duplicate.
+            Err(StoreError::Duplicate(_)) => {
+                drop(guard);
+                let key = req.client_message_id.as_ref().ok_or(ChatError::Conflict)?;
+                let first = self
+                    .sessions
+                    .message_by_client_id(req.session_id, key)
+                    .await?
+                    .ok_or(ChatError::Conflict)?;
+                return duplicate_of(&first, &req);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        info!(%message_id, intent = intent.intent.as_str(), "message accepted");
+        Ok(AcceptedMessage {
+            message_id,
+            duplicate: false,
+            job: Some(AnswerJob {
+                controller: self.clone(),
+                entry,
+                guard,
+                question: new.user_message,
+                platforms: intent.platforms,
+            }),
+        })
+    }
+
+    /// Asks the session's in-flight answer to stop; `Ok(false)` when none was running.
+    pub async fn stop(&self, user: &UserId, session_id: SessionId) -> Result<bool, ChatError> {
+        self.sessions.session(user, session_id).await?;
+        Ok(self.inflight.get(session_id).is_some_and(|answer| answer.stop()))
+    }
+
+    /// Lets a socket watch a session: `join` adds it to the session's room at the moment that
+    /// makes the returned in-flight snapshot and the live stream meet without gap or double.
+    pub async fn join(&self, user: &UserId, session_id: SessionId, join: impl FnOnce()) -> Result<JoinedSession, ChatError> {
+        let entry = self.sessions.session(user, session_id).await?;
+        let in_flight = self.inflight.join_watching(session_id, join);
+        let messages = self
+            .sessions
+            .messages(user, session_id, self.settings.join_history, None)
+            .await?;
+        Ok(JoinedSession { entry, messages, in_flight })
+    }
+
+    /// Refuses new messages from now on (first step of shutdown).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// Waits for answers in flight to finish, up to `grace`; then ends the rest with
+    /// `SERVER_SHUTDOWN` (their partial text stored) and waits for them to record that.
+    pub async fn drain(&self, grace: Duration) {
+        self.stop_accepting();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            info!(in_flight = self.inflight.len(), "grace period over: ending answers still running");
+            self.shutdown.cancel();
+            // Ending is prompt (store the partial answer, emit); bound it all the same.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        }
+    }
+}
+
+/// The answer to a repeated `clientMessageId`: the first message if the content matches.
+fn duplicate_of(first: &Message, req: &SendMessage) -> Result<AcceptedMessage, ChatError> {
+    if first.user_message != req.content.as_str() {
+        return Err(ChatError::Conflict);
+    }
+    Ok(AcceptedMessage { message_id: first.id, duplicate: true, job: None })
+}

@@ -1,0 +1,91 @@
+//! The chat layer's error, mapped once to the wire codes of PROTOCOL.md (Errors).
+
+use serde::Serialize;
+
+use crate::ai::AiError;
+use crate::domain::InvalidInput;
+use crate::store::StoreError;
+
+/// The `code` of an error on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Unauthorized,
+    NotFound,
+    InvalidInput,
+    RateLimited,
+    Busy,
+    Conflict,
+    AiUnavailable,
+    AiTimeout,
+    AiError,
+    StorageUnavailable,
+    SlowConsumer,
+    ServerShutdown,
+    Internal,
+}
+
+/// Anything that can go wrong handling a chat request.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    InvalidInput(#[from] InvalidInput),
+    /// Missing, or owned by someone else: the two are never told apart.
+    #[error("not found")]
+    NotFound,
+    #[error("an answer is already being generated for this session")]
+    Busy,
+    #[error("this clientMessageId was already used with different content")]
+    Conflict,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Ai(#[from] AiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ChatError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ChatError::Unauthorized => ErrorCode::Unauthorized,
+            ChatError::InvalidInput(_) => ErrorCode::InvalidInput,
+            ChatError::NotFound => ErrorCode::NotFound,
+            ChatError::Busy => ErrorCode::Busy,
+            ChatError::Conflict => ErrorCode::Conflict,
+            ChatError::ShuttingDown => ErrorCode::ServerShutdown,
+            ChatError::Ai(AiError::Unavailable(_)) => ErrorCode::AiUnavailable,
+            ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
+            ChatError::Ai(AiError::Failed(_)) => ErrorCode::AiError,
+            ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
+            ChatError::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether sending the same request again later may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.code(),
+            ErrorCode::Busy
+                | ErrorCode::RateLimited
+                | ErrorCode::AiUnavailable
+                | ErrorCode::AiTimeout
+                | ErrorCode::StorageUnavailable
+                | ErrorCode::ServerShutdown
+        )
+    }
+
+    /// The text a client may see: internal causes (SQL, provider bodies) stay in the log.
+    pub fn client_message(&self) -> String {
+        match self {
+            ChatError::Ai(AiError::Unavailable(_)) => "the AI provider is unavailable".into(),
+            ChatError::Ai(AiError::Timeout) => "the AI provider timed out".into(),
+            ChatError::Ai(AiError::Failed(_)) => "the AI provider failed to answer".into(),
+            ChatError::Store(StoreError::Unavailable(_)) => "storage is unavailable".into(),
+            ChatError::Store(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The chat layer: the controller that runs each exchange, the session service that knows what
+//! a session is about, and the in-flight answers.
+//!
+//! Nothing here knows socketioxide or axum: the socket layer calls in with parsed requests and
+//! hears back through [`AnswerAudience`], the port to a session's room.
+
+mod answer_events;
+mod answer_job;
+mod controller;
+mod error;
+mod inflight;
+mod session_cache;
+mod session_service;
+
+pub use answer_events::{AnswerAudience, AnswerEvent};
+pub use controller::{AcceptedMessage, ChatController, ChatSettings, JoinedSession, SendMessage};
+pub use error::{ChatError, ErrorCode};
+pub use inflight::{InFlightAnswers, InFlightSnapshot};
+pub use session_cache::{CacheStats, SessionCache, SessionEntry};
+pub use session_service::ChatSessionService;

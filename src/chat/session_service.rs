@@ -1,0 +1,240 @@
+//! The chat session service: what sessions, posts and preferences exist and who owns them,
+//! the AI context of an exchange, and the saving of exchanges. Reads go through the session
+//! cache; writes go to the store and then the cache.
+
+use std::sync::Arc;
+
+use tracing::instrument;
+
+use crate::ai::AiContext;
+use crate::domain::{
+    ChatSession, ClientMessageId, Message, MessageId, Post, PostExpanded, PostId,
+    MessageStatus, Preferences, SessionId, SocialPost, UserId,
+};
+use crate::store::{FinishedAnswer, NewMessage, Store, StoreError};
+
+use super::{ChatError, SessionCache, SessionEntry};
+
+pub struct ChatSessionService {
+    store: Arc<dyn Store>,
+    cache: SessionCache,
+    /// How many earlier exchanges go into the AI context.
+    history_limit: u32,
+}
+
+impl ChatSessionService {
+    pub fn new(store: Arc<dyn Store>, cache: SessionCache, history_limit: u32) -> Self {
+        Self { store, cache, history_limit }
+    }
+
+    pub fn cache(&self) -> &SessionCache {
+        &self.cache
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    // ---- posts ----
+
+    pub async fn create_post(
+        &self,
+        owner: &UserId,
+        url: String,
+        title: String,
+        expanded: PostExpanded,
+    ) -> Result<Post, ChatError> {
+        let post = Post {
+            id: PostId::new(),
+            owner: owner.clone(),
+            url,
+            title,
+            expanded,
+            created_at: crate::domain::now(),
+        };
+        self.store.insert_post(&post).await?;
+        Ok(post)
+    }
+
+    /// The post, when it exists and belongs to `owner`.
+    pub async fn post(&self, owner: &UserId, id: PostId) -> Result<Post, ChatError> {
+        match self.store.get_post(id).await? {
+            Some(post) if &post.owner == owner => Ok(post),
+            _ => Err(ChatError::NotFound),
+        }
+    }
+
+    // ---- sessions ----
+
+    pub async fn create_session(
+        &self,
+        owner: &UserId,
+        post_id: PostId,
+        title: Option<String>,
+    ) -> Result<ChatSession, ChatError> {
+        let post = self.post(owner, post_id).await?;
+        let now = crate::domain::now();
+        let session = ChatSession {
+            id: SessionId::new(),
+            owner: owner.clone(),
+            post_id,
+            title: title.unwrap_or_else(|| post.title.clone()),
+            summary: String::new(),
+            last_summary_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_session(&session).await?;
+        self.cache.put_session(Arc::new(SessionEntry { session: session.clone(), post: Arc::new(post) }));
+        Ok(session)
+    }
+
+    /// The session and its post, when the session exists and belongs to `owner`; `NotFound`
+    /// otherwise, also when it is someone else's (cached or not).
+    #[instrument(skip_all, fields(session_id = %id))]
+    pub async fn session(&self, owner: &UserId, id: SessionId) -> Result<Arc<SessionEntry>, ChatError> {
+        let entry = match self.cache.session(id) {
+            Some(entry) => entry,
+            None => {
+                let session = self.store.get_session(id).await?.ok_or(ChatError::NotFound)?;
+                let post = self.store.get_post(session.post_id).await?.ok_or(ChatError::NotFound)?;
+                let entry = Arc::new(SessionEntry { session, post: Arc::new(post) });
+                self.cache.put_session(entry.clone());
+                entry
+            }
+        };
+        if &entry.session.owner != owner {
+            return Err(ChatError::NotFound);
+        }
+        Ok(entry)
+    }
+
+    /// Whether `owner` has a session `id`.
+    pub async fn exists(&self, owner: &UserId, id: SessionId) -> Result<bool, ChatError> {
+        match self.session(owner, id).await {
+            Ok(_) => Ok(true),
+            Err(ChatError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, ChatError> {
+        Ok(self.store.list_sessions(owner).await?)
+    }
+
+    pub async fn delete_session(&self, owner: &UserId, id: SessionId) -> Result<(), ChatError> {
+        self.session(owner, id).await?;
+        self.store.delete_session(id).await?;
+        self.cache.remove_session(id);
+        Ok(())
+    }
+
+    /// Stores a new summary and writes it through to the cache.
+    pub async fn update_summary(&self, entry: &SessionEntry, summary: String) -> Result<(), ChatError> {
+        let now = crate::domain::now();
+        self.store.update_session_summary(entry.session.id, &summary, now).await?;
+        let mut session = entry.session.clone();
+        session.summary = summary;
+        session.last_summary_at = Some(now);
+        session.updated_at = now;
+        self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
+        Ok(())
+    }
+
+    // ---- messages ----
+
+    /// Messages of a session the caller owns, oldest first (see `Store::recent_messages`).
+    pub async fn messages(
+        &self,
+        owner: &UserId,
+        id: SessionId,
+        limit: u32,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, ChatError> {
+        self.session(owner, id).await?;
+        Ok(self.store.recent_messages(id, limit, before).await?)
+    }
+
+    pub async fn message_by_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<Message>, ChatError> {
+        Ok(self.store.find_message_by_client_id(session, client_message_id).await?)
+    }
+
+    /// Stores the user's message as a new exchange (status `streaming`).
+    pub async fn save_message(&self, message: &NewMessage) -> Result<(), StoreError> {
+        self.store.insert_message(message).await
+    }
+
+    /// Stores how an exchange ended.
+    pub async fn finish_message(
+        &self,
+        id: MessageId,
+        ai_response: &str,
+        posts: &[SocialPost],
+        status: MessageStatus,
+    ) -> Result<(), ChatError> {
+        self.store
+            .finish_message(id, FinishedAnswer { ai_response, posts, status })
+            .await?;
+        Ok(())
+    }
+
+    // ---- preferences ----
+
+    pub async fn preferences(&self, user: &UserId) -> Result<Arc<Preferences>, ChatError> {
+        if let Some(prefs) = self.cache.preferences(user) {
+            return Ok(prefs);
+        }
+        let prefs = Arc::new(self.store.get_preferences(user).await?.unwrap_or_default());
+        self.cache.put_preferences(user.clone(), prefs.clone());
+        Ok(prefs)
+    }
+
+    pub async fn put_preferences(&self, user: &UserId, prefs: Preferences) -> Result<Arc<Preferences>, ChatError> {
+        self.store.put_preferences(user, &prefs).await?;
+        let prefs = Arc::new(prefs);
+        self.cache.put_preferences(user.clone(), prefs.clone());
+        Ok(prefs)
+    }
+
+    // ---- context ----
+
+    /// What the model needs for the exchange `current`: the post, the session summary, the
+    /// last exchanges before it (from the database) and the owner's preferences. On a cache hit
+    /// this is one read: the recent messages.
+    #[instrument(skip_all, fields(session_id = %entry.session.id))]
+    pub async fn build_ai_context(&self, entry: &SessionEntry, current: MessageId) -> Result<AiContext, ChatError> {
+        let preferences = self.preferences(&entry.session.owner).await?;
+        let mut history = self
+            .store
+            .recent_messages(entry.session.id, self.history_limit + 1, None)
+            .await?;
+        history.retain(|m| m.id != current);
+        if history.len() > self.history_limit as usize {
+            history.remove(0);
+        }
+        Ok(AiContext {
+            post: entry.post.clone(),
+            session_summary: entry.session.summary.clone(),
+            history,
+            preferences,
+        })
+    }
+}
+
+/// Whether the session summary should be refreshed after this exchange: every `every` exchanges.
+pub fn summary_due(entry: &SessionEntry, ctx: &AiContext, every: usize) -> bool {
+    if every == 0 {
+        return false;
+    }
+    let since = ctx
+        .history
+        .iter()
+        .filter(|m| entry.session.last_summary_at.is_none_or(|at| m.created_at > at))
+        .count()
+        + 1;
+    since >= every
+}

@@ -1,0 +1,217 @@
+//! All settings in one place: each is an environment variable and the matching command-line
+//! flag (the flag wins). The README lists them with their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The command line: the server (default) or the `token` subcommand.
+#[derive(Debug, Parser)]
+#[command(name = "postchat", version, about = "Socket.IO AI chat server for questions and social posts about a post")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a JWT for USER, signed with JWT_SECRET or, in dev mode, the dev secret.
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+}
+
+/// Where answers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AiProvider {
+    /// The offline extractive engine (`local-extractive`): no network, no model.
+    Local,
+    /// Any OpenAI-compatible endpoint.
+    Openai,
+    /// Ollama's OpenAI-compatible endpoint.
+    Ollama,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one; the chosen port is printed).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Folder for the default SQLite database and the dev-mode JWT secret.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; default: a SQLite file in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most database connections at once.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    /// How long a query waits for a connection before failing with STORAGE_UNAVAILABLE (ms).
+    #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
+    pub database_acquire_timeout_ms: u64,
+
+    /// HS256 secret for JWTs; unset means dev mode (random secret kept in DATA_DIR).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+
+    /// Where answers come from.
+    #[arg(long, env = "AI_PROVIDER", value_enum, default_value_t = AiProvider::Local)]
+    pub ai_provider: AiProvider,
+    /// Pause between streamed words of the local engine (ms), so demos look like streaming.
+    #[arg(long, env = "LOCAL_AI_PACING_MS", default_value_t = 15)]
+    pub local_ai_pacing_ms: u64,
+    /// Longest an answer may take in all (s).
+    #[arg(long, env = "ANSWER_TIMEOUT_SECS", default_value_t = 120)]
+    pub answer_timeout_secs: u64,
+    /// Longest wait for the next token, and for the first (s).
+    #[arg(long, env = "TOKEN_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub token_idle_timeout_secs: u64,
+
+    /// Longest `content` of a chat message (characters).
+    #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 8_000)]
+    pub max_message_chars: usize,
+    /// Largest polling body, websocket message, websocket frame and HTTP JSON body (bytes).
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Packets queued per socket; a socket that lets its queue fill is disconnected.
+    #[arg(long, env = "SOCKET_QUEUE_PACKETS", default_value_t = 1_024)]
+    pub socket_queue_packets: usize,
+
+    /// How long a session stays in the session cache (s).
+    #[arg(long, env = "SESSION_CACHE_TTL_SECS", default_value_t = 3_600)]
+    pub session_cache_ttl_secs: u64,
+    /// Most sessions in the session cache.
+    #[arg(long, env = "SESSION_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub session_cache_capacity: usize,
+    /// Earlier exchanges given to the model as context.
+    #[arg(long, env = "HISTORY_MESSAGES", default_value_t = 10)]
+    pub history_messages: u32,
+    /// Exchanges in the `chat:join` ack.
+    #[arg(long, env = "JOIN_HISTORY_MESSAGES", default_value_t = 50)]
+    pub join_history_messages: u32,
+    /// Refresh the session summary every this many exchanges (0: never).
+    #[arg(long, env = "SUMMARY_EVERY", default_value_t = 5)]
+    pub summary_every: usize,
+
+    /// At shutdown, how long answers in flight may take to finish (s).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Log lines as text or JSON (the filter is RUST_LOG, default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Which browser origins may connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|o| o == origin),
+        }
+    }
+}
+
+impl Config {
+    /// Config from the environment alone (defaults elsewhere), for tests and embedding.
+    pub fn from_env() -> Self {
+        Cli::parse_from(["postchat"]).config
+    }
+
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("postchat.db").display())
+        })
+    }
+
+    pub fn allowed_origins(&self) -> AllowedOrigins {
+        match self.cors_origins.as_deref().map(str::trim) {
+            Some("*") => AllowedOrigins::Any,
+            Some(list) => AllowedOrigins::List(
+                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect(),
+            ),
+            None if self.dev_mode() => AllowedOrigins::Any,
+            None => AllowedOrigins::List(vec![]),
+        }
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        format!("{}:{}", self.host, self.port).parse().or_else(|_| format!("[{}]:{}", self.host, self.port).parse())
+    }
+
+    pub fn local_ai_pacing(&self) -> Duration {
+        Duration::from_millis(self.local_ai_pacing_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["postchat"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().config
+    }
+
+    #[test]
+    fn defaults_follow_the_operators_contract() {
+        let c = parse(&[]);
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 3000));
+        assert_eq!(c.ai_provider, AiProvider::Local);
+        assert!(c.database_url().starts_with("sqlite://"));
+        assert_eq!(c.max_payload_bytes, 65_536);
+        assert_eq!(c.session_cache_ttl_secs, 3_600);
+    }
+
+    #[test]
+    fn origins_are_any_in_dev_mode_and_none_otherwise_unless_listed() {
+        assert_eq!(parse(&[]).allowed_origins(), AllowedOrigins::Any);
+        assert_eq!(parse(&["--jwt-secret", "s"]).allowed_origins(), AllowedOrigins::List(vec![]));
+        let listed = parse(&["--jwt-secret", "s", "--cors-origins", "https://a.example, https://b.example/"]);
+        assert!(listed.allowed_origins().allows("https://b.example"));
+        assert!(!listed.allowed_origins().allows("https://c.example"));
+    }
+
+    #[test]
+    fn the_token_subcommand_parses() {
+        let cli = Cli::try_parse_from(["postchat", "token", "--user", "alice"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice"));
+    }
+}

@@ -1,0 +1,122 @@
+//! A message is one exchange: the user's text and the answer to it (the design's Message entity).
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ClientMessageId, MessageId, Platform, SessionId};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentType {
+    /// A question about the post: answered as streamed text.
+    Question,
+    /// A request for social-media posts: answered with posts per platform.
+    SocialPost,
+}
+
+impl IntentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentType::Question => "question",
+            IntentType::SocialPost => "social_post",
+        }
+    }
+}
+
+impl FromStr for IntentType {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "question" => Ok(IntentType::Question),
+            "social_post" => Ok(IntentType::SocialPost),
+            other => Err(format!("unknown intent type {other:?}")),
+        }
+    }
+}
+
+/// Where an exchange is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// The answer is being generated.
+    Streaming,
+    /// The answer finished normally.
+    Complete,
+    /// The user stopped the answer; `ai_response` holds what was generated until then.
+    Stopped,
+    /// The server lost the answer (crash, shutdown, nobody watching); partial text kept.
+    Interrupted,
+    /// Generation failed; partial text kept.
+    Error,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Complete => "complete",
+            MessageStatus::Stopped => "stopped",
+            MessageStatus::Interrupted => "interrupted",
+            MessageStatus::Error => "error",
+        }
+    }
+}
+
+impl FromStr for MessageStatus {
+    type Err = String;
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw {
+            "streaming" => Ok(MessageStatus::Streaming),
+            "complete" => Ok(MessageStatus::Complete),
+            "stopped" => Ok(MessageStatus::Stopped),
+            "interrupted" => Ok(MessageStatus::Interrupted),
+            "error" => Ok(MessageStatus::Error),
+            other => Err(format!("unknown message status {other:?}")),
+        }
+    }
+}
+
+/// One generated social-media post.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SocialPost {
+    pub platform: Platform,
+    pub content: String,
+    pub hashtags: Vec<String>,
+    /// `content` measured as `platform` counts it.
+    pub character_count: usize,
+}
+
+impl SocialPost {
+    /// A post whose content is cut to fit its platform and whose count is measured, never trusted.
+    pub fn fitted(platform: Platform, content: &str, hashtags: Vec<String>) -> Self {
+        let content = platform.fit(content.trim());
+        Self {
+            platform,
+            character_count: platform.count(&content),
+            content,
+            hashtags,
+        }
+    }
+}
+
+/// One exchange of a chat session, as stored and as sent to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: MessageId,
+    pub session_id: SessionId,
+    pub user_message: String,
+    pub ai_response: String,
+    pub intent_type: IntentType,
+    pub posts: Vec<SocialPost>,
+    pub status: MessageStatus,
+    #[serde(skip)]
+    pub client_message_id: Option<ClientMessageId>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    pub updated_at: DateTime<Utc>,
+}

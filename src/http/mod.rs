@@ -1,0 +1,55 @@
+//! The HTTP API of PROTOCOL.md on axum: posts, sessions, messages, preferences, health. Every
+//! `/api` route takes the same JWT as the socket (`Authorization: Bearer`).
+
+mod auth;
+mod dev;
+mod error;
+mod health;
+mod posts;
+mod preferences;
+mod sessions;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::chat::ChatSessionService;
+use crate::middleware::auth::JwtKeys;
+
+pub use error::ApiError;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub sessions: Arc<ChatSessionService>,
+    pub keys: Arc<JwtKeys>,
+    /// Present in dev mode only: the route that hands out demo tokens exists only then.
+    pub dev_tokens: bool,
+}
+
+impl FromRef<HttpState> for Arc<JwtKeys> {
+    fn from_ref(state: &HttpState) -> Self {
+        state.keys.clone()
+    }
+}
+
+/// The API routes, with JSON bodies bounded to `max_body_bytes`.
+pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
+    let mut api = Router::new()
+        .route("/api/posts", post(posts::create))
+        .route("/api/posts/{id}", get(posts::get_one))
+        .route("/api/sessions", get(sessions::list).post(sessions::create))
+        .route("/api/sessions/{id}", get(sessions::get_one).delete(sessions::delete))
+        .route("/api/sessions/{id}/messages", get(sessions::messages))
+        .route("/api/preferences", get(preferences::get_mine).put(preferences::put_mine))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if state.dev_tokens {
+        api = api.route("/dev/token", post(dev::token));
+    }
+    api.fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

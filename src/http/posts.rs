@@ -1,0 +1,93 @@
+//! `POST /api/posts`, `GET /api/posts/{id}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::AuthUser;
+use super::error::AppJson;
+use super::{ApiError, HttpState};
+use crate::domain::{InvalidInput, Post, PostExpanded, PostId};
+
+/// Longest post content accepted (characters); the body limit bounds it first.
+const MAX_CONTENT_CHARS: usize = 60_000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePost {
+    url: String,
+    title: String,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+/// A post as the API shows it: the expanded content inline.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostBody {
+    id: PostId,
+    url: String,
+    title: String,
+    content: String,
+    summary: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Post> for PostBody {
+    fn from(p: Post) -> Self {
+        Self {
+            id: p.id,
+            url: p.url,
+            title: p.title,
+            content: p.expanded.content,
+            summary: p.expanded.summary,
+            created_at: p.created_at,
+        }
+    }
+}
+
+fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), InvalidInput> {
+    if required && value.trim().is_empty() {
+        return Err(InvalidInput::new(field, "is required"));
+    }
+    if value.contains('\0') {
+        return Err(InvalidInput::new(field, "must not contain NUL bytes"));
+    }
+    if value.chars().count() > max {
+        return Err(InvalidInput::new(field, format!("must be at most {max} characters")));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(state): State<HttpState>,
+    AuthUser(user): AuthUser,
+    AppJson(req): AppJson<CreatePost>,
+) -> Result<(StatusCode, Json<PostBody>), ApiError> {
+    check_text("url", &req.url, 2_048, true)?;
+    if !(req.url.starts_with("https://") || req.url.starts_with("http://")) {
+        return Err(InvalidInput::new("url", "must be an http(s) URL").into());
+    }
+    check_text("title", &req.title, 500, true)?;
+    let content = req.content.unwrap_or_default();
+    let summary = req.summary.unwrap_or_default();
+    check_text("content", &content, MAX_CONTENT_CHARS, false)?;
+    check_text("summary", &summary, 5_000, false)?;
+    let post = state
+        .sessions
+        .create_post(&user, req.url.trim().to_owned(), req.title.trim().to_owned(), PostExpanded { content, summary })
+        .await?;
+    Ok((StatusCode::CREATED, Json(post.into())))
+}
+
+pub async fn get_one(
+    State(state): State<HttpState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<PostBody>, ApiError> {
+    let id = PostId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    Ok(Json(state.sessions.post(&user, id).await?.into()))
+}

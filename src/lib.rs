@@ -1,0 +1,30 @@
+//! postchat: a Socket.IO chat server where a user asks about a post (an article) and gets
+//! streamed answers, or asks for social-media posts in their own voice.
+//!
+//! # Layout
+//! The modules follow a message through the server:
+//! - [`socket`]: Socket.IO connections, the handshake, one handler per event, delivery to rooms.
+//! - [`http`]: the REST API (posts, sessions, messages, preferences, health).
+//! - [`middleware`]: checks before the chat layer (JWT auth); payload validation is the
+//!   [`domain`] types' `parse`.
+//! - [`chat`]: the controller (one exchange from acceptance to its terminal event, stop, join),
+//!   the session service (ownership, AI context, persistence) and its cache, in-flight answers.
+//! - [`ai`]: intent detection, streamed answers and social posts on langchain-rust's `LLM` trait,
+//!   with the offline `local` engine.
+//! - [`store`]: the storage seam with its PostgreSQL and SQLite backends.
+//! - [`domain`]: validated values and entities, no I/O.
+//! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
+//!
+//! Dependencies point one way: socket/http → middleware → chat → ai/store → domain.
+
+pub mod ai;
+pub mod chat;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod middleware;
+pub mod shutdown;
+pub mod socket;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

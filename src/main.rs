@@ -1,0 +1,57 @@
+//! The `postchat` binary: config → telemetry → build → run until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use postchat::config::{Cli, Command};
+use postchat::domain::UserId;
+use postchat::startup::{jwt_keys, Application};
+use postchat::{shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config;
+    telemetry::init(config.log_format);
+
+    if let Some(Command::Token { user, ttl_hours }) = cli.command {
+        let token = UserId::parse(&user)
+            .map_err(|e| e.to_string())
+            .and_then(|user| {
+                let keys = jwt_keys(&config).map_err(|e| e.to_string())?;
+                keys.issue(&user, ttl_hours * 3600).map_err(|e| e.to_string())
+            });
+        return match token {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cannot make a token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let app = match Application::build(config.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("postchat cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("http://{}:{}", config.host, app.port());
+    println!("postchat listening on {url}");
+    if let Some(token) = &app.demo_token {
+        println!("dev mode (no JWT_SECRET): tokens are signed with the secret in {}", config.data_dir.display());
+        println!("demo token for user 'demo': {token}");
+        println!("try the Node demo: (cd client-demo && npm install && node demo.mjs {url})");
+    }
+    match app.run_until_stopped(shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postchat stopped with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

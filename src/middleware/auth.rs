@@ -1,0 +1,244 @@
+//! JWT authentication, shared by the socket handshake and the HTTP API.
+//!
+//! Tokens are verified with a pinned algorithm (HS256 with the configured secret); `exp` and
+//! `sub` are required, `aud`/`iss` checked when configured. `sub` is the user id. In dev mode
+//! (no `JWT_SECRET`) the secret is random, made once and kept in the data folder, so tokens
+//! printed at start and by `postchat token` stay valid across restarts.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::UserId;
+
+/// Longest token accepted; larger ones are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Why a token was refused. Clients only ever see "unauthorized"; the reason goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("token too large")]
+    TooLarge,
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid subject: {0}")]
+    BadSubject(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+}
+
+/// The JWT settings: how tokens are checked and (for dev tokens) made.
+#[derive(Clone)]
+pub struct JwtKeys {
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+impl JwtKeys {
+    /// HS256 with `secret`; `audience` and `issuer` are required in tokens when given.
+    pub fn hs256(secret: &[u8], audience: Option<String>, issuer: Option<String>) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        let mut required = vec!["exp", "sub"];
+        if audience.is_some() {
+            required.push("aud");
+        }
+        if issuer.is_some() {
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.leeway = 30;
+        validation.validate_nbf = true;
+        match &audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Self {
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
+            audience,
+            issuer,
+        }
+    }
+
+    /// The user a token speaks for, if it is valid.
+    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
+        UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.to_string()))
+    }
+
+    /// Makes a token for `user`, valid for `ttl_secs` (dev tokens and tests).
+    pub fn issue(&self, user: &UserId, ttl_secs: u64) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = Claims {
+            sub: user.as_str().to_owned(),
+            exp: now + ttl_secs,
+            iat: Some(now),
+            aud: self.audience.clone(),
+            iss: self.issuer.clone(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+}
+
+/// The dev-mode secret: read from `dir/dev-jwt-secret`, or made and written there (mode 0600).
+pub fn dev_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = dir.join("dev-jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(hex) if hex.trim().len() >= 32 => return Ok(hex.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &hex)?;
+    Ok(hex.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// The bearer token of an `Authorization` header value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `token` parameter of a query string (2.x clients send it this way).
+pub fn query_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", None, None)
+    }
+
+    #[test]
+    fn an_issued_token_verifies_to_its_user() {
+        let user = UserId::parse("alice").unwrap();
+        let token = keys().issue(&user, 60).unwrap();
+        assert_eq!(keys().verify(&token).unwrap(), user);
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let other = JwtKeys::hs256(b"another-secret-another-secret-xx", None, None);
+        let token = other.issue(&UserId::parse("alice").unwrap(), 60).unwrap();
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let k = keys();
+        let token = k.issue(&UserId::parse("alice").unwrap(), 0).unwrap();
+        // Issued with exp = now; leeway is 30 s, so forge one well in the past instead.
+        let claims = Claims { sub: "alice".into(), exp: 1_000, iat: None, aud: None, iss: None };
+        let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        assert!(k.verify(&token).is_ok());
+        assert!(k.verify(&old).is_err());
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let plain = keys().issue(&UserId::parse("alice").unwrap(), 60).unwrap();
+        let strict = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Some("chat".into()), Some("me".into()));
+        assert!(strict.verify(&plain).is_err());
+        let good = strict.issue(&UserId::parse("alice").unwrap(), 60).unwrap();
+        assert!(strict.verify(&good).is_ok());
+    }
+
+    #[test]
+    fn oversized_and_empty_tokens_are_refused_before_parsing() {
+        assert!(matches!(keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::TooLarge)));
+        assert!(matches!(keys().verify(""), Err(AuthError::Missing)));
+    }
+
+    #[test]
+    fn tokens_are_found_in_headers_and_queries() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(query_token("EIO=3&token=a%2Eb&transport=polling").as_deref(), Some("a.b"));
+        assert_eq!(query_token("EIO=4"), None);
+    }
+
+    #[test]
+    fn the_dev_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dev_secret(dir.path()).unwrap();
+        assert_eq!(dev_secret(dir.path()).unwrap(), first);
+        assert_eq!(first.len(), 64);
+    }
+}

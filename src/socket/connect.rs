@@ -1,0 +1,49 @@
+//! The handshake: a socket connects only with a valid JWT, from `auth.token`, `?token=` or an
+//! `Authorization: Bearer` header. The user id goes into the socket's extensions.
+
+use serde_json::Value;
+use socketioxide::extract::SocketRef;
+use tracing::debug;
+
+use crate::domain::UserId;
+use crate::middleware::auth::{bearer, query_token, AuthError, JwtKeys};
+
+/// The handshake's refusal. Its text is what the client's `connect_error` carries.
+#[derive(Debug)]
+pub struct Unauthorized;
+
+impl std::fmt::Display for Unauthorized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("unauthorized")
+    }
+}
+
+pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<(), Unauthorized> {
+    let token = handshake_token(socket, auth.as_ref()).ok_or(AuthError::Missing);
+    match token.and_then(|t| keys.verify(&t)) {
+        Ok(user) => {
+            socket.extensions.insert::<UserId>(user);
+            Ok(())
+        }
+        Err(reason) => {
+            debug!(sid = %socket.id, %reason, "handshake refused");
+            Err(Unauthorized)
+        }
+    }
+}
+
+fn handshake_token(socket: &SocketRef, auth: Option<&Value>) -> Option<String> {
+    if let Some(token) = auth.and_then(|a| a.get("token")).and_then(Value::as_str) {
+        return Some(token.to_owned());
+    }
+    let parts = socket.req_parts();
+    if let Some(token) = parts.uri.query().and_then(query_token) {
+        return Some(token);
+    }
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(bearer)
+        .map(str::to_owned)
+}

@@ -1,0 +1,61 @@
+//! The socket layer: Socket.IO on socketioxide. It authenticates the handshake, registers one
+//! handler per event, parses payloads into domain types, and delivers answers to rooms.
+//! The contract (event names, payloads, acks) is `events.rs`; the full text is docs/protocol.md.
+
+mod connect;
+pub mod events;
+mod handlers;
+mod rooms;
+
+use std::sync::Arc;
+
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::SocketIo;
+
+use crate::chat::ChatController;
+use crate::middleware::auth::JwtKeys;
+
+pub use rooms::SessionRooms;
+
+/// Socket.IO limits, from the config.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    /// Largest polling body, websocket message and websocket frame.
+    pub max_payload_bytes: usize,
+    /// Packets queued per socket before an emit fails.
+    pub queue_packets: usize,
+    /// Longest `content` of a `chat:message`.
+    pub max_message_chars: usize,
+}
+
+/// What every handler needs.
+pub struct SocketState {
+    pub controller: Arc<ChatController>,
+    pub limits: SocketLimits,
+}
+
+/// Builds the Socket.IO layer (path `/socket.io/`, both transports, Engine.IO v3 and v4).
+pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
+    let max = limits.max_payload_bytes;
+    SocketIo::builder()
+        .max_payload(max as u64)
+        .ws_max_message_size(max)
+        .ws_max_frame_size(max)
+        .max_buffer_size(limits.queue_packets)
+        .build_layer()
+}
+
+/// Registers the default namespace: auth at the handshake, then the chat events.
+pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
+    let on_connect = move |socket: SocketRef| {
+        let state = state.clone();
+        async move { handlers::register(socket, state) }
+    };
+    let authenticate = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
+        let keys = keys.clone();
+        async move { connect::authenticate(&socket, auth.0.ok(), &keys) }
+    };
+    io.ns("/", on_connect.with(authenticate));
+}

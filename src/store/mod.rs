@@ -1,0 +1,149 @@
+//! Persistence: the one trait at the storage seam, and its PostgreSQL and SQLite backends.
+//!
+//! Both backends run the same SQL (`sql.rs`) through sqlx's runtime `query_as().bind()`, each with
+//! its own migrations folder, so neither database constrains the other (atuin's two-backend shape).
+//! Which one runs is chosen by the `DATABASE_URL` scheme in [`connect`].
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    ChatSession, ClientMessageId, Message, MessageId, MessageStatus, Post, PostId, Preferences,
+    SessionId, SocialPost, UserId,
+};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached in time; the caller may retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A unique constraint refused the write (for messages: the client message id was used).
+    #[error("duplicate value for {0}")]
+    Duplicate(&'static str),
+    /// A row holds a value the domain does not know (a bug or a manual edit).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Query(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("bad DATABASE_URL: {0}")]
+    BadUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(err)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Duplicate("clientMessageId")
+            }
+            _ => StoreError::Query(err),
+        }
+    }
+}
+
+/// A new exchange, stored when the user's message is accepted (status `streaming`).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub session_id: SessionId,
+    pub client_message_id: Option<ClientMessageId>,
+    pub user_message: String,
+    pub intent_type: crate::domain::IntentType,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The end of an exchange: the answer and how it ended.
+#[derive(Debug, Clone)]
+pub struct FinishedAnswer<'a> {
+    pub ai_response: &'a str,
+    pub posts: &'a [SocialPost],
+    pub status: MessageStatus,
+}
+
+/// Everything the server keeps, behind one seam.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Closes the pool, waiting for connections in use to be returned (at shutdown).
+    async fn close(&self);
+
+    async fn insert_post(&self, post: &Post) -> Result<(), StoreError>;
+    async fn get_post(&self, id: PostId) -> Result<Option<Post>, StoreError>;
+
+    async fn insert_session(&self, session: &ChatSession) -> Result<(), StoreError>;
+    async fn get_session(&self, id: SessionId) -> Result<Option<ChatSession>, StoreError>;
+    /// A user's sessions, most recently updated first.
+    async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, StoreError>;
+    /// Deletes a session and its messages; false when it did not exist.
+    async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError>;
+    async fn update_session_summary(
+        &self,
+        id: SessionId,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
+    async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
+    async fn finish_message(
+        &self,
+        id: MessageId,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<(), StoreError>;
+    async fn find_message_by_client_id(
+        &self,
+        session: SessionId,
+        client_message_id: &ClientMessageId,
+    ) -> Result<Option<Message>, StoreError>;
+    /// Up to `limit` messages of a session, oldest first: the newest ones, or the newest ones
+    /// older than `before`.
+    async fn recent_messages(
+        &self,
+        session: SessionId,
+        limit: u32,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// Marks every `streaming` message `interrupted` (at start: they were lost with a crash).
+    async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+
+    async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError>;
+    async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError>;
+}
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the database counts as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+/// Opens the database named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`),
+/// creating a SQLite file and its folder when missing, and applies that backend's migrations.
+pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::BadUrl(
+            "expected a postgres://, postgresql:// or sqlite:// URL".into(),
+        ))
+    }
+}

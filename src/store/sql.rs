@@ -1,0 +1,413 @@
+//! The SQL both backends run, the rows it reads, and the one `Store` implementation that
+//! both expand (`impl_store_for!`), so a query is written and fixed in one place.
+//!
+//! The SQL is the common dialect of PostgreSQL and SQLite: `$n` parameters (sqlx binds them by
+//! number on SQLite too), row-value comparisons and partial indexes work on both.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::domain::{
+    ChatSession, ClientMessageId, Message, Platform, Post, PostExpanded, Preferences, SocialPost,
+    UserId,
+};
+
+use super::StoreError;
+
+pub(super) const PING: &str = "SELECT 1";
+
+pub(super) const INSERT_POST: &str =
+    "INSERT INTO posts (id, owner_id, url, title, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub(super) const INSERT_POST_EXPANDED: &str =
+    "INSERT INTO post_expanded (post_id, content, summary) VALUES ($1, $2, $3)";
+pub(super) const GET_POST: &str = "SELECT p.id, p.owner_id, p.url, p.title, p.created_at, \
+     COALESCE(e.content, '') AS content, COALESCE(e.summary, '') AS summary \
+     FROM posts p LEFT JOIN post_expanded e ON e.post_id = p.id WHERE p.id = $1";
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at";
+pub(super) const INSERT_SESSION: &str = "INSERT INTO chat_sessions \
+     (id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) fn get_session() -> String {
+    format!("SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = $1")
+}
+pub(super) fn list_sessions() -> String {
+    format!(
+        "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE user_id = $1 \
+         ORDER BY updated_at DESC, id DESC LIMIT 500"
+    )
+}
+pub(super) const DELETE_SESSION_MESSAGES: &str = "DELETE FROM messages WHERE chat_session_id = $1";
+pub(super) const DELETE_SESSION: &str = "DELETE FROM chat_sessions WHERE id = $1";
+pub(super) const UPDATE_SESSION_SUMMARY: &str =
+    "UPDATE chat_sessions SET summary = $2, last_summary_at = $3, updated_at = $3 WHERE id = $1";
+
+const MESSAGE_COLUMNS: &str = "id, chat_session_id, client_message_id, user_message, ai_response, \
+     intent_type, posts, status, created_at, updated_at";
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+      status, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
+pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
+     SET ai_response = $2, posts = $3, status = $4, updated_at = $5 WHERE id = $1";
+pub(super) fn find_message_by_client_id() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages \
+         WHERE chat_session_id = $1 AND client_message_id = $2"
+    )
+}
+pub(super) fn recent_messages() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )
+}
+pub(super) fn recent_messages_before() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
+         AND (created_at, id) < \
+             (SELECT created_at, id FROM messages WHERE id = $3 AND chat_session_id = $1) \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )
+}
+pub(super) const INTERRUPT_STREAMING: &str =
+    "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";
+
+pub(super) const GET_PREFERENCES: &str =
+    "SELECT voice, style, platforms, hashtags, emoji FROM user_preferences WHERE user_id = $1";
+pub(super) const PUT_PREFERENCES: &str = "INSERT INTO user_preferences \
+     (user_id, voice, style, platforms, hashtags, emoji, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (user_id) DO UPDATE SET voice = excluded.voice, style = excluded.style, \
+     platforms = excluded.platforms, hashtags = excluded.hashtags, emoji = excluded.emoji, \
+     updated_at = excluded.updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PostRow {
+    id: Uuid,
+    owner_id: String,
+    url: String,
+    title: String,
+    created_at: DateTime<Utc>,
+    content: String,
+    summary: String,
+}
+
+impl TryFrom<PostRow> for Post {
+    type Error = StoreError;
+    fn try_from(row: PostRow) -> Result<Self, StoreError> {
+        Ok(Post {
+            id: row.id.into(),
+            owner: user_id(&row.owner_id)?,
+            url: row.url,
+            title: row.title,
+            expanded: PostExpanded { content: row.content, summary: row.summary },
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: Uuid,
+    user_id: String,
+    post_id: Uuid,
+    title: String,
+    summary: String,
+    last_summary_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<SessionRow> for ChatSession {
+    type Error = StoreError;
+    fn try_from(row: SessionRow) -> Result<Self, StoreError> {
+        Ok(ChatSession {
+            id: row.id.into(),
+            owner: user_id(&row.user_id)?,
+            post_id: row.post_id.into(),
+            title: row.title,
+            summary: row.summary,
+            last_summary_at: row.last_summary_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MessageRow {
+    id: Uuid,
+    chat_session_id: Uuid,
+    client_message_id: Option<String>,
+    user_message: String,
+    ai_response: String,
+    intent_type: String,
+    posts: Json<Vec<SocialPost>>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<MessageRow> for Message {
+    type Error = StoreError;
+    fn try_from(row: MessageRow) -> Result<Self, StoreError> {
+        Ok(Message {
+            id: row.id.into(),
+            session_id: row.chat_session_id.into(),
+            client_message_id: row
+                .client_message_id
+                .as_deref()
+                .map(ClientMessageId::parse)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            user_message: row.user_message,
+            ai_response: row.ai_response,
+            intent_type: row.intent_type.parse().map_err(StoreError::Corrupt)?,
+            posts: row.posts.0,
+            status: row.status.parse().map_err(StoreError::Corrupt)?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PreferencesRow {
+    voice: String,
+    style: String,
+    platforms: Json<Vec<Platform>>,
+    hashtags: bool,
+    emoji: bool,
+}
+
+impl From<PreferencesRow> for Preferences {
+    fn from(row: PreferencesRow) -> Self {
+        Preferences {
+            voice: row.voice,
+            style: row.style,
+            platforms: row.platforms.0,
+            hashtags: row.hashtags,
+            emoji: row.emoji,
+        }
+    }
+}
+
+fn user_id(raw: &str) -> Result<UserId, StoreError> {
+    UserId::parse(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Implements [`Store`](super::Store) for a backend struct with a `pool` field, using the shared
+/// SQL above. A macro rather than generics: sqlx's executor bounds over an arbitrary database
+/// are long and say nothing a reader needs.
+macro_rules! impl_store_for {
+    ($backend:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $backend {
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query(sql::PING).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            async fn insert_post(&self, post: &Post) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(sql::INSERT_POST)
+                    .bind(post.id.as_uuid())
+                    .bind(post.owner.as_str())
+                    .bind(&post.url)
+                    .bind(&post.title)
+                    .bind(post.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(sql::INSERT_POST_EXPANDED)
+                    .bind(post.id.as_uuid())
+                    .bind(&post.expanded.content)
+                    .bind(&post.expanded.summary)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_post(&self, id: PostId) -> Result<Option<Post>, StoreError> {
+                sqlx::query_as::<_, sql::PostRow>(sql::GET_POST)
+                    .bind(id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(Post::try_from)
+                    .transpose()
+            }
+
+            async fn insert_session(&self, s: &ChatSession) -> Result<(), StoreError> {
+                sqlx::query(sql::INSERT_SESSION)
+                    .bind(s.id.as_uuid())
+                    .bind(s.owner.as_str())
+                    .bind(s.post_id.as_uuid())
+                    .bind(&s.title)
+                    .bind(&s.summary)
+                    .bind(s.last_summary_at)
+                    .bind(s.created_at)
+                    .bind(s.updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_session(&self, id: SessionId) -> Result<Option<ChatSession>, StoreError> {
+                sqlx::query_as::<_, sql::SessionRow>(&sql::get_session())
+                    .bind(id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(ChatSession::try_from)
+                    .transpose()
+            }
+
+            async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, StoreError> {
+                sqlx::query_as::<_, sql::SessionRow>(&sql::list_sessions())
+                    .bind(owner.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(ChatSession::try_from)
+                    .collect()
+            }
+
+            async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(sql::DELETE_SESSION_MESSAGES)
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+                let deleted = sqlx::query(sql::DELETE_SESSION)
+                    .bind(id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn update_session_summary(
+                &self,
+                id: SessionId,
+                summary: &str,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(sql::UPDATE_SESSION_SUMMARY)
+                    .bind(id.as_uuid())
+                    .bind(summary)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn insert_message(&self, m: &NewMessage) -> Result<(), StoreError> {
+                sqlx::query(sql::INSERT_MESSAGE)
+                    .bind(m.id.as_uuid())
+                    .bind(m.session_id.as_uuid())
+                    .bind(m.client_message_id.as_ref().map(|c| c.as_str()))
+                    .bind(&m.user_message)
+                    .bind(m.intent_type.as_str())
+                    .bind(Json(&[] as &[SocialPost]))
+                    .bind(m.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn finish_message(
+                &self,
+                id: MessageId,
+                answer: FinishedAnswer<'_>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(sql::FINISH_MESSAGE)
+                    .bind(id.as_uuid())
+                    .bind(answer.ai_response)
+                    .bind(Json(answer.posts))
+                    .bind(answer.status.as_str())
+                    .bind($crate::domain::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn find_message_by_client_id(
+                &self,
+                session: SessionId,
+                client_message_id: &ClientMessageId,
+            ) -> Result<Option<Message>, StoreError> {
+                sqlx::query_as::<_, sql::MessageRow>(&sql::find_message_by_client_id())
+                    .bind(session.as_uuid())
+                    .bind(client_message_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(Message::try_from)
+                    .transpose()
+            }
+
+            async fn recent_messages(
+                &self,
+                session: SessionId,
+                limit: u32,
+                before: Option<MessageId>,
+            ) -> Result<Vec<Message>, StoreError> {
+                let query = match before {
+                    None => sql::recent_messages(),
+                    Some(_) => sql::recent_messages_before(),
+                };
+                let mut query = sqlx::query_as::<_, sql::MessageRow>(&query)
+                    .bind(session.as_uuid())
+                    .bind(i64::from(limit));
+                if let Some(before) = before {
+                    query = query.bind(before.as_uuid());
+                }
+                let mut messages = query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(Message::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                messages.reverse();
+                Ok(messages)
+            }
+
+            async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+                Ok(sqlx::query(sql::INTERRUPT_STREAMING)
+                    .bind($crate::domain::now())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
+                Ok(sqlx::query_as::<_, sql::PreferencesRow>(sql::GET_PREFERENCES)
+                    .bind(user.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(Preferences::from))
+            }
+
+            async fn put_preferences(&self, user: &UserId, p: &Preferences) -> Result<(), StoreError> {
+                sqlx::query(sql::PUT_PREFERENCES)
+                    .bind(user.as_str())
+                    .bind(&p.voice)
+                    .bind(&p.style)
+                    .bind(Json(&p.platforms))
+                    .bind(p.hashtags)
+                    .bind(p.emoji)
+                    .bind($crate::domain::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(super) use impl_store_for;
