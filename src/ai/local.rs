@@ -121,9 +121,10 @@ fn social_posts(sections: &Sections) -> String {
     let voice = sections.get("voice").unwrap_or("").to_lowercase();
     let style = sections.get("style").unwrap_or("").to_lowercase();
     let emoji = sections.get("emoji") == Some("yes");
-    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title) } else { vec![] };
+    let content = sections.get("post_content").unwrap_or("");
+    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title, content) } else { vec![] };
     let sentences = post_sentences(sections);
-    let key = best_sentences(&sentences, title, 2);
+    let key = best_sentences(&sentences, title, 3);
     let opener = opener(&voice, emoji);
     let concise = style.contains("concise") || style.contains("short");
 
@@ -135,7 +136,11 @@ fn social_posts(sections: &Sections) -> String {
     let posts: Vec<_> = platforms
         .map(|platform| {
             let long_form = matches!(platform, Platform::Linkedin | Platform::Facebook);
-            let wanted = if long_form { 2 } else if concise { 0 } else { 1 };
+            let wanted = match (long_form, concise) {
+                (true, true) => 1,
+                (true, false) => 3,
+                (false, _) => 1,
+            };
             // Fewer sentences until the post fits; the server shortens what still does not.
             let content = (0..=wanted.min(key.len()))
                 .rev()
@@ -183,14 +188,18 @@ fn compose(platform: Platform, opener: &str, title: &str, key: &[&str], url: &st
     out
 }
 
-/// Up to three hashtags from the title's longest meaningful words.
-fn hashtags(title: &str) -> Vec<String> {
+/// Up to three hashtags: the title's words that the post itself uses most (its topic), longer
+/// words first on a tie.
+fn hashtags(title: &str, content: &str) -> Vec<String> {
+    let body = bm25::terms(content);
     let mut words = bm25::terms(title);
-    words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+    words.retain(|w| w.chars().count() > 2 && !w.chars().all(|c| c.is_numeric()));
+    words.sort();
     words.dedup();
+    let uses = |w: &String| body.iter().filter(|t| *t == w).count();
+    words.sort_by_key(|w| (std::cmp::Reverse(uses(w)), std::cmp::Reverse(w.chars().count())));
     words
         .into_iter()
-        .filter(|w| w.chars().count() > 2 && !w.chars().all(|c| c.is_numeric()))
         .take(3)
         .map(|w| {
             let mut chars = w.chars();
@@ -246,7 +255,8 @@ mod tests {
     }
 
     #[test]
-    fn hashtags_come_from_the_title() {
-        assert_eq!(hashtags("Fast servers in Rust"), vec!["#Server", "#Fast", "#Rust"]);
+    fn hashtags_are_the_title_words_the_post_uses_most() {
+        let content = "Rust servers are fast. Rust has no garbage collector. Servers in Rust scale.";
+        assert_eq!(hashtags("Building fast servers in Rust", content), vec!["#Rust", "#Server", "#Fast"]);
     }
 }

@@ -1,0 +1,202 @@
+//! The session cache in the session service: read-through, write-through, invalidation, TTL,
+//! ownership checks on cached entries. A store wrapper counts the reads that reach the database.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use postchat::chat::{ChatError, ChatSessionService, SessionCache};
+use postchat::domain::{
+    ChatSession, ClientMessageId, Message, MessageId, PostExpanded, PostId, Preferences, SessionId, UserId,
+};
+use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
+
+/// The real store, with a count of session and preference reads.
+struct CountingStore {
+    inner: Arc<dyn Store>,
+    session_reads: AtomicUsize,
+    preference_reads: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    async fn insert_post(&self, post: &postchat::domain::Post) -> Result<(), StoreError> {
+        self.inner.insert_post(post).await
+    }
+    async fn get_post(&self, id: PostId) -> Result<Option<postchat::domain::Post>, StoreError> {
+        self.inner.get_post(id).await
+    }
+    async fn insert_session(&self, session: &ChatSession) -> Result<(), StoreError> {
+        self.inner.insert_session(session).await
+    }
+    async fn get_session(&self, id: SessionId) -> Result<Option<ChatSession>, StoreError> {
+        self.session_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_session(id).await
+    }
+    async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, StoreError> {
+        self.inner.list_sessions(owner).await
+    }
+    async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
+        self.inner.delete_session(id).await
+    }
+    async fn update_session_summary(&self, id: SessionId, summary: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.inner.update_session_summary(id, summary, at).await
+    }
+    async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
+        self.inner.insert_message(message).await
+    }
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
+        self.inner.finish_message(id, answer).await
+    }
+    async fn find_message_by_client_id(&self, s: SessionId, c: &ClientMessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.find_message_by_client_id(s, c).await
+    }
+    async fn recent_messages(&self, s: SessionId, limit: u32, before: Option<MessageId>) -> Result<Vec<Message>, StoreError> {
+        self.inner.recent_messages(s, limit, before).await
+    }
+    async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+        self.inner.interrupt_streaming().await
+    }
+    async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
+        self.preference_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_preferences(user).await
+    }
+    async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError> {
+        self.inner.put_preferences(user, prefs).await
+    }
+}
+
+struct Fixture {
+    service: ChatSessionService,
+    store: Arc<CountingStore>,
+    _db: common::TestDb,
+}
+
+async fn fixture(ttl: Duration, capacity: usize) -> Fixture {
+    let db = common::sqlite().await;
+    let store = Arc::new(CountingStore {
+        inner: db.store.clone(),
+        session_reads: AtomicUsize::new(0),
+        preference_reads: AtomicUsize::new(0),
+    });
+    let service = ChatSessionService::new(store.clone(), SessionCache::new(capacity, ttl), 10);
+    Fixture { service, store, _db: db }
+}
+
+fn alice() -> UserId {
+    UserId::parse("alice").unwrap()
+}
+
+async fn new_session(f: &Fixture, owner: &UserId) -> SessionId {
+    let post = f
+        .service
+        .create_post(owner, "https://example.com".into(), "T".into(), PostExpanded::default())
+        .await
+        .unwrap();
+    f.service.create_session(owner, post.id, None).await.unwrap().id
+}
+
+/// A session read after a cold start, as after a restart: the cache is empty.
+async fn cold_service(f: &Fixture) -> ChatSessionService {
+    ChatSessionService::new(f.store.clone(), SessionCache::new(100, Duration::from_secs(3600)), 10)
+}
+
+#[tokio::test]
+async fn a_second_message_on_a_session_does_not_read_the_session_again() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let id = new_session(&f, &alice()).await;
+    let service = cold_service(&f).await;
+
+    let entry = service.session(&alice(), id).await.unwrap();
+    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "first use reads through");
+    assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
+
+    let entry = service.session(&alice(), id).await.unwrap();
+    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "second use is a cache hit");
+    assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
+    let stats = service.cache().stats();
+    assert_eq!((stats.hits, stats.misses), (2, 2));
+}
+
+#[tokio::test]
+async fn a_new_session_is_cached_on_creation() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let id = new_session(&f, &alice()).await;
+    f.service.session(&alice(), id).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_summary_update_writes_through_to_the_cache() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let id = new_session(&f, &alice()).await;
+    let entry = f.service.session(&alice(), id).await.unwrap();
+    f.service.update_summary(&entry, "New summary".into()).await.unwrap();
+    let cached = f.service.session(&alice(), id).await.unwrap();
+    assert_eq!(cached.session.summary, "New summary");
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 0);
+    // And the database agrees.
+    let fresh = cold_service(&f).await.session(&alice(), id).await.unwrap();
+    assert_eq!(fresh.session.summary, "New summary");
+}
+
+#[tokio::test]
+async fn preferences_write_through_to_the_cache() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let prefs = Preferences { voice: "casual".into(), ..Preferences::default() };
+    f.service.put_preferences(&alice(), prefs.clone()).await.unwrap();
+    assert_eq!(*f.service.preferences(&alice()).await.unwrap(), prefs);
+    assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_deleted_session_is_gone_from_the_cache() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let id = new_session(&f, &alice()).await;
+    f.service.delete_session(&alice(), id).await.unwrap();
+    assert!(matches!(f.service.session(&alice(), id).await, Err(ChatError::NotFound)));
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_read_again_from_the_database() {
+    let f = fixture(Duration::from_millis(100), 100).await;
+    let id = new_session(&f, &alice()).await;
+    f.service.session(&alice(), id).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    f.service.session(&alice(), id).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_size_bound_sends_the_oldest_session_back_to_the_database() {
+    let f = fixture(Duration::from_secs(3600), 2).await;
+    let first = new_session(&f, &alice()).await;
+    new_session(&f, &alice()).await;
+    new_session(&f, &alice()).await;
+    f.service.session(&alice(), first).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1);
+    assert!(f.service.cache().stats().evictions >= 1);
+}
+
+#[tokio::test]
+async fn another_users_cached_session_is_not_found() {
+    let f = fixture(Duration::from_secs(3600), 100).await;
+    let id = new_session(&f, &alice()).await;
+    f.service.session(&alice(), id).await.unwrap();
+    let bob = UserId::parse("bob").unwrap();
+    assert!(matches!(f.service.session(&bob, id).await, Err(ChatError::NotFound)));
+    assert!(!f.service.exists(&bob, id).await.unwrap());
+}

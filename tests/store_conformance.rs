@@ -1,0 +1,190 @@
+//! One suite for the storage seam, run against SQLite and PostgreSQL alike.
+
+mod common;
+
+use std::sync::Arc;
+
+use postchat::domain::{
+    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded,
+    PostId, Preferences, SessionId, SocialPost, UserId,
+};
+use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+async fn a_post(store: &Arc<dyn Store>, owner: &UserId) -> Post {
+    let post = Post {
+        id: PostId::new(),
+        owner: owner.clone(),
+        url: "https://example.com/a".into(),
+        title: "A post".into(),
+        expanded: PostExpanded { content: "Body text. With {braces} and ünïcödé.".into(), summary: "Sum".into() },
+        created_at: postchat::domain::now(),
+    };
+    store.insert_post(&post).await.unwrap();
+    post
+}
+
+async fn a_session(store: &Arc<dyn Store>, owner: &UserId) -> ChatSession {
+    let post = a_post(store, owner).await;
+    let now = postchat::domain::now();
+    let session = ChatSession {
+        id: SessionId::new(),
+        owner: owner.clone(),
+        post_id: post.id,
+        title: "A session".into(),
+        summary: String::new(),
+        last_summary_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_session(&session).await.unwrap();
+    session
+}
+
+fn new_message(session: SessionId, text: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        session_id: session,
+        client_message_id: key.map(|k| ClientMessageId::parse(k).unwrap()),
+        user_message: text.into(),
+        intent_type: IntentType::Question,
+        created_at: postchat::domain::now(),
+    }
+}
+
+async fn posts_round_trip_with_their_expanded_content(store: Arc<dyn Store>) {
+    let post = a_post(&store, &user("alice")).await;
+    assert_eq!(store.get_post(post.id).await.unwrap(), Some(post));
+    assert_eq!(store.get_post(PostId::new()).await.unwrap(), None);
+}
+
+async fn sessions_round_trip_and_list_newest_first(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    let first = a_session(&store, &alice).await;
+    let second = a_session(&store, &alice).await;
+    a_session(&store, &user("bob")).await;
+    assert_eq!(store.get_session(first.id).await.unwrap(), Some(first.clone()));
+    let listed: Vec<SessionId> = store.list_sessions(&alice).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(listed, vec![second.id, first.id]);
+}
+
+async fn deleting_a_session_deletes_its_messages(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    store.insert_message(&new_message(session.id, "hi", None)).await.unwrap();
+    assert!(store.delete_session(session.id).await.unwrap());
+    assert_eq!(store.get_session(session.id).await.unwrap(), None);
+    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty());
+    assert!(!store.delete_session(session.id).await.unwrap());
+}
+
+async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let msg = new_message(session.id, "What? {x}", Some("k1"));
+    store.insert_message(&msg).await.unwrap();
+    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].status, MessageStatus::Streaming);
+    assert_eq!(stored[0].ai_response, "");
+
+    let posts = vec![SocialPost::fitted(Platform::Twitter, "A post 😀", vec!["#a".into()])];
+    store
+        .finish_message(msg.id, FinishedAnswer { ai_response: "Answer.", posts: &posts, status: MessageStatus::Complete })
+        .await
+        .unwrap();
+    let done = &store.recent_messages(session.id, 10, None).await.unwrap()[0];
+    assert_eq!(done.status, MessageStatus::Complete);
+    assert_eq!(done.ai_response, "Answer.");
+    assert_eq!(done.posts, posts);
+    assert_eq!(done.user_message, "What? {x}");
+    assert_eq!(done.client_message_id.as_ref().map(|c| c.as_str()), Some("k1"));
+}
+
+async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let mut ids = vec![];
+    for i in 0..5 {
+        let m = new_message(session.id, &format!("m{i}"), None);
+        ids.push(m.id);
+        store.insert_message(&m).await.unwrap();
+    }
+    let last3: Vec<MessageId> = store.recent_messages(session.id, 3, None).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(last3, ids[2..]);
+    let before: Vec<MessageId> =
+        store.recent_messages(session.id, 10, Some(ids[2])).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(before, ids[..2]);
+}
+
+async fn a_client_message_id_is_unique_per_session(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let other = a_session(&store, &user("alice")).await;
+    store.insert_message(&new_message(session.id, "a", Some("key"))).await.unwrap();
+    let again = store.insert_message(&new_message(session.id, "a", Some("key"))).await;
+    assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
+    store.insert_message(&new_message(other.id, "a", Some("key"))).await.unwrap();
+    // Messages without a key never collide.
+    store.insert_message(&new_message(session.id, "b", None)).await.unwrap();
+    store.insert_message(&new_message(session.id, "c", None)).await.unwrap();
+    let found = store
+        .find_message_by_client_id(session.id, &ClientMessageId::parse("key").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user_message, "a");
+}
+
+async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let done = new_message(session.id, "done", None);
+    store.insert_message(&done).await.unwrap();
+    store
+        .finish_message(done.id, FinishedAnswer { ai_response: "x", posts: &[], status: MessageStatus::Complete })
+        .await
+        .unwrap();
+    store.insert_message(&new_message(session.id, "lost", None)).await.unwrap();
+    assert!(store.interrupt_streaming().await.unwrap() >= 1);
+    let statuses: Vec<MessageStatus> =
+        store.recent_messages(session.id, 10, None).await.unwrap().iter().map(|m| m.status).collect();
+    assert_eq!(statuses, vec![MessageStatus::Complete, MessageStatus::Interrupted]);
+}
+
+async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    assert_eq!(store.get_preferences(&alice).await.unwrap(), None);
+    let mut prefs = Preferences::default();
+    store.put_preferences(&alice, &prefs).await.unwrap();
+    prefs.voice = "casual".into();
+    prefs.platforms = vec![Platform::Bluesky, Platform::Mastodon];
+    prefs.emoji = true;
+    store.put_preferences(&alice, &prefs).await.unwrap();
+    assert_eq!(store.get_preferences(&alice).await.unwrap(), Some(prefs));
+    assert_eq!(store.get_preferences(&user("bob")).await.unwrap(), None);
+}
+
+async fn the_session_summary_is_updated(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let at = postchat::domain::now();
+    store.update_session_summary(session.id, "They asked about X.", at).await.unwrap();
+    let read = store.get_session(session.id).await.unwrap().unwrap();
+    assert_eq!(read.summary, "They asked about X.");
+    assert_eq!(read.last_summary_at, Some(at));
+}
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
+
+on_both_backends!(
+    posts_round_trip_with_their_expanded_content,
+    sessions_round_trip_and_list_newest_first,
+    deleting_a_session_deletes_its_messages,
+    a_message_is_stored_streaming_then_finished,
+    recent_messages_are_oldest_first_limited_and_page_backwards,
+    a_client_message_id_is_unique_per_session,
+    streaming_messages_become_interrupted_at_start,
+    preferences_are_upserted_per_user,
+    the_session_summary_is_updated,
+    ping_answers,
+);
