@@ -1,0 +1,117 @@
+// Starts the real postchat binary for a test: its own port, data folder and database.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "../../..");
+const binary = process.env.POSTCHAT_BIN ?? path.join(repo, "target/debug/postchat");
+const pgServer = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
+
+/** A fresh PostgreSQL database URL, or null (skip) when PostgreSQL is unreachable outside CI. */
+export function freshPostgresUrl() {
+  const name = `postchat_js_${process.pid}_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  try {
+    execFileSync("psql", [`${pgServer}/postgres`, "-v", "ON_ERROR_STOP=1", "-qc", `CREATE DATABASE ${name}`], {
+      stdio: "pipe",
+    });
+  } catch (err) {
+    if (process.env.CI === "true") throw new Error(`PostgreSQL unreachable in CI: ${err.message}`);
+    return null;
+  }
+  return `${pgServer}/${name}`;
+}
+
+/**
+ * Starts a server. Options: env (extra environment), dataDir (reuse a folder, e.g. for a
+ * restart). Resolves to { url, dataDir, process, stop(), logs() }.
+ */
+export async function startServer({ env = {}, dataDir } = {}) {
+  const dir = dataDir ?? mkdtempSync(path.join(tmpdir(), "postchat-test-"));
+  const child = spawn(binary, [], {
+    env: {
+      PATH: process.env.PATH,
+      RUST_LOG: process.env.RUST_LOG ?? "warn",
+      HOST: "127.0.0.1",
+      PORT: "0",
+      DATA_DIR: dir,
+      LOCAL_AI_PACING_MS: "0",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 20_000);
+    const onData = () => {
+      const match = output.match(/listening on (http:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    };
+    child.stdout.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code}:\n${output}`));
+    });
+  });
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  return {
+    url,
+    dataDir: dir,
+    process: child,
+    logs: () => output,
+    /** SIGTERM, then resolves to the exit { code, signal }. */
+    async stop({ keepData = false } = {}) {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      const result = await exited;
+      if (!keepData && !dataDir) rmSync(dir, { recursive: true, force: true });
+      return result;
+    },
+  };
+}
+
+export const samplePost = {
+  url: "https://example.com/blog/rust-chat-servers",
+  title: "Building real-time chat servers in Rust",
+  summary: "Rust with Tokio and Socket.IO makes chat servers that are fast, lean and safe.",
+  content: [
+    "Real-time chat needs a server that holds many idle connections cheaply.",
+    "Rust futures are state machines, so an idle connection costs only a few kilobytes.",
+    "Tokio schedules tasks on a work-stealing runtime that keeps every core busy.",
+    "Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets.",
+    "Streaming answers token by token makes an AI assistant feel fast even when the model is slow.",
+    "Without a garbage collector, latency stays flat under load.",
+  ].join(" "),
+};
+
+/** X's weighted length, independently of the server: URLs 23, characters outside Latin 2. */
+export function twitterLength(text) {
+  let total = 0;
+  for (const word of text.split(/(\s+)/)) {
+    if (/^https?:\/\/\S+$/.test(word)) {
+      total += 23;
+      continue;
+    }
+    const segmenter = new Intl.Segmenter("en", { granularity: "grapheme" });
+    for (const { segment } of segmenter.segment(word)) {
+      if (/\p{Extended_Pictographic}/u.test(segment)) {
+        total += 2;
+        continue;
+      }
+      for (const ch of segment) {
+        const c = ch.codePointAt(0);
+        const light = c <= 0x10ff || (c >= 0x2000 && c <= 0x200d) || (c >= 0x2010 && c <= 0x201f) || (c >= 0x2032 && c <= 0x2037);
+        total += light ? 1 : 2;
+      }
+    }
+  }
+  return total;
+}
+
+export const LIMITS = { twitter: 280, bluesky: 300, threads: 500, mastodon: 500, linkedin: 3000, instagram: 2200, facebook: 63206 };
