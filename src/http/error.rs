@@ -21,6 +21,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     InvalidInput(String),
+    /// The body is over `MAX_PAYLOAD_BYTES` (413, code INVALID_INPUT).
+    #[error("request body too large")]
+    TooLarge,
     #[error(transparent)]
     Chat(#[from] ChatError),
 }
@@ -33,7 +36,11 @@ impl From<InvalidInput> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
-        ApiError::InvalidInput(e.body_text())
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::InvalidInput(e.body_text())
+        }
     }
 }
 
@@ -55,9 +62,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => (ErrorCode::NotFound, "not found".to_owned()),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, "unauthorized".to_owned()),
             ApiError::InvalidInput(m) => (ErrorCode::InvalidInput, m.clone()),
+            ApiError::TooLarge => (ErrorCode::InvalidInput, self.to_string()),
             ApiError::Chat(e) => (e.code(), e.client_message()),
         };
         let status = match code {
+            _ if matches!(self, ApiError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
