@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The command line: the server (default) or the `token` subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "postchat", version, about = "Socket.IO AI chat server for questions and social posts about a post")]
+#[command(
+    name = "postchat",
+    version,
+    about = "Socket.IO AI chat server for questions and social posts about a post"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -155,16 +159,19 @@ impl Config {
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("postchat.db").display())
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("postchat.db").display()))
     }
 
     pub fn allowed_origins(&self) -> AllowedOrigins {
         match self.cors_origins.as_deref().map(str::trim) {
             Some("*") => AllowedOrigins::Any,
             Some(list) => AllowedOrigins::List(
-                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect(),
+                list.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
             ),
             None if self.dev_mode() => AllowedOrigins::Any,
             None => AllowedOrigins::List(vec![]),
@@ -172,7 +179,9 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
-        format!("{}:{}", self.host, self.port).parse().or_else(|_| format!("[{}]:{}", self.host, self.port).parse())
+        format!("{}:{}", self.host, self.port)
+            .parse()
+            .or_else(|_| format!("[{}]:{}", self.host, self.port).parse())
     }
 
     pub fn local_ai_pacing(&self) -> Duration {
@@ -203,8 +212,16 @@ mod tests {
     #[test]
     fn origins_are_any_in_dev_mode_and_none_otherwise_unless_listed() {
         assert_eq!(parse(&[]).allowed_origins(), AllowedOrigins::Any);
-        assert_eq!(parse(&["--jwt-secret", "s"]).allowed_origins(), AllowedOrigins::List(vec![]));
-        let listed = parse(&["--jwt-secret", "s", "--cors-origins", "https://a.example, https://b.example/"]);
+        assert_eq!(
+            parse(&["--jwt-secret", "s"]).allowed_origins(),
+            AllowedOrigins::List(vec![])
+        );
+        let listed = parse(&[
+            "--jwt-secret",
+            "s",
+            "--cors-origins",
+            "https://a.example, https://b.example/",
+        ]);
         assert!(listed.allowed_origins().allows("https://b.example"));
         assert!(!listed.allowed_origins().allows("https://c.example"));
     }
@@ -212,6 +229,8 @@ mod tests {
     #[test]
     fn the_token_subcommand_parses() {
         let cli = Cli::try_parse_from(["postchat", "token", "--user", "alice"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice"));
+        assert!(
+            matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice")
+        );
     }
 }

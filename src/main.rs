@@ -19,7 +19,8 @@ async fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|user| {
                 let keys = jwt_keys(&config).map_err(|e| e.to_string())?;
-                keys.issue(&user, ttl_hours * 3600).map_err(|e| e.to_string())
+                keys.issue(&user, ttl_hours * 3600)
+                    .map_err(|e| e.to_string())
             });
         return match token {
             Ok(token) => {
@@ -43,7 +44,10 @@ async fn main() -> ExitCode {
     let url = format!("http://{}:{}", config.host, app.port());
     println!("postchat listening on {url}");
     if let Some(token) = &app.demo_token {
-        println!("dev mode (no JWT_SECRET): tokens are signed with the secret in {}", config.data_dir.display());
+        println!(
+            "dev mode (no JWT_SECRET): tokens are signed with the secret in {}",
+            config.data_dir.display()
+        );
         println!("demo token for user 'demo': {token}");
         println!("try the Node demo: (cd client-demo && npm install && node demo.mjs {url})");
     }

@@ -46,7 +46,11 @@ pub fn jwt_keys(config: &Config) -> std::io::Result<JwtKeys> {
         Some(secret) => secret.as_bytes().to_vec(),
         None => dev_secret(&config.data_dir)?,
     };
-    Ok(JwtKeys::hs256(&secret, config.jwt_audience.clone(), config.jwt_issuer.clone()))
+    Ok(JwtKeys::hs256(
+        &secret,
+        config.jwt_audience.clone(),
+        config.jwt_issuer.clone(),
+    ))
 }
 
 /// A built server, bound and ready to run.
@@ -74,12 +78,22 @@ impl Application {
         let store = store::connect(&config.database_url(), &pool).await?;
         let interrupted = store.interrupt_streaming().await?;
         if interrupted > 0 {
-            info!(interrupted, "answers left streaming by the last run are marked interrupted");
+            info!(
+                interrupted,
+                "answers left streaming by the last run are marked interrupted"
+            );
         }
 
         let keys = Arc::new(jwt_keys(&config)?);
-        let cache = SessionCache::new(config.session_cache_capacity, Duration::from_secs(config.session_cache_ttl_secs));
-        let sessions = Arc::new(ChatSessionService::new(store.clone(), cache, config.history_messages));
+        let cache = SessionCache::new(
+            config.session_cache_capacity,
+            Duration::from_secs(config.session_cache_ttl_secs),
+        );
+        let sessions = Arc::new(ChatSessionService::new(
+            store.clone(),
+            cache,
+            config.history_messages,
+        ));
 
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
@@ -98,10 +112,21 @@ impl Application {
                 join_history: config.join_history_messages,
             },
         );
-        socket::register(&io, Arc::new(SocketState { controller: controller.clone(), limits }), keys.clone());
+        socket::register(
+            &io,
+            Arc::new(SocketState {
+                controller: controller.clone(),
+                limits,
+            }),
+            keys.clone(),
+        );
 
         let origins = config.allowed_origins();
-        let http_state = HttpState { sessions, keys: keys.clone(), dev_tokens: config.dev_mode() };
+        let http_state = HttpState {
+            sessions,
+            keys: keys.clone(),
+            dev_tokens: config.dev_mode(),
+        };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn({
@@ -112,7 +137,10 @@ impl Application {
             .layer(TraceLayer::new_for_http());
 
         let demo_token = if config.dev_mode() {
-            Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)
+            Some(keys.issue(
+                &UserId::parse("demo").expect("'demo' is a valid user id"),
+                24 * 3600,
+            )?)
         } else {
             None
         };
@@ -135,8 +163,19 @@ impl Application {
     /// Serves until `shutdown` resolves, then: refuse new messages, let answers finish within
     /// the grace period, end the rest with SERVER_SHUTDOWN (stored), close every socket, and
     /// close the database. axum alone would not wait for socket tasks.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, router, io, controller, store, grace, .. } = self;
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            io,
+            controller,
+            store,
+            grace,
+            ..
+        } = self;
         let drained = {
             let controller = controller.clone();
             async move {
@@ -145,7 +184,9 @@ impl Application {
                 io.close().await;
             }
         };
-        axum::serve(listener, router).with_graceful_shutdown(drained).await?;
+        axum::serve(listener, router)
+            .with_graceful_shutdown(drained)
+            .await?;
         store.close().await;
         info!("stopped");
         Ok(())
@@ -161,7 +202,13 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 

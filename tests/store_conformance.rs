@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use postchat::domain::{
-    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded,
-    PostId, Preferences, SessionId, SocialPost, UserId,
+    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post,
+    PostExpanded, PostId, Preferences, SessionId, SocialPost, UserId,
 };
 use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
 
@@ -20,7 +20,10 @@ async fn a_post(store: &Arc<dyn Store>, owner: &UserId) -> Post {
         owner: owner.clone(),
         url: "https://example.com/a".into(),
         title: "A post".into(),
-        expanded: PostExpanded { content: "Body text. With {braces} and ünïcödé.".into(), summary: "Sum".into() },
+        expanded: PostExpanded {
+            content: "Body text. With {braces} and ünïcödé.".into(),
+            summary: "Sum".into(),
+        },
         created_at: postchat::domain::now(),
     };
     store.insert_post(&post).await.unwrap();
@@ -66,17 +69,33 @@ async fn sessions_round_trip_and_list_newest_first(store: Arc<dyn Store>) {
     let first = a_session(&store, &alice).await;
     let second = a_session(&store, &alice).await;
     a_session(&store, &user("bob")).await;
-    assert_eq!(store.get_session(first.id).await.unwrap(), Some(first.clone()));
-    let listed: Vec<SessionId> = store.list_sessions(&alice).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(
+        store.get_session(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    let listed: Vec<SessionId> = store
+        .list_sessions(&alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
     assert_eq!(listed, vec![second.id, first.id]);
 }
 
 async fn deleting_a_session_deletes_its_messages(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
-    store.insert_message(&new_message(session.id, "hi", None)).await.unwrap();
+    store
+        .insert_message(&new_message(session.id, "hi", None))
+        .await
+        .unwrap();
     assert!(store.delete_session(session.id).await.unwrap());
     assert_eq!(store.get_session(session.id).await.unwrap(), None);
-    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty());
+    assert!(store
+        .recent_messages(session.id, 10, None)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(!store.delete_session(session.id).await.unwrap());
 }
 
@@ -89,9 +108,20 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(stored[0].status, MessageStatus::Streaming);
     assert_eq!(stored[0].ai_response, "");
 
-    let posts = vec![SocialPost::fitted(Platform::Twitter, "A post 😀", vec!["#a".into()])];
+    let posts = vec![SocialPost::fitted(
+        Platform::Twitter,
+        "A post 😀",
+        vec!["#a".into()],
+    )];
     store
-        .finish_message(msg.id, FinishedAnswer { ai_response: "Answer.", posts: &posts, status: MessageStatus::Complete })
+        .finish_message(
+            msg.id,
+            FinishedAnswer {
+                ai_response: "Answer.",
+                posts: &posts,
+                status: MessageStatus::Complete,
+            },
+        )
         .await
         .unwrap();
     let done = &store.recent_messages(session.id, 10, None).await.unwrap()[0];
@@ -99,7 +129,10 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(done.ai_response, "Answer.");
     assert_eq!(done.posts, posts);
     assert_eq!(done.user_message, "What? {x}");
-    assert_eq!(done.client_message_id.as_ref().map(|c| c.as_str()), Some("k1"));
+    assert_eq!(
+        done.client_message_id.as_ref().map(|c| c.as_str()),
+        Some("k1")
+    );
 }
 
 async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<dyn Store>) {
@@ -110,23 +143,48 @@ async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<
         ids.push(m.id);
         store.insert_message(&m).await.unwrap();
     }
-    let last3: Vec<MessageId> = store.recent_messages(session.id, 3, None).await.unwrap().iter().map(|m| m.id).collect();
+    let last3: Vec<MessageId> = store
+        .recent_messages(session.id, 3, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(last3, ids[2..]);
-    let before: Vec<MessageId> =
-        store.recent_messages(session.id, 10, Some(ids[2])).await.unwrap().iter().map(|m| m.id).collect();
+    let before: Vec<MessageId> = store
+        .recent_messages(session.id, 10, Some(ids[2]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(before, ids[..2]);
 }
 
 async fn a_client_message_id_is_unique_per_session(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let other = a_session(&store, &user("alice")).await;
-    store.insert_message(&new_message(session.id, "a", Some("key"))).await.unwrap();
-    let again = store.insert_message(&new_message(session.id, "a", Some("key"))).await;
+    store
+        .insert_message(&new_message(session.id, "a", Some("key")))
+        .await
+        .unwrap();
+    let again = store
+        .insert_message(&new_message(session.id, "a", Some("key")))
+        .await;
     assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
-    store.insert_message(&new_message(other.id, "a", Some("key"))).await.unwrap();
+    store
+        .insert_message(&new_message(other.id, "a", Some("key")))
+        .await
+        .unwrap();
     // Messages without a key never collide.
-    store.insert_message(&new_message(session.id, "b", None)).await.unwrap();
-    store.insert_message(&new_message(session.id, "c", None)).await.unwrap();
+    store
+        .insert_message(&new_message(session.id, "b", None))
+        .await
+        .unwrap();
+    store
+        .insert_message(&new_message(session.id, "c", None))
+        .await
+        .unwrap();
     let found = store
         .find_message_by_client_id(session.id, &ClientMessageId::parse("key").unwrap())
         .await
@@ -140,14 +198,32 @@ async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
     let done = new_message(session.id, "done", None);
     store.insert_message(&done).await.unwrap();
     store
-        .finish_message(done.id, FinishedAnswer { ai_response: "x", posts: &[], status: MessageStatus::Complete })
+        .finish_message(
+            done.id,
+            FinishedAnswer {
+                ai_response: "x",
+                posts: &[],
+                status: MessageStatus::Complete,
+            },
+        )
         .await
         .unwrap();
-    store.insert_message(&new_message(session.id, "lost", None)).await.unwrap();
+    store
+        .insert_message(&new_message(session.id, "lost", None))
+        .await
+        .unwrap();
     assert!(store.interrupt_streaming().await.unwrap() >= 1);
-    let statuses: Vec<MessageStatus> =
-        store.recent_messages(session.id, 10, None).await.unwrap().iter().map(|m| m.status).collect();
-    assert_eq!(statuses, vec![MessageStatus::Complete, MessageStatus::Interrupted]);
+    let statuses: Vec<MessageStatus> = store
+        .recent_messages(session.id, 10, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![MessageStatus::Complete, MessageStatus::Interrupted]
+    );
 }
 
 async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
@@ -166,7 +242,10 @@ async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
 async fn the_session_summary_is_updated(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let at = postchat::domain::now();
-    store.update_session_summary(session.id, "They asked about X.", at).await.unwrap();
+    store
+        .update_session_summary(session.id, "They asked about X.", at)
+        .await
+        .unwrap();
     let read = store.get_session(session.id).await.unwrap().unwrap();
     assert_eq!(read.summary, "They asked about X.");
     assert_eq!(read.last_summary_at, Some(at));

@@ -114,6 +114,9 @@ mod tests {
     #[test]
     fn sentences_split_at_terminal_punctuation_and_lines() {
         let s = sentences("One. Two! Three? Version 1.5 is out\nFour");
-        assert_eq!(s, vec!["One.", "Two!", "Three?", "Version 1.5 is out", "Four"]);
+        assert_eq!(
+            s,
+            vec!["One.", "Two!", "Three?", "Version 1.5 is out", "Four"]
+        );
     }
 }

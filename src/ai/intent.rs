@@ -50,9 +50,30 @@ const SOCIAL_WORDS: &[&str] = &[
 
 /// Words that ask for something to be written.
 const REQUEST_WORDS: &[&str] = &[
-    "write", "draft", "create", "generate", "make", "compose", "craft", "give me", "prepare",
-    "produce", "turn this", "turn it", "can you do", "i need", "i want", "help me", "suggest",
-    "come up with", "rédige", "écris", "escribe", "schreib", "crea ", "genera",
+    "write",
+    "draft",
+    "create",
+    "generate",
+    "make",
+    "compose",
+    "craft",
+    "give me",
+    "prepare",
+    "produce",
+    "turn this",
+    "turn it",
+    "can you do",
+    "i need",
+    "i want",
+    "help me",
+    "suggest",
+    "come up with",
+    "rédige",
+    "écris",
+    "escribe",
+    "schreib",
+    "crea ",
+    "genera",
 ];
 
 /// Classifies a message. Clear requests for posts are `social_post`; everything else is a

@@ -104,7 +104,12 @@ fn answer(sections: &Sections, question: &str) -> String {
     }
     let summary = sections.get("post_summary").unwrap_or("").trim();
     let gist = if summary.is_empty() {
-        sentences.iter().take(2).copied().collect::<Vec<_>>().join(" ")
+        sentences
+            .iter()
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
     } else {
         summary.to_owned()
     };
@@ -122,7 +127,11 @@ fn social_posts(sections: &Sections) -> String {
     let style = sections.get("style").unwrap_or("").to_lowercase();
     let emoji = sections.get("emoji") == Some("yes");
     let content = sections.get("post_content").unwrap_or("");
-    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title, content) } else { vec![] };
+    let tags = if sections.get("hashtags") == Some("yes") {
+        hashtags(title, content)
+    } else {
+        vec![]
+    };
     let sentences = post_sentences(sections);
     let key = best_sentences(&sentences, title, 3);
     let opener = opener(&voice, emoji);
@@ -163,12 +172,27 @@ fn opener(voice: &str, emoji: bool) -> String {
     } else {
         ("Worth reading:", "📌 ")
     };
-    if emoji { format!("{mark}{words}") } else { words.to_owned() }
+    if emoji {
+        format!("{mark}{words}")
+    } else {
+        words.to_owned()
+    }
 }
 
-fn compose(platform: Platform, opener: &str, title: &str, key: &[&str], url: &str, tags: &[String]) -> String {
+fn compose(
+    platform: Platform,
+    opener: &str,
+    title: &str,
+    key: &[&str],
+    url: &str,
+    tags: &[String],
+) -> String {
     let mut out = format!("{opener} {title}");
-    let sep = if matches!(platform, Platform::Linkedin | Platform::Facebook) { "\n\n" } else { " " };
+    let sep = if matches!(platform, Platform::Linkedin | Platform::Facebook) {
+        "\n\n"
+    } else {
+        " "
+    };
     if !key.is_empty() {
         out.push_str(sep);
         out.push_str(&key.join(" "));
@@ -197,13 +221,21 @@ fn hashtags(title: &str, content: &str) -> Vec<String> {
     words.sort();
     words.dedup();
     let uses = |w: &String| body.iter().filter(|t| *t == w).count();
-    words.sort_by_key(|w| (std::cmp::Reverse(uses(w)), std::cmp::Reverse(w.chars().count())));
+    words.sort_by_key(|w| {
+        (
+            std::cmp::Reverse(uses(w)),
+            std::cmp::Reverse(w.chars().count()),
+        )
+    });
     words
         .into_iter()
         .take(3)
         .map(|w| {
             let mut chars = w.chars();
-            let first = chars.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
+            let first = chars
+                .next()
+                .map(|c| c.to_uppercase().to_string())
+                .unwrap_or_default();
             format!("#{first}{}", chars.as_str())
         })
         .collect()
@@ -232,31 +264,61 @@ mod tests {
     #[tokio::test]
     async fn answers_with_the_sentences_that_match_the_question() {
         let content = "Rust has no garbage collector. The weather was fine. Tokio runs async tasks on a thread pool.";
-        let msgs = vec![LlmMessage::new_system_message(sections(content)), LlmMessage::new_human_message("What does Tokio run?")];
-        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        let msgs = vec![
+            LlmMessage::new_system_message(sections(content)),
+            LlmMessage::new_human_message("What does Tokio run?"),
+        ];
+        let reply = LocalEngine::new(Duration::ZERO)
+            .generate(&msgs)
+            .await
+            .unwrap()
+            .generation;
         assert_eq!(reply, "Tokio runs async tasks on a thread pool.");
     }
 
     #[tokio::test]
     async fn says_so_when_the_post_does_not_cover_the_question() {
-        let msgs = vec![LlmMessage::new_system_message(sections("Rust is fast.")), LlmMessage::new_human_message("Who won the football match?")];
-        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
-        assert!(reply.starts_with("The post does not seem to cover that"), "{reply}");
+        let msgs = vec![
+            LlmMessage::new_system_message(sections("Rust is fast.")),
+            LlmMessage::new_human_message("Who won the football match?"),
+        ];
+        let reply = LocalEngine::new(Duration::ZERO)
+            .generate(&msgs)
+            .await
+            .unwrap()
+            .generation;
+        assert!(
+            reply.starts_with("The post does not seem to cover that"),
+            "{reply}"
+        );
     }
 
     #[tokio::test]
     async fn streams_words_that_concatenate_to_the_answer() {
         let content = "Tokio runs async tasks on a thread pool.";
-        let msgs = vec![LlmMessage::new_system_message(sections(content)), LlmMessage::new_human_message("tokio tasks")];
+        let msgs = vec![
+            LlmMessage::new_system_message(sections(content)),
+            LlmMessage::new_human_message("tokio tasks"),
+        ];
         let engine = LocalEngine::new(Duration::ZERO);
-        let tokens: Vec<String> = engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
+        let tokens: Vec<String> = engine
+            .stream(&msgs)
+            .await
+            .unwrap()
+            .map(|d| d.unwrap().content)
+            .collect()
+            .await;
         assert!(tokens.len() > 3);
         assert_eq!(tokens.concat(), content);
     }
 
     #[test]
     fn hashtags_are_the_title_words_the_post_uses_most() {
-        let content = "Rust servers are fast. Rust has no garbage collector. Servers in Rust scale.";
-        assert_eq!(hashtags("Building fast servers in Rust", content), vec!["#Rust", "#Server", "#Fast"]);
+        let content =
+            "Rust servers are fast. Rust has no garbage collector. Servers in Rust scale.";
+        assert_eq!(
+            hashtags("Building fast servers in Rust", content),
+            vec!["#Rust", "#Server", "#Fast"]
+        );
     }
 }

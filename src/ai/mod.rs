@@ -71,7 +71,10 @@ pub struct AiService {
 
 impl AiService {
     pub fn new(llm: Arc<dyn LLM>, model: impl Into<String>) -> Self {
-        Self { llm, model: model.into() }
+        Self {
+            llm,
+            model: model.into(),
+        }
     }
 
     /// The offline extractive engine (`AI_PROVIDER=local`).
@@ -91,7 +94,11 @@ impl AiService {
 
     /// Streams the answer to a question about the post. Empty chunks are skipped; the user's
     /// text goes in as a message of its own, never into a template.
-    pub async fn answer_stream(&self, ctx: &AiContext, question: &str) -> Result<TokenStream, AiError> {
+    pub async fn answer_stream(
+        &self,
+        ctx: &AiContext,
+        question: &str,
+    ) -> Result<TokenStream, AiError> {
         let messages = prompt::answer(ctx, question);
         let stream = self.llm.stream(&messages).await?;
         Ok(Box::pin(stream.filter_map(|item| async move {

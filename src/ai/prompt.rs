@@ -55,7 +55,10 @@ impl Sections {
 
     /// The value of a section, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn task(&self) -> Option<&str> {
@@ -105,7 +108,12 @@ fn defuse_markers(value: &str) -> String {
 }
 
 /// The system message and the messages of the given task, from the context.
-fn messages(task: Task, instruction: &str, mut sections: Sections, ctx: &AiContext) -> Vec<LlmMessage> {
+fn messages(
+    task: Task,
+    instruction: &str,
+    mut sections: Sections,
+    ctx: &AiContext,
+) -> Vec<LlmMessage> {
     let post = &ctx.post;
     let mut all = Sections::default();
     all.push("task", task.as_str());
@@ -155,7 +163,9 @@ pub fn social_posts(ctx: &AiContext, request: &str, platforms: &[Platform]) -> V
 /// Messages for refreshing the conversation summary.
 pub fn summary(ctx: &AiContext) -> Vec<LlmMessage> {
     let mut out = messages(Task::Summary, SUMMARY_INSTRUCTION, Sections::default(), ctx);
-    out.push(LlmMessage::new_human_message("Summarize our conversation so far."));
+    out.push(LlmMessage::new_human_message(
+        "Summarize our conversation so far.",
+    ));
     out
 }
 
@@ -197,7 +207,10 @@ mod tests {
                 owner: UserId::parse("u").unwrap(),
                 url: "https://example.com/a".into(),
                 title: "A title".into(),
-                expanded: PostExpanded { content: content.into(), summary: "S".into() },
+                expanded: PostExpanded {
+                    content: content.into(),
+                    summary: "S".into(),
+                },
                 created_at: crate::domain::now(),
             }),
             session_summary: String::new(),

@@ -38,7 +38,9 @@ pub fn parse_posts(reply: &str, platforms: &[Platform]) -> Result<Vec<SocialPost
         })
         .collect();
     if posts.is_empty() {
-        return Err(AiError::Failed("the model wrote no post for the requested platforms".into()));
+        return Err(AiError::Failed(
+            "the model wrote no post for the requested platforms".into(),
+        ));
     }
     Ok(posts)
 }
@@ -87,6 +89,9 @@ mod tests {
 
     #[test]
     fn malformed_json_is_an_error_not_a_post() {
-        assert!(matches!(parse_posts("Sure! Here you go", &[Platform::Twitter]), Err(AiError::Failed(_))));
+        assert!(matches!(
+            parse_posts("Sure! Here you go", &[Platform::Twitter]),
+            Err(AiError::Failed(_))
+        ));
     }
 }

@@ -8,8 +8,17 @@ use super::ChatError;
 /// exactly one of `End`, `SocialGenerated` or `Failed`.
 #[derive(Debug)]
 pub enum AnswerEvent<'a> {
-    Start { session_id: SessionId, message_id: MessageId, intent: IntentType },
-    Token { session_id: SessionId, message_id: MessageId, token: &'a str, seq: u64 },
+    Start {
+        session_id: SessionId,
+        message_id: MessageId,
+        intent: IntentType,
+    },
+    Token {
+        session_id: SessionId,
+        message_id: MessageId,
+        token: &'a str,
+        seq: u64,
+    },
     End {
         session_id: SessionId,
         message_id: MessageId,
@@ -23,7 +32,11 @@ pub enum AnswerEvent<'a> {
         content: &'a str,
         posts: &'a [SocialPost],
     },
-    Failed { session_id: SessionId, message_id: MessageId, error: &'a ChatError },
+    Failed {
+        session_id: SessionId,
+        message_id: MessageId,
+        error: &'a ChatError,
+    },
 }
 
 impl AnswerEvent<'_> {

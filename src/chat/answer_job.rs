@@ -41,9 +41,14 @@ impl AnswerJob {
     #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
     async fn run(self) {
         let answer = self.guard.answer().clone();
-        let (session_id, message_id, intent) = (answer.session_id, answer.message_id, answer.intent);
+        let (session_id, message_id, intent) =
+            (answer.session_id, answer.message_id, answer.intent);
         let audience = self.controller.audience.clone();
-        audience.deliver(AnswerEvent::Start { session_id, message_id, intent });
+        audience.deliver(AnswerEvent::Start {
+            session_id,
+            message_id,
+            intent,
+        });
 
         let timeout = self.controller.settings.answer_timeout;
         let outcome = tokio::select! {
@@ -58,34 +63,69 @@ impl AnswerJob {
 
         let content = answer.content();
         let (status, posts) = match &outcome {
-            Outcome::Answered { posts } => (MessageStatus::Complete, posts.as_deref().unwrap_or(&[])),
+            Outcome::Answered { posts } => {
+                (MessageStatus::Complete, posts.as_deref().unwrap_or(&[]))
+            }
             Outcome::Stopped => (MessageStatus::Stopped, &[][..]),
             Outcome::Failed(_) => (MessageStatus::Error, &[][..]),
             Outcome::ShutDown => (MessageStatus::Interrupted, &[][..]),
         };
-        let stored = self.controller.sessions.finish_message(message_id, &content, posts, status).await;
+        let stored = self
+            .controller
+            .sessions
+            .finish_message(message_id, &content, posts, status)
+            .await;
         // Free the session before announcing the end, so a client may send its next message as
         // soon as it sees the terminal event.
         drop(self.guard);
 
         let shutdown_error = ChatError::ShuttingDown;
         let event = match (&stored, &outcome) {
-            (Err(e), _) => AnswerEvent::Failed { session_id, message_id, error: e },
-            (Ok(()), Outcome::Answered { posts: Some(posts) }) => {
-                AnswerEvent::SocialGenerated { session_id, message_id, content: &content, posts }
-            }
-            (Ok(()), Outcome::Answered { posts: None }) => {
-                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: false }
-            }
-            (Ok(()), Outcome::Stopped) => {
-                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: true }
-            }
-            (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed { session_id, message_id, error: e },
-            (Ok(()), Outcome::ShutDown) => AnswerEvent::Failed { session_id, message_id, error: &shutdown_error },
+            (Err(e), _) => AnswerEvent::Failed {
+                session_id,
+                message_id,
+                error: e,
+            },
+            (Ok(()), Outcome::Answered { posts: Some(posts) }) => AnswerEvent::SocialGenerated {
+                session_id,
+                message_id,
+                content: &content,
+                posts,
+            },
+            (Ok(()), Outcome::Answered { posts: None }) => AnswerEvent::End {
+                session_id,
+                message_id,
+                intent,
+                content: &content,
+                stopped: false,
+            },
+            (Ok(()), Outcome::Stopped) => AnswerEvent::End {
+                session_id,
+                message_id,
+                intent,
+                content: &content,
+                stopped: true,
+            },
+            (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed {
+                session_id,
+                message_id,
+                error: e,
+            },
+            (Ok(()), Outcome::ShutDown) => AnswerEvent::Failed {
+                session_id,
+                message_id,
+                error: &shutdown_error,
+            },
         };
         match &event {
-            AnswerEvent::Failed { error, .. } => warn!(error = %error, status = status.as_str(), "answer failed"),
-            _ => info!(status = status.as_str(), chars = content.len(), "answer finished"),
+            AnswerEvent::Failed { error, .. } => {
+                warn!(error = %error, status = status.as_str(), "answer failed")
+            }
+            _ => info!(
+                status = status.as_str(),
+                chars = content.len(),
+                "answer finished"
+            ),
         }
         audience.deliver(event);
     }
@@ -94,7 +134,11 @@ impl AnswerJob {
     async fn generate(&self) -> Outcome {
         let c = &self.controller;
         let answer = self.guard.answer();
-        let ctx = match c.sessions.build_ai_context(&self.entry, answer.message_id).await {
+        let ctx = match c
+            .sessions
+            .build_ai_context(&self.entry, answer.message_id)
+            .await
+        {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),
         };
@@ -123,12 +167,18 @@ impl AnswerJob {
                     }
                 }
                 if answer.content().trim().is_empty() {
-                    return Outcome::Failed(AiError::Failed("the model returned an empty answer".into()).into());
+                    return Outcome::Failed(
+                        AiError::Failed("the model returned an empty answer".into()).into(),
+                    );
                 }
                 Outcome::Answered { posts: None }
             }
             IntentType::SocialPost => {
-                let platforms = if self.platforms.is_empty() { &ctx.preferences.platforms } else { &self.platforms };
+                let platforms = if self.platforms.is_empty() {
+                    &ctx.preferences.platforms
+                } else {
+                    &self.platforms
+                };
                 let posts = match c.ai.social_posts(&ctx, &self.question, platforms).await {
                     Ok(posts) => posts,
                     Err(e) => return Outcome::Failed(e.into()),
@@ -181,7 +231,15 @@ impl AnswerJob {
 pub fn render_posts(posts: &[SocialPost]) -> String {
     posts
         .iter()
-        .map(|p| format!("{} ({}/{}):\n{}", p.platform.display_name(), p.character_count, p.platform.limit(), p.content))
+        .map(|p| {
+            format!(
+                "{} ({}/{}):\n{}",
+                p.platform.display_name(),
+                p.character_count,
+                p.platform.limit(),
+                p.content
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n\n")
 }

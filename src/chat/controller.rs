@@ -15,7 +15,9 @@ use crate::store::{NewMessage, StoreError};
 
 use super::answer_job::AnswerJob;
 use super::inflight::InFlightGuard;
-use super::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry};
+use super::{
+    AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry,
+};
 
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
@@ -106,19 +108,29 @@ impl ChatController {
     /// Accepts a user's message: the session must be the user's, a repeated `clientMessageId`
     /// returns the first message, and only one answer may be in flight per session.
     #[instrument(skip_all, fields(user_id = %user, session_id = %req.session_id))]
-    pub async fn accept_message(self: &Arc<Self>, user: &UserId, req: SendMessage) -> Result<AcceptedMessage, ChatError> {
+    pub async fn accept_message(
+        self: &Arc<Self>,
+        user: &UserId,
+        req: SendMessage,
+    ) -> Result<AcceptedMessage, ChatError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ChatError::ShuttingDown);
         }
         let entry = self.sessions.session(user, req.session_id).await?;
         if let Some(key) = &req.client_message_id {
-            if let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? {
+            if let Some(first) = self
+                .sessions
+                .message_by_client_id(req.session_id, key)
+                .await?
+            {
                 return duplicate_of(&first, &req);
             }
         }
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str());
-        let guard: InFlightGuard = self.inflight.reserve(req.session_id, message_id, intent.intent)?;
+        let guard: InFlightGuard =
+            self.inflight
+                .reserve(req.session_id, message_id, intent.intent)?;
         let new = NewMessage {
             id: message_id,
             session_id: req.session_id,
@@ -159,19 +171,31 @@ impl ChatController {
     /// Asks the session's in-flight answer to stop; `Ok(false)` when none was running.
     pub async fn stop(&self, user: &UserId, session_id: SessionId) -> Result<bool, ChatError> {
         self.sessions.session(user, session_id).await?;
-        Ok(self.inflight.get(session_id).is_some_and(|answer| answer.stop()))
+        Ok(self
+            .inflight
+            .get(session_id)
+            .is_some_and(|answer| answer.stop()))
     }
 
     /// Lets a socket watch a session: `join` adds it to the session's room at the moment that
     /// makes the returned in-flight snapshot and the live stream meet without gap or double.
-    pub async fn join(&self, user: &UserId, session_id: SessionId, join: impl FnOnce()) -> Result<JoinedSession, ChatError> {
+    pub async fn join(
+        &self,
+        user: &UserId,
+        session_id: SessionId,
+        join: impl FnOnce(),
+    ) -> Result<JoinedSession, ChatError> {
         let entry = self.sessions.session(user, session_id).await?;
         let in_flight = self.inflight.join_watching(session_id, join);
         let messages = self
             .sessions
             .messages(user, session_id, self.settings.join_history, None)
             .await?;
-        Ok(JoinedSession { entry, messages, in_flight })
+        Ok(JoinedSession {
+            entry,
+            messages,
+            in_flight,
+        })
     }
 
     /// Refuses new messages from now on (first step of shutdown).
@@ -184,8 +208,14 @@ impl ChatController {
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            info!(in_flight = self.inflight.len(), "grace period over: ending answers still running");
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                in_flight = self.inflight.len(),
+                "grace period over: ending answers still running"
+            );
             self.shutdown.cancel();
             // Ending is prompt (store the partial answer, emit); bound it all the same.
             let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
@@ -198,5 +228,9 @@ fn duplicate_of(first: &Message, req: &SendMessage) -> Result<AcceptedMessage, C
     if first.user_message != req.content.as_str() {
         return Err(ChatError::Conflict);
     }
-    Ok(AcceptedMessage { message_id: first.id, duplicate: true, job: None })
+    Ok(AcceptedMessage {
+        message_id: first.id,
+        duplicate: true,
+        job: None,
+    })
 }

@@ -130,7 +130,11 @@ impl Platform {
         };
         // Drop a URL the cut would break: a partial link is worse than none.
         let at_word = match at_word.rsplit_once(char::is_whitespace) {
-            Some((head, last)) if is_url(last) && !text[head.len()..].trim_start().starts_with(last) => head,
+            Some((head, last))
+                if is_url(last) && !text[head.len()..].trim_start().starts_with(last) =>
+            {
+                head
+            }
             _ => at_word,
         };
         format!("{}…", at_word.trim_end())
@@ -230,12 +234,12 @@ fn is_emoji_grapheme(g: &str) -> bool {
 
 fn last_sentence_end(text: &str) -> Option<usize> {
     text.char_indices()
-        .filter(|(i, c)| {
+        .rev()
+        .find(|(i, c)| {
             matches!(c, '.' | '!' | '?')
                 && text[i + 1..].chars().next().is_none_or(char::is_whitespace)
         })
         .map(|(i, _)| i + 1)
-        .last()
 }
 
 #[cfg(test)]
@@ -248,14 +252,20 @@ mod tests {
             assert_eq!(p.as_str().parse::<Platform>(), Ok(p));
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
-        assert_eq!("myspace".parse::<Platform>().unwrap_err().field, "platforms");
+        assert_eq!(
+            "myspace".parse::<Platform>().unwrap_err().field,
+            "platforms"
+        );
     }
 
     #[test]
     fn x_counts_a_url_as_23() {
         let url = "https://example.com/a/very/long/path/that/goes/on/and/on/for/ever";
         assert_eq!(Platform::Twitter.count(url), 23);
-        assert_eq!(Platform::Twitter.count(&format!("Read {url} now")), 5 + 23 + 4);
+        assert_eq!(
+            Platform::Twitter.count(&format!("Read {url} now")),
+            5 + 23 + 4
+        );
     }
 
     #[test]
@@ -316,6 +326,9 @@ mod tests {
         let text = format!("{} https://example.com/some/long/article", "a".repeat(250));
         let fitted = Platform::Twitter.fit(&text);
         assert!(Platform::Twitter.fits(&fitted));
-        assert!(!fitted.contains("https://exa") || fitted.contains("https://example.com/some/long/article"));
+        assert!(
+            !fitted.contains("https://exa")
+                || fitted.contains("https://example.com/some/long/article")
+        );
     }
 }

@@ -15,7 +15,10 @@ pub struct TokenRequest {
 }
 
 /// `POST /dev/token { user }` → `{ token }`, valid for a day.
-pub async fn token(State(state): State<HttpState>, AppJson(req): AppJson<TokenRequest>) -> Result<Json<Value>, ApiError> {
+pub async fn token(
+    State(state): State<HttpState>,
+    AppJson(req): AppJson<TokenRequest>,
+) -> Result<Json<Value>, ApiError> {
     let user = UserId::parse(&req.user)?;
     let token = state
         .keys

@@ -49,7 +49,12 @@ impl From<Post> for PostBody {
     }
 }
 
-fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), InvalidInput> {
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), InvalidInput> {
     if required && value.trim().is_empty() {
         return Err(InvalidInput::new(field, "is required"));
     }
@@ -57,7 +62,10 @@ fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> R
         return Err(InvalidInput::new(field, "must not contain NUL bytes"));
     }
     if value.chars().count() > max {
-        return Err(InvalidInput::new(field, format!("must be at most {max} characters")));
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -78,7 +86,12 @@ pub async fn create(
     check_text("summary", &summary, 5_000, false)?;
     let post = state
         .sessions
-        .create_post(&user, req.url.trim().to_owned(), req.title.trim().to_owned(), PostExpanded { content, summary })
+        .create_post(
+            &user,
+            req.url.trim().to_owned(),
+            req.title.trim().to_owned(),
+            PostExpanded { content, summary },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(post.into())))
 }

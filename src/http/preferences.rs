@@ -8,7 +8,10 @@ use super::error::AppJson;
 use super::{ApiError, HttpState};
 use crate::domain::Preferences;
 
-pub async fn get_mine(State(state): State<HttpState>, AuthUser(user): AuthUser) -> Result<Json<Preferences>, ApiError> {
+pub async fn get_mine(
+    State(state): State<HttpState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Preferences>, ApiError> {
     Ok(Json((*state.sessions.preferences(&user).await?).clone()))
 }
 
@@ -18,5 +21,7 @@ pub async fn put_mine(
     AppJson(prefs): AppJson<Preferences>,
 ) -> Result<Json<Preferences>, ApiError> {
     let prefs = prefs.validated()?;
-    Ok(Json((*state.sessions.put_preferences(&user, prefs).await?).clone()))
+    Ok(Json(
+        (*state.sessions.put_preferences(&user, prefs).await?).clone(),
+    ))
 }

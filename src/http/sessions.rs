@@ -45,9 +45,17 @@ pub async fn create(
     AppJson(req): AppJson<CreateSession>,
 ) -> Result<(StatusCode, Json<ChatSession>), ApiError> {
     let post_id = PostId::parse(&req.post_id)?;
-    let title = match req.title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+    let title = match req
+        .title
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+    {
         Some(t) if t.chars().count() > 200 || t.contains('\0') => {
-            return Err(InvalidInput::new("title", "must be at most 200 characters, without NUL bytes").into())
+            return Err(InvalidInput::new(
+                "title",
+                "must be at most 200 characters, without NUL bytes",
+            )
+            .into())
         }
         other => other,
     };
@@ -55,8 +63,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
-pub async fn list(State(state): State<HttpState>, AuthUser(user): AuthUser) -> Result<Json<SessionList>, ApiError> {
-    Ok(Json(SessionList { sessions: state.sessions.list_sessions(&user).await? }))
+pub async fn list(
+    State(state): State<HttpState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<SessionList>, ApiError> {
+    Ok(Json(SessionList {
+        sessions: state.sessions.list_sessions(&user).await?,
+    }))
 }
 
 pub async fn get_one(
@@ -73,7 +86,10 @@ pub async fn delete(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.delete_session(&user, session_id(&id)?).await?;
+    state
+        .sessions
+        .delete_session(&user, session_id(&id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -90,6 +106,9 @@ pub async fn messages(
         return Err(InvalidInput::new("limit", "must be 1 to 100").into());
     }
     let before = query.before.as_deref().map(MessageId::parse).transpose()?;
-    let messages = state.sessions.messages(&user, session_id(&id)?, limit, before).await?;
+    let messages = state
+        .sessions
+        .messages(&user, session_id(&id)?, limit, before)
+        .await?;
     Ok(Json(MessageList { messages }))
 }

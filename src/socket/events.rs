@@ -6,7 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::chat::{ChatError, ErrorCode, InFlightSnapshot, JoinedSession, SendMessage};
 use crate::domain::{
-    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, SessionId, SocialPost,
+    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, SessionId,
+    SocialPost,
 };
 
 // Client to server.
@@ -37,7 +38,10 @@ fn object(payload: Option<Value>) -> Result<Map<String, Value>, InvalidInput> {
     }
 }
 
-fn string_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, InvalidInput> {
+fn string_field(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, InvalidInput> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -50,14 +54,21 @@ fn required(map: &Map<String, Value>, field: &'static str) -> Result<String, Inv
 }
 
 /// `chat:message` `{ sessionId, content, clientMessageId? }`.
-pub fn parse_chat_message(payload: Option<Value>, max_chars: usize) -> Result<SendMessage, InvalidInput> {
+pub fn parse_chat_message(
+    payload: Option<Value>,
+    max_chars: usize,
+) -> Result<SendMessage, InvalidInput> {
     let map = object(payload)?;
     let session_id = SessionId::parse(&required(&map, "sessionId")?)?;
     let content = MessageText::parse(required(&map, "content")?, max_chars)?;
     let client_message_id = string_field(&map, "clientMessageId")?
         .map(|raw| ClientMessageId::parse(&raw))
         .transpose()?;
-    Ok(SendMessage { session_id, content, client_message_id })
+    Ok(SendMessage {
+        session_id,
+        content,
+        client_message_id,
+    })
 }
 
 /// `chat:stop`, `chat:join`, `chat:leave` `{ sessionId }`.
@@ -120,7 +131,11 @@ pub struct ErrorPayload {
 }
 
 impl ErrorPayload {
-    pub fn new(error: &ChatError, session_id: Option<SessionId>, message_id: Option<MessageId>) -> Self {
+    pub fn new(
+        error: &ChatError,
+        session_id: Option<SessionId>,
+        message_id: Option<MessageId>,
+    ) -> Self {
         Self {
             session_id,
             message_id,
@@ -207,15 +222,23 @@ impl<'a> JoinAck<'a> {
                 id: session.id,
                 title: &session.title,
                 summary: &session.summary,
-                post: PostView { id: post.id, url: &post.url, title: &post.title, summary: &post.expanded.summary },
+                post: PostView {
+                    id: post.id,
+                    url: &post.url,
+                    title: &post.title,
+                    summary: &post.expanded.summary,
+                },
             },
             messages: &joined.messages,
-            in_flight: joined.in_flight.as_ref().map(|f: &InFlightSnapshot| InFlightView {
-                message_id: f.message_id,
-                intent_type: f.intent,
-                content: &f.content,
-                seq: f.seq,
-            }),
+            in_flight: joined
+                .in_flight
+                .as_ref()
+                .map(|f: &InFlightSnapshot| InFlightView {
+                    message_id: f.message_id,
+                    intent_type: f.intent,
+                    content: &f.content,
+                    seq: f.seq,
+                }),
         }
     }
 }
@@ -228,7 +251,11 @@ mod tests {
     #[test]
     fn a_valid_chat_message_parses() {
         let id = SessionId::new();
-        let msg = parse_chat_message(Some(json!({"sessionId": id.to_string(), "content": "hi", "clientMessageId": "k1"})), 100).unwrap();
+        let msg = parse_chat_message(
+            Some(json!({"sessionId": id.to_string(), "content": "hi", "clientMessageId": "k1"})),
+            100,
+        )
+        .unwrap();
         assert_eq!(msg.session_id, id);
         assert_eq!(msg.content.as_str(), "hi");
         assert_eq!(msg.client_message_id.unwrap().as_str(), "k1");
@@ -243,14 +270,29 @@ mod tests {
             (Some(json!([1, 2])), "payload"),
             (Some(json!({"content": "hi"})), "sessionId"),
             (Some(json!({"sessionId": 5, "content": "hi"})), "sessionId"),
-            (Some(json!({"sessionId": "nope", "content": "hi"})), "sessionId"),
+            (
+                Some(json!({"sessionId": "nope", "content": "hi"})),
+                "sessionId",
+            ),
             (Some(json!({"sessionId": id, "content": 5})), "content"),
             (Some(json!({"sessionId": id})), "content"),
             (Some(json!({"sessionId": id, "content": "  "})), "content"),
-            (Some(json!({"sessionId": id, "content": "a\u{0}b"})), "content"),
-            (Some(json!({"sessionId": id, "content": "x".repeat(101)})), "content"),
-            (Some(json!({"sessionId": id, "content": "hi", "clientMessageId": 7})), "clientMessageId"),
-            (Some(json!({"sessionId": id, "content": "hi", "clientMessageId": "k".repeat(65)})), "clientMessageId"),
+            (
+                Some(json!({"sessionId": id, "content": "a\u{0}b"})),
+                "content",
+            ),
+            (
+                Some(json!({"sessionId": id, "content": "x".repeat(101)})),
+                "content",
+            ),
+            (
+                Some(json!({"sessionId": id, "content": "hi", "clientMessageId": 7})),
+                "clientMessageId",
+            ),
+            (
+                Some(json!({"sessionId": id, "content": "hi", "clientMessageId": "k".repeat(65)})),
+                "clientMessageId",
+            ),
         ];
         for (payload, field) in cases {
             let err = parse_chat_message(payload.clone(), 100).unwrap_err();
@@ -260,7 +302,13 @@ mod tests {
 
     #[test]
     fn stream_end_omits_stopped_unless_true() {
-        let end = StreamEnd { session_id: SessionId::new(), message_id: MessageId::new(), intent_type: IntentType::Question, content: "x", stopped: false };
+        let end = StreamEnd {
+            session_id: SessionId::new(),
+            message_id: MessageId::new(),
+            intent_type: IntentType::Question,
+            content: "x",
+            stopped: false,
+        };
         let v = serde_json::to_value(&end).unwrap();
         assert!(v.get("stopped").is_none());
         assert_eq!(v["intentType"], "question");

@@ -20,28 +20,42 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     macro_rules! on {
         ($event:expr, $handler:ident) => {{
             let state = state.clone();
-            socket.on($event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-                let state = state.clone();
-                async move {
-                    match s.extensions.get::<UserId>() {
-                        Some(user) => $handler(&state, s, user, data.ok(), ack).await,
-                        None => reply_error(&s, ack, &ChatError::Unauthorized, None),
+            socket.on(
+                $event,
+                move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                    let state = state.clone();
+                    async move {
+                        match s.extensions.get::<UserId>() {
+                            Some(user) => $handler(&state, s, user, data.ok(), ack).await,
+                            None => reply_error(&s, ack, &ChatError::Unauthorized, None),
+                        }
                     }
-                }
-            });
+                },
+            );
         }};
     }
     on!(events::CHAT_MESSAGE, chat_message);
     on!(events::CHAT_STOP, chat_stop);
     on!(events::CHAT_JOIN, chat_join);
     on!(events::CHAT_LEAVE, chat_leave);
-    socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
-        let error = ChatError::InvalidInput(InvalidInput::new("event", format!("unknown event {name:?}")));
-        reply_error(&s, ack, &error, None);
-    });
+    socket.on_fallback(
+        |s: SocketRef, Event(name): Event, ack: AckSender| async move {
+            let error = ChatError::InvalidInput(InvalidInput::new(
+                "event",
+                format!("unknown event {name:?}"),
+            ));
+            reply_error(&s, ack, &error, None);
+        },
+    );
 }
 
-async fn chat_message(state: &SocketState, s: SocketRef, user: UserId, data: Option<Value>, ack: AckSender) {
+async fn chat_message(
+    state: &SocketState,
+    s: SocketRef,
+    user: UserId,
+    data: Option<Value>,
+    ack: AckSender,
+) {
     let session_hint = session_hint(data.as_ref());
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
         Ok(req) => req,
@@ -51,14 +65,27 @@ async fn chat_message(state: &SocketState, s: SocketRef, user: UserId, data: Opt
     match state.controller.accept_message(&user, req).await {
         Ok(accepted) => {
             s.join(events::room(session_id));
-            send_ack(ack, &MessageAck { ok: true, message_id: accepted.message_id, duplicate: accepted.duplicate });
+            send_ack(
+                ack,
+                &MessageAck {
+                    ok: true,
+                    message_id: accepted.message_id,
+                    duplicate: accepted.duplicate,
+                },
+            );
             accepted.start();
         }
         Err(e) => reply_error(&s, ack, &e, Some(session_id)),
     }
 }
 
-async fn chat_stop(state: &SocketState, s: SocketRef, user: UserId, data: Option<Value>, ack: AckSender) {
+async fn chat_stop(
+    state: &SocketState,
+    s: SocketRef,
+    user: UserId,
+    data: Option<Value>,
+    ack: AckSender,
+) {
     let session_id = match events::parse_session_id(data) {
         Ok(id) => id,
         Err(e) => return reply_error(&s, ack, &e.into(), None),
@@ -69,19 +96,35 @@ async fn chat_stop(state: &SocketState, s: SocketRef, user: UserId, data: Option
     }
 }
 
-async fn chat_join(state: &SocketState, s: SocketRef, user: UserId, data: Option<Value>, ack: AckSender) {
+async fn chat_join(
+    state: &SocketState,
+    s: SocketRef,
+    user: UserId,
+    data: Option<Value>,
+    ack: AckSender,
+) {
     let session_id = match events::parse_session_id(data) {
         Ok(id) => id,
         Err(e) => return reply_error(&s, ack, &e.into(), None),
     };
     let room = events::room(session_id);
-    match state.controller.join(&user, session_id, || s.join(room)).await {
+    match state
+        .controller
+        .join(&user, session_id, || s.join(room))
+        .await
+    {
         Ok(joined) => send_ack(ack, &JoinAck::new(&joined)),
         Err(e) => reply_error(&s, ack, &e, Some(session_id)),
     }
 }
 
-async fn chat_leave(state: &SocketState, s: SocketRef, user: UserId, data: Option<Value>, ack: AckSender) {
+async fn chat_leave(
+    state: &SocketState,
+    s: SocketRef,
+    user: UserId,
+    data: Option<Value>,
+    ack: AckSender,
+) {
     let session_id = match events::parse_session_id(data) {
         Ok(id) => id,
         Err(e) => return reply_error(&s, ack, &e.into(), None),
@@ -99,7 +142,10 @@ async fn chat_leave(state: &SocketState, s: SocketRef, user: UserId, data: Optio
 /// The `sessionId` of a payload when it is well formed, so an error about another field can
 /// still say which session it concerns.
 fn session_hint(data: Option<&Value>) -> Option<SessionId> {
-    data?.get("sessionId")?.as_str().and_then(|raw| SessionId::parse(raw).ok())
+    data?
+        .get("sessionId")?
+        .as_str()
+        .and_then(|raw| SessionId::parse(raw).ok())
 }
 
 fn send_ack<T: Serialize>(ack: AckSender, payload: &T) {
@@ -114,7 +160,13 @@ fn reply_error(s: &SocketRef, ack: AckSender, error: &ChatError, session_id: Opt
         warn!(sid = %s.id, error = %e, "storage error");
     }
     let payload = ErrorPayload::new(error, session_id, None);
-    send_ack(ack, &ErrorAck { ok: false, error: &payload });
+    send_ack(
+        ack,
+        &ErrorAck {
+            ok: false,
+            error: &payload,
+        },
+    );
     if let Err(e) = s.emit(events::CHAT_ERROR, &payload) {
         warn!(sid = %s.id, error = %e, "chat:error not sent");
     }

@@ -28,7 +28,6 @@ impl PostgresStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
-
 }
 
 impl_store_for!(PostgresStore);

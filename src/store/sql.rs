@@ -103,7 +103,10 @@ impl TryFrom<PostRow> for Post {
             owner: user_id(&row.owner_id)?,
             url: row.url,
             title: row.title,
-            expanded: PostExpanded { content: row.content, summary: row.summary },
+            expanded: PostExpanded {
+                content: row.content,
+                summary: row.summary,
+            },
             created_at: row.created_at,
         })
     }
@@ -386,15 +389,24 @@ macro_rules! impl_store_for {
                     .rows_affected())
             }
 
-            async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
-                Ok(sqlx::query_as::<_, sql::PreferencesRow>(sql::GET_PREFERENCES)
-                    .bind(user.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map(Preferences::from))
+            async fn get_preferences(
+                &self,
+                user: &UserId,
+            ) -> Result<Option<Preferences>, StoreError> {
+                Ok(
+                    sqlx::query_as::<_, sql::PreferencesRow>(sql::GET_PREFERENCES)
+                        .bind(user.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(Preferences::from),
+                )
             }
 
-            async fn put_preferences(&self, user: &UserId, p: &Preferences) -> Result<(), StoreError> {
+            async fn put_preferences(
+                &self,
+                user: &UserId,
+                p: &Preferences,
+            ) -> Result<(), StoreError> {
                 sqlx::query(sql::PUT_PREFERENCES)
                     .bind(user.as_str())
                     .bind(&p.voice)

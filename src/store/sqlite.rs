@@ -3,7 +3,9 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::types::Json;
 
 use super::sql::{self, impl_store_for};
@@ -32,8 +34,9 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::BadUrl(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -44,7 +47,6 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
-
 }
 
 impl_store_for!(SqliteStore);
