@@ -88,6 +88,15 @@ pub struct Config {
     /// Where answers come from.
     #[arg(long, env = "AI_PROVIDER", value_enum, default_value_t = AiProvider::Local)]
     pub ai_provider: AiProvider,
+    /// Endpoint of the `openai` and `ollama` providers.
+    #[arg(long, env = "AI_BASE_URL")]
+    pub ai_base_url: Option<String>,
+    /// API key of the `openai` provider.
+    #[arg(long, env = "AI_API_KEY", hide_env_values = true)]
+    pub ai_api_key: Option<String>,
+    /// Model name for the `openai` and `ollama` providers.
+    #[arg(long, env = "AI_MODEL")]
+    pub ai_model: Option<String>,
     /// Pause between streamed words of the local engine (ms), so demos look like streaming.
     #[arg(long, env = "LOCAL_AI_PACING_MS", default_value_t = 15)]
     pub local_ai_pacing_ms: u64,
@@ -97,6 +106,17 @@ pub struct Config {
     /// Longest wait for the next token, and for the first (s).
     #[arg(long, env = "TOKEN_IDLE_TIMEOUT_SECS", default_value_t = 30)]
     pub token_idle_timeout_secs: u64,
+
+    /// Per-user `chat:message` rate (per minute); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_MESSAGES_PER_MINUTE", default_value_t = 20)]
+    pub rate_limit_messages_per_minute: u32,
+    /// Messages a user may send at once before the rate applies.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 5)]
+    pub rate_limit_burst: u32,
+    /// Redis for several server processes sharing rooms and streams (not available yet: a set
+    /// value stops the server at start rather than run processes that do not see each other).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
 
     /// Longest `content` of a chat message (characters).
     #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 8_000)]

@@ -42,7 +42,6 @@ async fn main() -> ExitCode {
         }
     };
     let url = format!("http://{}:{}", config.host, app.port());
-    println!("postchat listening on {url}");
     if let Some(token) = &app.demo_token {
         println!(
             "dev mode (no JWT_SECRET): tokens are signed with the secret in {}",
@@ -51,6 +50,8 @@ async fn main() -> ExitCode {
         println!("demo token for user 'demo': {token}");
         println!("try the Node demo: (cd client-demo && npm install && node demo.mjs {url})");
     }
+    // Last, so a script that waits for this line has seen everything above it.
+    println!("postchat listening on {url}");
     match app.run_until_stopped(shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

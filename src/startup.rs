@@ -22,6 +22,7 @@ use crate::config::{AiProvider, AllowedOrigins, Config};
 use crate::domain::UserId;
 use crate::http::{self, HttpState};
 use crate::middleware::auth::{dev_secret, JwtKeys};
+use crate::middleware::rate_limit::MessageRateLimit;
 use crate::socket::{self, SessionRooms, SocketLimits, SocketState};
 use crate::store::{self, PoolOptions, Store, StoreError};
 
@@ -36,6 +37,8 @@ pub enum StartupError {
     Address(#[from] std::net::AddrParseError),
     #[error("AI_PROVIDER={0:?} is not available yet; use AI_PROVIDER=local")]
     AiProvider(AiProvider),
+    #[error("REDIS_URL is set, but sharing rooms and streams across processes is not available yet: run one process without REDIS_URL")]
+    RedisUnsupported,
     #[error("cannot issue the dev token: {0}")]
     DevToken(#[from] jsonwebtoken::errors::Error),
 }
@@ -67,10 +70,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        if config.redis_url.is_some() {
+            return Err(StartupError::RedisUnsupported);
+        }
         let ai = match config.ai_provider {
             AiProvider::Local => AiService::local(config.local_ai_pacing()),
             other => return Err(StartupError::AiProvider(other)),
         };
+        info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
         let pool = PoolOptions {
             max_connections: config.database_max_connections.max(1),
             acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
@@ -112,14 +119,17 @@ impl Application {
                 join_history: config.join_history_messages,
             },
         );
-        socket::register(
-            &io,
-            Arc::new(SocketState {
-                controller: controller.clone(),
-                limits,
-            }),
-            keys.clone(),
-        );
+        let rate_limit = Arc::new(MessageRateLimit::new(
+            config.rate_limit_messages_per_minute,
+            config.rate_limit_burst,
+        ));
+        spawn_rate_limit_cleanup(rate_limit.clone());
+        let socket_state = SocketState {
+            controller: controller.clone(),
+            rate_limit,
+            limits,
+        };
+        socket::register(&io, Arc::new(socket_state), keys.clone());
 
         let origins = config.allowed_origins();
         let http_state = HttpState {
@@ -191,6 +201,21 @@ impl Application {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Every minute, forgets users whose rate allowance is full again.
+fn spawn_rate_limit_cleanup(limit: Arc<MessageRateLimit>) {
+    let weak = Arc::downgrade(&limit);
+    drop(limit);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            // Ends with the server: the limiter is dropped with it.
+            let Some(limit) = weak.upgrade() else { break };
+            limit.forget_idle_users();
+        }
+    });
 }
 
 fn cors(origins: &AllowedOrigins) -> CorsLayer {

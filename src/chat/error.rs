@@ -35,6 +35,8 @@ pub enum ChatError {
     /// Missing, or owned by someone else: the two are never told apart.
     #[error("not found")]
     NotFound,
+    #[error("too many messages: retry in {} ms", retry_after.as_millis())]
+    RateLimited { retry_after: std::time::Duration },
     #[error("an answer is already being generated for this session")]
     Busy,
     #[error("this clientMessageId was already used with different content")]
@@ -53,6 +55,7 @@ impl ChatError {
             ChatError::Unauthorized => ErrorCode::Unauthorized,
             ChatError::InvalidInput(_) => ErrorCode::InvalidInput,
             ChatError::NotFound => ErrorCode::NotFound,
+            ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::Busy => ErrorCode::Busy,
             ChatError::Conflict => ErrorCode::Conflict,
             ChatError::ShuttingDown => ErrorCode::ServerShutdown,
@@ -75,6 +78,14 @@ impl ChatError {
                 | ErrorCode::StorageUnavailable
                 | ErrorCode::ServerShutdown
         )
+    }
+
+    /// When to retry, for `RATE_LIMITED`.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ChatError::RateLimited { retry_after } => Some(retry_after.as_millis().max(1) as u64),
+            _ => None,
+        }
     }
 
     /// The text a client may see: internal causes (SQL, provider bodies) stay in the log.

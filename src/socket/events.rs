@@ -142,7 +142,7 @@ impl ErrorPayload {
             code: error.code(),
             message: error.client_message(),
             retryable: error.retryable(),
-            retry_after_ms: None,
+            retry_after_ms: error.retry_after_ms(),
         }
     }
 }

@@ -57,6 +57,14 @@ async fn chat_message(
     ack: AckSender,
 ) {
     let session_hint = session_hint(data.as_ref());
+    if let Err(retry_after) = state.rate_limit.check(&user) {
+        return reply_error(
+            &s,
+            ack,
+            &ChatError::RateLimited { retry_after },
+            session_hint,
+        );
+    }
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
         Ok(req) => req,
         Err(e) => return reply_error(&s, ack, &e.into(), session_hint),

@@ -16,6 +16,7 @@ use socketioxide::SocketIo;
 
 use crate::chat::ChatController;
 use crate::middleware::auth::JwtKeys;
+use crate::middleware::rate_limit::MessageRateLimit;
 
 pub use rooms::SessionRooms;
 
@@ -33,6 +34,7 @@ pub struct SocketLimits {
 /// What every handler needs.
 pub struct SocketState {
     pub controller: Arc<ChatController>,
+    pub rate_limit: Arc<MessageRateLimit>,
     pub limits: SocketLimits,
 }
 

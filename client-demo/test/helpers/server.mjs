@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../../..");
-const binary = process.env.POSTCHAT_BIN ?? path.join(repo, "target/debug/postchat");
+export const binary = process.env.POSTCHAT_BIN ?? path.join(repo, "target/debug/postchat");
 const pgServer = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
 
 /** A fresh PostgreSQL database URL, or null (skip) when PostgreSQL is unreachable outside CI. */
@@ -38,6 +38,8 @@ export async function startServer({ env = {}, dataDir } = {}) {
       PORT: "0",
       DATA_DIR: dir,
       LOCAL_AI_PACING_MS: "0",
+      // Tests send messages faster than people type; rate-limit.test.mjs turns it on.
+      RATE_LIMIT_MESSAGES_PER_MINUTE: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
