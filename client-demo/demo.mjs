@@ -5,23 +5,12 @@
 //   node demo.mjs [serverUrl]          (default http://127.0.0.1:3000)
 //   TOKEN=<jwt> node demo.mjs <url>    (outside dev mode, bring your own token)
 import { ask, connect, createSession, devToken } from "./lib/client.mjs";
+import { samplePost } from "./lib/sample-post.mjs";
 
 const baseUrl = process.argv[2] ?? process.env.SERVER_URL ?? "http://127.0.0.1:3000";
 const token = process.env.TOKEN ?? (await devToken(baseUrl, "demo"));
 
-const { session } = await createSession(baseUrl, token, {
-  url: "https://example.com/blog/rust-chat-servers",
-  title: "Building real-time chat servers in Rust",
-  summary: "Rust with Tokio and Socket.IO makes chat servers that are fast, lean and safe.",
-  content: [
-    "Real-time chat needs a server that holds many idle connections cheaply.",
-    "Rust futures are state machines, so an idle connection costs only a few kilobytes.",
-    "Tokio schedules tasks on a work-stealing runtime that keeps every core busy.",
-    "Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets.",
-    "Streaming answers token by token makes an AI assistant feel fast even when the model is slow.",
-    "Without a garbage collector, latency stays flat under load.",
-  ].join(" "),
-});
+const { session } = await createSession(baseUrl, token, samplePost);
 console.log(`session ${session.id}: ${session.title}\n`);
 
 const socket = await connect(baseUrl, token);

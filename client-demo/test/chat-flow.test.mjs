@@ -1,17 +1,11 @@
 // The core flow over real socket.io-client 4.x: ask a question, get a streamed answer; ask for
 // social posts, get posts that fit; on websocket, polling, and polling upgraded to websocket.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { api, ask, connect, createSession, devToken, request, collectAnswer } from "../lib/client.mjs";
-import { startServer, samplePost, twitterLength, LIMITS } from "./helpers/server.mjs";
+import { api, ask, connect, createSession, request, collectAnswer } from "../lib/client.mjs";
+import { useServer, samplePost, twitterLength, LIMITS } from "./helpers/server.mjs";
 
-let server;
-let token;
-before(async () => {
-  server = await startServer();
-  token = await devToken(server.url, "alice");
-});
-after(async () => server.stop());
+const ctx = useServer();
 
 /** The order and consistency PROTOCOL.md fixes for one streamed answer. */
 function assertWellFormedStream(result, { intent }) {
@@ -33,8 +27,8 @@ for (const [name, options] of [
   ["polling upgraded to websocket", {}],
 ]) {
   test(`a question gets a streamed answer over ${name}`, async () => {
-    const { session } = await createSession(server.url, token, samplePost);
-    const socket = await connect(server.url, token, options);
+    const { session } = await createSession(ctx.url, ctx.token, samplePost);
+    const socket = await connect(ctx.url, ctx.token, options);
     try {
       const result = await ask(socket, session.id, "How does Rust keep idle connections cheap?");
       assert.equal(result.ack.ok, true);
@@ -50,8 +44,8 @@ for (const [name, options] of [
 }
 
 test("the ack comes before any output of the answer", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const order = [];
   socket.on("chat:stream:start", () => order.push("start"));
   // A callback ack runs as its packet is read (a promise would resolve a tick later).
@@ -68,11 +62,11 @@ test("the ack comes before any output of the answer", async () => {
 });
 
 test("the answer is stored complete and shows in the history", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const result = await ask(socket, session.id, "What does Socket.IO add?");
   socket.close();
-  const history = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+  const history = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.equal(history.status, 200);
   const [message] = history.body.messages;
   assert.equal(message.id, result.ack.messageId);
@@ -85,8 +79,8 @@ test("the answer is stored complete and shows in the history", async () => {
 });
 
 test("a request for social posts gets one post per named platform, each within its limit", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const result = await ask(socket, session.id, "Write a tweet, a Bluesky post and a LinkedIn post about this");
   socket.close();
   assertWellFormedStream(result, { intent: "social_post" });
@@ -103,17 +97,17 @@ test("a request for social posts gets one post per named platform, each within i
   const bluesky = posts.find((p) => p.platform === "bluesky");
   assert.ok([...new Intl.Segmenter().segment(bluesky.content)].length <= 300);
 
-  const history = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+  const history = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.deepEqual(history.body.messages[0].posts, posts);
   assert.equal(history.body.messages[0].intentType, "social_post");
 });
 
 test("social posts follow the user's preferences when no platform is named", async () => {
   const prefs = { voice: "casual and friendly", style: "storytelling", platforms: ["mastodon", "threads"], hashtags: false, emoji: true };
-  const stored = await api(server.url, token, "PUT", "/api/preferences", prefs);
+  const stored = await api(ctx.url, ctx.token, "PUT", "/api/preferences", prefs);
   assert.equal(stored.status, 200);
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const result = await ask(socket, session.id, "Create social media posts for this article");
   socket.close();
   const { posts } = result.terminal.payload;
@@ -123,12 +117,12 @@ test("social posts follow the user's preferences when no platform is named", asy
     assert.match(post.content, /Just read this/, "casual voice");
     assert.match(post.content, /\p{Extended_Pictographic}/u, "emoji welcome");
   }
-  await api(server.url, token, "PUT", "/api/preferences", { ...prefs, platforms: ["twitter", "linkedin"], emoji: false, hashtags: true, voice: "professional", style: "concise" });
+  await api(ctx.url, ctx.token, "PUT", "/api/preferences", { ...prefs, platforms: ["twitter", "linkedin"], emoji: false, hashtags: true, voice: "professional", style: "concise" });
 });
 
 test("a repeated clientMessageId gets the first message back and no second answer", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const first = await ask(socket, session.id, "What does Tokio do?", { payload: { clientMessageId: "k-1" } });
   let starts = 0;
   socket.on("chat:stream:start", () => starts++);
@@ -139,14 +133,14 @@ test("a repeated clientMessageId gets the first message back and no second answe
   assert.equal(conflict.error.code, "CONFLICT");
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(starts, 0);
-  const history = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+  const history = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.equal(history.body.messages.length, 1);
   socket.close();
 });
 
 test("chat:join acks the session, its messages and no answer in flight", async () => {
-  const { session, post } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session, post } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   await ask(socket, session.id, "What does Tokio do?");
   const joined = await request(socket, "chat:join", { sessionId: session.id });
   assert.equal(joined.ok, true);
@@ -162,16 +156,16 @@ test("chat:join acks the session, its messages and no answer in flight", async (
 });
 
 test("chat:stop with nothing in flight says so", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   assert.deepEqual(await request(socket, "chat:stop", { sessionId: session.id }), { ok: true, stopped: false });
   socket.close();
 });
 
 test("a second tab that joined the session sees the same stream", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const tab1 = await connect(server.url, token);
-  const tab2 = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const tab1 = await connect(ctx.url, ctx.token);
+  const tab2 = await connect(ctx.url, ctx.token);
   await request(tab2, "chat:join", { sessionId: session.id });
   const watched = collectAnswer(tab2);
   const result = await ask(tab1, session.id, "What does Tokio do?");

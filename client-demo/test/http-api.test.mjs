@@ -1,84 +1,78 @@
 // The HTTP API of PROTOCOL.md: shapes, paging, deletion, preferences, health.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { api, ask, connect, createSession, devToken } from "../lib/client.mjs";
-import { startServer, samplePost } from "./helpers/server.mjs";
+import { useServer, samplePost } from "./helpers/server.mjs";
 
-let server;
-let token;
-before(async () => {
-  server = await startServer();
-  token = await devToken(server.url, "alice");
-});
-after(async () => server.stop());
+const ctx = useServer();
 
 test("health and readiness answer", async () => {
-  assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
-  const ready = await fetch(`${server.url}/readyz`);
+  assert.equal((await fetch(`${ctx.url}/healthz`)).status, 200);
+  const ready = await fetch(`${ctx.url}/readyz`);
   assert.equal(ready.status, 200);
   assert.deepEqual(await ready.json(), { status: "ready" });
 });
 
 test("a post comes back with its expanded content, camelCase", async () => {
-  const created = await api(server.url, token, "POST", "/api/posts", samplePost);
+  const created = await api(ctx.url, ctx.token, "POST", "/api/posts", samplePost);
   assert.equal(created.status, 201);
   assert.deepEqual(Object.keys(created.body).sort(), ["content", "createdAt", "id", "summary", "title", "url"]);
-  const fetched = await api(server.url, token, "GET", `/api/posts/${created.body.id}`);
+  const fetched = await api(ctx.url, ctx.token, "GET", `/api/posts/${created.body.id}`);
   assert.deepEqual(fetched.body, created.body);
-  const bare = await api(server.url, token, "POST", "/api/posts", { url: "https://example.com/x", title: "Only a title" });
+  const bare = await api(ctx.url, ctx.token, "POST", "/api/posts", { url: "https://example.com/x", title: "Only a title" });
   assert.equal(bare.status, 201);
   assert.equal(bare.body.content, "");
 });
 
 test("sessions are created, listed in an object, fetched and deleted", async () => {
-  const { session, post } = await createSession(server.url, token, samplePost);
+  const { session, post } = await createSession(ctx.url, ctx.token, samplePost);
   assert.equal(session.postId, post.id);
   assert.equal(session.title, post.title);
-  const titled = await api(server.url, token, "POST", "/api/sessions", { postId: post.id, title: "My chat" });
+  const titled = await api(ctx.url, ctx.token, "POST", "/api/sessions", { postId: post.id, title: "My chat" });
   assert.equal(titled.body.title, "My chat");
-  const list = await api(server.url, token, "GET", "/api/sessions");
+  const list = await api(ctx.url, ctx.token, "GET", "/api/sessions");
   assert.ok(Array.isArray(list.body.sessions));
   assert.equal(list.body.sessions[0].id, titled.body.id, "most recent first");
-  assert.equal((await api(server.url, token, "GET", `/api/sessions/${session.id}`)).body.id, session.id);
-  assert.equal((await api(server.url, token, "DELETE", `/api/sessions/${session.id}`)).status, 204);
-  assert.equal((await api(server.url, token, "GET", `/api/sessions/${session.id}`)).status, 404);
-  assert.equal((await api(server.url, token, "GET", `/api/sessions/not-an-id`)).status, 404);
+  assert.equal((await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}`)).body.id, session.id);
+  assert.equal((await api(ctx.url, ctx.token, "DELETE", `/api/sessions/${session.id}`)).status, 204);
+  assert.equal((await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}`)).status, 404);
+  assert.equal((await api(ctx.url, ctx.token, "GET", `/api/sessions/not-an-id`)).status, 404);
 });
 
 test("messages come newest last and page backwards with before", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const ids = [];
   for (const q of ["What does Tokio do?", "Why no garbage collector?", "What does Socket.IO add?"]) {
     ids.push((await ask(socket, session.id, q)).ack.messageId);
   }
   socket.close();
-  const all = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+  const all = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.deepEqual(all.body.messages.map((m) => m.id), ids);
   assert.deepEqual(Object.keys(all.body.messages[0]).sort(), ["aiResponse", "createdAt", "id", "intentType", "posts", "sessionId", "status", "userMessage"]);
-  const last = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages?limit=1`);
+  const last = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages?limit=1`);
   assert.deepEqual(last.body.messages.map((m) => m.id), [ids[2]]);
-  const page = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages?limit=5&before=${ids[2]}`);
+  const page = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages?limit=5&before=${ids[2]}`);
   assert.deepEqual(page.body.messages.map((m) => m.id), ids.slice(0, 2));
   for (const q of ["limit=0", "limit=101", "limit=abc", "before=xyz"]) {
-    const bad = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages?${q}`);
+    const bad = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages?${q}`);
     assert.equal(bad.status, 400, q);
     assert.equal(bad.body.error.code, "INVALID_INPUT");
   }
 });
 
 test("preferences have defaults and are replaced by PUT", async () => {
-  const fresh = await devToken(server.url, "carol");
-  const defaults = await api(server.url, fresh, "GET", "/api/preferences");
+  const fresh = await devToken(ctx.url, "carol");
+  const defaults = await api(ctx.url, fresh, "GET", "/api/preferences");
   assert.deepEqual(defaults.body, { voice: "professional", style: "concise", platforms: ["twitter", "linkedin"], hashtags: true, emoji: false });
   const next = { voice: "playful", style: "short", platforms: ["bluesky", "bluesky", "threads"], hashtags: false, emoji: true };
-  const put = await api(server.url, fresh, "PUT", "/api/preferences", next);
+  const put = await api(ctx.url, fresh, "PUT", "/api/preferences", next);
   assert.deepEqual(put.body, { ...next, platforms: ["bluesky", "threads"] });
-  assert.deepEqual((await api(server.url, fresh, "GET", "/api/preferences")).body, put.body);
+  assert.deepEqual((await api(ctx.url, fresh, "GET", "/api/preferences")).body, put.body);
 });
 
 test("unknown routes answer 404 in the API's error format", async () => {
-  const res = await api(server.url, token, "GET", "/api/nothing-here");
+  const res = await api(ctx.url, ctx.token, "GET", "/api/nothing-here");
   assert.equal(res.status, 404);
   assert.equal(res.body.error.code, "NOT_FOUND");
 });

@@ -1,24 +1,18 @@
 // socket.io-client 2.x (Engine.IO v3) completes the question flow, with its token in the query.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
-import { createSession, devToken } from "../lib/client.mjs";
-import { startServer, samplePost } from "./helpers/server.mjs";
+import { createSession } from "../lib/client.mjs";
+import { useServer, samplePost } from "./helpers/server.mjs";
 
 const ioV2 = createRequire(import.meta.url)("socket.io-client-v2");
 
-let server;
-let token;
-before(async () => {
-  server = await startServer();
-  token = await devToken(server.url, "alice");
-});
-after(async () => server.stop());
+const ctx = useServer();
 
 for (const transports of [["websocket"], ["polling", "websocket"]]) {
   test(`a 2.x client over ${transports.join("+")} asks a question and gets the streamed answer`, async () => {
-    const { session } = await createSession(server.url, token, samplePost);
-    const socket = ioV2(server.url, { query: { token }, transports, reconnection: false, forceNew: true });
+    const { session } = await createSession(ctx.url, ctx.token, samplePost);
+    const socket = ioV2(ctx.url, { query: { token: ctx.token }, transports, reconnection: false, forceNew: true });
     try {
       await new Promise((resolve, reject) => {
         socket.once("connect", resolve);
@@ -42,7 +36,7 @@ for (const transports of [["websocket"], ["polling", "websocket"]]) {
 }
 
 test("a 2.x client with a bad token is refused", async () => {
-  const socket = ioV2(server.url, { query: { token: "bad" }, transports: ["websocket"], reconnection: false, forceNew: true });
+  const socket = ioV2(ctx.url, { query: { token: "bad" }, transports: ["websocket"], reconnection: false, forceNew: true });
   const message = await new Promise((resolve) => {
     socket.once("connect", () => resolve("connected"));
     socket.once("error", (e) => resolve(typeof e === "string" ? e : e?.message));

@@ -1,23 +1,17 @@
 // Behaviour while an answer is in flight: BUSY, stop, resume by chat:join. The local engine is
 // paced so an answer lasts long enough to act during it.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { api, connect, createSession, devToken, request, collectAnswer } from "../lib/client.mjs";
-import { startServer, samplePost } from "./helpers/server.mjs";
+import { api, connect, createSession, request, collectAnswer } from "../lib/client.mjs";
+import { useServer, samplePost } from "./helpers/server.mjs";
 
-let server;
-let token;
-before(async () => {
-  server = await startServer({ env: { LOCAL_AI_PACING_MS: "40" } });
-  token = await devToken(server.url, "alice");
-});
-after(async () => server.stop());
+const ctx = useServer({ env: { LOCAL_AI_PACING_MS: "40" } });
 
 const question = "How does Rust keep idle connections cheap and what does Tokio do?";
 
 test("a second message while an answer is in flight gets BUSY and the socket stays usable", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const errors = [];
   socket.on("chat:error", (e) => errors.push(e));
   const answer = collectAnswer(socket);
@@ -36,8 +30,8 @@ test("a second message while an answer is in flight gets BUSY and the socket sta
 });
 
 test("parallel messages on one session: exactly one is accepted", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const acks = await Promise.all(
     Array.from({ length: 5 }, (_, i) => request(socket, "chat:message", { sessionId: session.id, content: `Question ${i}?` })),
   );
@@ -48,8 +42,8 @@ test("parallel messages on one session: exactly one is accepted", async () => {
 });
 
 test("chat:stop ends the answer with stopped: true and stores the partial text", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const socket = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
   const answer = collectAnswer(socket);
   const ack = await request(socket, "chat:message", { sessionId: session.id, content: question });
   answer.setMessageId(ack.messageId);
@@ -62,21 +56,21 @@ test("chat:stop ends the answer with stopped: true and stores the partial text",
   assert.equal(end.payload.stopped, true);
   const tokens = events.filter((e) => e.name === "chat:stream:token").map((e) => e.payload.token).join("");
   assert.equal(end.payload.content, tokens);
-  const history = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+  const history = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.equal(history.body.messages[0].status, "stopped");
   assert.equal(history.body.messages[0].aiResponse, end.payload.content);
   socket.close();
 });
 
 test("a client that reconnects mid-answer gets the text so far in chat:join, then the rest", async () => {
-  const { session } = await createSession(server.url, token, samplePost);
-  const first = await connect(server.url, token);
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const first = await connect(ctx.url, ctx.token);
   const ack = await request(first, "chat:message", { sessionId: session.id, content: question });
   await new Promise((r) => first.once("chat:stream:token", r));
   first.close(); // the answer goes on without it
 
   await new Promise((r) => setTimeout(r, 150));
-  const second = await connect(server.url, token);
+  const second = await connect(ctx.url, ctx.token);
   const tokens = [];
   second.on("chat:stream:token", (t) => tokens.push(t));
   const ended = new Promise((r) => second.once("chat:stream:end", r));

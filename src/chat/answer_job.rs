@@ -183,9 +183,10 @@ impl AnswerJob {
                     Ok(posts) => posts,
                     Err(e) => return Outcome::Failed(e.into()),
                 };
-                // The readable rendering streams like any answer; the posts come with the end.
-                for token in render_posts(&posts).split_inclusive(' ') {
-                    deliver(token);
+                // The readable rendering streams like any answer (a few words a packet: it is
+                // all there already); the posts come with the end.
+                for chunk in word_chunks(&render_posts(&posts), SOCIAL_WORDS_PER_TOKEN) {
+                    deliver(chunk);
                 }
                 Outcome::Answered { posts: Some(posts) }
             }
@@ -227,6 +228,37 @@ impl AnswerJob {
     }
 }
 
+/// Words per streamed chunk of a social-post rendering.
+const SOCIAL_WORDS_PER_TOKEN: usize = 8;
+
+/// `text` in pieces of `n` words (each with the whitespace after it), together the whole text.
+fn word_chunks(text: &str, n: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        // Cut where the (n+1)-th word starts.
+        let mut words = 0;
+        let mut previous_was_space = true;
+        let mut cut = rest.len();
+        for (at, c) in rest.char_indices() {
+            let space = c.is_whitespace();
+            if !space && previous_was_space {
+                if words == n.max(1) {
+                    cut = at;
+                    break;
+                }
+                words += 1;
+            }
+            previous_was_space = space;
+        }
+        let (chunk, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// Posts as one readable text: a heading per platform, then the post.
 pub fn render_posts(posts: &[SocialPost]) -> String {
     posts
@@ -242,4 +274,24 @@ pub fn render_posts(posts: &[SocialPost]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_chunks_cover_the_text_exactly() {
+        let text = "one two  three\n\nfour five six seven";
+        let chunks: Vec<&str> = word_chunks(text, 3).collect();
+        assert_eq!(
+            chunks,
+            vec!["one two  three\n\n", "four five six ", "seven"]
+        );
+        assert_eq!(word_chunks("", 2).count(), 0);
+        assert_eq!(
+            word_chunks("日本語のテキスト", 2).collect::<String>(),
+            "日本語のテキスト"
+        );
+    }
 }

@@ -43,6 +43,9 @@ pub enum ChatError {
     Conflict,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A bug on our side; the cause is in the log.
+    #[error("internal error")]
+    Internal,
     #[error(transparent)]
     Ai(#[from] AiError),
     #[error(transparent)]
@@ -59,6 +62,7 @@ impl ChatError {
             ChatError::Busy => ErrorCode::Busy,
             ChatError::Conflict => ErrorCode::Conflict,
             ChatError::ShuttingDown => ErrorCode::ServerShutdown,
+            ChatError::Internal => ErrorCode::Internal,
             ChatError::Ai(AiError::Unavailable(_)) => ErrorCode::AiUnavailable,
             ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
             ChatError::Ai(AiError::Failed(_)) => ErrorCode::AiError,

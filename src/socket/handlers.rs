@@ -1,6 +1,7 @@
 //! One handler per client event. Each parses its payload (a malformed one gets INVALID_INPUT
-//! and the socket stays usable), calls the chat controller, and answers by ack and, for
-//! errors, also by `chat:error` (frontends may not use acks).
+//! and the socket stays usable), calls the chat controller, and returns its ack or the error;
+//! `register` turns that `Result` into the ack and, for errors, also a `chat:error` (frontends
+//! may not use acks).
 
 use std::sync::Arc;
 
@@ -14,9 +15,26 @@ use super::SocketState;
 use crate::chat::ChatError;
 use crate::domain::{InvalidInput, SessionId, UserId};
 
+/// An error for the client, with the session it concerns when known.
+struct Failure {
+    error: ChatError,
+    session_id: Option<SessionId>,
+}
+
+impl Failure {
+    fn new(error: impl Into<ChatError>, session_id: Option<SessionId>) -> Self {
+        Self {
+            error: error.into(),
+            session_id,
+        }
+    }
+}
+
 /// Registers the chat events on a newly connected socket.
 pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     debug!(sid = %socket.id, "socket connected");
+    // `$handler(state, socket, user, payload)` returns `Result<impl Serialize, Failure>`; the
+    // ack is built from it. `chat:message` acks by itself (before its answer starts).
     macro_rules! on {
         ($event:expr, $handler:ident) => {{
             let state = state.clone();
@@ -25,125 +43,127 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
                 move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
                     let state = state.clone();
                     async move {
-                        match s.extensions.get::<UserId>() {
-                            Some(user) => $handler(&state, s, user, data.ok(), ack).await,
-                            None => reply_error(&s, ack, &ChatError::Unauthorized, None),
+                        let Some(user) = s.extensions.get::<UserId>() else {
+                            return reply_error(
+                                &s,
+                                ack,
+                                Failure::new(ChatError::Unauthorized, None),
+                            );
+                        };
+                        match $handler(&state, &s, user, data.ok()).await {
+                            Ok(reply) => send_ack(ack, &reply),
+                            Err(failure) => reply_error(&s, ack, failure),
                         }
                     }
                 },
             );
         }};
     }
-    on!(events::CHAT_MESSAGE, chat_message);
     on!(events::CHAT_STOP, chat_stop);
     on!(events::CHAT_JOIN, chat_join);
     on!(events::CHAT_LEAVE, chat_leave);
+
+    let message_state = state.clone();
+    socket.on(
+        events::CHAT_MESSAGE,
+        move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let state = message_state.clone();
+            async move { chat_message(&state, s, data.ok(), ack).await }
+        },
+    );
     socket.on_fallback(
         |s: SocketRef, Event(name): Event, ack: AckSender| async move {
-            let error = ChatError::InvalidInput(InvalidInput::new(
-                "event",
-                format!("unknown event {name:?}"),
-            ));
-            reply_error(&s, ack, &error, None);
+            let unknown = InvalidInput::new("event", format!("unknown event {name:?}"));
+            reply_error(&s, ack, Failure::new(unknown, None));
         },
     );
 }
 
-async fn chat_message(
-    state: &SocketState,
-    s: SocketRef,
-    user: UserId,
-    data: Option<Value>,
-    ack: AckSender,
-) {
+/// `chat:message`: acked once stored, then the answer starts.
+async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
+    let Some(user) = s.extensions.get::<UserId>() else {
+        return reply_error(&s, ack, Failure::new(ChatError::Unauthorized, None));
+    };
     let session_hint = session_hint(data.as_ref());
     if let Err(retry_after) = state.rate_limit.check(&user) {
         return reply_error(
             &s,
             ack,
-            &ChatError::RateLimited { retry_after },
-            session_hint,
+            Failure::new(ChatError::RateLimited { retry_after }, session_hint),
         );
     }
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
         Ok(req) => req,
-        Err(e) => return reply_error(&s, ack, &e.into(), session_hint),
+        Err(e) => return reply_error(&s, ack, Failure::new(e, session_hint)),
     };
     let session_id = req.session_id;
     match state.controller.accept_message(&user, req).await {
         Ok(accepted) => {
             s.join(events::room(session_id));
-            send_ack(
-                ack,
-                &MessageAck {
-                    ok: true,
-                    message_id: accepted.message_id,
-                    duplicate: accepted.duplicate,
-                },
-            );
+            let reply = MessageAck {
+                ok: true,
+                message_id: accepted.message_id,
+                duplicate: accepted.duplicate,
+            };
+            send_ack(ack, &reply);
             accepted.start();
         }
-        Err(e) => reply_error(&s, ack, &e, Some(session_id)),
+        Err(e) => reply_error(&s, ack, Failure::new(e, Some(session_id))),
     }
+}
+
+/// Parses `{ sessionId }`, the payload of stop, join and leave.
+fn session_payload(data: Option<Value>) -> Result<SessionId, Failure> {
+    events::parse_session_id(data).map_err(|e| Failure::new(e, None))
 }
 
 async fn chat_stop(
     state: &SocketState,
-    s: SocketRef,
+    _: &SocketRef,
     user: UserId,
     data: Option<Value>,
-    ack: AckSender,
-) {
-    let session_id = match events::parse_session_id(data) {
-        Ok(id) => id,
-        Err(e) => return reply_error(&s, ack, &e.into(), None),
-    };
+) -> Result<StopAck, Failure> {
+    let session_id = session_payload(data)?;
     match state.controller.stop(&user, session_id).await {
-        Ok(stopped) => send_ack(ack, &StopAck { ok: true, stopped }),
-        Err(e) => reply_error(&s, ack, &e, Some(session_id)),
+        Ok(stopped) => Ok(StopAck { ok: true, stopped }),
+        Err(e) => Err(Failure::new(e, Some(session_id))),
     }
 }
 
 async fn chat_join(
     state: &SocketState,
-    s: SocketRef,
+    s: &SocketRef,
     user: UserId,
     data: Option<Value>,
-    ack: AckSender,
-) {
-    let session_id = match events::parse_session_id(data) {
-        Ok(id) => id,
-        Err(e) => return reply_error(&s, ack, &e.into(), None),
-    };
+) -> Result<Value, Failure> {
+    let session_id = session_payload(data)?;
     let room = events::room(session_id);
-    match state
+    let joined = state
         .controller
         .join(&user, session_id, || s.join(room))
         .await
-    {
-        Ok(joined) => send_ack(ack, &JoinAck::new(&joined)),
-        Err(e) => reply_error(&s, ack, &e, Some(session_id)),
-    }
+        .map_err(|e| Failure::new(e, Some(session_id)))?;
+    // Serialized here: the ack borrows from `joined`, which lives only in this function.
+    serde_json::to_value(JoinAck::new(&joined)).map_err(|e| {
+        warn!(error = %e, "join ack not serializable");
+        Failure::new(ChatError::Internal, Some(session_id))
+    })
 }
 
 async fn chat_leave(
     state: &SocketState,
-    s: SocketRef,
+    s: &SocketRef,
     user: UserId,
     data: Option<Value>,
-    ack: AckSender,
-) {
-    let session_id = match events::parse_session_id(data) {
-        Ok(id) => id,
-        Err(e) => return reply_error(&s, ack, &e.into(), None),
-    };
+) -> Result<OkAck, Failure> {
+    let session_id = session_payload(data)?;
     match state.controller.sessions().exists(&user, session_id).await {
         Ok(true) => {
             s.leave(events::room(session_id));
-            send_ack(ack, &OkAck { ok: true });
+            Ok(OkAck { ok: true })
         }
-        Ok(false) => reply_error(&s, ack, &ChatError::NotFound, Some(session_id)),
-        Err(e) => reply_error(&s, ack, &e, Some(session_id)),
+        Ok(false) => Err(Failure::new(ChatError::NotFound, Some(session_id))),
+        Err(e) => Err(Failure::new(e, Some(session_id))),
     }
 }
 
@@ -163,11 +183,11 @@ fn send_ack<T: Serialize>(ack: AckSender, payload: &T) {
 }
 
 /// Answers an error in the ack (when asked for) and as `chat:error`.
-fn reply_error(s: &SocketRef, ack: AckSender, error: &ChatError, session_id: Option<SessionId>) {
-    if let ChatError::Store(e) = error {
+fn reply_error(s: &SocketRef, ack: AckSender, failure: Failure) {
+    if let ChatError::Store(e) = &failure.error {
         warn!(sid = %s.id, error = %e, "storage error");
     }
-    let payload = ErrorPayload::new(error, session_id, None);
+    let payload = ErrorPayload::new(&failure.error, failure.session_id, None);
     send_ack(
         ack,
         &ErrorAck {

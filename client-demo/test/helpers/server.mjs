@@ -4,6 +4,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
+import { devToken } from "../../lib/client.mjs";
+
+export { samplePost } from "../../lib/sample-post.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../../..");
@@ -78,20 +82,6 @@ export async function startServer({ env = {}, dataDir } = {}) {
   };
 }
 
-export const samplePost = {
-  url: "https://example.com/blog/rust-chat-servers",
-  title: "Building real-time chat servers in Rust",
-  summary: "Rust with Tokio and Socket.IO makes chat servers that are fast, lean and safe.",
-  content: [
-    "Real-time chat needs a server that holds many idle connections cheaply.",
-    "Rust futures are state machines, so an idle connection costs only a few kilobytes.",
-    "Tokio schedules tasks on a work-stealing runtime that keeps every core busy.",
-    "Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets.",
-    "Streaming answers token by token makes an AI assistant feel fast even when the model is slow.",
-    "Without a garbage collector, latency stays flat under load.",
-  ].join(" "),
-};
-
 /** X's weighted length, independently of the server: URLs 23, characters outside Latin 2. */
 export function twitterLength(text) {
   let total = 0;
@@ -117,3 +107,18 @@ export function twitterLength(text) {
 }
 
 export const LIMITS = { twitter: 280, bluesky: 300, threads: 500, mastodon: 500, linkedin: 3000, instagram: 2200, facebook: 63206 };
+
+/**
+ * One server for a whole test file, started before its tests and stopped after them, with a dev
+ * token for `alice`. Returns an object whose `url` and `token` are set once started.
+ */
+export function useServer(options) {
+  const ctx = { url: null, token: null, server: null };
+  before(async () => {
+    ctx.server = await startServer(options);
+    ctx.url = ctx.server.url;
+    ctx.token = await devToken(ctx.url, "alice");
+  });
+  after(async () => ctx.server.stop());
+  return ctx;
+}
