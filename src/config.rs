@@ -103,8 +103,11 @@ pub struct Config {
     /// Longest an answer may take in all (s).
     #[arg(long, env = "ANSWER_TIMEOUT_SECS", default_value_t = 120)]
     pub answer_timeout_secs: u64,
-    /// Longest wait for the next token, and for the first (s).
-    #[arg(long, env = "TOKEN_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    /// Longest wait for the first token of an answer (s).
+    #[arg(long, env = "FIRST_TOKEN_TIMEOUT_SECS", default_value_t = 30)]
+    pub first_token_timeout_secs: u64,
+    /// Longest gap between two tokens (s).
+    #[arg(long, env = "TOKEN_IDLE_TIMEOUT_SECS", default_value_t = 20)]
     pub token_idle_timeout_secs: u64,
 
     /// Per-user `chat:message` rate (per minute); 0 turns the limit off.
@@ -202,6 +205,23 @@ impl Config {
         format!("{}:{}", self.host, self.port)
             .parse()
             .or_else(|_| format!("[{}]:{}", self.host, self.port).parse())
+    }
+
+    /// The endpoint of an `openai` or `ollama` provider (`None` for `local`), with each
+    /// provider's defaults for what is not set.
+    pub fn ai_endpoint(&self) -> Option<crate::ai::Endpoint> {
+        use crate::ai::Endpoint;
+        let (base, model, key) = match self.ai_provider {
+            AiProvider::Local => return None,
+            AiProvider::Openai => (Endpoint::OPENAI_BASE_URL, Endpoint::OPENAI_MODEL, ""),
+            // Ollama ignores the key, but the OpenAI client wants one.
+            AiProvider::Ollama => (Endpoint::OLLAMA_BASE_URL, Endpoint::OLLAMA_MODEL, "ollama"),
+        };
+        Some(Endpoint {
+            base_url: self.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
+            api_key: self.ai_api_key.clone().unwrap_or_else(|| key.to_owned()),
+            model: self.ai_model.clone().unwrap_or_else(|| model.to_owned()),
+        })
     }
 
     pub fn local_ai_pacing(&self) -> Duration {

@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::ai::AiService;
 use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache};
-use crate::config::{AiProvider, AllowedOrigins, Config};
+use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
 use crate::http::{self, HttpState};
 use crate::middleware::auth::{dev_secret, JwtKeys};
@@ -35,8 +35,6 @@ pub enum StartupError {
     Listen(#[from] std::io::Error),
     #[error("invalid HOST/PORT: {0}")]
     Address(#[from] std::net::AddrParseError),
-    #[error("AI_PROVIDER={0:?} is not available yet; use AI_PROVIDER=local")]
-    AiProvider(AiProvider),
     #[error("REDIS_URL is set, but sharing rooms and streams across processes is not available yet: run one process without REDIS_URL")]
     RedisUnsupported,
     #[error("cannot issue the dev token: {0}")]
@@ -73,9 +71,9 @@ impl Application {
         if config.redis_url.is_some() {
             return Err(StartupError::RedisUnsupported);
         }
-        let ai = match config.ai_provider {
-            AiProvider::Local => AiService::local(config.local_ai_pacing()),
-            other => return Err(StartupError::AiProvider(other)),
+        let ai = match config.ai_endpoint() {
+            None => AiService::local(config.local_ai_pacing()),
+            Some(endpoint) => AiService::openai_compatible(&endpoint),
         };
         info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
         let pool = PoolOptions {
@@ -114,6 +112,7 @@ impl Application {
             Arc::new(SessionRooms::new(io.clone())),
             ChatSettings {
                 answer_timeout: Duration::from_secs(config.answer_timeout_secs),
+                first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
                 token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
                 summary_every: config.summary_every,
                 join_history: config.join_history_messages,

@@ -8,6 +8,7 @@
 mod bm25;
 mod intent;
 mod local;
+mod openai_compatible;
 mod prompt;
 mod social;
 
@@ -23,6 +24,7 @@ use crate::domain::{Message, Platform, Post, Preferences, SocialPost};
 
 pub use intent::{detect_intent, IntentRequest};
 pub use local::LocalEngine;
+pub use openai_compatible::Endpoint;
 
 /// The answer text as it arrives, one chunk (token) at a time.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<String, AiError>> + Send>>;
@@ -43,6 +45,9 @@ pub enum AiError {
 
 impl From<LLMError> for AiError {
     fn from(err: LLMError) -> Self {
+        if let Some(classified) = openai_compatible::classify(&err) {
+            return classified;
+        }
         match err {
             LLMError::RequestError(e) => AiError::Unavailable(e.to_string()),
             LLMError::Timeout(_) => AiError::Timeout,
@@ -80,6 +85,14 @@ impl AiService {
     /// The offline extractive engine (`AI_PROVIDER=local`).
     pub fn local(pacing: Duration) -> Self {
         Self::new(Arc::new(LocalEngine::new(pacing)), LocalEngine::MODEL_NAME)
+    }
+
+    /// An OpenAI-compatible endpoint (`AI_PROVIDER=openai` or `ollama`).
+    pub fn openai_compatible(endpoint: &Endpoint) -> Self {
+        Self::new(
+            Arc::new(openai_compatible::chat_model(endpoint)),
+            endpoint.model.clone(),
+        )
     }
 
     /// The model's name, as reported in logs.

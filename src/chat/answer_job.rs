@@ -154,16 +154,30 @@ impl AnswerJob {
         };
         let outcome = match answer.intent {
             IntentType::Question => {
-                let mut stream = match c.ai.answer_stream(&ctx, &self.question).await {
-                    Ok(stream) => stream,
-                    Err(e) => return Outcome::Failed(e.into()),
+                let first_token = tokio::time::Instant::now() + c.settings.first_token_timeout;
+                let opened =
+                    tokio::time::timeout_at(first_token, c.ai.answer_stream(&ctx, &self.question))
+                        .await;
+                let mut stream = match opened {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return Outcome::Failed(e.into()),
+                    Err(_) => return Outcome::Failed(AiError::Timeout.into()),
                 };
+                let mut received = false;
                 loop {
-                    match tokio::time::timeout(c.settings.token_idle_timeout, stream.next()).await {
+                    let deadline = if received {
+                        tokio::time::Instant::now() + c.settings.token_idle_timeout
+                    } else {
+                        first_token
+                    };
+                    match tokio::time::timeout_at(deadline, stream.next()).await {
                         Err(_) => return Outcome::Failed(AiError::Timeout.into()),
                         Ok(None) => break,
                         Ok(Some(Err(e))) => return Outcome::Failed(e.into()),
-                        Ok(Some(Ok(token))) => deliver(&token),
+                        Ok(Some(Ok(token))) => {
+                            received = true;
+                            deliver(&token);
+                        }
                     }
                 }
                 if answer.content().trim().is_empty() {
@@ -179,6 +193,8 @@ impl AnswerJob {
                 } else {
                     &self.platforms
                 };
+                // Posts come whole (each is checked before anyone sees it), bounded by the
+                // answer's overall timeout.
                 let posts = match c.ai.social_posts(&ctx, &self.question, platforms).await {
                     Ok(posts) => posts,
                     Err(e) => return Outcome::Failed(e.into()),

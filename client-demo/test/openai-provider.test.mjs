@@ -1,0 +1,157 @@
+// AI_PROVIDER=openai against a fake OpenAI-compatible server speaking real SSE: what the socket
+// client receives and what is stored, for a normal stream and for each way a provider fails.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { api, ask, connect, createSession, devToken, request } from "../lib/client.mjs";
+import { startServer, samplePost } from "./helpers/server.mjs";
+import { startFakeOpenAI } from "./helpers/fake-openai.mjs";
+
+let fake;
+let server;
+let token;
+before(async () => {
+  fake = await startFakeOpenAI();
+  server = await startServer({
+    env: { AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "test-key", AI_MODEL: "fake-model", TOKEN_IDLE_TIMEOUT_SECS: "1", FIRST_TOKEN_TIMEOUT_SECS: "5" },
+  });
+  token = await devToken(server.url, "alice");
+});
+after(async () => {
+  await server.stop();
+  await fake.close();
+});
+
+async function askIn(content) {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  try {
+    const result = await ask(socket, session.id, content);
+    const history = await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`);
+    return { ...result, stored: history.body.messages.at(-1) };
+  } finally {
+    socket.close();
+  }
+}
+
+function assertOneTerminal(result) {
+  const terminals = result.events.filter((e) => ["chat:stream:end", "chat:social:generated", "chat:error"].includes(e.name));
+  assert.equal(terminals.length, 1);
+}
+
+test("a normal stream is forwarded token by token, empty chunks skipped, and stored", async () => {
+  const result = await askIn("What does the article say about Tokio?");
+  assertOneTerminal(result);
+  assert.deepEqual(result.tokens.map((t) => t.token), ["Hello ", "from ", "the ", "model."]);
+  assert.equal(result.terminal.name, "chat:stream:end");
+  assert.equal(result.terminal.payload.content, "Hello from the model.");
+  assert.equal(result.stored.status, "complete");
+  assert.equal(result.stored.aiResponse, "Hello from the model.");
+  const sent = fake.requests.at(-1).body;
+  assert.equal(sent.model, "fake-model");
+  assert.equal(sent.stream, true);
+  assert.equal(sent.messages[0].role, "system");
+  assert.match(sent.messages[0].content, /untrusted/);
+  assert.match(sent.messages[0].content, /Tokio schedules tasks/);
+  assert.equal(sent.messages.at(-1).content, "What does the article say about Tokio?");
+});
+
+test("a slow stream arrives in order with every token", async () => {
+  const result = await askIn("slow please");
+  assertOneTerminal(result);
+  assert.equal(result.tokens.length, 40);
+  assert.deepEqual(result.tokens.map((t) => t.seq), [...Array(40).keys()]);
+  assert.equal(result.stored.status, "complete");
+});
+
+for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500", "AI_UNAVAILABLE"]]) {
+  test(`${scenario} ends the answer with ${code}, retryable, and stores it as error`, async () => {
+    const before = fake.requests.length;
+    const result = await askIn(`trigger ${scenario}`);
+    assertOneTerminal(result);
+    assert.equal(result.terminal.name, "chat:error");
+    assert.equal(result.terminal.payload.code, code);
+    assert.equal(result.terminal.payload.retryable, true);
+    assert.equal(result.terminal.payload.messageId, result.ack.messageId);
+    assert.doesNotMatch(result.terminal.payload.message, /exploded|slow down/, "provider bodies are not shown");
+    assert.equal(result.stored.status, "error");
+    assert.ok(fake.requests.length - before >= 2, "the client retried before giving up");
+  });
+}
+
+test("a stall after some tokens ends with AI_TIMEOUT and keeps the partial answer", async () => {
+  const result = await askIn("stall now");
+  assertOneTerminal(result);
+  assert.equal(result.terminal.payload.code, "AI_TIMEOUT");
+  assert.equal(result.terminal.payload.retryable, true);
+  assert.deepEqual(result.tokens.map((t) => t.token), ["Hello ", "from ", "the "]);
+  assert.equal(result.stored.status, "error");
+  assert.equal(result.stored.aiResponse, "Hello from the ");
+});
+
+test("a malformed chunk ends with AI_ERROR and keeps the tokens before it", async () => {
+  const result = await askIn("send malformed");
+  assertOneTerminal(result);
+  assert.equal(result.terminal.payload.code, "AI_ERROR");
+  assert.equal(result.terminal.payload.retryable, false);
+  assert.equal(result.stored.status, "error");
+  assert.equal(result.stored.aiResponse, result.tokens.map((t) => t.token).join(""));
+});
+
+test("a 200 that is not SSE is an error, not an empty answer", async () => {
+  const result = await askIn("reply not-sse");
+  assertOneTerminal(result);
+  assert.equal(result.terminal.payload.code, "AI_ERROR");
+  assert.equal(result.tokens.length, 0);
+  assert.equal(result.stored.status, "error");
+});
+
+test("social posts from the model are fitted to their limits, with the preferences in the prompt", async () => {
+  await api(server.url, token, "PUT", "/api/preferences", { voice: "wry and warm", style: "storytelling", platforms: ["twitter", "bluesky"], hashtags: true, emoji: false });
+  const result = await askIn("Write social posts about this");
+  assertOneTerminal(result);
+  assert.equal(result.terminal.name, "chat:social:generated");
+  const { posts } = result.terminal.payload;
+  assert.deepEqual(posts.map((p) => p.platform), ["twitter", "bluesky"]);
+  assert.ok(posts[0].characterCount <= 280, "the over-long tweet was shortened");
+  assert.deepEqual(posts[0].hashtags, ["#rust", "#chat"]);
+  const system = fake.requests.at(-1).body.messages[0].content;
+  assert.match(system, /wry and warm/);
+  assert.match(system, /storytelling/);
+  assert.match(system, /twitter \(limit 280\)/);
+  assert.equal(result.stored.status, "complete");
+});
+
+test("chat:stop closes the provider's request and stores the partial answer as stopped", async () => {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  const ended = new Promise((r) => socket.once("chat:stream:end", r));
+  await request(socket, "chat:message", { sessionId: session.id, content: "slow answer please" });
+  await new Promise((r) => socket.once("chat:stream:token", r));
+  const upstream = fake.requests.at(-1);
+  const started = Date.now();
+  assert.deepEqual(await request(socket, "chat:stop", { sessionId: session.id }), { ok: true, stopped: true });
+  const end = await ended;
+  assert.equal(end.stopped, true);
+  for (let i = 0; i < 50 && !upstream.closedEarly; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(upstream.closedEarly, true, "the upstream request was dropped");
+  assert.ok(Date.now() - started < 1000, "within a second");
+  const stored = (await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`)).body.messages[0];
+  assert.equal(stored.status, "stopped");
+  assert.equal(stored.aiResponse, end.content);
+  socket.close();
+});
+
+test("a provider that refuses connections gives AI_UNAVAILABLE", async () => {
+  const dead = await startServer({ env: { AI_PROVIDER: "openai", AI_BASE_URL: "http://127.0.0.1:9/v1", AI_API_KEY: "k" } });
+  try {
+    const t = await devToken(dead.url, "alice");
+    const { session } = await createSession(dead.url, t, samplePost);
+    const socket = await connect(dead.url, t);
+    const result = await ask(socket, session.id, "Anyone there?");
+    socket.close();
+    assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
+    assert.equal(result.terminal.payload.retryable, true);
+  } finally {
+    await dead.stop();
+  }
+});
