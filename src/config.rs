@@ -100,6 +100,13 @@ pub struct Config {
     /// Pause between streamed words of the local engine (ms), so demos look like streaming.
     #[arg(long, env = "LOCAL_AI_PACING_MS", default_value_t = 15)]
     pub local_ai_pacing_ms: u64,
+    /// Most tokens of post content in a prompt; a longer post keeps its opening and the parts
+    /// most relevant to the question.
+    #[arg(long, env = "POST_TOKEN_BUDGET", default_value_t = 6_000)]
+    pub post_token_budget: usize,
+    /// How long the intent classifier (real providers only) may take before the rules decide (ms).
+    #[arg(long, env = "INTENT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub intent_timeout_ms: u64,
     /// Longest an answer may take in all (s).
     #[arg(long, env = "ANSWER_TIMEOUT_SECS", default_value_t = 120)]
     pub answer_timeout_secs: u64,
@@ -252,16 +259,8 @@ mod tests {
     #[test]
     fn origins_are_any_in_dev_mode_and_none_otherwise_unless_listed() {
         assert_eq!(parse(&[]).allowed_origins(), AllowedOrigins::Any);
-        assert_eq!(
-            parse(&["--jwt-secret", "s"]).allowed_origins(),
-            AllowedOrigins::List(vec![])
-        );
-        let listed = parse(&[
-            "--jwt-secret",
-            "s",
-            "--cors-origins",
-            "https://a.example, https://b.example/",
-        ]);
+        assert_eq!(parse(&["--jwt-secret", "s"]).allowed_origins(), AllowedOrigins::List(vec![]));
+        let listed = parse(&["--jwt-secret", "s", "--cors-origins", "https://a.example, https://b.example/"]);
         assert!(listed.allowed_origins().allows("https://b.example"));
         assert!(!listed.allowed_origins().allows("https://c.example"));
     }
@@ -269,8 +268,6 @@ mod tests {
     #[test]
     fn the_token_subcommand_parses() {
         let cli = Cli::try_parse_from(["postchat", "token", "--user", "alice"]).unwrap();
-        assert!(
-            matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice")
-        );
+        assert!(matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice"));
     }
 }

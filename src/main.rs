@@ -15,13 +15,10 @@ async fn main() -> ExitCode {
     telemetry::init(config.log_format);
 
     if let Some(Command::Token { user, ttl_hours }) = cli.command {
-        let token = UserId::parse(&user)
-            .map_err(|e| e.to_string())
-            .and_then(|user| {
-                let keys = jwt_keys(&config).map_err(|e| e.to_string())?;
-                keys.issue(&user, ttl_hours * 3600)
-                    .map_err(|e| e.to_string())
-            });
+        let token = UserId::parse(&user).map_err(|e| e.to_string()).and_then(|user| {
+            let keys = jwt_keys(&config).map_err(|e| e.to_string())?;
+            keys.issue(&user, ttl_hours * 3600).map_err(|e| e.to_string())
+        });
         return match token {
             Ok(token) => {
                 println!("{token}");

@@ -16,7 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
-use crate::ai::AiService;
+use crate::ai::{AiService, AiSettings};
 use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache};
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
@@ -47,11 +47,7 @@ pub fn jwt_keys(config: &Config) -> std::io::Result<JwtKeys> {
         Some(secret) => secret.as_bytes().to_vec(),
         None => dev_secret(&config.data_dir)?,
     };
-    Ok(JwtKeys::hs256(
-        &secret,
-        config.jwt_audience.clone(),
-        config.jwt_issuer.clone(),
-    ))
+    Ok(JwtKeys::hs256(&secret, config.jwt_audience.clone(), config.jwt_issuer.clone()))
 }
 
 /// A built server, bound and ready to run.
@@ -71,9 +67,13 @@ impl Application {
         if config.redis_url.is_some() {
             return Err(StartupError::RedisUnsupported);
         }
+        let ai_settings = AiSettings {
+            post_token_budget: config.post_token_budget,
+            intent_timeout: Duration::from_millis(config.intent_timeout_ms),
+        };
         let ai = match config.ai_endpoint() {
-            None => AiService::local(config.local_ai_pacing()),
-            Some(endpoint) => AiService::openai_compatible(&endpoint),
+            None => AiService::local(config.local_ai_pacing(), ai_settings),
+            Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
         };
         info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
         let pool = PoolOptions {
@@ -83,10 +83,7 @@ impl Application {
         let store = store::connect(&config.database_url(), &pool).await?;
         let interrupted = store.interrupt_streaming().await?;
         if interrupted > 0 {
-            info!(
-                interrupted,
-                "answers left streaming by the last run are marked interrupted"
-            );
+            info!(interrupted, "answers left streaming by the last run are marked interrupted");
         }
 
         let keys = Arc::new(jwt_keys(&config)?);
@@ -94,11 +91,7 @@ impl Application {
             config.session_cache_capacity,
             Duration::from_secs(config.session_cache_ttl_secs),
         );
-        let sessions = Arc::new(ChatSessionService::new(
-            store.clone(),
-            cache,
-            config.history_messages,
-        ));
+        let sessions = Arc::new(ChatSessionService::new(store.clone(), cache, config.history_messages));
 
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
@@ -118,24 +111,14 @@ impl Application {
                 join_history: config.join_history_messages,
             },
         );
-        let rate_limit = Arc::new(MessageRateLimit::new(
-            config.rate_limit_messages_per_minute,
-            config.rate_limit_burst,
-        ));
+        let rate_limit =
+            Arc::new(MessageRateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
         spawn_rate_limit_cleanup(rate_limit.clone());
-        let socket_state = SocketState {
-            controller: controller.clone(),
-            rate_limit,
-            limits,
-        };
+        let socket_state = SocketState { controller: controller.clone(), rate_limit, limits };
         socket::register(&io, Arc::new(socket_state), keys.clone());
 
         let origins = config.allowed_origins();
-        let http_state = HttpState {
-            sessions,
-            keys: keys.clone(),
-            dev_tokens: config.dev_mode(),
-        };
+        let http_state = HttpState { sessions, keys: keys.clone(), dev_tokens: config.dev_mode() };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn({
@@ -146,10 +129,7 @@ impl Application {
             .layer(TraceLayer::new_for_http());
 
         let demo_token = if config.dev_mode() {
-            Some(keys.issue(
-                &UserId::parse("demo").expect("'demo' is a valid user id"),
-                24 * 3600,
-            )?)
+            Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)
         } else {
             None
         };
@@ -176,15 +156,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self {
-            listener,
-            router,
-            io,
-            controller,
-            store,
-            grace,
-            ..
-        } = self;
+        let Self { listener, router, io, controller, store, grace, .. } = self;
         let drained = {
             let controller = controller.clone();
             async move {
@@ -193,9 +165,7 @@ impl Application {
                 io.close().await;
             }
         };
-        axum::serve(listener, router)
-            .with_graceful_shutdown(drained)
-            .await?;
+        axum::serve(listener, router).with_graceful_shutdown(drained).await?;
         store.close().await;
         info!("stopped");
         Ok(())
@@ -226,13 +196,7 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 

@@ -10,9 +10,7 @@ fn compose() -> Value {
 }
 
 fn env<'a>(service: &'a Value, key: &str) -> &'a str {
-    service["environment"][key]
-        .as_str()
-        .unwrap_or_else(|| panic!("environment.{key} is set"))
+    service["environment"][key].as_str().unwrap_or_else(|| panic!("environment.{key} is set"))
 }
 
 #[test]
@@ -20,19 +18,12 @@ fn postgres_has_a_healthcheck_and_a_volume() {
     let c = compose();
     let pg = &c["services"]["postgres"];
     assert!(pg["image"].as_str().unwrap().starts_with("postgres:"));
-    let test: Vec<&str> = pg["healthcheck"]["test"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let test: Vec<&str> =
+        pg["healthcheck"]["test"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(test.iter().any(|t| t.contains("pg_isready")), "{test:?}");
     let volume = pg["volumes"][0].as_str().unwrap();
     let name = volume.split(':').next().unwrap();
-    assert!(
-        c["volumes"].get(name).is_some(),
-        "named volume {name} is declared"
-    );
+    assert!(c["volumes"].get(name).is_some(), "named volume {name} is declared");
 }
 
 #[test]
@@ -42,13 +33,9 @@ fn the_server_is_built_from_the_repository_dockerfile() {
     assert_eq!(build["context"].as_str(), Some("."));
     let dockerfile = build["dockerfile"].as_str().unwrap();
     let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + dockerfile)
-            .unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + dockerfile).unwrap();
     assert!(text.contains("cargo build --release --locked --bin postchat"));
-    assert!(
-        text.contains("COPY migrations"),
-        "migrations are embedded at build time"
-    );
+    assert!(text.contains("COPY migrations"), "migrations are embedded at build time");
     assert!(text.contains("EXPOSE 3000"));
 }
 
@@ -57,10 +44,7 @@ fn the_server_waits_for_a_healthy_postgres_and_uses_its_credentials() {
     let c = compose();
     let server = &c["services"]["server"];
     let pg = &c["services"]["postgres"];
-    assert_eq!(
-        server["depends_on"]["postgres"]["condition"].as_str(),
-        Some("service_healthy")
-    );
+    assert_eq!(server["depends_on"]["postgres"]["condition"].as_str(), Some("service_healthy"));
     let url = env(server, "DATABASE_URL");
     let expected = format!(
         "postgres://{}:{}@postgres:5432/{}",
@@ -79,8 +63,5 @@ fn the_server_listens_on_all_interfaces_and_publishes_its_port() {
     let port = env(server, "PORT");
     let published = server["ports"][0].as_str().unwrap();
     assert!(published.ends_with(&format!(":{port}")), "{published}");
-    assert!(
-        env(server, "JWT_SECRET").contains("JWT_SECRET"),
-        "the secret comes from the operator"
-    );
+    assert!(env(server, "JWT_SECRET").contains("JWT_SECRET"), "the secret comes from the operator");
 }

@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use postchat::chat::{ChatError, ChatSessionService, SessionCache};
 use postchat::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
-    UserId,
+    ChatSession, ClientMessageId, Message, MessageId, PostExpanded, PostId, Preferences, SessionId, UserId,
 };
 use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
 
@@ -61,11 +60,7 @@ impl Store for CountingStore {
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
         self.inner.insert_message(message).await
     }
-    async fn finish_message(
-        &self,
-        id: MessageId,
-        answer: FinishedAnswer<'_>,
-    ) -> Result<(), StoreError> {
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
         self.inner.finish_message(id, answer).await
     }
     async fn find_message_by_client_id(
@@ -109,11 +104,7 @@ async fn fixture(ttl: Duration, capacity: usize) -> Fixture {
         preference_reads: AtomicUsize::new(0),
     });
     let service = ChatSessionService::new(store.clone(), SessionCache::new(capacity, ttl), 10);
-    Fixture {
-        service,
-        store,
-        _db: db,
-    }
+    Fixture { service, store, _db: db }
 }
 
 fn alice() -> UserId {
@@ -123,28 +114,15 @@ fn alice() -> UserId {
 async fn new_session(f: &Fixture, owner: &UserId) -> SessionId {
     let post = f
         .service
-        .create_post(
-            owner,
-            "https://example.com".into(),
-            "T".into(),
-            PostExpanded::default(),
-        )
+        .create_post(owner, "https://example.com".into(), "T".into(), PostExpanded::default())
         .await
         .unwrap();
-    f.service
-        .create_session(owner, post.id, None)
-        .await
-        .unwrap()
-        .id
+    f.service.create_session(owner, post.id, None).await.unwrap().id
 }
 
 /// A session read after a cold start, as after a restart: the cache is empty.
 async fn cold_service(f: &Fixture) -> ChatSessionService {
-    ChatSessionService::new(
-        f.store.clone(),
-        SessionCache::new(100, Duration::from_secs(3600)),
-        10,
-    )
+    ChatSessionService::new(f.store.clone(), SessionCache::new(100, Duration::from_secs(3600)), 10)
 }
 
 #[tokio::test]
@@ -154,27 +132,13 @@ async fn a_second_message_on_a_session_does_not_read_the_session_again() {
     let service = cold_service(&f).await;
 
     let entry = service.session(&alice(), id).await.unwrap();
-    service
-        .build_ai_context(&entry, MessageId::new())
-        .await
-        .unwrap();
-    assert_eq!(
-        f.store.session_reads.load(Ordering::SeqCst),
-        1,
-        "first use reads through"
-    );
+    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "first use reads through");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
 
     let entry = service.session(&alice(), id).await.unwrap();
-    service
-        .build_ai_context(&entry, MessageId::new())
-        .await
-        .unwrap();
-    assert_eq!(
-        f.store.session_reads.load(Ordering::SeqCst),
-        1,
-        "second use is a cache hit"
-    );
+    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "second use is a cache hit");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
     let stats = service.cache().stats();
     assert_eq!((stats.hits, stats.misses), (2, 2));
@@ -193,10 +157,7 @@ async fn a_summary_update_writes_through_to_the_cache() {
     let f = fixture(Duration::from_secs(3600), 100).await;
     let id = new_session(&f, &alice()).await;
     let entry = f.service.session(&alice(), id).await.unwrap();
-    f.service
-        .update_summary(&entry, "New summary".into())
-        .await
-        .unwrap();
+    f.service.update_summary(&entry, "New summary".into()).await.unwrap();
     let cached = f.service.session(&alice(), id).await.unwrap();
     assert_eq!(cached.session.summary, "New summary");
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 0);
@@ -208,14 +169,8 @@ async fn a_summary_update_writes_through_to_the_cache() {
 #[tokio::test]
 async fn preferences_write_through_to_the_cache() {
     let f = fixture(Duration::from_secs(3600), 100).await;
-    let prefs = Preferences {
-        voice: "casual".into(),
-        ..Preferences::default()
-    };
-    f.service
-        .put_preferences(&alice(), prefs.clone())
-        .await
-        .unwrap();
+    let prefs = Preferences { voice: "casual".into(), ..Preferences::default() };
+    f.service.put_preferences(&alice(), prefs.clone()).await.unwrap();
     assert_eq!(*f.service.preferences(&alice()).await.unwrap(), prefs);
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 0);
 }
@@ -225,10 +180,7 @@ async fn a_deleted_session_is_gone_from_the_cache() {
     let f = fixture(Duration::from_secs(3600), 100).await;
     let id = new_session(&f, &alice()).await;
     f.service.delete_session(&alice(), id).await.unwrap();
-    assert!(matches!(
-        f.service.session(&alice(), id).await,
-        Err(ChatError::NotFound)
-    ));
+    assert!(matches!(f.service.session(&alice(), id).await, Err(ChatError::NotFound)));
 }
 
 #[tokio::test]
@@ -259,9 +211,6 @@ async fn another_users_cached_session_is_not_found() {
     let id = new_session(&f, &alice()).await;
     f.service.session(&alice(), id).await.unwrap();
     let bob = UserId::parse("bob").unwrap();
-    assert!(matches!(
-        f.service.session(&bob, id).await,
-        Err(ChatError::NotFound)
-    ));
+    assert!(matches!(f.service.session(&bob, id).await, Err(ChatError::NotFound)));
     assert!(!f.service.exists(&bob, id).await.unwrap());
 }

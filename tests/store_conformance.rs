@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use postchat::domain::{
-    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post,
-    PostExpanded, PostId, Preferences, SessionId, SocialPost, UserId,
+    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded, PostId,
+    Preferences, SessionId, SocialPost, TokenUsage, UserId,
 };
 use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
 
@@ -69,33 +69,17 @@ async fn sessions_round_trip_and_list_newest_first(store: Arc<dyn Store>) {
     let first = a_session(&store, &alice).await;
     let second = a_session(&store, &alice).await;
     a_session(&store, &user("bob")).await;
-    assert_eq!(
-        store.get_session(first.id).await.unwrap(),
-        Some(first.clone())
-    );
-    let listed: Vec<SessionId> = store
-        .list_sessions(&alice)
-        .await
-        .unwrap()
-        .iter()
-        .map(|s| s.id)
-        .collect();
+    assert_eq!(store.get_session(first.id).await.unwrap(), Some(first.clone()));
+    let listed: Vec<SessionId> = store.list_sessions(&alice).await.unwrap().iter().map(|s| s.id).collect();
     assert_eq!(listed, vec![second.id, first.id]);
 }
 
 async fn deleting_a_session_deletes_its_messages(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
-    store
-        .insert_message(&new_message(session.id, "hi", None))
-        .await
-        .unwrap();
+    store.insert_message(&new_message(session.id, "hi", None)).await.unwrap();
     assert!(store.delete_session(session.id).await.unwrap());
     assert_eq!(store.get_session(session.id).await.unwrap(), None);
-    assert!(store
-        .recent_messages(session.id, 10, None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty());
     assert!(!store.delete_session(session.id).await.unwrap());
 }
 
@@ -107,12 +91,9 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, MessageStatus::Streaming);
     assert_eq!(stored[0].ai_response, "");
+    assert_eq!(stored[0].usage, None);
 
-    let posts = vec![SocialPost::fitted(
-        Platform::Twitter,
-        "A post 😀",
-        vec!["#a".into()],
-    )];
+    let posts = vec![SocialPost::fitted(Platform::Twitter, "A post 😀", vec!["#a".into()])];
     store
         .finish_message(
             msg.id,
@@ -120,6 +101,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
                 ai_response: "Answer.",
                 posts: &posts,
                 status: MessageStatus::Complete,
+                usage: Some(TokenUsage::reported(120, 7)),
             },
         )
         .await
@@ -128,11 +110,9 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(done.status, MessageStatus::Complete);
     assert_eq!(done.ai_response, "Answer.");
     assert_eq!(done.posts, posts);
+    assert_eq!(done.usage, Some(TokenUsage::reported(120, 7)));
     assert_eq!(done.user_message, "What? {x}");
-    assert_eq!(
-        done.client_message_id.as_ref().map(|c| c.as_str()),
-        Some("k1")
-    );
+    assert_eq!(done.client_message_id.as_ref().map(|c| c.as_str()), Some("k1"));
 }
 
 async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<dyn Store>) {
@@ -143,48 +123,24 @@ async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<
         ids.push(m.id);
         store.insert_message(&m).await.unwrap();
     }
-    let last3: Vec<MessageId> = store
-        .recent_messages(session.id, 3, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let last3: Vec<MessageId> =
+        store.recent_messages(session.id, 3, None).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(last3, ids[2..]);
-    let before: Vec<MessageId> = store
-        .recent_messages(session.id, 10, Some(ids[2]))
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let before: Vec<MessageId> =
+        store.recent_messages(session.id, 10, Some(ids[2])).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(before, ids[..2]);
 }
 
 async fn a_client_message_id_is_unique_per_session(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let other = a_session(&store, &user("alice")).await;
-    store
-        .insert_message(&new_message(session.id, "a", Some("key")))
-        .await
-        .unwrap();
-    let again = store
-        .insert_message(&new_message(session.id, "a", Some("key")))
-        .await;
+    store.insert_message(&new_message(session.id, "a", Some("key"))).await.unwrap();
+    let again = store.insert_message(&new_message(session.id, "a", Some("key"))).await;
     assert!(matches!(again, Err(StoreError::Duplicate(_))), "{again:?}");
-    store
-        .insert_message(&new_message(other.id, "a", Some("key")))
-        .await
-        .unwrap();
+    store.insert_message(&new_message(other.id, "a", Some("key"))).await.unwrap();
     // Messages without a key never collide.
-    store
-        .insert_message(&new_message(session.id, "b", None))
-        .await
-        .unwrap();
-    store
-        .insert_message(&new_message(session.id, "c", None))
-        .await
-        .unwrap();
+    store.insert_message(&new_message(session.id, "b", None)).await.unwrap();
+    store.insert_message(&new_message(session.id, "c", None)).await.unwrap();
     let found = store
         .find_message_by_client_id(session.id, &ClientMessageId::parse("key").unwrap())
         .await
@@ -200,30 +156,15 @@ async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
     store
         .finish_message(
             done.id,
-            FinishedAnswer {
-                ai_response: "x",
-                posts: &[],
-                status: MessageStatus::Complete,
-            },
+            FinishedAnswer { ai_response: "x", posts: &[], status: MessageStatus::Complete, usage: None },
         )
         .await
         .unwrap();
-    store
-        .insert_message(&new_message(session.id, "lost", None))
-        .await
-        .unwrap();
+    store.insert_message(&new_message(session.id, "lost", None)).await.unwrap();
     assert!(store.interrupt_streaming().await.unwrap() >= 1);
-    let statuses: Vec<MessageStatus> = store
-        .recent_messages(session.id, 10, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.status)
-        .collect();
-    assert_eq!(
-        statuses,
-        vec![MessageStatus::Complete, MessageStatus::Interrupted]
-    );
+    let statuses: Vec<MessageStatus> =
+        store.recent_messages(session.id, 10, None).await.unwrap().iter().map(|m| m.status).collect();
+    assert_eq!(statuses, vec![MessageStatus::Complete, MessageStatus::Interrupted]);
 }
 
 async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
@@ -242,10 +183,7 @@ async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
 async fn the_session_summary_is_updated(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let at = postchat::domain::now();
-    store
-        .update_session_summary(session.id, "They asked about X.", at)
-        .await
-        .unwrap();
+    store.update_session_summary(session.id, "They asked about X.", at).await.unwrap();
     let read = store.get_session(session.id).await.unwrap().unwrap();
     assert_eq!(read.summary, "They asked about X.");
     assert_eq!(read.last_summary_at, Some(at));

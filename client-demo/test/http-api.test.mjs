@@ -49,7 +49,10 @@ test("messages come newest last and page backwards with before", async () => {
   socket.close();
   const all = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.deepEqual(all.body.messages.map((m) => m.id), ids);
-  assert.deepEqual(Object.keys(all.body.messages[0]).sort(), ["aiResponse", "createdAt", "id", "intentType", "posts", "sessionId", "status", "userMessage"]);
+  assert.deepEqual(Object.keys(all.body.messages[0]).sort(), ["aiResponse", "createdAt", "id", "intentType", "posts", "sessionId", "status", "usage", "userMessage"]);
+  const usage = all.body.messages[0].usage;
+  assert.equal(usage.estimated, true, "the offline engine's usage is counted here");
+  assert.ok(usage.promptTokens > 50 && usage.completionTokens > 0, JSON.stringify(usage));
   const last = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages?limit=1`);
   assert.deepEqual(last.body.messages.map((m) => m.id), [ids[2]]);
   const page = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages?limit=5&before=${ids[2]}`);

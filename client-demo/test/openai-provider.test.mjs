@@ -53,6 +53,7 @@ test("a normal stream is forwarded token by token, empty chunks skipped, and sto
   assert.match(sent.messages[0].content, /untrusted/);
   assert.match(sent.messages[0].content, /Tokio schedules tasks/);
   assert.equal(sent.messages.at(-1).content, "What does the article say about Tokio?");
+  assert.deepEqual(result.stored.usage, { promptTokens: 100, completionTokens: 4, estimated: false }, "the provider's count is stored");
 });
 
 test("a slow stream arrives in order with every token", async () => {
@@ -61,6 +62,12 @@ test("a slow stream arrives in order with every token", async () => {
   assert.equal(result.tokens.length, 40);
   assert.deepEqual(result.tokens.map((t) => t.seq), [...Array(40).keys()]);
   assert.equal(result.stored.status, "complete");
+});
+
+test("a 429 passes on the wait the provider names as retryAfterMs", async () => {
+  const result = await askIn("trigger status-429");
+  assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
+  assert.equal(result.terminal.payload.retryAfterMs, 2000);
 });
 
 for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500", "AI_UNAVAILABLE"]]) {
@@ -113,8 +120,13 @@ test("social posts from the model are fitted to their limits, with the preferenc
   const { posts } = result.terminal.payload;
   assert.deepEqual(posts.map((p) => p.platform), ["twitter", "bluesky"]);
   assert.ok(posts[0].characterCount <= 280, "the over-long tweet was shortened");
+  assert.equal(posts[0].content, "Short twitter post.", "regenerated once with the overflow named");
+  const retry = fake.requests.at(-1).body.messages.at(-1).content;
+  assert.match(retry, /twitter post counts \d+ of its 280 limit/);
+  assert.equal(result.stored.usage.estimated, false);
+  assert.equal(result.stored.usage.promptTokens, 240, "both calls are counted");
   assert.deepEqual(posts[0].hashtags, ["#rust", "#chat"]);
-  const system = fake.requests.at(-1).body.messages[0].content;
+  const system = fake.requests.at(-2).body.messages[0].content;
   assert.match(system, /wry and warm/);
   assert.match(system, /storytelling/);
   assert.match(system, /twitter \(limit 280\)/);
@@ -154,4 +166,40 @@ test("a provider that refuses connections gives AI_UNAVAILABLE", async () => {
   } finally {
     await dead.stop();
   }
+});
+
+test("unreadable posts are asked for again, never shown raw", async () => {
+  const before = fake.requests.length;
+  const result = await askIn("Write social posts about this posts-garbage");
+  assert.equal(result.terminal.name, "chat:social:generated");
+  assert.doesNotMatch(result.terminal.payload.content, /lovely posts/);
+  assert.ok(result.terminal.payload.posts.length > 0);
+  const asks = fake.requests.slice(before).map((r) => r.body.messages.at(-1).content);
+  assert.ok(asks.some((a) => /not the JSON asked for/.test(a)), JSON.stringify(asks));
+});
+
+test("a message the rules are unsure of goes to the classifier, which can make it a request for posts", async () => {
+  const before = fake.requests.length;
+  const result = await askIn("a bluesky thing for this");
+  assert.equal(result.terminal.name, "chat:social:generated");
+  assert.deepEqual(result.terminal.payload.posts.map((p) => p.platform), ["bluesky"]);
+  const classifier = fake.requests.slice(before).find((r) => r.kind === "classifier");
+  assert.ok(classifier, "the classifier was asked");
+  assert.equal(classifier.body.temperature, 0);
+  assert.ok(classifier.body.max_tokens <= 100 || classifier.body.max_completion_tokens <= 100);
+  assert.equal(classifier.body.response_format.json_schema.name, "intent");
+  assert.equal(classifier.body.messages.at(-1).content, "a bluesky thing for this");
+});
+
+test("a classifier reply that is not JSON falls back to the rules", async () => {
+  const before = fake.requests.length;
+  const result = await askIn("classifier-garbage: does it mention twitter");
+  assert.equal(result.terminal.name, "chat:stream:end", "the rules say question");
+  assert.ok(fake.requests.slice(before).some((r) => r.kind === "classifier"));
+});
+
+test("clear messages never wait for the classifier", async () => {
+  const before = fake.requests.length;
+  await askIn("What does Tokio do?");
+  assert.ok(!fake.requests.slice(before).some((r) => r.kind === "classifier"));
 });

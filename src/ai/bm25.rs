@@ -8,12 +8,11 @@ const B: f64 = 0.75;
 
 /// Common words that carry no meaning for matching.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do", "does",
-    "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me",
-    "my", "of", "on", "or", "our", "so", "that", "the", "their", "them", "then", "there", "these",
-    "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why",
-    "will", "with", "would", "you", "your", "about", "article", "post", "author", "tell", "say",
-    "says", "said",
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do", "does", "for",
+    "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on",
+    "or", "our", "so", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was",
+    "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
+    "about", "article", "post", "author", "tell", "say", "says", "said",
 ];
 
 /// Lowercased word stems, stopwords removed. The stemming is deliberately light (plural `s`):
@@ -114,9 +113,6 @@ mod tests {
     #[test]
     fn sentences_split_at_terminal_punctuation_and_lines() {
         let s = sentences("One. Two! Three? Version 1.5 is out\nFour");
-        assert_eq!(
-            s,
-            vec!["One.", "Two!", "Three?", "Version 1.5 is out", "Four"]
-        );
+        assert_eq!(s, vec!["One.", "Two!", "Three?", "Version 1.5 is out", "Four"]);
     }
 }

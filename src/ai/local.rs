@@ -44,10 +44,7 @@ impl LocalEngine {
             Some("answer") => Ok(answer(&sections, human)),
             Some("social_posts") => Ok(social_posts(&sections)),
             Some("summary") => Ok(summary(messages)),
-            other => Err(LLMError::OtherError(format!(
-                "{} cannot do task {other:?}",
-                Self::MODEL_NAME
-            ))),
+            other => Err(LLMError::OtherError(format!("{} cannot do task {other:?}", Self::MODEL_NAME))),
         }
     }
 }
@@ -55,10 +52,7 @@ impl LocalEngine {
 #[async_trait]
 impl LLM for LocalEngine {
     async fn generate(&self, messages: &[LlmMessage]) -> Result<GenerateResult, LLMError> {
-        Ok(GenerateResult {
-            generation: self.respond(messages)?,
-            ..Default::default()
-        })
+        Ok(GenerateResult { generation: self.respond(messages)?, ..Default::default() })
     }
 
     async fn stream(
@@ -104,12 +98,7 @@ fn answer(sections: &Sections, question: &str) -> String {
     }
     let summary = sections.get("post_summary").unwrap_or("").trim();
     let gist = if summary.is_empty() {
-        sentences
-            .iter()
-            .take(2)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ")
+        sentences.iter().take(2).copied().collect::<Vec<_>>().join(" ")
     } else {
         summary.to_owned()
     };
@@ -127,11 +116,7 @@ fn social_posts(sections: &Sections) -> String {
     let style = sections.get("style").unwrap_or("").to_lowercase();
     let emoji = sections.get("emoji") == Some("yes");
     let content = sections.get("post_content").unwrap_or("");
-    let tags = if sections.get("hashtags") == Some("yes") {
-        hashtags(title, content)
-    } else {
-        vec![]
-    };
+    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title, content) } else { vec![] };
     let sentences = post_sentences(sections);
     let key = best_sentences(&sentences, title, 3);
     let opener = opener(&voice, emoji);
@@ -142,8 +127,17 @@ fn social_posts(sections: &Sections) -> String {
         .unwrap_or("")
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.parse::<Platform>().ok());
+    let mut written: Vec<Platform> = Vec::new();
     let posts: Vec<_> = platforms
         .map(|platform| {
+            // A second post for the same platform leads with other sentences.
+            let repeat = written.iter().filter(|p| **p == platform).count();
+            written.push(platform);
+            let mut key = key.clone();
+            let sentences = key.len();
+            if sentences > 0 {
+                key.rotate_left(repeat % sentences);
+            }
             let long_form = matches!(platform, Platform::Linkedin | Platform::Facebook);
             let wanted = match (long_form, concise) {
                 (true, true) => 1,
@@ -188,11 +182,7 @@ fn compose(
     tags: &[String],
 ) -> String {
     let mut out = format!("{opener} {title}");
-    let sep = if matches!(platform, Platform::Linkedin | Platform::Facebook) {
-        "\n\n"
-    } else {
-        " "
-    };
+    let sep = if matches!(platform, Platform::Linkedin | Platform::Facebook) { "\n\n" } else { " " };
     if !key.is_empty() {
         out.push_str(sep);
         out.push_str(&key.join(" "));
@@ -221,21 +211,13 @@ fn hashtags(title: &str, content: &str) -> Vec<String> {
     words.sort();
     words.dedup();
     let uses = |w: &String| body.iter().filter(|t| *t == w).count();
-    words.sort_by_key(|w| {
-        (
-            std::cmp::Reverse(uses(w)),
-            std::cmp::Reverse(w.chars().count()),
-        )
-    });
+    words.sort_by_key(|w| (std::cmp::Reverse(uses(w)), std::cmp::Reverse(w.chars().count())));
     words
         .into_iter()
         .take(3)
         .map(|w| {
             let mut chars = w.chars();
-            let first = chars
-                .next()
-                .map(|c| c.to_uppercase().to_string())
-                .unwrap_or_default();
+            let first = chars.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
             format!("#{first}{}", chars.as_str())
         })
         .collect()
@@ -245,10 +227,7 @@ fn summary(messages: &[LlmMessage]) -> String {
     let mut questions: Vec<&str> = prompt::human_turns(messages).collect();
     questions.pop(); // the "summarize" request itself
     let start = questions.len().saturating_sub(5);
-    let asked: Vec<String> = questions[start..]
-        .iter()
-        .map(|q| q.chars().take(160).collect())
-        .collect();
+    let asked: Vec<String> = questions[start..].iter().map(|q| q.chars().take(160).collect()).collect();
     format!("The user asked: {}", asked.join(" | "))
 }
 
@@ -263,16 +242,13 @@ mod tests {
 
     #[tokio::test]
     async fn answers_with_the_sentences_that_match_the_question() {
-        let content = "Rust has no garbage collector. The weather was fine. Tokio runs async tasks on a thread pool.";
+        let content =
+            "Rust has no garbage collector. The weather was fine. Tokio runs async tasks on a thread pool.";
         let msgs = vec![
             LlmMessage::new_system_message(sections(content)),
             LlmMessage::new_human_message("What does Tokio run?"),
         ];
-        let reply = LocalEngine::new(Duration::ZERO)
-            .generate(&msgs)
-            .await
-            .unwrap()
-            .generation;
+        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
         assert_eq!(reply, "Tokio runs async tasks on a thread pool.");
     }
 
@@ -282,15 +258,8 @@ mod tests {
             LlmMessage::new_system_message(sections("Rust is fast.")),
             LlmMessage::new_human_message("Who won the football match?"),
         ];
-        let reply = LocalEngine::new(Duration::ZERO)
-            .generate(&msgs)
-            .await
-            .unwrap()
-            .generation;
-        assert!(
-            reply.starts_with("The post does not seem to cover that"),
-            "{reply}"
-        );
+        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        assert!(reply.starts_with("The post does not seem to cover that"), "{reply}");
     }
 
     #[tokio::test]
@@ -301,24 +270,15 @@ mod tests {
             LlmMessage::new_human_message("tokio tasks"),
         ];
         let engine = LocalEngine::new(Duration::ZERO);
-        let tokens: Vec<String> = engine
-            .stream(&msgs)
-            .await
-            .unwrap()
-            .map(|d| d.unwrap().content)
-            .collect()
-            .await;
+        let tokens: Vec<String> =
+            engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
         assert!(tokens.len() > 3);
         assert_eq!(tokens.concat(), content);
     }
 
     #[test]
     fn hashtags_are_the_title_words_the_post_uses_most() {
-        let content =
-            "Rust servers are fast. Rust has no garbage collector. Servers in Rust scale.";
-        assert_eq!(
-            hashtags("Building fast servers in Rust", content),
-            vec!["#Rust", "#Server", "#Fast"]
-        );
+        let content = "Rust servers are fast. Rust has no garbage collector. Servers in Rust scale.";
+        assert_eq!(hashtags("Building fast servers in Rust", content), vec!["#Rust", "#Server", "#Fast"]);
     }
 }

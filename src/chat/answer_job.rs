@@ -1,13 +1,14 @@
 //! One answer, from `chat:stream:start` to its one terminal event. It belongs to the session,
 //! not to a socket: a client that disconnects does not stop it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tracing::{info, instrument, warn, Instrument};
 
-use crate::ai::AiError;
-use crate::domain::{IntentType, MessageStatus, Platform, SocialPost};
+use crate::ai::{count_tokens, AiContext, AiError};
+use crate::domain::{IntentType, MessageStatus, Platform, SocialPost, TokenUsage};
+use crate::store::FinishedAnswer;
 
 use super::controller::ChatController;
 use super::inflight::InFlightGuard;
@@ -21,6 +22,26 @@ pub(super) struct AnswerJob {
     pub(super) question: String,
     /// Platforms the user named (social posts); empty for their defaults.
     pub(super) platforms: Vec<Platform>,
+    /// What the model calls cost so far; kept outside `generate` so a stopped or failed answer
+    /// still records it.
+    pub(super) usage: Mutex<Cost>,
+}
+
+/// The cost of an answer as it is known: the prompt's estimated size once sent, and the
+/// provider's count when it reports one.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Cost {
+    prompt_estimate: Option<u32>,
+    reported: Option<TokenUsage>,
+}
+
+impl Cost {
+    /// The usage to store: reported, else estimated from the prompt and the text generated;
+    /// `None` when the model was never called.
+    fn usage(self, content: &str) -> Option<TokenUsage> {
+        self.reported
+            .or_else(|| self.prompt_estimate.map(|p| TokenUsage::estimated(p, count_tokens(content) as u32)))
+    }
 }
 
 /// How an answer ended, before it is stored and announced.
@@ -38,17 +59,17 @@ impl AnswerJob {
         tasks.spawn(self.run().instrument(span));
     }
 
+    fn cost(&self) -> std::sync::MutexGuard<'_, Cost> {
+        // Plain data: a panic elsewhere cannot leave it half-written.
+        self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
     async fn run(self) {
         let answer = self.guard.answer().clone();
-        let (session_id, message_id, intent) =
-            (answer.session_id, answer.message_id, answer.intent);
+        let (session_id, message_id, intent) = (answer.session_id, answer.message_id, answer.intent);
         let audience = self.controller.audience.clone();
-        audience.deliver(AnswerEvent::Start {
-            session_id,
-            message_id,
-            intent,
-        });
+        audience.deliver(AnswerEvent::Start { session_id, message_id, intent });
 
         let timeout = self.controller.settings.answer_timeout;
         let outcome = tokio::select! {
@@ -63,69 +84,40 @@ impl AnswerJob {
 
         let content = answer.content();
         let (status, posts) = match &outcome {
-            Outcome::Answered { posts } => {
-                (MessageStatus::Complete, posts.as_deref().unwrap_or(&[]))
-            }
+            Outcome::Answered { posts } => (MessageStatus::Complete, posts.as_deref().unwrap_or(&[])),
             Outcome::Stopped => (MessageStatus::Stopped, &[][..]),
             Outcome::Failed(_) => (MessageStatus::Error, &[][..]),
             Outcome::ShutDown => (MessageStatus::Interrupted, &[][..]),
         };
-        let stored = self
-            .controller
-            .sessions
-            .finish_message(message_id, &content, posts, status)
-            .await;
+        let usage = self.cost().usage(&content);
+        let finished = FinishedAnswer { ai_response: &content, posts, status, usage };
+        let stored = self.controller.sessions.finish_message(message_id, finished).await;
         // Free the session before announcing the end, so a client may send its next message as
         // soon as it sees the terminal event.
         drop(self.guard);
 
         let shutdown_error = ChatError::ShuttingDown;
         let event = match (&stored, &outcome) {
-            (Err(e), _) => AnswerEvent::Failed {
-                session_id,
-                message_id,
-                error: e,
-            },
-            (Ok(()), Outcome::Answered { posts: Some(posts) }) => AnswerEvent::SocialGenerated {
-                session_id,
-                message_id,
-                content: &content,
-                posts,
-            },
-            (Ok(()), Outcome::Answered { posts: None }) => AnswerEvent::End {
-                session_id,
-                message_id,
-                intent,
-                content: &content,
-                stopped: false,
-            },
-            (Ok(()), Outcome::Stopped) => AnswerEvent::End {
-                session_id,
-                message_id,
-                intent,
-                content: &content,
-                stopped: true,
-            },
-            (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed {
-                session_id,
-                message_id,
-                error: e,
-            },
-            (Ok(()), Outcome::ShutDown) => AnswerEvent::Failed {
-                session_id,
-                message_id,
-                error: &shutdown_error,
-            },
+            (Err(e), _) => AnswerEvent::Failed { session_id, message_id, error: e },
+            (Ok(()), Outcome::Answered { posts: Some(posts) }) => {
+                AnswerEvent::SocialGenerated { session_id, message_id, content: &content, posts }
+            }
+            (Ok(()), Outcome::Answered { posts: None }) => {
+                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: false }
+            }
+            (Ok(()), Outcome::Stopped) => {
+                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: true }
+            }
+            (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed { session_id, message_id, error: e },
+            (Ok(()), Outcome::ShutDown) => {
+                AnswerEvent::Failed { session_id, message_id, error: &shutdown_error }
+            }
         };
         match &event {
             AnswerEvent::Failed { error, .. } => {
                 warn!(error = %error, status = status.as_str(), "answer failed")
             }
-            _ => info!(
-                status = status.as_str(),
-                chars = content.len(),
-                "answer finished"
-            ),
+            _ => info!(status = status.as_str(), chars = content.len(), "answer finished"),
         }
         audience.deliver(event);
     }
@@ -134,11 +126,7 @@ impl AnswerJob {
     async fn generate(&self) -> Outcome {
         let c = &self.controller;
         let answer = self.guard.answer();
-        let ctx = match c
-            .sessions
-            .build_ai_context(&self.entry, answer.message_id)
-            .await
-        {
+        let ctx = match c.sessions.build_ai_context(&self.entry, answer.message_id).await {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),
         };
@@ -156,13 +144,13 @@ impl AnswerJob {
             IntentType::Question => {
                 let first_token = tokio::time::Instant::now() + c.settings.first_token_timeout;
                 let opened =
-                    tokio::time::timeout_at(first_token, c.ai.answer_stream(&ctx, &self.question))
-                        .await;
+                    tokio::time::timeout_at(first_token, c.ai.answer_stream(&ctx, &self.question)).await;
                 let mut stream = match opened {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => return Outcome::Failed(e.into()),
                     Err(_) => return Outcome::Failed(AiError::Timeout.into()),
                 };
+                self.cost().prompt_estimate = Some(stream.prompt_tokens);
                 let mut received = false;
                 loop {
                     let deadline = if received {
@@ -170,13 +158,18 @@ impl AnswerJob {
                     } else {
                         first_token
                     };
-                    match tokio::time::timeout_at(deadline, stream.next()).await {
+                    match tokio::time::timeout_at(deadline, stream.chunks.next()).await {
                         Err(_) => return Outcome::Failed(AiError::Timeout.into()),
                         Ok(None) => break,
                         Ok(Some(Err(e))) => return Outcome::Failed(e.into()),
-                        Ok(Some(Ok(token))) => {
-                            received = true;
-                            deliver(&token);
+                        Ok(Some(Ok(chunk))) => {
+                            if let Some(usage) = chunk.usage {
+                                self.cost().reported = Some(usage);
+                            }
+                            if !chunk.text.is_empty() {
+                                received = true;
+                                deliver(&chunk.text);
+                            }
                         }
                     }
                 }
@@ -188,23 +181,21 @@ impl AnswerJob {
                 Outcome::Answered { posts: None }
             }
             IntentType::SocialPost => {
-                let platforms = if self.platforms.is_empty() {
-                    &ctx.preferences.platforms
-                } else {
-                    &self.platforms
-                };
+                let platforms =
+                    if self.platforms.is_empty() { &ctx.preferences.platforms } else { &self.platforms };
                 // Posts come whole (each is checked before anyone sees it), bounded by the
                 // answer's overall timeout.
-                let posts = match c.ai.social_posts(&ctx, &self.question, platforms).await {
-                    Ok(posts) => posts,
+                let social = match c.ai.social_posts(&ctx, &self.question, platforms).await {
+                    Ok(social) => social,
                     Err(e) => return Outcome::Failed(e.into()),
                 };
+                self.cost().reported = Some(social.usage);
                 // The readable rendering streams like any answer (a few words a packet: it is
                 // all there already); the posts come with the end.
-                for chunk in word_chunks(&render_posts(&posts), SOCIAL_WORDS_PER_TOKEN) {
+                for chunk in word_chunks(&render_posts(&social.posts), SOCIAL_WORDS_PER_TOKEN) {
                     deliver(chunk);
                 }
-                Outcome::Answered { posts: Some(posts) }
+                Outcome::Answered { posts: Some(social.posts) }
             }
         };
         if summary_due(&self.entry, &ctx, c.settings.summary_every) {
@@ -214,7 +205,7 @@ impl AnswerJob {
     }
 
     /// Refreshes the session summary in the background: it never delays an answer.
-    fn refresh_summary(&self, mut ctx: crate::ai::AiContext) {
+    fn refresh_summary(&self, mut ctx: AiContext) {
         let controller = self.controller.clone();
         let entry = self.entry.clone();
         let answer = self.guard.answer().clone();
@@ -229,6 +220,7 @@ impl AnswerJob {
                 intent_type: answer.intent,
                 posts: vec![],
                 status: MessageStatus::Complete,
+                usage: None,
                 client_message_id: None,
                 created_at: crate::domain::now(),
                 updated_at: crate::domain::now(),
@@ -300,14 +292,8 @@ mod tests {
     fn word_chunks_cover_the_text_exactly() {
         let text = "one two  three\n\nfour five six seven";
         let chunks: Vec<&str> = word_chunks(text, 3).collect();
-        assert_eq!(
-            chunks,
-            vec!["one two  three\n\n", "four five six ", "seven"]
-        );
+        assert_eq!(chunks, vec!["one two  three\n\n", "four five six ", "seven"]);
         assert_eq!(word_chunks("", 2).count(), 0);
-        assert_eq!(
-            word_chunks("日本語のテキスト", 2).collect::<String>(),
-            "日本語のテキスト"
-        );
+        assert_eq!(word_chunks("日本語のテキスト", 2).collect::<String>(), "日本語のテキスト");
     }
 }

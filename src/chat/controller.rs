@@ -15,9 +15,7 @@ use crate::store::{NewMessage, StoreError};
 
 use super::answer_job::AnswerJob;
 use super::inflight::InFlightGuard;
-use super::{
-    AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry,
-};
+use super::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry};
 
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
@@ -120,19 +118,13 @@ impl ChatController {
         }
         let entry = self.sessions.session(user, req.session_id).await?;
         if let Some(key) = &req.client_message_id {
-            if let Some(first) = self
-                .sessions
-                .message_by_client_id(req.session_id, key)
-                .await?
-            {
+            if let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? {
                 return duplicate_of(&first, &req);
             }
         }
         let message_id = MessageId::new();
-        let intent = self.ai.detect_intent(req.content.as_str());
-        let guard: InFlightGuard =
-            self.inflight
-                .reserve(req.session_id, message_id, intent.intent)?;
+        let intent = self.ai.detect_intent(req.content.as_str()).await;
+        let guard: InFlightGuard = self.inflight.reserve(req.session_id, message_id, intent.intent)?;
         let new = NewMessage {
             id: message_id,
             session_id: req.session_id,
@@ -166,6 +158,7 @@ impl ChatController {
                 guard,
                 question: new.user_message,
                 platforms: intent.platforms,
+                usage: Default::default(),
             }),
         })
     }
@@ -173,10 +166,7 @@ impl ChatController {
     /// Asks the session's in-flight answer to stop; `Ok(false)` when none was running.
     pub async fn stop(&self, user: &UserId, session_id: SessionId) -> Result<bool, ChatError> {
         self.sessions.session(user, session_id).await?;
-        Ok(self
-            .inflight
-            .get(session_id)
-            .is_some_and(|answer| answer.stop()))
+        Ok(self.inflight.get(session_id).is_some_and(|answer| answer.stop()))
     }
 
     /// Lets a socket watch a session: `join` adds it to the session's room at the moment that
@@ -189,15 +179,8 @@ impl ChatController {
     ) -> Result<JoinedSession, ChatError> {
         let entry = self.sessions.session(user, session_id).await?;
         let in_flight = self.inflight.join_watching(session_id, join);
-        let messages = self
-            .sessions
-            .messages(user, session_id, self.settings.join_history, None)
-            .await?;
-        Ok(JoinedSession {
-            entry,
-            messages,
-            in_flight,
-        })
+        let messages = self.sessions.messages(user, session_id, self.settings.join_history, None).await?;
+        Ok(JoinedSession { entry, messages, in_flight })
     }
 
     /// Refuses new messages from now on (first step of shutdown).
@@ -210,14 +193,8 @@ impl ChatController {
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            info!(
-                in_flight = self.inflight.len(),
-                "grace period over: ending answers still running"
-            );
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            info!(in_flight = self.inflight.len(), "grace period over: ending answers still running");
             self.shutdown.cancel();
             // Ending is prompt (store the partial answer, emit); bound it all the same.
             let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
@@ -230,9 +207,5 @@ fn duplicate_of(first: &Message, req: &SendMessage) -> Result<AcceptedMessage, C
     if first.user_message != req.content.as_str() {
         return Err(ChatError::Conflict);
     }
-    Ok(AcceptedMessage {
-        message_id: first.id,
-        duplicate: true,
-        job: None,
-    })
+    Ok(AcceptedMessage { message_id: first.id, duplicate: true, job: None })
 }

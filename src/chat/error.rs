@@ -63,7 +63,7 @@ impl ChatError {
             ChatError::Conflict => ErrorCode::Conflict,
             ChatError::ShuttingDown => ErrorCode::ServerShutdown,
             ChatError::Internal => ErrorCode::Internal,
-            ChatError::Ai(AiError::Unavailable(_)) => ErrorCode::AiUnavailable,
+            ChatError::Ai(AiError::Unavailable { .. }) => ErrorCode::AiUnavailable,
             ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
             ChatError::Ai(AiError::Failed(_)) => ErrorCode::AiError,
             ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
@@ -84,10 +84,13 @@ impl ChatError {
         )
     }
 
-    /// When to retry, for `RATE_LIMITED`.
+    /// When to retry: for `RATE_LIMITED`, and for `AI_UNAVAILABLE` when the provider said.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            ChatError::RateLimited { retry_after } => Some(retry_after.as_millis().max(1) as u64),
+            ChatError::RateLimited { retry_after }
+            | ChatError::Ai(AiError::Unavailable { retry_after: Some(retry_after), .. }) => {
+                Some(retry_after.as_millis().max(1) as u64)
+            }
             _ => None,
         }
     }
@@ -95,7 +98,7 @@ impl ChatError {
     /// The text a client may see: internal causes (SQL, provider bodies) stay in the log.
     pub fn client_message(&self) -> String {
         match self {
-            ChatError::Ai(AiError::Unavailable(_)) => "the AI provider is unavailable".into(),
+            ChatError::Ai(AiError::Unavailable { .. }) => "the AI provider is unavailable".into(),
             ChatError::Ai(AiError::Timeout) => "the AI provider timed out".into(),
             ChatError::Ai(AiError::Failed(_)) => "the AI provider failed to answer".into(),
             ChatError::Store(StoreError::Unavailable(_)) => "storage is unavailable".into(),

@@ -74,10 +74,7 @@ impl InFlightAnswers {
             progress: Mutex::default(),
         });
         answers.insert(session_id, answer.clone());
-        Ok(InFlightGuard {
-            answers: self.clone(),
-            answer,
-        })
+        Ok(InFlightGuard { answers: self.clone(), answer })
     }
 
     pub fn get(&self, session_id: SessionId) -> Option<Arc<InFlightAnswer>> {
@@ -95,11 +92,7 @@ impl InFlightAnswers {
 
     /// Runs `join` (adding a socket to the session's room) so that the snapshot returned and the
     /// live tokens the socket receives afterwards meet exactly: every token is in one or the other.
-    pub fn join_watching(
-        &self,
-        session_id: SessionId,
-        join: impl FnOnce(),
-    ) -> Option<InFlightSnapshot> {
+    pub fn join_watching(&self, session_id: SessionId, join: impl FnOnce()) -> Option<InFlightSnapshot> {
         // The map lock keeps a new answer from starting between the join and the snapshot; the
         // progress lock keeps a token from being delivered between them.
         let answers = lock(&self.answers);
@@ -159,10 +152,7 @@ impl InFlightGuard {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let mut answers = lock(&self.answers.answers);
-        if answers
-            .get(&self.answer.session_id)
-            .is_some_and(|a| Arc::ptr_eq(a, &self.answer))
-        {
+        if answers.get(&self.answer.session_id).is_some_and(|a| Arc::ptr_eq(a, &self.answer)) {
             answers.remove(&self.answer.session_id);
         }
     }
@@ -176,29 +166,21 @@ mod tests {
     fn a_second_answer_for_the_same_session_is_busy_until_the_first_is_released() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let guard = answers
-            .reserve(session, MessageId::new(), IntentType::Question)
-            .unwrap();
+        let guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
         assert!(matches!(
             answers.reserve(session, MessageId::new(), IntentType::Question),
             Err(ChatError::Busy)
         ));
-        assert!(answers
-            .reserve(SessionId::new(), MessageId::new(), IntentType::Question)
-            .is_ok());
+        assert!(answers.reserve(SessionId::new(), MessageId::new(), IntentType::Question).is_ok());
         drop(guard);
-        assert!(answers
-            .reserve(session, MessageId::new(), IntentType::Question)
-            .is_ok());
+        assert!(answers.reserve(session, MessageId::new(), IntentType::Question).is_ok());
     }
 
     #[test]
     fn tokens_get_gapless_sequence_numbers_and_the_snapshot_holds_them_all() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let guard = answers
-            .reserve(session, MessageId::new(), IntentType::Question)
-            .unwrap();
+        let guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
         let mut seqs = vec![];
         for t in ["a ", "b ", "c"] {
             guard.answer().append(t, |seq| seqs.push(seq));
@@ -214,18 +196,14 @@ mod tests {
     fn a_snapshot_before_any_token_has_seq_minus_one() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let _guard = answers
-            .reserve(session, MessageId::new(), IntentType::Question)
-            .unwrap();
+        let _guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
         assert_eq!(answers.join_watching(session, || {}).unwrap().seq, -1);
     }
 
     #[test]
     fn stop_is_idempotent() {
         let answers = Arc::new(InFlightAnswers::default());
-        let guard = answers
-            .reserve(SessionId::new(), MessageId::new(), IntentType::Question)
-            .unwrap();
+        let guard = answers.reserve(SessionId::new(), MessageId::new(), IntentType::Question).unwrap();
         assert!(guard.answer().stop());
         assert!(!guard.answer().stop());
     }

@@ -57,11 +57,7 @@ impl SessionCache {
     }
 
     fn count<T>(&self, found: Option<T>) -> Option<T> {
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -139,14 +135,7 @@ mod tests {
         assert!(cache.session(e.session.id).is_none());
         cache.put_session(e.clone());
         assert_eq!(cache.session(e.session.id), Some(e));
-        assert_eq!(
-            cache.stats(),
-            CacheStats {
-                hits: 1,
-                misses: 1,
-                evictions: 0
-            }
-        );
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1, evictions: 0 });
     }
 
     #[test]

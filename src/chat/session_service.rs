@@ -8,8 +8,8 @@ use tracing::instrument;
 
 use crate::ai::AiContext;
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, MessageStatus, Post, PostExpanded, PostId,
-    Preferences, SessionId, SocialPost, UserId,
+    ChatSession, ClientMessageId, Message, MessageId, Post, PostExpanded, PostId, Preferences, SessionId,
+    UserId,
 };
 use crate::store::{FinishedAnswer, NewMessage, Store, StoreError};
 
@@ -24,11 +24,7 @@ pub struct ChatSessionService {
 
 impl ChatSessionService {
     pub fn new(store: Arc<dyn Store>, cache: SessionCache, history_limit: u32) -> Self {
-        Self {
-            store,
-            cache,
-            history_limit,
-        }
+        Self { store, cache, history_limit }
     }
 
     pub fn cache(&self) -> &SessionCache {
@@ -89,38 +85,20 @@ impl ChatSessionService {
             updated_at: now,
         };
         self.store.insert_session(&session).await?;
-        self.cache.put_session(Arc::new(SessionEntry {
-            session: session.clone(),
-            post: Arc::new(post),
-        }));
+        self.cache.put_session(Arc::new(SessionEntry { session: session.clone(), post: Arc::new(post) }));
         Ok(session)
     }
 
     /// The session and its post, when the session exists and belongs to `owner`; `NotFound`
     /// otherwise, also when it is someone else's (cached or not).
     #[instrument(skip_all, fields(session_id = %id))]
-    pub async fn session(
-        &self,
-        owner: &UserId,
-        id: SessionId,
-    ) -> Result<Arc<SessionEntry>, ChatError> {
+    pub async fn session(&self, owner: &UserId, id: SessionId) -> Result<Arc<SessionEntry>, ChatError> {
         let entry = match self.cache.session(id) {
             Some(entry) => entry,
             None => {
-                let session = self
-                    .store
-                    .get_session(id)
-                    .await?
-                    .ok_or(ChatError::NotFound)?;
-                let post = self
-                    .store
-                    .get_post(session.post_id)
-                    .await?
-                    .ok_or(ChatError::NotFound)?;
-                let entry = Arc::new(SessionEntry {
-                    session,
-                    post: Arc::new(post),
-                });
+                let session = self.store.get_session(id).await?.ok_or(ChatError::NotFound)?;
+                let post = self.store.get_post(session.post_id).await?.ok_or(ChatError::NotFound)?;
+                let entry = Arc::new(SessionEntry { session, post: Arc::new(post) });
                 self.cache.put_session(entry.clone());
                 entry
             }
@@ -152,23 +130,14 @@ impl ChatSessionService {
     }
 
     /// Stores a new summary and writes it through to the cache.
-    pub async fn update_summary(
-        &self,
-        entry: &SessionEntry,
-        summary: String,
-    ) -> Result<(), ChatError> {
+    pub async fn update_summary(&self, entry: &SessionEntry, summary: String) -> Result<(), ChatError> {
         let now = crate::domain::now();
-        self.store
-            .update_session_summary(entry.session.id, &summary, now)
-            .await?;
+        self.store.update_session_summary(entry.session.id, &summary, now).await?;
         let mut session = entry.session.clone();
         session.summary = summary;
         session.last_summary_at = Some(now);
         session.updated_at = now;
-        self.cache.put_session(Arc::new(SessionEntry {
-            session,
-            post: entry.post.clone(),
-        }));
+        self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
         Ok(())
     }
 
@@ -191,10 +160,7 @@ impl ChatSessionService {
         session: SessionId,
         client_message_id: &ClientMessageId,
     ) -> Result<Option<Message>, ChatError> {
-        Ok(self
-            .store
-            .find_message_by_client_id(session, client_message_id)
-            .await?)
+        Ok(self.store.find_message_by_client_id(session, client_message_id).await?)
     }
 
     /// Stores the user's message as a new exchange (status `streaming`).
@@ -203,23 +169,8 @@ impl ChatSessionService {
     }
 
     /// Stores how an exchange ended.
-    pub async fn finish_message(
-        &self,
-        id: MessageId,
-        ai_response: &str,
-        posts: &[SocialPost],
-        status: MessageStatus,
-    ) -> Result<(), ChatError> {
-        self.store
-            .finish_message(
-                id,
-                FinishedAnswer {
-                    ai_response,
-                    posts,
-                    status,
-                },
-            )
-            .await?;
+    pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), ChatError> {
+        self.store.finish_message(id, answer).await?;
         Ok(())
     }
 
@@ -257,10 +208,7 @@ impl ChatSessionService {
         current: MessageId,
     ) -> Result<AiContext, ChatError> {
         let preferences = self.preferences(&entry.session.owner).await?;
-        let mut history = self
-            .store
-            .recent_messages(entry.session.id, self.history_limit + 1, None)
-            .await?;
+        let mut history = self.store.recent_messages(entry.session.id, self.history_limit + 1, None).await?;
         history.retain(|m| m.id != current);
         if history.len() > self.history_limit as usize {
             history.remove(0);
@@ -282,12 +230,7 @@ pub fn summary_due(entry: &SessionEntry, ctx: &AiContext, every: usize) -> bool 
     let since = ctx
         .history
         .iter()
-        .filter(|m| {
-            entry
-                .session
-                .last_summary_at
-                .is_none_or(|at| m.created_at > at)
-        })
+        .filter(|m| entry.session.last_summary_at.is_none_or(|at| m.created_at > at))
         .count()
         + 1;
     since >= every

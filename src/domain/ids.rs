@@ -86,10 +86,7 @@ impl UserId {
             return Err(InvalidInput::new("sub", "must be 1 to 128 characters"));
         }
         if raw.chars().any(char::is_control) {
-            return Err(InvalidInput::new(
-                "sub",
-                "must not contain control characters",
-            ));
+            return Err(InvalidInput::new("sub", "must not contain control characters"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -116,16 +113,10 @@ impl ClientMessageId {
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let len = raw.chars().count();
         if len == 0 || len > Self::MAX_LEN {
-            return Err(InvalidInput::new(
-                "clientMessageId",
-                "must be 1 to 64 characters",
-            ));
+            return Err(InvalidInput::new("clientMessageId", "must be 1 to 64 characters"));
         }
         if raw.chars().any(char::is_control) {
-            return Err(InvalidInput::new(
-                "clientMessageId",
-                "must not contain control characters",
-            ));
+            return Err(InvalidInput::new("clientMessageId", "must not contain control characters"));
         }
         Ok(Self(raw.to_owned()))
     }

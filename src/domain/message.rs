@@ -94,11 +94,37 @@ impl SocialPost {
     /// A post whose content is cut to fit its platform and whose count is measured, never trusted.
     pub fn fitted(platform: Platform, content: &str, hashtags: Vec<String>) -> Self {
         let content = platform.fit(content.trim());
+        Self { platform, character_count: platform.count(&content), content, hashtags }
+    }
+}
+
+/// What an answer cost in model tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// True when counted here with the tokenizer because the provider did not report it.
+    pub estimated: bool,
+}
+
+impl TokenUsage {
+    /// As the provider reported it.
+    pub fn reported(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Self { prompt_tokens, completion_tokens, estimated: false }
+    }
+
+    /// As counted here.
+    pub fn estimated(prompt_tokens: u32, completion_tokens: u32) -> Self {
+        Self { prompt_tokens, completion_tokens, estimated: true }
+    }
+
+    /// Both costs together (several model calls for one answer).
+    pub fn plus(self, other: TokenUsage) -> Self {
         Self {
-            platform,
-            character_count: platform.count(&content),
-            content,
-            hashtags,
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+            estimated: self.estimated || other.estimated,
         }
     }
 }
@@ -114,6 +140,8 @@ pub struct Message {
     pub intent_type: IntentType,
     pub posts: Vec<SocialPost>,
     pub status: MessageStatus,
+    /// Model tokens the answer cost; `None` until it ends (or when it never reached the model).
+    pub usage: Option<TokenUsage>,
     #[serde(skip)]
     pub client_message_id: Option<ClientMessageId>,
     pub created_at: DateTime<Utc>,

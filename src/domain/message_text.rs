@@ -20,10 +20,7 @@ impl MessageText {
         }
         // Cheap byte bound first: a string of more than 4 bytes per allowed char is too long.
         if raw.len() > max_chars * 4 || raw.chars().count() > max_chars {
-            return Err(InvalidInput::new(
-                "content",
-                format!("must be at most {max_chars} characters"),
-            ));
+            return Err(InvalidInput::new("content", format!("must be at most {max_chars} characters")));
         }
         Ok(Self(raw))
     }

@@ -130,11 +130,7 @@ impl Platform {
         };
         // Drop a URL the cut would break: a partial link is worse than none.
         let at_word = match at_word.rsplit_once(char::is_whitespace) {
-            Some((head, last))
-                if is_url(last) && !text[head.len()..].trim_start().starts_with(last) =>
-            {
-                head
-            }
+            Some((head, last)) if is_url(last) && !text[head.len()..].trim_start().starts_with(last) => head,
             _ => at_word,
         };
         format!("{}…", at_word.trim_end())
@@ -193,8 +189,7 @@ fn split_urls(text: &str) -> impl Iterator<Item = Piece<'_>> {
 
 /// Whitespace-separated words with their byte offsets.
 fn word_spans(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split_whitespace()
-        .map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
+    text.split_whitespace().map(move |w| (w.as_ptr() as usize - text.as_ptr() as usize, w))
 }
 
 /// X's weighted length (twitter-text v3 configuration).
@@ -204,13 +199,7 @@ fn twitter_weighted_len(text: &str) -> usize {
             Piece::Url => SHORT_URL_LEN,
             Piece::Text(t) => t
                 .graphemes(true)
-                .map(|g| {
-                    if is_emoji_grapheme(g) {
-                        2
-                    } else {
-                        g.chars().map(twitter_char_weight).sum()
-                    }
-                })
+                .map(|g| if is_emoji_grapheme(g) { 2 } else { g.chars().map(twitter_char_weight).sum() })
                 .sum(),
         })
         .sum()
@@ -236,8 +225,7 @@ fn last_sentence_end(text: &str) -> Option<usize> {
     text.char_indices()
         .rev()
         .find(|(i, c)| {
-            matches!(c, '.' | '!' | '?')
-                && text[i + 1..].chars().next().is_none_or(char::is_whitespace)
+            matches!(c, '.' | '!' | '?') && text[i + 1..].chars().next().is_none_or(char::is_whitespace)
         })
         .map(|(i, _)| i + 1)
 }
@@ -252,20 +240,14 @@ mod tests {
             assert_eq!(p.as_str().parse::<Platform>(), Ok(p));
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
-        assert_eq!(
-            "myspace".parse::<Platform>().unwrap_err().field,
-            "platforms"
-        );
+        assert_eq!("myspace".parse::<Platform>().unwrap_err().field, "platforms");
     }
 
     #[test]
     fn x_counts_a_url_as_23() {
         let url = "https://example.com/a/very/long/path/that/goes/on/and/on/for/ever";
         assert_eq!(Platform::Twitter.count(url), 23);
-        assert_eq!(
-            Platform::Twitter.count(&format!("Read {url} now")),
-            5 + 23 + 4
-        );
+        assert_eq!(Platform::Twitter.count(&format!("Read {url} now")), 5 + 23 + 4);
     }
 
     #[test]
@@ -326,9 +308,6 @@ mod tests {
         let text = format!("{} https://example.com/some/long/article", "a".repeat(250));
         let fitted = Platform::Twitter.fit(&text);
         assert!(Platform::Twitter.fits(&fitted));
-        assert!(
-            !fitted.contains("https://exa")
-                || fitted.contains("https://example.com/some/long/article")
-        );
+        assert!(!fitted.contains("https://exa") || fitted.contains("https://example.com/some/long/article"));
     }
 }

@@ -46,10 +46,7 @@ impl Preferences {
             }
         }
         if self.platforms.is_empty() {
-            return Err(InvalidInput::new(
-                "platforms",
-                "must name at least one platform",
-            ));
+            return Err(InvalidInput::new("platforms", "must name at least one platform"));
         }
         let mut seen = Vec::with_capacity(self.platforms.len());
         self.platforms.retain(|p| {
@@ -71,23 +68,14 @@ mod tests {
             platforms: vec![Platform::Bluesky, Platform::Twitter, Platform::Bluesky],
             ..Preferences::default()
         };
-        assert_eq!(
-            prefs.validated().unwrap().platforms,
-            vec![Platform::Bluesky, Platform::Twitter]
-        );
+        assert_eq!(prefs.validated().unwrap().platforms, vec![Platform::Bluesky, Platform::Twitter]);
     }
 
     #[test]
     fn validation_rejects_empty_platforms_and_long_voice() {
-        let empty = Preferences {
-            platforms: vec![],
-            ..Preferences::default()
-        };
+        let empty = Preferences { platforms: vec![], ..Preferences::default() };
         assert_eq!(empty.validated().unwrap_err().field, "platforms");
-        let long = Preferences {
-            voice: "x".repeat(201),
-            ..Preferences::default()
-        };
+        let long = Preferences { voice: "x".repeat(201), ..Preferences::default() };
         assert_eq!(long.validated().unwrap_err().field, "voice");
     }
 }

@@ -72,20 +72,16 @@ impl IntoResponse for ApiError {
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Busy | ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::StorageUnavailable
-            | ErrorCode::AiUnavailable
-            | ErrorCode::ServerShutdown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageUnavailable | ErrorCode::AiUnavailable | ErrorCode::ServerShutdown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::AiTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             warn!(error = %self, "request failed");
         }
-        (
-            status,
-            Json(json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response()
+        (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
     }
 }
 

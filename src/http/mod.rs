@@ -41,15 +41,9 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/api/posts", post(posts::create))
         .route("/api/posts/{id}", get(posts::get_one))
         .route("/api/sessions", get(sessions::list).post(sessions::create))
-        .route(
-            "/api/sessions/{id}",
-            get(sessions::get_one).delete(sessions::delete),
-        )
+        .route("/api/sessions/{id}", get(sessions::get_one).delete(sessions::delete))
         .route("/api/sessions/{id}/messages", get(sessions::messages))
-        .route(
-            "/api/preferences",
-            get(preferences::get_mine).put(preferences::put_mine),
-        )
+        .route("/api/preferences", get(preferences::get_mine).put(preferences::put_mine))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if state.dev_tokens {

@@ -49,12 +49,7 @@ impl From<Post> for PostBody {
     }
 }
 
-fn check_text(
-    field: &'static str,
-    value: &str,
-    max: usize,
-    required: bool,
-) -> Result<(), InvalidInput> {
+fn check_text(field: &'static str, value: &str, max: usize, required: bool) -> Result<(), InvalidInput> {
     if required && value.trim().is_empty() {
         return Err(InvalidInput::new(field, "is required"));
     }
@@ -62,10 +57,7 @@ fn check_text(
         return Err(InvalidInput::new(field, "must not contain NUL bytes"));
     }
     if value.chars().count() > max {
-        return Err(InvalidInput::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(InvalidInput::new(field, format!("must be at most {max} characters")));
     }
     Ok(())
 }

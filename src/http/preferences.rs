@@ -21,7 +21,5 @@ pub async fn put_mine(
     AppJson(prefs): AppJson<Preferences>,
 ) -> Result<Json<Preferences>, ApiError> {
     let prefs = prefs.validated()?;
-    Ok(Json(
-        (*state.sessions.put_preferences(&user, prefs).await?).clone(),
-    ))
+    Ok(Json((*state.sessions.put_preferences(&user, prefs).await?).clone()))
 }

@@ -45,17 +45,9 @@ pub async fn create(
     AppJson(req): AppJson<CreateSession>,
 ) -> Result<(StatusCode, Json<ChatSession>), ApiError> {
     let post_id = PostId::parse(&req.post_id)?;
-    let title = match req
-        .title
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-    {
+    let title = match req.title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
         Some(t) if t.chars().count() > 200 || t.contains('\0') => {
-            return Err(InvalidInput::new(
-                "title",
-                "must be at most 200 characters, without NUL bytes",
-            )
-            .into())
+            return Err(InvalidInput::new("title", "must be at most 200 characters, without NUL bytes").into())
         }
         other => other,
     };
@@ -67,9 +59,7 @@ pub async fn list(
     State(state): State<HttpState>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<SessionList>, ApiError> {
-    Ok(Json(SessionList {
-        sessions: state.sessions.list_sessions(&user).await?,
-    }))
+    Ok(Json(SessionList { sessions: state.sessions.list_sessions(&user).await? }))
 }
 
 pub async fn get_one(
@@ -86,10 +76,7 @@ pub async fn delete(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .sessions
-        .delete_session(&user, session_id(&id)?)
-        .await?;
+    state.sessions.delete_session(&user, session_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -106,9 +93,6 @@ pub async fn messages(
         return Err(InvalidInput::new("limit", "must be 1 to 100").into());
     }
     let before = query.before.as_deref().map(MessageId::parse).transpose()?;
-    let messages = state
-        .sessions
-        .messages(&user, session_id(&id)?, limit, before)
-        .await?;
+    let messages = state.sessions.messages(&user, session_id(&id)?, limit, before).await?;
     Ok(Json(MessageList { messages }))
 }

@@ -95,15 +95,8 @@ impl JwtKeys {
     }
 
     /// Makes a token for `user`, valid for `ttl_secs` (dev tokens and tests).
-    pub fn issue(
-        &self,
-        user: &UserId,
-        ttl_secs: u64,
-    ) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    pub fn issue(&self, user: &UserId, ttl_secs: u64) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let claims = Claims {
             sub: user.as_str().to_owned(),
             exp: now + ttl_secs,
@@ -136,12 +129,8 @@ pub fn dev_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     file.write_all(contents.as_bytes())
 }
 
@@ -219,15 +208,8 @@ mod tests {
         let k = keys();
         let token = k.issue(&UserId::parse("alice").unwrap(), 0).unwrap();
         // Issued with exp = now; leeway is 30 s, so forge one well in the past instead.
-        let claims = Claims {
-            sub: "alice".into(),
-            exp: 1_000,
-            iat: None,
-            aud: None,
-            iss: None,
-        };
-        let old =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        let claims = Claims { sub: "alice".into(), exp: 1_000, iat: None, aud: None, iss: None };
+        let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert!(k.verify(&token).is_ok());
         assert!(k.verify(&old).is_err());
     }
@@ -235,11 +217,8 @@ mod tests {
     #[test]
     fn audience_and_issuer_are_checked_when_configured() {
         let plain = keys().issue(&UserId::parse("alice").unwrap(), 60).unwrap();
-        let strict = JwtKeys::hs256(
-            b"0123456789abcdef0123456789abcdef",
-            Some("chat".into()),
-            Some("me".into()),
-        );
+        let strict =
+            JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Some("chat".into()), Some("me".into()));
         assert!(strict.verify(&plain).is_err());
         let good = strict.issue(&UserId::parse("alice").unwrap(), 60).unwrap();
         assert!(strict.verify(&good).is_ok());
@@ -247,10 +226,7 @@ mod tests {
 
     #[test]
     fn oversized_and_empty_tokens_are_refused_before_parsing() {
-        assert!(matches!(
-            keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
-            Err(AuthError::TooLarge)
-        ));
+        assert!(matches!(keys().verify(&"a".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::TooLarge)));
         assert!(matches!(keys().verify(""), Err(AuthError::Missing)));
     }
 
@@ -259,10 +235,7 @@ mod tests {
         assert_eq!(bearer("Bearer abc"), Some("abc"));
         assert_eq!(bearer("bearer  abc "), Some("abc"));
         assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(
-            query_token("EIO=3&token=a%2Eb&transport=polling").as_deref(),
-            Some("a.b")
-        );
+        assert_eq!(query_token("EIO=3&token=a%2Eb&transport=polling").as_deref(), Some("a.b"));
         assert_eq!(query_token("EIO=4"), None);
     }
 

@@ -55,14 +55,8 @@ mod tests {
             assert!(limit.check(&alice).is_ok());
         }
         let wait = limit.check(&alice).unwrap_err();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
-        );
-        assert!(
-            limit.check(&UserId::parse("bob").unwrap()).is_ok(),
-            "users are limited apart"
-        );
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(limit.check(&UserId::parse("bob").unwrap()).is_ok(), "users are limited apart");
     }
 
     #[test]

@@ -18,11 +18,7 @@ impl std::fmt::Display for Unauthorized {
     }
 }
 
-pub fn authenticate(
-    socket: &SocketRef,
-    auth: Option<Value>,
-    keys: &JwtKeys,
-) -> Result<(), Unauthorized> {
+pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<(), Unauthorized> {
     let token = handshake_token(socket, auth.as_ref()).ok_or(AuthError::Missing);
     match token.and_then(|t| keys.verify(&t)) {
         Ok(user) => {

@@ -6,8 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::chat::{ChatError, ErrorCode, InFlightSnapshot, JoinedSession, SendMessage};
 use crate::domain::{
-    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, SessionId,
-    SocialPost,
+    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, SessionId, SocialPost,
 };
 
 // Client to server.
@@ -38,10 +37,7 @@ fn object(payload: Option<Value>) -> Result<Map<String, Value>, InvalidInput> {
     }
 }
 
-fn string_field(
-    map: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<String>, InvalidInput> {
+fn string_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, InvalidInput> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -54,21 +50,13 @@ fn required(map: &Map<String, Value>, field: &'static str) -> Result<String, Inv
 }
 
 /// `chat:message` `{ sessionId, content, clientMessageId? }`.
-pub fn parse_chat_message(
-    payload: Option<Value>,
-    max_chars: usize,
-) -> Result<SendMessage, InvalidInput> {
+pub fn parse_chat_message(payload: Option<Value>, max_chars: usize) -> Result<SendMessage, InvalidInput> {
     let map = object(payload)?;
     let session_id = SessionId::parse(&required(&map, "sessionId")?)?;
     let content = MessageText::parse(required(&map, "content")?, max_chars)?;
-    let client_message_id = string_field(&map, "clientMessageId")?
-        .map(|raw| ClientMessageId::parse(&raw))
-        .transpose()?;
-    Ok(SendMessage {
-        session_id,
-        content,
-        client_message_id,
-    })
+    let client_message_id =
+        string_field(&map, "clientMessageId")?.map(|raw| ClientMessageId::parse(&raw)).transpose()?;
+    Ok(SendMessage { session_id, content, client_message_id })
 }
 
 /// `chat:stop`, `chat:join`, `chat:leave` `{ sessionId }`.
@@ -131,11 +119,7 @@ pub struct ErrorPayload {
 }
 
 impl ErrorPayload {
-    pub fn new(
-        error: &ChatError,
-        session_id: Option<SessionId>,
-        message_id: Option<MessageId>,
-    ) -> Self {
+    pub fn new(error: &ChatError, session_id: Option<SessionId>, message_id: Option<MessageId>) -> Self {
         Self {
             session_id,
             message_id,
@@ -230,15 +214,12 @@ impl<'a> JoinAck<'a> {
                 },
             },
             messages: &joined.messages,
-            in_flight: joined
-                .in_flight
-                .as_ref()
-                .map(|f: &InFlightSnapshot| InFlightView {
-                    message_id: f.message_id,
-                    intent_type: f.intent,
-                    content: &f.content,
-                    seq: f.seq,
-                }),
+            in_flight: joined.in_flight.as_ref().map(|f: &InFlightSnapshot| InFlightView {
+                message_id: f.message_id,
+                intent_type: f.intent,
+                content: &f.content,
+                seq: f.seq,
+            }),
         }
     }
 }
@@ -270,25 +251,13 @@ mod tests {
             (Some(json!([1, 2])), "payload"),
             (Some(json!({"content": "hi"})), "sessionId"),
             (Some(json!({"sessionId": 5, "content": "hi"})), "sessionId"),
-            (
-                Some(json!({"sessionId": "nope", "content": "hi"})),
-                "sessionId",
-            ),
+            (Some(json!({"sessionId": "nope", "content": "hi"})), "sessionId"),
             (Some(json!({"sessionId": id, "content": 5})), "content"),
             (Some(json!({"sessionId": id})), "content"),
             (Some(json!({"sessionId": id, "content": "  "})), "content"),
-            (
-                Some(json!({"sessionId": id, "content": "a\u{0}b"})),
-                "content",
-            ),
-            (
-                Some(json!({"sessionId": id, "content": "x".repeat(101)})),
-                "content",
-            ),
-            (
-                Some(json!({"sessionId": id, "content": "hi", "clientMessageId": 7})),
-                "clientMessageId",
-            ),
+            (Some(json!({"sessionId": id, "content": "a\u{0}b"})), "content"),
+            (Some(json!({"sessionId": id, "content": "x".repeat(101)})), "content"),
+            (Some(json!({"sessionId": id, "content": "hi", "clientMessageId": 7})), "clientMessageId"),
             (
                 Some(json!({"sessionId": id, "content": "hi", "clientMessageId": "k".repeat(65)})),
                 "clientMessageId",

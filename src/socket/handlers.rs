@@ -23,10 +23,7 @@ struct Failure {
 
 impl Failure {
     fn new(error: impl Into<ChatError>, session_id: Option<SessionId>) -> Self {
-        Self {
-            error: error.into(),
-            session_id,
-        }
+        Self { error: error.into(), session_id }
     }
 }
 
@@ -38,25 +35,18 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     macro_rules! on {
         ($event:expr, $handler:ident) => {{
             let state = state.clone();
-            socket.on(
-                $event,
-                move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-                    let state = state.clone();
-                    async move {
-                        let Some(user) = s.extensions.get::<UserId>() else {
-                            return reply_error(
-                                &s,
-                                ack,
-                                Failure::new(ChatError::Unauthorized, None),
-                            );
-                        };
-                        match $handler(&state, &s, user, data.ok()).await {
-                            Ok(reply) => send_ack(ack, &reply),
-                            Err(failure) => reply_error(&s, ack, failure),
-                        }
+            socket.on($event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+                let state = state.clone();
+                async move {
+                    let Some(user) = s.extensions.get::<UserId>() else {
+                        return reply_error(&s, ack, Failure::new(ChatError::Unauthorized, None));
+                    };
+                    match $handler(&state, &s, user, data.ok()).await {
+                        Ok(reply) => send_ack(ack, &reply),
+                        Err(failure) => reply_error(&s, ack, failure),
                     }
-                },
-            );
+                }
+            });
         }};
     }
     on!(events::CHAT_STOP, chat_stop);
@@ -64,19 +54,14 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     on!(events::CHAT_LEAVE, chat_leave);
 
     let message_state = state.clone();
-    socket.on(
-        events::CHAT_MESSAGE,
-        move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let state = message_state.clone();
-            async move { chat_message(&state, s, data.ok(), ack).await }
-        },
-    );
-    socket.on_fallback(
-        |s: SocketRef, Event(name): Event, ack: AckSender| async move {
-            let unknown = InvalidInput::new("event", format!("unknown event {name:?}"));
-            reply_error(&s, ack, Failure::new(unknown, None));
-        },
-    );
+    socket.on(events::CHAT_MESSAGE, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+        let state = message_state.clone();
+        async move { chat_message(&state, s, data.ok(), ack).await }
+    });
+    socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
+        let unknown = InvalidInput::new("event", format!("unknown event {name:?}"));
+        reply_error(&s, ack, Failure::new(unknown, None));
+    });
 }
 
 /// `chat:message`: acked once stored, then the answer starts.
@@ -86,11 +71,7 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
     };
     let session_hint = session_hint(data.as_ref());
     if let Err(retry_after) = state.rate_limit.check(&user) {
-        return reply_error(
-            &s,
-            ack,
-            Failure::new(ChatError::RateLimited { retry_after }, session_hint),
-        );
+        return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
         Ok(req) => req,
@@ -100,11 +81,8 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
     match state.controller.accept_message(&user, req).await {
         Ok(accepted) => {
             s.join(events::room(session_id));
-            let reply = MessageAck {
-                ok: true,
-                message_id: accepted.message_id,
-                duplicate: accepted.duplicate,
-            };
+            let reply =
+                MessageAck { ok: true, message_id: accepted.message_id, duplicate: accepted.duplicate };
             send_ack(ack, &reply);
             accepted.start();
         }
@@ -170,10 +148,7 @@ async fn chat_leave(
 /// The `sessionId` of a payload when it is well formed, so an error about another field can
 /// still say which session it concerns.
 fn session_hint(data: Option<&Value>) -> Option<SessionId> {
-    data?
-        .get("sessionId")?
-        .as_str()
-        .and_then(|raw| SessionId::parse(raw).ok())
+    data?.get("sessionId")?.as_str().and_then(|raw| SessionId::parse(raw).ok())
 }
 
 fn send_ack<T: Serialize>(ack: AckSender, payload: &T) {
@@ -188,13 +163,7 @@ fn reply_error(s: &SocketRef, ack: AckSender, failure: Failure) {
         warn!(sid = %s.id, error = %e, "storage error");
     }
     let payload = ErrorPayload::new(&failure.error, failure.session_id, None);
-    send_ack(
-        ack,
-        &ErrorAck {
-            ok: false,
-            error: &payload,
-        },
-    );
+    send_ack(ack, &ErrorAck { ok: false, error: &payload });
     if let Err(e) = s.emit(events::CHAT_ERROR, &payload) {
         warn!(sid = %s.id, error = %e, "chat:error not sent");
     }

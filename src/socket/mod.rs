@@ -55,10 +55,9 @@ pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
         let state = state.clone();
         async move { handlers::register(socket, state) }
     };
-    let authenticate =
-        move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
-            let keys = keys.clone();
-            async move { connect::authenticate(&socket, auth.0.ok(), &keys) }
-        };
+    let authenticate = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
+        let keys = keys.clone();
+        async move { connect::authenticate(&socket, auth.0.ok(), &keys) }
+    };
     io.ns("/", on_connect.with(authenticate));
 }

@@ -41,71 +41,25 @@ impl AnswerAudience for SessionRooms {
     fn deliver(&self, event: AnswerEvent<'_>) {
         let room = events::room(event.session_id());
         match event {
-            AnswerEvent::Start {
-                session_id,
-                message_id,
-                intent,
-            } => self.send(
+            AnswerEvent::Start { session_id, message_id, intent } => self.send(
                 room,
                 events::STREAM_START,
-                &StreamStart {
-                    session_id,
-                    message_id,
-                    intent_type: intent,
-                },
+                &StreamStart { session_id, message_id, intent_type: intent },
             ),
-            AnswerEvent::Token {
-                session_id,
-                message_id,
-                token,
-                seq,
-            } => self.send(
-                room,
-                events::STREAM_TOKEN,
-                &StreamToken {
-                    session_id,
-                    message_id,
-                    token,
-                    seq,
-                },
-            ),
-            AnswerEvent::End {
-                session_id,
-                message_id,
-                intent,
-                content,
-                stopped,
-            } => self.send(
+            AnswerEvent::Token { session_id, message_id, token, seq } => {
+                self.send(room, events::STREAM_TOKEN, &StreamToken { session_id, message_id, token, seq })
+            }
+            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send(
                 room,
                 events::STREAM_END,
-                &StreamEnd {
-                    session_id,
-                    message_id,
-                    intent_type: intent,
-                    content,
-                    stopped,
-                },
+                &StreamEnd { session_id, message_id, intent_type: intent, content, stopped },
             ),
-            AnswerEvent::SocialGenerated {
-                session_id,
-                message_id,
-                content,
-                posts,
-            } => self.send(
+            AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send(
                 room,
                 events::SOCIAL_GENERATED,
-                &SocialGenerated {
-                    session_id,
-                    message_id,
-                    content,
-                    posts,
-                },
+                &SocialGenerated { session_id, message_id, content, posts },
             ),
-            AnswerEvent::Failed {
-                session_id,
-                message_id,
-                error,
-            } => self.send(
+            AnswerEvent::Failed { session_id, message_id, error } => self.send(
                 room,
                 events::CHAT_ERROR,
                 &ErrorPayload::new(error, Some(session_id), Some(message_id)),

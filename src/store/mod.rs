@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, MessageStatus, Post, PostId, Preferences,
-    SessionId, SocialPost, UserId,
+    ChatSession, ClientMessageId, Message, MessageId, MessageStatus, Post, PostId, Preferences, SessionId,
+    SocialPost, TokenUsage, UserId,
 };
 
 pub use postgres::PostgresStore;
@@ -49,9 +49,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Duplicate("clientMessageId")
-            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate("clientMessageId"),
             _ => StoreError::Query(err),
         }
     }
@@ -74,6 +72,8 @@ pub struct FinishedAnswer<'a> {
     pub ai_response: &'a str,
     pub posts: &'a [SocialPost],
     pub status: MessageStatus,
+    /// What the answer cost, when it reached the model.
+    pub usage: Option<TokenUsage>,
 }
 
 /// Everything the server keeps, behind one seam.
@@ -102,11 +102,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
-    async fn finish_message(
-        &self,
-        id: MessageId,
-        answer: FinishedAnswer<'_>,
-    ) -> Result<(), StoreError>;
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError>;
     async fn find_message_by_client_id(
         &self,
         session: SessionId,
@@ -143,8 +139,6 @@ pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>,
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url, options).await?))
     } else {
-        Err(StoreError::BadUrl(
-            "expected a postgres://, postgresql:// or sqlite:// URL".into(),
-        ))
+        Err(StoreError::BadUrl("expected a postgres://, postgresql:// or sqlite:// URL".into()))
     }
 }

@@ -7,8 +7,8 @@ use sqlx::types::Json;
 use super::sql::{self, impl_store_for};
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId,
-    SocialPost, UserId,
+    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, SocialPost,
+    UserId,
 };
 
 /// Chat data in PostgreSQL (`migrations/postgres`).

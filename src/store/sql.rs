@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, Platform, Post, PostExpanded, Preferences, SocialPost,
+    ChatSession, ClientMessageId, Message, Platform, Post, PostExpanded, Preferences, SocialPost, TokenUsage,
     UserId,
 };
 
@@ -25,8 +25,7 @@ pub(super) const GET_POST: &str = "SELECT p.id, p.owner_id, p.url, p.title, p.cr
      COALESCE(e.content, '') AS content, COALESCE(e.summary, '') AS summary \
      FROM posts p LEFT JOIN post_expanded e ON e.post_id = p.id WHERE p.id = $1";
 
-const SESSION_COLUMNS: &str =
-    "id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at";
 pub(super) const INSERT_SESSION: &str = "INSERT INTO chat_sessions \
      (id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -45,13 +44,15 @@ pub(super) const UPDATE_SESSION_SUMMARY: &str =
     "UPDATE chat_sessions SET summary = $2, last_summary_at = $3, updated_at = $3 WHERE id = $1";
 
 const MESSAGE_COLUMNS: &str = "id, chat_session_id, client_message_id, user_message, ai_response, \
-     intent_type, posts, status, created_at, updated_at";
+     intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, created_at, \
+     updated_at";
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
       status, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
-     SET ai_response = $2, posts = $3, status = $4, updated_at = $5 WHERE id = $1";
+     SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
+     completion_tokens = $7, usage_estimated = $8 WHERE id = $1";
 pub(super) fn find_message_by_client_id() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \
@@ -103,10 +104,7 @@ impl TryFrom<PostRow> for Post {
             owner: user_id(&row.owner_id)?,
             url: row.url,
             title: row.title,
-            expanded: PostExpanded {
-                content: row.content,
-                summary: row.summary,
-            },
+            expanded: PostExpanded { content: row.content, summary: row.summary },
             created_at: row.created_at,
         })
     }
@@ -150,6 +148,9 @@ pub(super) struct MessageRow {
     intent_type: String,
     posts: Json<Vec<SocialPost>>,
     status: String,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    usage_estimated: Option<bool>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -171,6 +172,14 @@ impl TryFrom<MessageRow> for Message {
             intent_type: row.intent_type.parse().map_err(StoreError::Corrupt)?,
             posts: row.posts.0,
             status: row.status.parse().map_err(StoreError::Corrupt)?,
+            usage: match (row.prompt_tokens, row.completion_tokens) {
+                (Some(prompt), Some(completion)) => Some(TokenUsage {
+                    prompt_tokens: u32::try_from(prompt).unwrap_or(u32::MAX),
+                    completion_tokens: u32::try_from(completion).unwrap_or(u32::MAX),
+                    estimated: row.usage_estimated.unwrap_or(true),
+                }),
+                _ => None,
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -283,10 +292,7 @@ macro_rules! impl_store_for {
 
             async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query(sql::DELETE_SESSION_MESSAGES)
-                    .bind(id.as_uuid())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(sql::DELETE_SESSION_MESSAGES).bind(id.as_uuid()).execute(&mut *tx).await?;
                 let deleted = sqlx::query(sql::DELETE_SESSION)
                     .bind(id.as_uuid())
                     .execute(&mut *tx)
@@ -336,6 +342,9 @@ macro_rules! impl_store_for {
                     .bind(Json(answer.posts))
                     .bind(answer.status.as_str())
                     .bind($crate::domain::now())
+                    .bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
+                    .bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
+                    .bind(answer.usage.map(|u| u.estimated))
                     .execute(&self.pool)
                     .await?;
                 Ok(())
@@ -389,24 +398,15 @@ macro_rules! impl_store_for {
                     .rows_affected())
             }
 
-            async fn get_preferences(
-                &self,
-                user: &UserId,
-            ) -> Result<Option<Preferences>, StoreError> {
-                Ok(
-                    sqlx::query_as::<_, sql::PreferencesRow>(sql::GET_PREFERENCES)
-                        .bind(user.as_str())
-                        .fetch_optional(&self.pool)
-                        .await?
-                        .map(Preferences::from),
-                )
+            async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
+                Ok(sqlx::query_as::<_, sql::PreferencesRow>(sql::GET_PREFERENCES)
+                    .bind(user.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(Preferences::from))
             }
 
-            async fn put_preferences(
-                &self,
-                user: &UserId,
-                p: &Preferences,
-            ) -> Result<(), StoreError> {
+            async fn put_preferences(&self, user: &UserId, p: &Preferences) -> Result<(), StoreError> {
                 sqlx::query(sql::PUT_PREFERENCES)
                     .bind(user.as_str())
                     .bind(&p.voice)

@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use super::sql::{self, impl_store_for};
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId,
-    SocialPost, UserId,
+    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, SocialPost,
+    UserId,
 };
 
 /// Chat data in a SQLite file (`migrations/sqlite`).
@@ -34,9 +34,8 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(5));
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::BadUrl(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
         let pool = SqlitePoolOptions::new()

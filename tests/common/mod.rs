@@ -8,10 +8,7 @@ use postchat::store::{self, PoolOptions, Store};
 use sqlx::Connection;
 
 pub fn pool_options() -> PoolOptions {
-    PoolOptions {
-        max_connections: 5,
-        acquire_timeout: Duration::from_secs(5),
-    }
+    PoolOptions { max_connections: 5, acquire_timeout: Duration::from_secs(5) }
 }
 
 /// A database test on one backend: the store and what keeps its database alive.
@@ -25,20 +22,13 @@ pub struct TestDb {
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = store::connect(&url, &pool_options())
-        .await
-        .expect("sqlite store");
-    TestDb {
-        url,
-        store,
-        _dir: Some(dir),
-    }
+    let store = store::connect(&url, &pool_options()).await.expect("sqlite store");
+    TestDb { url, store, _dir: Some(dir) }
 }
 
 /// The PostgreSQL server the tests use (`TEST_POSTGRES_URL`, default the local one).
 fn postgres_server() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A store on a new, empty PostgreSQL database made for this test. `None` (test skipped, with
@@ -57,19 +47,10 @@ pub async fn postgres() -> Option<TestDb> {
         }
     };
     let name = format!("postchat_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
     let url = format!("{server}/{name}");
-    let store = store::connect(&url, &pool_options())
-        .await
-        .expect("postgres store");
-    Some(TestDb {
-        url,
-        store,
-        _dir: None,
-    })
+    let store = store::connect(&url, &pool_options()).await.expect("postgres store");
+    Some(TestDb { url, store, _dir: None })
 }
 
 /// Runs each named async test function against SQLite and PostgreSQL, as two tests each.

@@ -35,11 +35,26 @@ export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
 
     if (scenario === "status-429") {
       res.writeHead(429, { "content-type": "application/json", "retry-after": "0" });
-      return res.end(JSON.stringify({ error: { message: "slow down", type: "rate_limit_error", param: null, code: null } }));
+      return res.end(JSON.stringify({ error: { message: "Rate limit reached. Please try again in 2s.", type: "rate_limit_error", param: null, code: null } }));
     }
     if (scenario === "status-500") {
       res.writeHead(500, { "content-type": "text/plain" });
       return res.end("upstream exploded");
+    }
+    if (!json.stream && json.response_format?.type === "json_schema") {
+      // The intent classifier.
+      record.kind = "classifier";
+      record.finished = true;
+      const named = [...text.matchAll(/\b(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram)\b/gi)].map((m) => m[1].toLowerCase());
+      const reply = text.includes("classifier-garbage")
+        ? "I think it is a question"
+        : JSON.stringify({ intent: "social_post", platforms: named });
+      res.writeHead(200, { "content-type": "application/json" });
+      return res.end(JSON.stringify({
+        id: "c", object: "chat.completion", created: 1, model,
+        choices: [{ index: 0, message: { role: "assistant", content: reply }, finish_reason: "stop" }],
+        usage: { prompt_tokens: 30, completion_tokens: 8, total_tokens: 38 },
+      }));
     }
     if (!json.stream) {
       // A whole completion (social posts, summaries): echo back JSON posts for the platforms named.
@@ -51,7 +66,12 @@ export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
         content: `A ${platform} post about the article. ${"Very long. ".repeat(platform === "twitter" ? 60 : 1)}`,
         hashtags: ["rust", "#chat"],
       }));
-      const content = system.includes("Summarize") ? "They talked about Rust." : JSON.stringify({ posts });
+      const allText = JSON.stringify(json.messages ?? []);
+      let content = JSON.stringify({ posts });
+      if (system.includes("Summarize")) content = "They talked about Rust.";
+      else if (text.includes("too long")) content = JSON.stringify({ posts: posts.map((p) => ({ ...p, content: `Short ${p.platform} post.` })) });
+      else if (allText.includes("posts-garbage") && !text.includes("not the JSON")) content = "Here are some lovely posts for you!";
+      record.kind = system.includes("Summarize") ? "summary" : "posts";
       record.finished = true;
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(JSON.stringify({
