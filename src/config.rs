@@ -128,6 +128,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// An answer nobody watches (no socket in its session) for this long is cancelled (s).
+    #[arg(long, env = "WATCH_GRACE_SECS", default_value_t = 60)]
+    pub watch_grace_secs: u64,
+    /// A socket that cannot take tokens for this long is disconnected as a slow consumer (s).
+    #[arg(long, env = "SLOW_CONSUMER_SECS", default_value_t = 10)]
+    pub slow_consumer_secs: u64,
+
     /// Longest `content` of a chat message (characters).
     #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 8_000)]
     pub max_message_chars: usize,

@@ -102,13 +102,14 @@ impl Application {
         let controller = ChatController::new(
             sessions.clone(),
             ai,
-            Arc::new(SessionRooms::new(io.clone())),
+            Arc::new(SessionRooms::new(io.clone(), Duration::from_secs(config.slow_consumer_secs))),
             ChatSettings {
                 answer_timeout: Duration::from_secs(config.answer_timeout_secs),
                 first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
                 token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
                 summary_every: config.summary_every,
                 join_history: config.join_history_messages,
+                watch_grace: Duration::from_secs(config.watch_grace_secs),
             },
         );
         let rate_limit =

@@ -55,4 +55,8 @@ impl AnswerEvent<'_> {
 /// in-flight answer can deliver a token and record it under one lock (see `inflight.rs`).
 pub trait AnswerAudience: Send + Sync + 'static {
     fn deliver(&self, event: AnswerEvent<'_>);
+
+    /// How many sockets watch the session now (an answer nobody watches for the grace period
+    /// is cancelled).
+    fn watchers(&self, session_id: SessionId) -> usize;
 }

@@ -2,6 +2,7 @@
 //! not to a socket: a client that disconnects does not stop it.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tracing::{info, instrument, warn, Instrument};
@@ -46,10 +47,53 @@ impl Cost {
 
 /// How an answer ended, before it is stored and announced.
 enum Outcome {
-    Answered { posts: Option<Vec<SocialPost>> },
+    Answered {
+        posts: Option<Vec<SocialPost>>,
+    },
+    /// `chat:stop`.
     Stopped,
+    /// Nobody watched the session for the grace period.
+    Abandoned,
     Failed(ChatError),
     ShutDown,
+}
+
+/// Announces an answer's end exactly once: `deliver` consumes it, and if the job dies before
+/// (a panic), dropping it tells the room `INTERNAL` and stores the text so far as an error.
+struct Terminal {
+    audience: Arc<dyn super::AnswerAudience>,
+    controller: Option<Arc<ChatController>>,
+    answer: Arc<super::inflight::InFlightAnswer>,
+}
+
+impl Terminal {
+    fn deliver(mut self, event: AnswerEvent<'_>) {
+        self.controller = None;
+        self.audience.deliver(event);
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let Some(controller) = self.controller.take() else { return };
+        let (session_id, message_id) = (self.answer.session_id, self.answer.message_id);
+        warn!(%message_id, "answer ended without a terminal event: reporting INTERNAL");
+        self.audience.deliver(AnswerEvent::Failed { session_id, message_id, error: &ChatError::Internal });
+        let content = self.answer.content();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let finished = FinishedAnswer {
+                    ai_response: &content,
+                    posts: &[],
+                    status: MessageStatus::Error,
+                    usage: None,
+                };
+                if let Err(e) = controller.sessions.finish_message(message_id, finished).await {
+                    warn!(error = %e, "could not store the broken answer");
+                }
+            });
+        }
+    }
 }
 
 impl AnswerJob {
@@ -69,6 +113,11 @@ impl AnswerJob {
         let answer = self.guard.answer().clone();
         let (session_id, message_id, intent) = (answer.session_id, answer.message_id, answer.intent);
         let audience = self.controller.audience.clone();
+        let terminal = Terminal {
+            audience: audience.clone(),
+            controller: Some(self.controller.clone()),
+            answer: answer.clone(),
+        };
         audience.deliver(AnswerEvent::Start { session_id, message_id, intent });
 
         let timeout = self.controller.settings.answer_timeout;
@@ -76,6 +125,7 @@ impl AnswerJob {
             biased;
             _ = answer.stopped() => Outcome::Stopped,
             _ = self.controller.shutdown.cancelled() => Outcome::ShutDown,
+            _ = self.abandoned() => Outcome::Abandoned,
             result = tokio::time::timeout(timeout, self.generate()) => match result {
                 Ok(outcome) => outcome,
                 Err(_) => Outcome::Failed(AiError::Timeout.into()),
@@ -87,7 +137,7 @@ impl AnswerJob {
             Outcome::Answered { posts } => (MessageStatus::Complete, posts.as_deref().unwrap_or(&[])),
             Outcome::Stopped => (MessageStatus::Stopped, &[][..]),
             Outcome::Failed(_) => (MessageStatus::Error, &[][..]),
-            Outcome::ShutDown => (MessageStatus::Interrupted, &[][..]),
+            Outcome::ShutDown | Outcome::Abandoned => (MessageStatus::Interrupted, &[][..]),
         };
         let usage = self.cost().usage(&content);
         let finished = FinishedAnswer { ai_response: &content, posts, status, usage };
@@ -105,7 +155,7 @@ impl AnswerJob {
             (Ok(()), Outcome::Answered { posts: None }) => {
                 AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: false }
             }
-            (Ok(()), Outcome::Stopped) => {
+            (Ok(()), Outcome::Stopped | Outcome::Abandoned) => {
                 AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: true }
             }
             (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed { session_id, message_id, error: e },
@@ -119,7 +169,27 @@ impl AnswerJob {
             }
             _ => info!(status = status.as_str(), chars = content.len(), "answer finished"),
         }
-        audience.deliver(event);
+        terminal.deliver(event);
+    }
+
+    /// Resolves once nobody has watched the session for the grace period.
+    async fn abandoned(&self) {
+        let grace = self.controller.settings.watch_grace;
+        let session_id = self.entry.session.id;
+        let check = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut unwatched_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(check).await;
+            if self.controller.audience.watchers(session_id) > 0 {
+                unwatched_since = None;
+                continue;
+            }
+            let since = *unwatched_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= grace {
+                info!(grace_secs = grace.as_secs_f64(), "nobody watched the answer: cancelling it");
+                return;
+            }
+        }
     }
 
     /// Generates the answer, delivering each token as it comes.

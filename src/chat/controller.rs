@@ -14,7 +14,7 @@ use crate::domain::{ClientMessageId, Message, MessageId, MessageText, SessionId,
 use crate::store::{NewMessage, StoreError};
 
 use super::answer_job::AnswerJob;
-use super::inflight::InFlightGuard;
+use super::inflight::{Claim, InFlightGuard};
 use super::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry};
 
 /// Tunables of the chat flow (from the config).
@@ -30,6 +30,8 @@ pub struct ChatSettings {
     pub summary_every: usize,
     /// How many messages the `chat:join` ack carries.
     pub join_history: u32,
+    /// An answer nobody has watched for this long is cancelled and stored as interrupted.
+    pub watch_grace: Duration,
 }
 
 /// A `chat:message`, parsed.
@@ -113,7 +115,7 @@ impl ChatController {
         user: &UserId,
         req: SendMessage,
     ) -> Result<AcceptedMessage, ChatError> {
-        if !self.accepting.load(Ordering::Acquire) {
+        if !self.is_accepting() {
             return Err(ChatError::ShuttingDown);
         }
         let entry = self.sessions.session(user, req.session_id).await?;
@@ -124,7 +126,31 @@ impl ChatController {
         }
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
-        let guard: InFlightGuard = self.inflight.reserve(req.session_id, message_id, intent.intent)?;
+        let claim = Claim {
+            session_id: req.session_id,
+            message_id,
+            intent: intent.intent,
+            client_message_id: req.client_message_id.clone(),
+            user_message: req.content.as_str().to_owned(),
+        };
+        let guard: InFlightGuard = match self.inflight.reserve(claim) {
+            Ok(guard) => guard,
+            // A retry of the message being answered right now is a duplicate, not BUSY.
+            Err(ChatError::Busy) => match (&req.client_message_id, self.inflight.get(req.session_id)) {
+                (Some(key), Some(current)) if current.client_message_id.as_ref() == Some(key) => {
+                    if current.user_message != req.content.as_str() {
+                        return Err(ChatError::Conflict);
+                    }
+                    return Ok(AcceptedMessage {
+                        message_id: current.message_id,
+                        duplicate: true,
+                        job: None,
+                    });
+                }
+                _ => return Err(ChatError::Busy),
+            },
+            Err(e) => return Err(e),
+        };
         let new = NewMessage {
             id: message_id,
             session_id: req.session_id,
@@ -183,9 +209,14 @@ impl ChatController {
         Ok(JoinedSession { entry, messages, in_flight })
     }
 
-    /// Refuses new messages from now on (first step of shutdown).
+    /// Refuses new messages (and new sockets) from now on: the first step of shutdown.
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);
+    }
+
+    /// False once shutdown has begun.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
     }
 
     /// Waits for answers in flight to finish, up to `grace`; then ends the rest with

@@ -43,6 +43,9 @@ pub enum ChatError {
     Conflict,
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The socket could not keep up with the stream.
+    #[error("this connection could not keep up with the stream; reconnect and join the session to resume")]
+    SlowConsumer,
     /// A bug on our side; the cause is in the log.
     #[error("internal error")]
     Internal,
@@ -63,6 +66,7 @@ impl ChatError {
             ChatError::Conflict => ErrorCode::Conflict,
             ChatError::ShuttingDown => ErrorCode::ServerShutdown,
             ChatError::Internal => ErrorCode::Internal,
+            ChatError::SlowConsumer => ErrorCode::SlowConsumer,
             ChatError::Ai(AiError::Unavailable { .. }) => ErrorCode::AiUnavailable,
             ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
             ChatError::Ai(AiError::Failed(_)) => ErrorCode::AiError,
@@ -76,6 +80,7 @@ impl ChatError {
         matches!(
             self.code(),
             ErrorCode::Busy
+                | ErrorCode::SlowConsumer
                 | ErrorCode::RateLimited
                 | ErrorCode::AiUnavailable
                 | ErrorCode::AiTimeout

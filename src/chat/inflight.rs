@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{IntentType, MessageId, SessionId};
+use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId};
 
 use super::ChatError;
 
@@ -21,6 +21,10 @@ pub struct InFlightAnswer {
     pub session_id: SessionId,
     pub message_id: MessageId,
     pub intent: IntentType,
+    /// The message it answers (its idempotency key and text), so a retry that arrives while it
+    /// is still being generated is recognised as a duplicate, not refused as BUSY.
+    pub client_message_id: Option<ClientMessageId>,
+    pub user_message: String,
     cancel: CancellationToken,
     progress: Mutex<Progress>,
 }
@@ -41,6 +45,29 @@ pub struct InFlightSnapshot {
     pub seq: i64,
 }
 
+/// What a new answer claims a session with.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub session_id: SessionId,
+    pub message_id: MessageId,
+    pub intent: IntentType,
+    pub client_message_id: Option<ClientMessageId>,
+    pub user_message: String,
+}
+
+impl Claim {
+    /// A claim without an idempotency key (tests).
+    pub fn new(session_id: SessionId, intent: IntentType) -> Self {
+        Self {
+            session_id,
+            message_id: MessageId::new(),
+            intent,
+            client_message_id: None,
+            user_message: String::new(),
+        }
+    }
+}
+
 /// Holds a session's in-flight slot; releasing it (drop) lets the session take a new message.
 pub struct InFlightGuard {
     answers: Arc<InFlightAnswers>,
@@ -56,20 +83,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl InFlightAnswers {
     /// Claims the session for a new answer, or `Busy` when one is already in flight. The check
     /// and the claim are one step, so two messages racing for a session cannot both win.
-    pub fn reserve(
-        self: &Arc<Self>,
-        session_id: SessionId,
-        message_id: MessageId,
-        intent: IntentType,
-    ) -> Result<InFlightGuard, ChatError> {
+    pub fn reserve(self: &Arc<Self>, claim: Claim) -> Result<InFlightGuard, ChatError> {
         let mut answers = lock(&self.answers);
-        if answers.contains_key(&session_id) {
+        if answers.contains_key(&claim.session_id) {
             return Err(ChatError::Busy);
         }
+        let session_id = claim.session_id;
         let answer = Arc::new(InFlightAnswer {
             session_id,
-            message_id,
-            intent,
+            message_id: claim.message_id,
+            intent: claim.intent,
+            client_message_id: claim.client_message_id,
+            user_message: claim.user_message,
             cancel: CancellationToken::new(),
             progress: Mutex::default(),
         });
@@ -166,21 +191,18 @@ mod tests {
     fn a_second_answer_for_the_same_session_is_busy_until_the_first_is_released() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
-        assert!(matches!(
-            answers.reserve(session, MessageId::new(), IntentType::Question),
-            Err(ChatError::Busy)
-        ));
-        assert!(answers.reserve(SessionId::new(), MessageId::new(), IntentType::Question).is_ok());
+        let guard = answers.reserve(Claim::new(session, IntentType::Question)).unwrap();
+        assert!(matches!(answers.reserve(Claim::new(session, IntentType::Question)), Err(ChatError::Busy)));
+        assert!(answers.reserve(Claim::new(SessionId::new(), IntentType::Question)).is_ok());
         drop(guard);
-        assert!(answers.reserve(session, MessageId::new(), IntentType::Question).is_ok());
+        assert!(answers.reserve(Claim::new(session, IntentType::Question)).is_ok());
     }
 
     #[test]
     fn tokens_get_gapless_sequence_numbers_and_the_snapshot_holds_them_all() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
+        let guard = answers.reserve(Claim::new(session, IntentType::Question)).unwrap();
         let mut seqs = vec![];
         for t in ["a ", "b ", "c"] {
             guard.answer().append(t, |seq| seqs.push(seq));
@@ -196,14 +218,14 @@ mod tests {
     fn a_snapshot_before_any_token_has_seq_minus_one() {
         let answers = Arc::new(InFlightAnswers::default());
         let session = SessionId::new();
-        let _guard = answers.reserve(session, MessageId::new(), IntentType::Question).unwrap();
+        let _guard = answers.reserve(Claim::new(session, IntentType::Question)).unwrap();
         assert_eq!(answers.join_watching(session, || {}).unwrap().seq, -1);
     }
 
     #[test]
     fn stop_is_idempotent() {
         let answers = Arc::new(InFlightAnswers::default());
-        let guard = answers.reserve(SessionId::new(), MessageId::new(), IntentType::Question).unwrap();
+        let guard = answers.reserve(Claim::new(SessionId::new(), IntentType::Question)).unwrap();
         assert!(guard.answer().stop());
         assert!(!guard.answer().stop());
     }

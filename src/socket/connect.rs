@@ -8,17 +8,23 @@ use tracing::debug;
 use crate::domain::UserId;
 use crate::middleware::auth::{bearer, query_token, AuthError, JwtKeys};
 
-/// The handshake's refusal. Its text is what the client's `connect_error` carries.
+/// A refused handshake. Its text is what the client's `connect_error` carries.
 #[derive(Debug)]
-pub struct Unauthorized;
+pub enum Refused {
+    Unauthorized,
+    ShuttingDown,
+}
 
-impl std::fmt::Display for Unauthorized {
+impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("unauthorized")
+        f.write_str(match self {
+            Refused::Unauthorized => "unauthorized",
+            Refused::ShuttingDown => "server shutting down",
+        })
     }
 }
 
-pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<(), Unauthorized> {
+pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<(), Refused> {
     let token = handshake_token(socket, auth.as_ref()).ok_or(AuthError::Missing);
     match token.and_then(|t| keys.verify(&t)) {
         Ok(user) => {
@@ -27,7 +33,7 @@ pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> 
         }
         Err(reason) => {
             debug!(sid = %socket.id, %reason, "handshake refused");
-            Err(Unauthorized)
+            Err(Refused::Unauthorized)
         }
     }
 }

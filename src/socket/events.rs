@@ -74,6 +74,9 @@ pub struct StreamStart {
     pub intent_type: IntentType,
 }
 
+/// One token, or several coalesced for a socket that fell behind: then `token` is their
+/// concatenation, `seq` the last one's number and `count` how many (absent when 1), so the
+/// event covers `seq - count + 1 ..= seq`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamToken<'a> {
@@ -81,6 +84,28 @@ pub struct StreamToken<'a> {
     pub message_id: MessageId,
     pub token: &'a str,
     pub seq: u64,
+    #[serde(skip_serializing_if = "is_one")]
+    pub count: u64,
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+impl<'a> StreamToken<'a> {
+    pub fn single(session_id: SessionId, message_id: MessageId, token: &'a str, seq: u64) -> Self {
+        Self { session_id, message_id, token, seq, count: 1 }
+    }
+
+    pub fn coalesced(session_id: SessionId, backlog: &'a super::backlog::Backlog) -> Self {
+        Self {
+            session_id,
+            message_id: backlog.message_id,
+            token: &backlog.text,
+            seq: backlog.last_seq,
+            count: backlog.count(),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,7 @@
 //! handler per event, parses payloads into domain types, and delivers answers to rooms.
 //! The contract (event names, payloads, acks) is `events.rs`; the full text is docs/protocol.md.
 
+mod backlog;
 mod connect;
 pub mod events;
 mod handlers;
@@ -51,13 +52,20 @@ pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
 
 /// Registers the default namespace: auth at the handshake, then the chat events.
 pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
+    let controller = state.controller.clone();
     let on_connect = move |socket: SocketRef| {
         let state = state.clone();
         async move { handlers::register(socket, state) }
     };
     let authenticate = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
         let keys = keys.clone();
-        async move { connect::authenticate(&socket, auth.0.ok(), &keys) }
+        let accepting = controller.is_accepting();
+        async move {
+            if !accepting {
+                return Err(connect::Refused::ShuttingDown);
+            }
+            connect::authenticate(&socket, auth.0.ok(), &keys)
+        }
     };
     io.ns("/", on_connect.with(authenticate));
 }

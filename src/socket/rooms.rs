@@ -1,69 +1,188 @@
 //! Delivery of answers to a session's room: every socket that joined the session (other tabs,
-//! other devices) gets the same stream.
+//! other devices) gets the same stream. A socket whose queue is full gets its tokens coalesced
+//! (see `backlog.rs`); one that stays stuck gets SLOW_CONSUMER and is disconnected, while the
+//! answer goes on for the others.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use serde::Serialize;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{error, warn};
 
+use super::backlog::Backlog;
 use super::events::{self, ErrorPayload, SocialGenerated, StreamEnd, StreamStart, StreamToken};
-use crate::chat::{AnswerAudience, AnswerEvent};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
+use crate::domain::{MessageId, SessionId};
+
+/// Most bytes a socket may be behind before it counts as stuck.
+const MAX_BACKLOG_BYTES: usize = 1 << 20;
 
 /// The socket layer's side of [`AnswerAudience`].
 pub struct SessionRooms {
     io: SocketIo,
+    backlogs: Mutex<HashMap<Sid, Backlog>>,
+    /// How long a socket may be unable to take tokens before it is a slow consumer.
+    slow_consumer_after: Duration,
+}
+
+/// What became of an emit to one socket.
+enum Sent {
+    Yes,
+    QueueFull,
+    Gone,
+}
+
+fn emit<T: Serialize>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
+    match socket.emit(event, payload) {
+        Ok(()) => Sent::Yes,
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Sent::QueueFull,
+        Err(SendError::Socket(SocketError::Closed)) => Sent::Gone,
+        Err(e) => {
+            error!(error = %e, event, "emit failed");
+            Sent::Gone
+        }
+    }
 }
 
 impl SessionRooms {
-    pub fn new(io: SocketIo) -> Self {
-        Self { io }
+    pub fn new(io: SocketIo, slow_consumer_after: Duration) -> Self {
+        Self { io, backlogs: Mutex::default(), slow_consumer_after }
     }
 
-    /// Emits to each socket of the room. A socket whose queue is full has stopped reading:
-    /// it is disconnected rather than silently missing tokens; on reconnect, `chat:join`
-    /// gives it the whole answer so far.
-    fn send<T: Serialize>(&self, room: String, event: &'static str, payload: &T) {
-        for socket in self.io.to(room).sockets() {
-            match socket.emit(event, payload) {
-                Ok(()) | Err(SendError::Socket(SocketError::Closed)) => {}
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    warn!(sid = %socket.id, event, "socket queue full: disconnecting slow consumer");
-                    if let Err(e) = socket.disconnect() {
-                        warn!(error = %e, "disconnecting slow consumer failed");
+    fn backlogs(&self) -> MutexGuard<'_, HashMap<Sid, Backlog>> {
+        // Plain data; a panic elsewhere cannot leave it half-written.
+        self.backlogs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sockets(&self, session_id: SessionId) -> Vec<SocketRef> {
+        self.io.to(events::room(session_id)).sockets()
+    }
+
+    /// Sends to every socket of the room (events other than tokens).
+    fn send<T: Serialize>(&self, session_id: SessionId, event: &'static str, payload: &T) {
+        for socket in self.sockets(session_id) {
+            if let Sent::QueueFull = emit(&socket, event, payload) {
+                self.slow_consumer(&socket, session_id);
+            }
+        }
+    }
+
+    fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
+        let mut backlogs = self.backlogs();
+        for socket in self.sockets(session_id) {
+            let sid = socket.id;
+            let behind = backlogs.get_mut(&sid).filter(|b| b.message_id == message_id);
+            let sent = match behind {
+                None => emit(
+                    &socket,
+                    events::STREAM_TOKEN,
+                    &StreamToken::single(session_id, message_id, token, seq),
+                ),
+                Some(backlog) => {
+                    backlog.push(token, seq);
+                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
+                }
+            };
+            match sent {
+                Sent::Yes | Sent::Gone => {
+                    backlogs.remove(&sid);
+                }
+                Sent::QueueFull => {
+                    let backlog = backlogs
+                        .entry(sid)
+                        .and_modify(|b| {
+                            if b.message_id != message_id {
+                                *b = Backlog::new(message_id, token, seq);
+                            }
+                        })
+                        .or_insert_with(|| Backlog::new(message_id, token, seq));
+                    if backlog.is_stuck(self.slow_consumer_after, MAX_BACKLOG_BYTES) {
+                        backlogs.remove(&sid);
+                        self.slow_consumer(&socket, session_id);
                     }
                 }
-                Err(e) => error!(error = %e, event, "emit failed"),
             }
+        }
+    }
+
+    /// The answer's last event: first what a socket is behind on (when it can take it; the
+    /// terminal event's `content` holds the whole answer anyway), then the event itself.
+    fn send_terminal<T: Serialize>(
+        &self,
+        session_id: SessionId,
+        message_id: MessageId,
+        event: &'static str,
+        payload: &T,
+    ) {
+        // Every backlog of this answer ends here, also those of sockets that have left.
+        let mut behind: HashMap<Sid, Backlog> =
+            self.backlogs().extract_if(|_, b| b.message_id == message_id).collect();
+        for socket in self.sockets(session_id) {
+            if let Some(backlog) = behind.remove(&socket.id) {
+                if let Sent::QueueFull =
+                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, &backlog))
+                {
+                    self.slow_consumer(&socket, session_id);
+                    continue;
+                }
+            }
+            if let Sent::QueueFull = emit(&socket, event, payload) {
+                self.slow_consumer(&socket, session_id);
+            }
+        }
+    }
+
+    /// A socket that cannot keep up: told so if it still can be, then disconnected. On
+    /// reconnect, `chat:join` gives it the answer so far.
+    fn slow_consumer(&self, socket: &SocketRef, session_id: SessionId) {
+        warn!(sid = %socket.id, %session_id, "slow consumer: disconnecting");
+        let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
+        if let Err(e) = socket.emit(events::CHAT_ERROR, &error) {
+            warn!(sid = %socket.id, error = %e, "SLOW_CONSUMER not delivered");
+        }
+        if let Err(e) = socket.clone().disconnect() {
+            warn!(sid = %socket.id, error = %e, "disconnecting a slow consumer failed");
         }
     }
 }
 
 impl AnswerAudience for SessionRooms {
     fn deliver(&self, event: AnswerEvent<'_>) {
-        let room = events::room(event.session_id());
         match event {
             AnswerEvent::Start { session_id, message_id, intent } => self.send(
-                room,
+                session_id,
                 events::STREAM_START,
                 &StreamStart { session_id, message_id, intent_type: intent },
             ),
             AnswerEvent::Token { session_id, message_id, token, seq } => {
-                self.send(room, events::STREAM_TOKEN, &StreamToken { session_id, message_id, token, seq })
+                self.send_token(session_id, message_id, token, seq)
             }
-            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send(
-                room,
+            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send_terminal(
+                session_id,
+                message_id,
                 events::STREAM_END,
                 &StreamEnd { session_id, message_id, intent_type: intent, content, stopped },
             ),
-            AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send(
-                room,
+            AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send_terminal(
+                session_id,
+                message_id,
                 events::SOCIAL_GENERATED,
                 &SocialGenerated { session_id, message_id, content, posts },
             ),
-            AnswerEvent::Failed { session_id, message_id, error } => self.send(
-                room,
+            AnswerEvent::Failed { session_id, message_id, error } => self.send_terminal(
+                session_id,
+                message_id,
                 events::CHAT_ERROR,
                 &ErrorPayload::new(error, Some(session_id), Some(message_id)),
             ),
         }
+    }
+
+    fn watchers(&self, session_id: SessionId) -> usize {
+        self.sockets(session_id).len()
     }
 }
