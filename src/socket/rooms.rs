@@ -18,6 +18,9 @@ use super::events::{self, ErrorPayload, SocialGenerated, StreamEnd, StreamStart,
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
 use crate::domain::{MessageId, SessionId};
 
+/// How many times (200 ms apart) to try telling and disconnecting a slow consumer.
+const SLOW_CONSUMER_DISCONNECT_TRIES: usize = 150;
+
 /// Most bytes a socket may be behind before it counts as stuck.
 const MAX_BACKLOG_BYTES: usize = 1 << 20;
 
@@ -136,17 +139,29 @@ impl SessionRooms {
         }
     }
 
-    /// A socket that cannot keep up: told so if it still can be, then disconnected. On
-    /// reconnect, `chat:join` gives it the answer so far.
+    /// A socket that cannot keep up stops getting the stream at once (it leaves its rooms),
+    /// then is told SLOW_CONSUMER and disconnected as soon as its queue has room for that. A
+    /// client that never reads again is dropped by the Engine.IO heartbeat. On reconnect,
+    /// `chat:join` gives it the answer so far.
     fn slow_consumer(&self, socket: &SocketRef, session_id: SessionId) {
         warn!(sid = %socket.id, %session_id, "slow consumer: disconnecting");
-        let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
-        if let Err(e) = socket.emit(events::CHAT_ERROR, &error) {
-            warn!(sid = %socket.id, error = %e, "SLOW_CONSUMER not delivered");
-        }
-        if let Err(e) = socket.clone().disconnect() {
-            warn!(sid = %socket.id, error = %e, "disconnecting a slow consumer failed");
-        }
+        socket.leave_all();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
+            let mut told = false;
+            for _ in 0..SLOW_CONSUMER_DISCONNECT_TRIES {
+                if !socket.connected() {
+                    return;
+                }
+                told = told || socket.emit(events::CHAT_ERROR, &error).is_ok();
+                if told && socket.clone().disconnect().is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            warn!(sid = %socket.id, "slow consumer still stuck: left to the heartbeat");
+        });
     }
 }
 

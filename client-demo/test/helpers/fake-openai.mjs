@@ -30,7 +30,7 @@ export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
     });
     const lastUser = [...(json.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
     const text = typeof lastUser === "string" ? lastUser : JSON.stringify(lastUser);
-    const scenario = ["slow", "stall", "malformed", "not-sse", "status-429", "status-500"].find((s) => text.includes(s)) ?? "normal";
+    const scenario = ["flood", "slow", "stall", "malformed", "not-sse", "status-429", "status-500"].find((s) => text.includes(s)) ?? "normal";
     const model = json.model ?? "fake";
 
     if (scenario === "status-429") {
@@ -88,12 +88,15 @@ export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
 
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
     const send = (data) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
-    const words = scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `) : ["Hello ", "from ", "the ", "model."];
-    const delay = scenario === "slow" ? 100 : tokenDelayMs;
+    const words =
+      scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `)
+      : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(2000)} `)
+      : ["Hello ", "from ", "the ", "model."];
+    const delay = scenario === "slow" ? 100 : scenario === "flood" ? 0 : tokenDelayMs;
     for (const [i, word] of words.entries()) {
       if (res.destroyed) return;
       send(chunk(model, word));
-      await sleep(delay);
+      if (delay > 0 || i % 50 === 0) await sleep(delay);
       if (scenario === "stall" && i === 2) return; // never another byte
       if (scenario === "malformed" && i === 1) {
         send("{this is not json");
