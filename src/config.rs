@@ -44,6 +44,28 @@ pub enum AiProvider {
     Ollama,
 }
 
+/// The algorithm JWTs must be signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithmName {
+    #[value(name = "HS256", alias = "hs256")]
+    Hs256,
+    #[value(name = "RS256", alias = "rs256")]
+    Rs256,
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+}
+
+impl From<JwtAlgorithmName> for crate::middleware::auth::JwtAlgorithm {
+    fn from(name: JwtAlgorithmName) -> Self {
+        use crate::middleware::auth::JwtAlgorithm;
+        match name {
+            JwtAlgorithmName::Hs256 => JwtAlgorithm::Hs256,
+            JwtAlgorithmName::Rs256 => JwtAlgorithm::Rs256,
+            JwtAlgorithmName::EdDsa => JwtAlgorithm::EdDsa,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -75,6 +97,12 @@ pub struct Config {
     /// HS256 secret for JWTs; unset means dev mode (random secret kept in DATA_DIR).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The one algorithm tokens may use: HS256 (JWT_SECRET), RS256 or EdDSA (JWT_PUBLIC_KEY_FILE).
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithmName::Hs256)]
+    pub jwt_algorithm: JwtAlgorithmName,
+    /// PEM public key for RS256 or EdDSA.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
     /// Required `aud` claim, when set.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -123,6 +151,18 @@ pub struct Config {
     /// Messages a user may send at once before the rate applies.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 5)]
     pub rate_limit_burst: u32,
+    /// New Socket.IO connections per minute from one IP address; 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_CONNECTIONS_PER_MINUTE", default_value_t = 120)]
+    pub rate_limit_connections_per_minute: u32,
+    /// New connections one IP address may open at once before that rate applies.
+    #[arg(long, env = "RATE_LIMIT_CONNECTIONS_BURST", default_value_t = 30)]
+    pub rate_limit_connections_burst: u32,
+    /// Most sockets one user may hold open at once; 0 for no cap.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 20)]
+    pub max_sockets_per_user: usize,
+    /// Model tokens (prompt and completion) one user may spend a day (UTC); 0 for no budget.
+    #[arg(long, env = "DAILY_TOKEN_BUDGET", default_value_t = 500_000)]
+    pub daily_token_budget: u64,
     /// Redis for several server processes sharing rooms and streams (not available yet: a set
     /// value stops the server at start rather than run processes that do not see each other).
     #[arg(long, env = "REDIS_URL")]
@@ -191,8 +231,9 @@ impl Config {
         Cli::parse_from(["postchat"]).config
     }
 
+    /// No JWT_SECRET and no public key: the server makes its own secret and hands out tokens.
     pub fn dev_mode(&self) -> bool {
-        self.jwt_secret.is_none()
+        self.jwt_secret.is_none() && self.jwt_algorithm == JwtAlgorithmName::Hs256
     }
 
     pub fn database_url(&self) -> String {

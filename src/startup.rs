@@ -2,10 +2,11 @@
 //! listener. Tests build it on port 0 with a fresh database, exactly as `main` does.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,12 +18,13 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::ai::{AiService, AiSettings};
-use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache};
+use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget};
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
 use crate::http::{self, HttpState};
-use crate::middleware::auth::{dev_secret, JwtKeys};
-use crate::middleware::rate_limit::MessageRateLimit;
+use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys};
+use crate::middleware::connection_limit::SocketsPerUser;
+use crate::middleware::rate_limit::RateLimit;
 use crate::socket::{self, SessionRooms, SocketLimits, SocketState};
 use crate::store::{self, PoolOptions, Store, StoreError};
 
@@ -37,17 +39,30 @@ pub enum StartupError {
     Address(#[from] std::net::AddrParseError),
     #[error("REDIS_URL is set, but sharing rooms and streams across processes is not available yet: run one process without REDIS_URL")]
     RedisUnsupported,
-    #[error("cannot issue the dev token: {0}")]
-    DevToken(#[from] jsonwebtoken::errors::Error),
+    #[error("JWT: {0}")]
+    Jwt(#[from] AuthError),
 }
 
-/// The JWT keys of this config: `JWT_SECRET`, or the dev secret kept in the data folder.
-pub fn jwt_keys(config: &Config) -> std::io::Result<JwtKeys> {
+/// The JWT keys of this config: a public key for RS256/EdDSA, `JWT_SECRET` for HS256, or in dev
+/// mode the secret kept in the data folder.
+pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
+    let (aud, iss) = (config.jwt_audience.clone(), config.jwt_issuer.clone());
+    let algorithm = config.jwt_algorithm.into();
+    if algorithm != JwtAlgorithm::Hs256 {
+        let path = config
+            .jwt_public_key_file
+            .as_ref()
+            .ok_or_else(|| AuthError::BadKey("JWT_PUBLIC_KEY_FILE is required for RS256 and EdDSA".into()))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))?;
+        return JwtKeys::public_key(algorithm, &pem, aud, iss);
+    }
     let secret = match &config.jwt_secret {
         Some(secret) => secret.as_bytes().to_vec(),
-        None => dev_secret(&config.data_dir)?,
+        None => dev_secret(&config.data_dir)
+            .map_err(|e| AuthError::BadKey(format!("cannot keep the dev secret: {e}")))?,
     };
-    Ok(JwtKeys::hs256(&secret, config.jwt_audience.clone(), config.jwt_issuer.clone()))
+    Ok(JwtKeys::hs256(&secret, aud, iss))
 }
 
 /// A built server, bound and ready to run.
@@ -111,20 +126,34 @@ impl Application {
                 join_history: config.join_history_messages,
                 watch_grace: Duration::from_secs(config.watch_grace_secs),
             },
+            TokenBudget::new(config.daily_token_budget),
         );
-        let rate_limit =
-            Arc::new(MessageRateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
-        spawn_rate_limit_cleanup(rate_limit.clone());
-        let socket_state = SocketState { controller: controller.clone(), rate_limit, limits };
+        let message_limit =
+            Arc::new(RateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
+        spawn_rate_limit_cleanup(message_limit.clone());
+        let socket_state = SocketState {
+            controller: controller.clone(),
+            message_limit,
+            sockets_per_user: SocketsPerUser::new(config.max_sockets_per_user),
+            limits,
+        };
         socket::register(&io, Arc::new(socket_state), keys.clone());
 
         let origins = config.allowed_origins();
+        let handshakes_per_ip = Arc::new(RateLimit::new(
+            config.rate_limit_connections_per_minute,
+            config.rate_limit_connections_burst,
+        ));
+        spawn_rate_limit_cleanup(handshakes_per_ip.clone());
         let http_state = HttpState { sessions, keys: keys.clone(), dev_tokens: config.dev_mode() };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn({
                 let origins = origins.clone();
                 move |req, next| check_origin(origins.clone(), req, next)
+            }))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                limit_handshakes(handshakes_per_ip.clone(), req, next)
             }))
             .layer(cors(&origins))
             .layer(TraceLayer::new_for_http());
@@ -166,15 +195,19 @@ impl Application {
                 io.close().await;
             }
         };
-        axum::serve(listener, router).with_graceful_shutdown(drained).await?;
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(drained)
+            .await?;
         store.close().await;
         info!("stopped");
         Ok(())
     }
 }
 
-/// Every minute, forgets users whose rate allowance is full again.
-fn spawn_rate_limit_cleanup(limit: Arc<MessageRateLimit>) {
+/// Every minute, forgets keys whose rate allowance is full again.
+fn spawn_rate_limit_cleanup<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static>(
+    limit: Arc<RateLimit<K>>,
+) {
     let weak = Arc::downgrade(&limit);
     drop(limit);
     tokio::spawn(async move {
@@ -183,7 +216,7 @@ fn spawn_rate_limit_cleanup(limit: Arc<MessageRateLimit>) {
             tick.tick().await;
             // Ends with the server: the limiter is dropped with it.
             let Some(limit) = weak.upgrade() else { break };
-            limit.forget_idle_users();
+            limit.forget_idle();
         }
     });
 }
@@ -199,6 +232,28 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+}
+
+/// New Socket.IO connections (handshakes: no `sid` yet) per client IP address; requests of
+/// established connections pass. Over the limit: 429 with `RATE_LIMITED` and `Retry-After`.
+async fn limit_handshakes(limit: Arc<RateLimit<IpAddr>>, req: Request, next: Next) -> Response {
+    let is_handshake =
+        req.uri().path().starts_with("/socket.io") && !req.uri().query().unwrap_or("").contains("sid=");
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let (true, Some(ip)) = (is_handshake, peer) {
+        if let Err(wait) = limit.check(&ip) {
+            let retry_after_ms = wait.as_millis().max(1) as u64;
+            let body = serde_json::json!({ "error": {
+                "code": "RATE_LIMITED",
+                "message": "too many new connections from this address",
+                "retryAfterMs": retry_after_ms,
+            }});
+            let retry_secs = retry_after_ms.div_ceil(1000).to_string();
+            return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_secs)], axum::Json(body))
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// CORS does not cover the websocket upgrade (nor a non-browser polling client that sends an

@@ -81,6 +81,9 @@ impl Store for CountingStore {
     async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
         self.inner.interrupt_streaming().await
     }
+    async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.tokens_used_since(user, since).await
+    }
     async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
         self.preference_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.get_preferences(user).await

@@ -189,6 +189,32 @@ async fn the_session_summary_is_updated(store: Arc<dyn Store>) {
     assert_eq!(read.last_summary_at, Some(at));
 }
 
+async fn tokens_used_today_add_up_per_user(store: Arc<dyn Store>) {
+    let alice = user("alice");
+    let session = a_session(&store, &alice).await;
+    let other = a_session(&store, &user("bob")).await;
+    let since = postchat::domain::now();
+    for (s, usage) in [
+        (session.id, Some(TokenUsage::reported(100, 20))),
+        (session.id, None),
+        (other.id, Some(TokenUsage::estimated(7, 3))),
+    ] {
+        let m = new_message(s, "q", None);
+        store.insert_message(&m).await.unwrap();
+        store
+            .finish_message(
+                m.id,
+                FinishedAnswer { ai_response: "a", posts: &[], status: MessageStatus::Complete, usage },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.tokens_used_since(&alice, since).await.unwrap(), 120);
+    assert_eq!(store.tokens_used_since(&user("bob"), since).await.unwrap(), 10);
+    let later = since + chrono::Duration::hours(1);
+    assert_eq!(store.tokens_used_since(&alice, later).await.unwrap(), 0);
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -203,5 +229,6 @@ on_both_backends!(
     streaming_messages_become_interrupted_at_start,
     preferences_are_upserted_per_user,
     the_session_summary_is_updated,
+    tokens_used_today_add_up_per_user,
     ping_answers,
 );

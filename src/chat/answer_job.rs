@@ -140,6 +140,10 @@ impl AnswerJob {
             Outcome::ShutDown | Outcome::Abandoned => (MessageStatus::Interrupted, &[][..]),
         };
         let usage = self.cost().usage(&content);
+        if let Some(usage) = usage {
+            let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
+            self.controller.budget.charge(&self.entry.session.owner, crate::domain::now(), tokens);
+        }
         let finished = FinishedAnswer { ai_response: &content, posts, status, usage };
         let stored = self.controller.sessions.finish_message(message_id, finished).await;
         // Free the session before announcing the end, so a client may send its next message as

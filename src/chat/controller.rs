@@ -15,7 +15,10 @@ use crate::store::{NewMessage, StoreError};
 
 use super::answer_job::AnswerJob;
 use super::inflight::{Claim, InFlightGuard};
-use super::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry};
+use super::{
+    AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry,
+    TokenBudget,
+};
 
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
@@ -78,6 +81,8 @@ pub struct ChatController {
     /// Cancelled when shutdown's grace period is over: answers still running end then.
     pub(super) shutdown: CancellationToken,
     accepting: AtomicBool,
+    /// Model tokens each user may spend a day.
+    pub(super) budget: TokenBudget,
 }
 
 impl ChatController {
@@ -86,6 +91,7 @@ impl ChatController {
         ai: AiService,
         audience: Arc<dyn AnswerAudience>,
         settings: ChatSettings,
+        budget: TokenBudget,
     ) -> Arc<Self> {
         Arc::new(Self {
             sessions,
@@ -96,6 +102,7 @@ impl ChatController {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             accepting: AtomicBool::new(true),
+            budget,
         })
     }
 
@@ -124,6 +131,7 @@ impl ChatController {
                 return duplicate_of(&first, &req);
             }
         }
+        self.check_budget(user).await?;
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
         let claim = Claim {
@@ -187,6 +195,24 @@ impl ChatController {
                 usage: Default::default(),
             }),
         })
+    }
+
+    /// `RATE_LIMITED` once `user` has spent today's model tokens.
+    async fn check_budget(&self, user: &UserId) -> Result<(), ChatError> {
+        if !self.budget.is_limited() {
+            return Ok(());
+        }
+        let now = crate::domain::now();
+        let spent = match self.budget.known_spent(user, now) {
+            Some(spent) => spent,
+            None => {
+                let spent =
+                    self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
+                self.budget.record(user, now, spent);
+                spent
+            }
+        };
+        self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
     }
 
     /// Asks the session's in-flight answer to stop; `Ok(false)` when none was running.

@@ -100,15 +100,46 @@ impl ChatError {
         }
     }
 
-    /// The text a client may see: internal causes (SQL, provider bodies) stay in the log.
+    /// The text a client may see. Errors with an internal cause (SQL, provider bodies, bugs) are
+    /// logged here, once, with a fresh reference; the client sees only a plain sentence and the
+    /// reference, which finds the log line.
     pub fn client_message(&self) -> String {
-        match self {
-            ChatError::Ai(AiError::Unavailable { .. }) => "the AI provider is unavailable".into(),
-            ChatError::Ai(AiError::Timeout) => "the AI provider timed out".into(),
-            ChatError::Ai(AiError::Failed(_)) => "the AI provider failed to answer".into(),
-            ChatError::Store(StoreError::Unavailable(_)) => "storage is unavailable".into(),
-            ChatError::Store(_) => "internal error".into(),
-            other => other.to_string(),
-        }
+        let plain = match self {
+            ChatError::Ai(AiError::Unavailable { .. }) => "the AI provider is unavailable",
+            ChatError::Ai(AiError::Timeout) => "the AI provider timed out",
+            ChatError::Ai(AiError::Failed(_)) => "the AI provider failed to answer",
+            ChatError::Store(StoreError::Unavailable(_)) => "storage is unavailable",
+            ChatError::Store(_) | ChatError::Internal => "internal error",
+            other => return other.to_string(),
+        };
+        let reference = reference();
+        tracing::warn!(%reference, code = ?self.code(), error = %self, "error reported to a client");
+        format!("{plain} (ref {reference})")
+    }
+}
+
+/// A short random reference that ties a client's error to its log line.
+fn reference() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_are_replaced_by_a_reference() {
+        let err = ChatError::Store(StoreError::Corrupt("row 42 has status 'zzz' in table messages".into()));
+        let message = err.client_message();
+        assert!(message.starts_with("internal error (ref "), "{message}");
+        assert!(!message.contains("messages"));
+        let provider = ChatError::Ai(AiError::Failed("upstream said: secret-key-123 invalid".into()));
+        assert!(!provider.client_message().contains("secret-key-123"));
+    }
+
+    #[test]
+    fn client_errors_keep_their_own_words() {
+        assert_eq!(ChatError::NotFound.client_message(), "not found");
+        assert_eq!(ChatError::Busy.client_message(), "an answer is already being generated for this session");
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod inflight;
 mod session_cache;
 mod session_service;
+mod token_budget;
 
 pub use answer_events::{AnswerAudience, AnswerEvent};
 pub use controller::{AcceptedMessage, ChatController, ChatSettings, JoinedSession, SendMessage};
@@ -18,3 +19,4 @@ pub use error::{ChatError, ErrorCode};
 pub use inflight::{InFlightAnswers, InFlightSnapshot};
 pub use session_cache::{CacheStats, SessionCache, SessionEntry};
 pub use session_service::ChatSessionService;
+pub use token_budget::TokenBudget;

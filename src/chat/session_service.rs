@@ -174,6 +174,15 @@ impl ChatSessionService {
         Ok(())
     }
 
+    /// Model tokens `user` spent since `since` (the daily budget).
+    pub async fn tokens_used_since(
+        &self,
+        user: &UserId,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ChatError> {
+        Ok(self.store.tokens_used_since(user, since).await?)
+    }
+
     // ---- preferences ----
 
     pub async fn preferences(&self, user: &UserId) -> Result<Arc<Preferences>, ChatError> {

@@ -29,7 +29,7 @@ where
             .and_then(|h| h.to_str().ok())
             .and_then(bearer)
             .ok_or(ApiError::Unauthorized)?;
-        keys.verify(token).map(AuthUser).map_err(|reason| {
+        keys.verify(token).map(|v| AuthUser(v.user)).map_err(|reason| {
             debug!(%reason, "request refused");
             ApiError::Unauthorized
         })

@@ -28,6 +28,8 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("invalid subject: {0}")]
     BadSubject(String),
+    #[error("bad key: {0}")]
+    BadKey(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,16 +39,54 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
 }
 
-/// The JWT settings: how tokens are checked and (for dev tokens) made.
+/// The algorithm tokens must be signed with; any other is refused (`alg: none` included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// A shared secret (`JWT_SECRET`).
+    Hs256,
+    /// An RSA public key (`JWT_PUBLIC_KEY_FILE`, PEM).
+    Rs256,
+    /// An Ed25519 public key (`JWT_PUBLIC_KEY_FILE`, PEM).
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// A verified token: whose it is and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserId,
+    /// `exp`, in seconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The JWT settings: how tokens are checked and (with a shared secret) made.
 #[derive(Clone)]
 pub struct JwtKeys {
     decoding: DecodingKey,
-    encoding: EncodingKey,
+    /// Only with HS256: the server can then issue tokens (dev mode, `postchat token`).
+    encoding: Option<EncodingKey>,
+    algorithm: JwtAlgorithm,
     validation: Validation,
     audience: Option<String>,
     issuer: Option<String>,
@@ -55,7 +95,40 @@ pub struct JwtKeys {
 impl JwtKeys {
     /// HS256 with `secret`; `audience` and `issuer` are required in tokens when given.
     pub fn hs256(secret: &[u8], audience: Option<String>, issuer: Option<String>) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+        Self::new(
+            JwtAlgorithm::Hs256,
+            DecodingKey::from_secret(secret),
+            Some(EncodingKey::from_secret(secret)),
+            audience,
+            issuer,
+        )
+    }
+
+    /// RS256 or EdDSA with a public key in PEM; such tokens come from an identity provider.
+    pub fn public_key(
+        algorithm: JwtAlgorithm,
+        pem: &[u8],
+        audience: Option<String>,
+        issuer: Option<String>,
+    ) -> Result<Self, AuthError> {
+        let decoding = match algorithm {
+            JwtAlgorithm::Rs256 => DecodingKey::from_rsa_pem(pem)?,
+            JwtAlgorithm::EdDsa => DecodingKey::from_ed_pem(pem)?,
+            JwtAlgorithm::Hs256 => {
+                return Err(AuthError::BadKey("HS256 takes JWT_SECRET, not a key file".into()))
+            }
+        };
+        Ok(Self::new(algorithm, decoding, None, audience, issuer))
+    }
+
+    fn new(
+        algorithm: JwtAlgorithm,
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+        audience: Option<String>,
+        issuer: Option<String>,
+    ) -> Self {
+        let mut validation = Validation::new(algorithm.algorithm());
         let mut required = vec!["exp", "sub"];
         if audience.is_some() {
             required.push("aud");
@@ -64,7 +137,7 @@ impl JwtKeys {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        validation.leeway = 30;
+        validation.leeway = CLOCK_SKEW_SECS;
         validation.validate_nbf = true;
         match &audience {
             Some(aud) => validation.set_audience(&[aud]),
@@ -73,17 +146,15 @@ impl JwtKeys {
         if let Some(iss) = &issuer {
             validation.set_issuer(&[iss]);
         }
-        Self {
-            decoding: DecodingKey::from_secret(secret),
-            encoding: EncodingKey::from_secret(secret),
-            validation,
-            audience,
-            issuer,
-        }
+        Self { decoding, encoding, algorithm, validation, audience, issuer }
+    }
+
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.algorithm
     }
 
     /// The user a token speaks for, if it is valid.
-    pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
@@ -91,22 +162,30 @@ impl JwtKeys {
             return Err(AuthError::TooLarge);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
-        UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.to_string()))
+        let user = UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.to_string()))?;
+        Ok(Verified { user, expires_at: data.claims.exp })
     }
 
-    /// Makes a token for `user`, valid for `ttl_secs` (dev tokens and tests).
-    pub fn issue(&self, user: &UserId, ttl_secs: u64) -> Result<String, jsonwebtoken::errors::Error> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    /// Makes a token for `user`, valid for `ttl_secs` (HS256 only: dev tokens, `postchat token`).
+    pub fn issue(&self, user: &UserId, ttl_secs: u64) -> Result<String, AuthError> {
+        let encoding = self.encoding.as_ref().ok_or_else(|| {
+            AuthError::BadKey("tokens for a public-key algorithm are issued by the identity provider".into())
+        })?;
+        let now = now_secs();
         let claims = Claims {
             sub: user.as_str().to_owned(),
             exp: now + ttl_secs,
             iat: Some(now),
+            nbf: None,
             aud: self.audience.clone(),
             iss: self.issuer.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)?)
     }
 }
+
+/// Clock skew allowed on `exp` and `nbf` (s).
+pub const CLOCK_SKEW_SECS: u64 = 30;
 
 /// The dev-mode secret: read from `dir/dev-jwt-secret`, or made and written there (mode 0600).
 pub fn dev_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
@@ -193,7 +272,7 @@ mod tests {
     fn an_issued_token_verifies_to_its_user() {
         let user = UserId::parse("alice").unwrap();
         let token = keys().issue(&user, 60).unwrap();
-        assert_eq!(keys().verify(&token).unwrap(), user);
+        assert_eq!(keys().verify(&token).unwrap().user, user);
     }
 
     #[test]
@@ -208,8 +287,9 @@ mod tests {
         let k = keys();
         let token = k.issue(&UserId::parse("alice").unwrap(), 0).unwrap();
         // Issued with exp = now; leeway is 30 s, so forge one well in the past instead.
-        let claims = Claims { sub: "alice".into(), exp: 1_000, iat: None, aud: None, iss: None };
-        let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        let claims = Claims { sub: "alice".into(), exp: 1_000, iat: None, nbf: None, aud: None, iss: None };
+        let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, k.encoding.as_ref().unwrap())
+            .unwrap();
         assert!(k.verify(&token).is_ok());
         assert!(k.verify(&old).is_err());
     }

@@ -1,21 +1,21 @@
-//! The per-user limit on `chat:message` (governor's GCRA): a burst, then a steady rate. A
-//! refused message costs nothing: no database write, no model call. Reads are not charged.
+//! Rate limits (governor's GCRA): a burst, then a steady rate, per key. Used per user on
+//! `chat:message` (a refused message costs nothing: no database write, no model call; reads are
+//! not charged) and per IP address on new Socket.IO connections.
 
+use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::domain::UserId;
-
-/// How many messages a user may send.
-pub struct MessageRateLimit {
-    limiter: Option<DefaultKeyedRateLimiter<UserId>>,
+/// A per-key limit; `None` inside when turned off.
+pub struct RateLimit<K: Hash + Eq + Clone> {
+    limiter: Option<DefaultKeyedRateLimiter<K>>,
 }
 
-impl MessageRateLimit {
-    /// `per_minute` messages a minute after a burst of `burst`; `per_minute == 0` disables it.
+impl<K: Hash + Eq + Clone> RateLimit<K> {
+    /// `per_minute` a minute after a burst of `burst`; `per_minute == 0` turns it off.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(per_minute).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
@@ -24,18 +24,18 @@ impl MessageRateLimit {
         Self { limiter }
     }
 
-    /// `Ok` when `user` may send now; otherwise how long until they may.
-    pub fn check(&self, user: &UserId) -> Result<(), Duration> {
+    /// `Ok` when `key` may go now; otherwise how long until it may.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         match &self.limiter {
             None => Ok(()),
             Some(limiter) => limiter
-                .check_key(user)
+                .check_key(key)
                 .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
         }
     }
 
-    /// Forgets users whose allowance is full again, so memory follows active users only.
-    pub fn forget_idle_users(&self) {
+    /// Forgets keys whose allowance is full again, so memory follows active keys only.
+    pub fn forget_idle(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -46,10 +46,11 @@ impl MessageRateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserId;
 
     #[test]
     fn a_burst_passes_then_the_user_waits() {
-        let limit = MessageRateLimit::new(60, 3);
+        let limit = RateLimit::new(60, 3);
         let alice = UserId::parse("alice").unwrap();
         for _ in 0..3 {
             assert!(limit.check(&alice).is_ok());
@@ -61,7 +62,7 @@ mod tests {
 
     #[test]
     fn zero_turns_the_limit_off() {
-        let limit = MessageRateLimit::new(0, 0);
+        let limit = RateLimit::new(0, 0);
         let alice = UserId::parse("alice").unwrap();
         assert!((0..1_000).all(|_| limit.check(&alice).is_ok()));
     }

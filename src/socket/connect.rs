@@ -8,11 +8,23 @@ use tracing::debug;
 use crate::domain::UserId;
 use crate::middleware::auth::{bearer, query_token, AuthError, JwtKeys};
 
+/// When the socket's token expires (seconds since the epoch): past it, the socket's next event
+/// is answered UNAUTHORIZED and the socket is disconnected.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenExpiry(pub u64);
+
+impl TokenExpiry {
+    pub fn has_passed(self) -> bool {
+        crate::middleware::auth::now_secs() > self.0 + crate::middleware::auth::CLOCK_SKEW_SECS
+    }
+}
+
 /// A refused handshake. Its text is what the client's `connect_error` carries.
 #[derive(Debug)]
 pub enum Refused {
     Unauthorized,
     ShuttingDown,
+    TooManySockets,
 }
 
 impl std::fmt::Display for Refused {
@@ -20,16 +32,19 @@ impl std::fmt::Display for Refused {
         f.write_str(match self {
             Refused::Unauthorized => "unauthorized",
             Refused::ShuttingDown => "server shutting down",
+            Refused::TooManySockets => "too many connections",
         })
     }
 }
 
-pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<(), Refused> {
+/// Verifies the handshake's token and keeps the user (and the token's expiry) on the socket.
+pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<UserId, Refused> {
     let token = handshake_token(socket, auth.as_ref()).ok_or(AuthError::Missing);
     match token.and_then(|t| keys.verify(&t)) {
-        Ok(user) => {
-            socket.extensions.insert::<UserId>(user);
-            Ok(())
+        Ok(verified) => {
+            socket.extensions.insert::<UserId>(verified.user.clone());
+            socket.extensions.insert(TokenExpiry(verified.expires_at));
+            Ok(verified.user)
         }
         Err(reason) => {
             debug!(sid = %socket.id, %reason, "handshake refused");

@@ -10,6 +10,7 @@ use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tracing::{debug, warn};
 
+use super::connect::TokenExpiry;
 use super::events::{self, ErrorAck, ErrorPayload, JoinAck, MessageAck, OkAck, StopAck};
 use super::SocketState;
 use crate::chat::ChatError;
@@ -30,6 +31,15 @@ impl Failure {
 /// Registers the chat events on a newly connected socket.
 pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     debug!(sid = %socket.id, "socket connected");
+    let closing = state.clone();
+    socket.on_disconnect(move |s: SocketRef| {
+        let closing = closing.clone();
+        async move {
+            if let Some(user) = s.extensions.get::<UserId>() {
+                closing.sockets_per_user.close(&user);
+            }
+        }
+    });
     // `$handler(state, socket, user, payload)` returns `Result<impl Serialize, Failure>`; the
     // ack is built from it. `chat:message` acks by itself (before its answer starts).
     macro_rules! on {
@@ -66,11 +76,9 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
 
 /// `chat:message`: acked once stored, then the answer starts.
 async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
-    let Some(user) = s.extensions.get::<UserId>() else {
-        return reply_error(&s, ack, Failure::new(ChatError::Unauthorized, None));
-    };
+    let Some(user) = authenticated(&s) else { return refuse(s, ack) };
     let session_hint = session_hint(data.as_ref());
-    if let Err(retry_after) = state.rate_limit.check(&user) {
+    if let Err(retry_after) = state.message_limit.check(&user) {
         return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
@@ -87,6 +95,23 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
             accepted.start();
         }
         Err(e) => reply_error(&s, ack, Failure::new(e, Some(session_id))),
+    }
+}
+
+/// The socket's user while its token is valid; `None` once it has expired.
+fn authenticated(s: &SocketRef) -> Option<UserId> {
+    let expired = s.extensions.get::<TokenExpiry>().is_none_or(TokenExpiry::has_passed);
+    if expired {
+        return None;
+    }
+    s.extensions.get::<UserId>()
+}
+
+/// A socket whose token expired: UNAUTHORIZED, then disconnected (the packet follows the error).
+fn refuse(s: SocketRef, ack: AckSender) {
+    reply_error(&s, ack, Failure::new(ChatError::Unauthorized, None));
+    if let Err(e) = s.disconnect() {
+        warn!(error = %e, "could not disconnect a socket with an expired token");
     }
 }
 

@@ -16,8 +16,10 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
 
 use crate::chat::ChatController;
+use crate::domain::UserId;
 use crate::middleware::auth::JwtKeys;
-use crate::middleware::rate_limit::MessageRateLimit;
+use crate::middleware::connection_limit::SocketsPerUser;
+use crate::middleware::rate_limit::RateLimit;
 
 pub use rooms::SessionRooms;
 
@@ -35,7 +37,10 @@ pub struct SocketLimits {
 /// What every handler needs.
 pub struct SocketState {
     pub controller: Arc<ChatController>,
-    pub rate_limit: Arc<MessageRateLimit>,
+    /// Per-user `chat:message` limit.
+    pub message_limit: Arc<RateLimit<UserId>>,
+    /// Sockets each user holds open.
+    pub sockets_per_user: SocketsPerUser,
     pub limits: SocketLimits,
 }
 
@@ -52,20 +57,24 @@ pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
 
 /// Registers the default namespace: auth at the handshake, then the chat events.
 pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
-    let controller = state.controller.clone();
+    let admission = state.clone();
     let on_connect = move |socket: SocketRef| {
         let state = state.clone();
         async move { handlers::register(socket, state) }
     };
-    let authenticate = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
+    let admit = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
         let keys = keys.clone();
-        let accepting = controller.is_accepting();
+        let state = admission.clone();
         async move {
-            if !accepting {
+            if !state.controller.is_accepting() {
                 return Err(connect::Refused::ShuttingDown);
             }
-            connect::authenticate(&socket, auth.0.ok(), &keys)
+            let user = connect::authenticate(&socket, auth.0.ok(), &keys)?;
+            if !state.sockets_per_user.try_open(&user) {
+                return Err(connect::Refused::TooManySockets);
+            }
+            Ok(())
         }
     };
-    io.ns("/", on_connect.with(authenticate));
+    io.ns("/", on_connect.with(admit));
 }

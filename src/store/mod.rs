@@ -119,6 +119,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks every `streaming` message `interrupted` (at start: they were lost with a crash).
     async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
 
+    /// Model tokens spent by `user`'s answers created since `since`.
+    async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError>;
+
     async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError>;
     async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError>;
 }

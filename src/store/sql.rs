@@ -76,6 +76,11 @@ pub(super) fn recent_messages_before() -> String {
 pub(super) const INTERRUPT_STREAMING: &str =
     "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";
 
+pub(super) const TOKENS_USED_SINCE: &str = "SELECT CAST(COALESCE(SUM(\
+     COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0) AS BIGINT) \
+     FROM messages m JOIN chat_sessions s ON s.id = m.chat_session_id \
+     WHERE s.user_id = $1 AND m.created_at >= $2";
+
 pub(super) const GET_PREFERENCES: &str =
     "SELECT voice, style, platforms, hashtags, emoji FROM user_preferences WHERE user_id = $1";
 pub(super) const PUT_PREFERENCES: &str = "INSERT INTO user_preferences \
@@ -396,6 +401,19 @@ macro_rules! impl_store_for {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+            }
+
+            async fn tokens_used_since(
+                &self,
+                user: &UserId,
+                since: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                let (used,): (i64,) = sqlx::query_as(sql::TOKENS_USED_SINCE)
+                    .bind(user.as_str())
+                    .bind(since)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(used).unwrap_or(0))
             }
 
             async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {

@@ -44,6 +44,7 @@ export async function startServer({ env = {}, dataDir } = {}) {
       LOCAL_AI_PACING_MS: "0",
       // Tests send messages faster than people type; rate-limit.test.mjs turns it on.
       RATE_LIMIT_MESSAGES_PER_MINUTE: "0",
+      RATE_LIMIT_CONNECTIONS_PER_MINUTE: "0",
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],
