@@ -103,6 +103,9 @@ pub struct Config {
     /// PEM public key for RS256 or EdDSA.
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf` (s).
+    #[arg(long, env = "JWT_CLOCK_SKEW_SECS", default_value_t = 30)]
+    pub jwt_clock_skew_secs: u64,
     /// Required `aud` claim, when set.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,

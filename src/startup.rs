@@ -55,14 +55,16 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
             .ok_or_else(|| AuthError::BadKey("JWT_PUBLIC_KEY_FILE is required for RS256 and EdDSA".into()))?;
         let pem = std::fs::read(path)
             .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))?;
-        return JwtKeys::public_key(algorithm, &pem, aud, iss);
+        return Ok(
+            JwtKeys::public_key(algorithm, &pem, aud, iss)?.with_clock_skew(config.jwt_clock_skew_secs)
+        );
     }
     let secret = match &config.jwt_secret {
         Some(secret) => secret.as_bytes().to_vec(),
         None => dev_secret(&config.data_dir)
             .map_err(|e| AuthError::BadKey(format!("cannot keep the dev secret: {e}")))?,
     };
-    Ok(JwtKeys::hs256(&secret, aud, iss))
+    Ok(JwtKeys::hs256(&secret, aud, iss).with_clock_skew(config.jwt_clock_skew_secs))
 }
 
 /// A built server, bound and ready to run.

@@ -71,7 +71,7 @@ impl JwtAlgorithm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub user: UserId,
-    /// `exp`, in seconds since the epoch.
+    /// When it stops being accepted: `exp` plus the allowed clock skew, in seconds since the epoch.
     pub expires_at: u64,
 }
 
@@ -137,7 +137,7 @@ impl JwtKeys {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
-        validation.leeway = CLOCK_SKEW_SECS;
+        validation.leeway = DEFAULT_CLOCK_SKEW_SECS;
         validation.validate_nbf = true;
         match &audience {
             Some(aud) => validation.set_audience(&[aud]),
@@ -153,6 +153,12 @@ impl JwtKeys {
         self.algorithm
     }
 
+    /// Allows `secs` of clock skew on `exp` and `nbf` (default 30).
+    pub fn with_clock_skew(mut self, secs: u64) -> Self {
+        self.validation.leeway = secs;
+        self
+    }
+
     /// The user a token speaks for, if it is valid.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         if token.is_empty() {
@@ -163,7 +169,7 @@ impl JwtKeys {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
         let user = UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.to_string()))?;
-        Ok(Verified { user, expires_at: data.claims.exp })
+        Ok(Verified { user, expires_at: data.claims.exp.saturating_add(self.validation.leeway) })
     }
 
     /// Makes a token for `user`, valid for `ttl_secs` (HS256 only: dev tokens, `postchat token`).
@@ -184,8 +190,8 @@ impl JwtKeys {
     }
 }
 
-/// Clock skew allowed on `exp` and `nbf` (s).
-pub const CLOCK_SKEW_SECS: u64 = 30;
+/// Clock skew allowed on `exp` and `nbf` unless configured (s).
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 30;
 
 /// The dev-mode secret: read from `dir/dev-jwt-secret`, or made and written there (mode 0600).
 pub fn dev_secret(dir: &Path) -> std::io::Result<Vec<u8>> {

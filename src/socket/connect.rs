@@ -8,14 +8,14 @@ use tracing::debug;
 use crate::domain::UserId;
 use crate::middleware::auth::{bearer, query_token, AuthError, JwtKeys};
 
-/// When the socket's token expires (seconds since the epoch): past it, the socket's next event
-/// is answered UNAUTHORIZED and the socket is disconnected.
+/// When the socket's token stops being accepted (seconds since the epoch, skew included): past
+/// it, the socket's next event is answered UNAUTHORIZED and the socket is disconnected.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenExpiry(pub u64);
 
 impl TokenExpiry {
     pub fn has_passed(self) -> bool {
-        crate::middleware::auth::now_secs() > self.0 + crate::middleware::auth::CLOCK_SKEW_SECS
+        crate::middleware::auth::now_secs() > self.0
     }
 }
 

@@ -48,9 +48,7 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
             socket.on($event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
                 let state = state.clone();
                 async move {
-                    let Some(user) = s.extensions.get::<UserId>() else {
-                        return reply_error(&s, ack, Failure::new(ChatError::Unauthorized, None));
-                    };
+                    let Some(user) = authenticated(&s) else { return refuse(s, ack) };
                     match $handler(&state, &s, user, data.ok()).await {
                         Ok(reply) => send_ack(ack, &reply),
                         Err(failure) => reply_error(&s, ack, failure),
@@ -69,6 +67,9 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
         async move { chat_message(&state, s, data.ok(), ack).await }
     });
     socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
+        if authenticated(&s).is_none() {
+            return refuse(s, ack);
+        }
         let unknown = InvalidInput::new("event", format!("unknown event {name:?}"));
         reply_error(&s, ack, Failure::new(unknown, None));
     });
