@@ -109,15 +109,12 @@ impl Platform {
             return text.to_owned();
         }
         let limit = self.limit();
-        // Longest prefix (on grapheme boundaries) that fits with room for the ellipsis.
-        let mut end = 0;
-        for (idx, g) in text.grapheme_indices(true) {
-            let candidate = idx + g.len();
-            if self.count(&format!("{}…", &text[..candidate])) > limit {
-                break;
-            }
-            end = candidate;
-        }
+        // Longest prefix (on grapheme boundaries) that fits with room for the ellipsis. A
+        // prefix never counts less than a shorter one, so a binary search finds it.
+        let ends: Vec<usize> = text.grapheme_indices(true).map(|(i, g)| i + g.len()).collect();
+        let fits_with_ellipsis = |end: usize| self.count(&format!("{}…", &text[..end])) <= limit;
+        let fitting = ends.partition_point(|&end| fits_with_ellipsis(end));
+        let end = if fitting == 0 { 0 } else { ends[fitting - 1] };
         let prefix = &text[..end];
         if let Some(cut) = last_sentence_end(prefix) {
             if cut > prefix.len() / 2 {
