@@ -10,7 +10,7 @@ fn json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         any::<String>().prop_map(Value::String),
         "[0-9a-f-]{36}".prop_map(Value::String),
     ];
