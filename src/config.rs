@@ -178,6 +178,17 @@ pub struct Config {
     #[arg(long, env = "SLOW_CONSUMER_SECS", default_value_t = 10)]
     pub slow_consumer_secs: u64,
 
+    /// Addresses (or CIDR networks), comma-separated, that post expansion may fetch from besides
+    /// public ones; private, loopback and link-local ones are refused otherwise.
+    #[arg(long, env = "POST_FETCH_ALLOW", default_value = "")]
+    pub post_fetch_allow: String,
+    /// Largest page post expansion reads (bytes).
+    #[arg(long, env = "POST_FETCH_MAX_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub post_fetch_max_bytes: usize,
+    /// Longest a page fetch may take, redirects included (ms).
+    #[arg(long, env = "POST_FETCH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub post_fetch_timeout_ms: u64,
+
     /// Longest `content` of a chat message (characters).
     #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 8_000)]
     pub max_message_chars: usize,

@@ -12,6 +12,7 @@
 //! - [`ai`]: intent detection, streamed answers and social posts on langchain-rust's `LLM` trait,
 //!   with the offline `local` engine.
 //! - [`store`]: the storage seam with its PostgreSQL and SQLite backends.
+//! - [`expansion`]: fetching a post's page (readable text, title) from public addresses only.
 //! - [`domain`]: validated values and entities, no I/O.
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
 //!
@@ -21,6 +22,7 @@ pub mod ai;
 pub mod chat;
 pub mod config;
 pub mod domain;
+pub mod expansion;
 pub mod http;
 pub mod middleware;
 pub mod shutdown;

@@ -21,6 +21,7 @@ use crate::ai::{AiService, AiSettings};
 use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget};
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
+use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
 use crate::http::{self, HttpState};
 use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys};
 use crate::middleware::connection_limit::SocketsPerUser;
@@ -39,6 +40,8 @@ pub enum StartupError {
     Address(#[from] std::net::AddrParseError),
     #[error("REDIS_URL is set, but sharing rooms and streams across processes is not available yet: run one process without REDIS_URL")]
     RedisUnsupported,
+    #[error("POST_FETCH_ALLOW: {0}")]
+    FetchAllow(String),
     #[error("JWT: {0}")]
     Jwt(#[from] AuthError),
 }
@@ -147,7 +150,16 @@ impl Application {
             config.rate_limit_connections_burst,
         ));
         spawn_rate_limit_cleanup(handshakes_per_ip.clone());
-        let http_state = HttpState { sessions, keys: keys.clone(), dev_tokens: config.dev_mode() };
+        let policy = AddressPolicy::parse(&config.post_fetch_allow).map_err(StartupError::FetchAllow)?;
+        let expander = Arc::new(PostExpander::new(
+            policy,
+            FetchLimits {
+                max_bytes: config.post_fetch_max_bytes,
+                timeout: Duration::from_millis(config.post_fetch_timeout_ms),
+                max_redirects: 5,
+            },
+        ));
+        let http_state = HttpState { sessions, expander, keys: keys.clone(), dev_tokens: config.dev_mode() };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn({

@@ -21,6 +21,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     InvalidInput(String),
+    /// Well-formed but not doable, e.g. a page that cannot be fetched (422, code INVALID_INPUT).
+    #[error("{0}")]
+    Unprocessable(String),
     /// The body is over `MAX_PAYLOAD_BYTES` (413, code INVALID_INPUT).
     #[error("request body too large")]
     TooLarge,
@@ -62,11 +65,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => (ErrorCode::NotFound, "not found".to_owned()),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, "unauthorized".to_owned()),
             ApiError::InvalidInput(m) => (ErrorCode::InvalidInput, m.clone()),
-            ApiError::TooLarge => (ErrorCode::InvalidInput, self.to_string()),
+            ApiError::TooLarge | ApiError::Unprocessable(_) => (ErrorCode::InvalidInput, self.to_string()),
             ApiError::Chat(e) => (e.code(), e.client_message()),
         };
         let status = match code {
             _ if matches!(self, ApiError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ if matches!(self, ApiError::Unprocessable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,

@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::chat::ChatSessionService;
+use crate::expansion::PostExpander;
 use crate::middleware::auth::JwtKeys;
 
 pub use error::ApiError;
@@ -24,6 +25,8 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct HttpState {
     pub sessions: Arc<ChatSessionService>,
+    /// Fetches a post's page when only its URL is given.
+    pub expander: Arc<PostExpander>,
     pub keys: Arc<JwtKeys>,
     /// Present in dev mode only: the route that hands out demo tokens exists only then.
     pub dev_tokens: bool,

@@ -17,7 +17,8 @@ const MAX_CONTENT_CHARS: usize = 60_000;
 #[serde(rename_all = "camelCase")]
 pub struct CreatePost {
     url: String,
-    title: String,
+    #[serde(default)]
+    title: Option<String>,
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
@@ -71,20 +72,32 @@ pub async fn create(
     if !(req.url.starts_with("https://") || req.url.starts_with("http://")) {
         return Err(InvalidInput::new("url", "must be an http(s) URL").into());
     }
-    check_text("title", &req.title, 500, true)?;
+    let title = req.title.unwrap_or_default();
+    check_text("title", &title, 500, false)?;
     let content = req.content.unwrap_or_default();
     let summary = req.summary.unwrap_or_default();
     check_text("content", &content, MAX_CONTENT_CHARS, false)?;
     check_text("summary", &summary, 5_000, false)?;
-    let post = state
-        .sessions
-        .create_post(
-            &user,
-            req.url.trim().to_owned(),
-            req.title.trim().to_owned(),
-            PostExpanded { content, summary },
-        )
-        .await?;
+    let url = req.url.trim().to_owned();
+
+    // Without content, the page is fetched and its readable text becomes the post.
+    let (title, expanded) = if content.trim().is_empty() {
+        let page = state.expander.expand(&url).await.map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        let title = if title.trim().is_empty() { page.title } else { title };
+        let mut expanded = page.expanded;
+        expanded.content = expanded.content.chars().take(MAX_CONTENT_CHARS).collect();
+        if !summary.trim().is_empty() {
+            expanded.summary = summary;
+        }
+        (title, expanded)
+    } else {
+        (title, PostExpanded { content, summary })
+    };
+    let title = match title.trim() {
+        "" => url.clone(),
+        t => t.to_owned(),
+    };
+    let post = state.sessions.create_post(&user, url, title, expanded).await?;
     Ok((StatusCode::CREATED, Json(post.into())))
 }
 
