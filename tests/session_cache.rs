@@ -57,6 +57,14 @@ impl Store for CountingStore {
     ) -> Result<(), StoreError> {
         self.inner.update_session_summary(id, summary, at).await
     }
+    async fn update_session_title(
+        &self,
+        id: SessionId,
+        title: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.update_session_title(id, title, at).await
+    }
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
         self.inner.insert_message(message).await
     }

@@ -215,6 +215,15 @@ async fn tokens_used_today_add_up_per_user(store: Arc<dyn Store>) {
     assert_eq!(store.tokens_used_since(&alice, later).await.unwrap(), 0);
 }
 
+async fn the_session_title_is_updated(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let at = postchat::domain::now();
+    store.update_session_title(session.id, "Tokio and idle connections", at).await.unwrap();
+    let read = store.get_session(session.id).await.unwrap().unwrap();
+    assert_eq!(read.title, "Tokio and idle connections");
+    assert_eq!(read.updated_at, at);
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -230,5 +239,6 @@ on_both_backends!(
     preferences_are_upserted_per_user,
     the_session_summary_is_updated,
     tokens_used_today_add_up_per_user,
+    the_session_title_is_updated,
     ping_answers,
 );

@@ -145,7 +145,7 @@ test("chat:join acks the session, its messages and no answer in flight", async (
   const joined = await request(socket, "chat:join", { sessionId: session.id });
   assert.equal(joined.ok, true);
   assert.equal(joined.session.id, session.id);
-  assert.equal(joined.session.title, session.title);
+  assert.ok(joined.session.title.startsWith("What does Tokio do"), "named after its first exchange");
   assert.equal(joined.session.post.id, post.id);
   assert.equal(joined.session.post.url, post.url);
   assert.equal(joined.messages.length, 1);
@@ -174,4 +174,36 @@ test("a second tab that joined the session sees the same stream", async () => {
   assert.equal(seen.at(-1).payload.content, result.terminal.payload.content);
   tab1.close();
   tab2.close();
+});
+
+test("an untitled session is named after its first exchange, and its room is told", async () => {
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const socket = await connect(ctx.url, ctx.token);
+  const updated = new Promise((r) => socket.once("chat:session:updated", r));
+  await ask(socket, session.id, "how does tokio schedule tasks?");
+  const event = await updated;
+  assert.equal(event.sessionId, session.id);
+  assert.equal(event.title, "How does tokio schedule tasks — Building real-time chat servers in Rust");
+  const fetched = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}`);
+  assert.equal(fetched.body.title, event.title);
+  // A second exchange does not rename it.
+  let renamed = false;
+  socket.on("chat:session:updated", () => (renamed = true));
+  await ask(socket, session.id, "What does Socket.IO add?");
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(renamed, false);
+  socket.close();
+});
+
+test("a session created with a title keeps it", async () => {
+  const created = await api(ctx.url, ctx.token, "POST", "/api/posts", samplePost);
+  const session = (await api(ctx.url, ctx.token, "POST", "/api/sessions", { postId: created.body.id, title: "My own title" })).body;
+  const socket = await connect(ctx.url, ctx.token);
+  let renamed = false;
+  socket.on("chat:session:updated", () => (renamed = true));
+  await ask(socket, session.id, "What does Tokio do?");
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(renamed, false);
+  assert.equal((await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}`)).body.title, "My own title");
+  socket.close();
 });

@@ -19,15 +19,17 @@ test("a post comes back with its expanded content, camelCase", async () => {
   assert.deepEqual(Object.keys(created.body).sort(), ["content", "createdAt", "id", "summary", "title", "url"]);
   const fetched = await api(ctx.url, ctx.token, "GET", `/api/posts/${created.body.id}`);
   assert.deepEqual(fetched.body, created.body);
-  const bare = await api(ctx.url, ctx.token, "POST", "/api/posts", { url: "https://example.com/x", title: "Only a title" });
-  assert.equal(bare.status, 201);
-  assert.equal(bare.body.content, "");
+  // Without content the page is fetched; an unreachable one is a clear 422, not a post.
+  const bare = await api(ctx.url, ctx.token, "POST", "/api/posts", { url: "https://unreachable.invalid/x", title: "Only a title" });
+  assert.equal(bare.status, 422);
+  assert.equal(bare.body.error.code, "INVALID_INPUT");
+  assert.match(bare.body.error.message, /could not be fetched/);
 });
 
 test("sessions are created, listed in an object, fetched and deleted", async () => {
   const { session, post } = await createSession(ctx.url, ctx.token, samplePost);
   assert.equal(session.postId, post.id);
-  assert.equal(session.title, post.title);
+  assert.equal(session.title, "", "untitled until its first exchange");
   const titled = await api(ctx.url, ctx.token, "POST", "/api/sessions", { postId: post.id, title: "My chat" });
   assert.equal(titled.body.title, "My chat");
   const list = await api(ctx.url, ctx.token, "GET", "/api/sessions");

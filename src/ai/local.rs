@@ -44,6 +44,7 @@ impl LocalEngine {
             Some("answer") => Ok(answer(&sections, human)),
             Some("social_posts") => Ok(social_posts(&sections)),
             Some("summary") => Ok(summary(messages)),
+            Some("title") => Ok(title(&sections, human)),
             other => Err(LLMError::OtherError(format!("{} cannot do task {other:?}", Self::MODEL_NAME))),
         }
     }
@@ -223,6 +224,32 @@ fn hashtags(title: &str, content: &str) -> Vec<String> {
         .collect()
 }
 
+/// The question, shortened at a word boundary, then the post's title when there is room.
+fn title(sections: &Sections, question: &str) -> String {
+    const QUESTION_CHARS: usize = 48;
+    let question = question.trim().trim_end_matches(['?', '!', '.']).trim();
+    let mut short = String::new();
+    for word in question.split_whitespace() {
+        if short.chars().count() + word.chars().count() + 1 > QUESTION_CHARS {
+            short.push('…');
+            break;
+        }
+        if !short.is_empty() {
+            short.push(' ');
+        }
+        short.push_str(word);
+    }
+    let mut chars = short.chars();
+    let first = chars.next().map(|c| c.to_uppercase().to_string()).unwrap_or_default();
+    let short = format!("{first}{}", chars.as_str());
+    let post = sections.get("post_title").unwrap_or("").trim();
+    if post.is_empty() || short.chars().count() + post.chars().count() > 78 {
+        short
+    } else {
+        format!("{short} — {post}")
+    }
+}
+
 fn summary(messages: &[LlmMessage]) -> String {
     let mut questions: Vec<&str> = prompt::human_turns(messages).collect();
     questions.pop(); // the "summarize" request itself
@@ -274,6 +301,17 @@ mod tests {
             engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
         assert!(tokens.len() > 3);
         assert_eq!(tokens.concat(), content);
+    }
+
+    #[test]
+    fn titles_come_from_the_question_and_the_post_title() {
+        let sections = Sections::parse("x\n\n[[task]]\ntitle\n\n[[post_title]]\nFast servers");
+        assert_eq!(
+            title(&sections, "how does tokio schedule tasks?"),
+            "How does tokio schedule tasks — Fast servers"
+        );
+        let long = title(&sections, &"word ".repeat(30));
+        assert!(long.chars().count() <= 80 && long.contains('…'), "{long}");
     }
 
     #[test]

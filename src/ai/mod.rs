@@ -261,6 +261,16 @@ impl AiService {
         Ok(summary)
     }
 
+    /// A short title for a session, from its post and first question.
+    pub async fn title(&self, ctx: &AiContext, question: &str) -> Result<String, AiError> {
+        let reply = self.llm.generate(&prompt::title(ctx, question)).await?;
+        let title: String = reply.generation.trim().trim_matches('"').chars().take(MAX_TITLE_CHARS).collect();
+        if title.trim().is_empty() {
+            return Err(AiError::Failed("empty title".into()));
+        }
+        Ok(title.trim().to_owned())
+    }
+
     /// One whole completion from the posts model, adding what it cost to `usage`.
     async fn generate(&self, messages: &[LlmMessage], usage: &mut TokenUsage) -> Result<String, AiError> {
         let GenerateResult { tokens, generation, .. } = self.posts_llm.generate(messages).await?;
@@ -272,6 +282,9 @@ impl AiService {
         Ok(generation)
     }
 }
+
+/// Longest session title kept.
+const MAX_TITLE_CHARS: usize = 80;
 
 fn prompt_tokens(messages: &[LlmMessage]) -> u32 {
     messages.iter().map(|m| count_tokens(&m.content) as u32 + 4).sum()

@@ -56,6 +56,9 @@ impl AnswerEvent<'_> {
 pub trait AnswerAudience: Send + Sync + 'static {
     fn deliver(&self, event: AnswerEvent<'_>);
 
+    /// Tells the session's room that the session changed (its title: `chat:session:updated`).
+    fn session_updated(&self, session_id: SessionId, title: &str);
+
     /// How many sockets watch the session now (an answer nobody watches for the grace period
     /// is cancelled).
     fn watchers(&self, session_id: SessionId) -> usize;

@@ -272,10 +272,31 @@ impl AnswerJob {
                 Outcome::Answered { posts: Some(social.posts) }
             }
         };
+        if self.entry.session.title.is_empty() {
+            self.name_session(&ctx);
+        }
         if summary_due(&self.entry, &ctx, c.settings.summary_every) {
             self.refresh_summary(ctx);
         }
         outcome
+    }
+
+    /// Names an untitled session after its first exchange, in the background, and tells its room.
+    fn name_session(&self, ctx: &AiContext) {
+        let controller = self.controller.clone();
+        let entry = self.entry.clone();
+        let question = self.question.clone();
+        let ctx = ctx.clone();
+        controller.clone().tasks.spawn(async move {
+            let titled = match controller.ai.title(&ctx, &question).await {
+                Ok(title) => controller.sessions.update_title(&entry, title.clone()).await.map(|()| title),
+                Err(e) => Err(e.into()),
+            };
+            match titled {
+                Ok(title) => controller.audience.session_updated(entry.session.id, &title),
+                Err(e) => warn!(error = %e, "session not named"),
+            }
+        });
     }
 
     /// Refreshes the session summary in the background: it never delays an answer.

@@ -78,7 +78,8 @@ impl ChatSessionService {
             id: SessionId::new(),
             owner: owner.clone(),
             post_id,
-            title: title.unwrap_or_else(|| post.title.clone()),
+            // Untitled until its first exchange names it (see `update_title`).
+            title: title.unwrap_or_default(),
             summary: String::new(),
             last_summary_at: None,
             created_at: now,
@@ -136,6 +137,17 @@ impl ChatSessionService {
         let mut session = entry.session.clone();
         session.summary = summary;
         session.last_summary_at = Some(now);
+        session.updated_at = now;
+        self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
+        Ok(())
+    }
+
+    /// Stores a session's title and writes it through to the cache.
+    pub async fn update_title(&self, entry: &SessionEntry, title: String) -> Result<(), ChatError> {
+        let now = crate::domain::now();
+        self.store.update_session_title(entry.session.id, &title, now).await?;
+        let mut session = entry.session.clone();
+        session.title = title;
         session.updated_at = now;
         self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
         Ok(())

@@ -21,6 +21,8 @@ pub const STREAM_TOKEN: &str = "chat:stream:token";
 pub const STREAM_END: &str = "chat:stream:end";
 pub const SOCIAL_GENERATED: &str = "chat:social:generated";
 pub const CHAT_ERROR: &str = "chat:error";
+/// An addition to the shared contract: a session's title was set.
+pub const SESSION_UPDATED: &str = "chat:session:updated";
 
 /// The room of a session's watchers.
 pub fn room(session_id: SessionId) -> String {
@@ -126,6 +128,13 @@ pub struct SocialGenerated<'a> {
     pub message_id: MessageId,
     pub content: &'a str,
     pub posts: &'a [SocialPost],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionUpdated<'a> {
+    pub session_id: SessionId,
+    pub title: &'a str,
 }
 
 /// `chat:error`, and the `error` of a failed ack.

@@ -14,7 +14,9 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{error, warn};
 
 use super::backlog::Backlog;
-use super::events::{self, ErrorPayload, SocialGenerated, StreamEnd, StreamStart, StreamToken};
+use super::events::{
+    self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamToken,
+};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
 use crate::domain::{MessageId, SessionId};
 
@@ -195,6 +197,10 @@ impl AnswerAudience for SessionRooms {
                 &ErrorPayload::new(error, Some(session_id), Some(message_id)),
             ),
         }
+    }
+
+    fn session_updated(&self, session_id: SessionId, title: &str) {
+        self.send(session_id, events::SESSION_UPDATED, &SessionUpdated { session_id, title });
     }
 
     fn watchers(&self, session_id: SessionId) -> usize {

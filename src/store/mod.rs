@@ -100,6 +100,13 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
+    async fn update_session_title(
+        &self,
+        id: SessionId,
+        title: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError>;

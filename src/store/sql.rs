@@ -40,6 +40,8 @@ pub(super) fn list_sessions() -> String {
 }
 pub(super) const DELETE_SESSION_MESSAGES: &str = "DELETE FROM messages WHERE chat_session_id = $1";
 pub(super) const DELETE_SESSION: &str = "DELETE FROM chat_sessions WHERE id = $1";
+pub(super) const UPDATE_SESSION_TITLE: &str =
+    "UPDATE chat_sessions SET title = $2, updated_at = $3 WHERE id = $1";
 pub(super) const UPDATE_SESSION_SUMMARY: &str =
     "UPDATE chat_sessions SET summary = $2, last_summary_at = $3, updated_at = $3 WHERE id = $1";
 
@@ -316,6 +318,21 @@ macro_rules! impl_store_for {
                 sqlx::query(sql::UPDATE_SESSION_SUMMARY)
                     .bind(id.as_uuid())
                     .bind(summary)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn update_session_title(
+                &self,
+                id: SessionId,
+                title: &str,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query(sql::UPDATE_SESSION_TITLE)
+                    .bind(id.as_uuid())
+                    .bind(title)
                     .bind(at)
                     .execute(&self.pool)
                     .await?;
