@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
+# The dev-mode demo page is embedded in the binary.
+COPY client-demo/web ./client-demo/web
 RUN cargo build --release --locked --bin postchat
 
 FROM debian:bookworm-slim

@@ -45,7 +45,8 @@ async fn main() -> ExitCode {
             config.data_dir.display()
         );
         println!("demo token for user 'demo': {token}");
-        println!("try the Node demo: (cd client-demo && npm install && node demo.mjs {url})");
+        println!("demo page: {url}/  (sign in as any user)");
+        println!("Node demo: (cd client-demo && npm install && node demo.mjs {url})");
     }
     // Last, so a script that waits for this line has seen everything above it.
     println!("postchat listening on {url}");

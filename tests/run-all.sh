@@ -36,6 +36,16 @@ else
   echo "up to date"
 fi
 
+step "Chromium (browser test)"
+if [ -x /usr/bin/chromium ]; then
+  echo "present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  echo "installed Debian's chromium"
+else
+  echo "missing and cannot be installed here: the browser test will skip (it fails under CI=true)"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -2,6 +2,7 @@
 //! `/api` route takes the same JWT as the socket (`Authorization: Bearer`).
 
 mod auth;
+mod demo_page;
 mod dev;
 mod error;
 mod health;
@@ -50,7 +51,7 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if state.dev_tokens {
-        api = api.route("/dev/token", post(dev::token));
+        api = api.route("/dev/token", post(dev::token)).merge(demo_page::routes());
     }
     api.fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))

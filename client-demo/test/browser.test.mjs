@@ -1,0 +1,135 @@
+// The demo page in headless Chromium (Debian's, driven by playwright-core): sign in, create a
+// session, watch an answer stream, stop one, get social post cards, and reload mid-answer.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { api, devToken } from "../lib/client.mjs";
+import { startServer, samplePost, LIMITS } from "./helpers/server.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const artifacts = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../target/browser");
+const longQuestion = "How does Rust keep idle connections cheap, what does Tokio do and why is latency flat?";
+
+let server;
+let browser;
+before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    if (process.env.CI === "true") throw new Error(`${CHROMIUM} is missing (tests/run-all.sh installs it)`);
+    return;
+  }
+  server = await startServer({ env: { LOCAL_AI_PACING_MS: "80" } });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function assistantText(page) {
+  return page.locator("li.assistant .text").last().textContent();
+}
+
+test("the demo page streams, stops, shows post cards and resumes after a reload", async (t) => {
+  if (!browser) return t.skip("no Chromium here");
+  const page = await browser.newPage();
+  page.on("pageerror", (err) => assert.fail(`page error: ${err.message}`));
+  await page.goto(server.url);
+
+  // Sign in (dev mode) and create a session for a post with its text.
+  await page.fill("#user", "alice");
+  await page.click("#dev-signin");
+  await page.waitForSelector("#status:text('connected')");
+  await page.fill("#post-url", samplePost.url);
+  await page.fill("#post-title", samplePost.title);
+  await page.fill("#post-text", samplePost.content);
+  await page.click("#new-session button[type=submit]");
+  await page.waitForSelector("#question:not([disabled])");
+
+  // An answer streams: text appears while Stop is still enabled, then it ends.
+  await page.fill("#question", longQuestion);
+  await page.click("#send");
+  await page.waitForSelector("li.assistant.streaming");
+  await page.waitForFunction(() => document.querySelector("li.assistant.streaming .text")?.textContent.length > 0);
+  const partial = await assistantText(page);
+  assert.equal(await page.isEnabled("#stop"), true, "tokens arrived before the end");
+  await page.waitForSelector("li.assistant.streaming", { state: "detached", timeout: 20_000 });
+  const full = await assistantText(page);
+  assert.ok(full.length > partial.length && full.startsWith(partial), "the answer grew as it streamed");
+  assert.equal(await page.isEnabled("#stop"), false);
+
+  // Stop mid-answer.
+  await page.fill("#question", longQuestion);
+  await page.click("#send");
+  await page.waitForFunction(() => document.querySelector("li.assistant.streaming .text")?.textContent.length > 10);
+  await page.click("#stop");
+  await page.waitForSelector("li.assistant:last-child .note:text('stopped')");
+  const stopped = await assistantText(page);
+  assert.ok(stopped.length < full.length, "the stopped answer is shorter");
+
+  // Social posts as cards, each within its platform's limit.
+  await page.fill("#question", "Write a tweet, a Bluesky post and a LinkedIn post about this");
+  await page.click("#send");
+  await page.waitForSelector("li.assistant:last-child .card", { timeout: 20_000 });
+  const cards = await page.locator("li.assistant:last-child .card").evaluateAll((els) =>
+    els.map((el) => ({ platform: el.dataset.platform, count: el.querySelector(".count").textContent })),
+  );
+  assert.deepEqual(cards.map((c) => c.platform), ["twitter", "bluesky", "linkedin"]);
+  for (const c of cards) {
+    const [count, limit] = c.count.split("/").map(Number);
+    assert.equal(limit, LIMITS[c.platform]);
+    assert.ok(count > 0 && count <= limit, `${c.platform}: ${c.count}`);
+  }
+
+  // Reload mid-answer: the page resumes and shows the whole answer.
+  await page.fill("#question", longQuestion);
+  await page.click("#send");
+  await page.waitForFunction(() => document.querySelector("li.assistant.streaming .text")?.textContent.length > 10);
+  await page.reload();
+  await page.waitForSelector("li.assistant.streaming", { timeout: 10_000 });
+  await page.waitForSelector("li.assistant.streaming", { state: "detached", timeout: 20_000 });
+  const resumed = await assistantText(page);
+  const token = await devToken(server.url, "alice");
+  const sessionId = await page.evaluate(() => JSON.parse(localStorage.getItem("postchat")).sessionId);
+  const stored = (await api(server.url, token, "GET", `/api/sessions/${sessionId}/messages`)).body.messages.at(-1);
+  assert.equal(stored.status, "complete");
+  assert.equal(resumed, stored.aiResponse, "nothing lost or doubled across the reload");
+  assert.equal(await page.locator("li.user").count(), 4, "each question shows once");
+
+  // The session got its title from the first exchange.
+  assert.match(await page.textContent("#session-title"), /How does Rust keep idle connections cheap/);
+
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: path.join(artifacts, "demo-page.png"), fullPage: true });
+});
+
+test("a rate-limited message shows when to retry", async (t) => {
+  if (!browser) return t.skip("no Chromium here");
+  const limited = await startServer({ env: { RATE_LIMIT_MESSAGES_PER_MINUTE: "1", RATE_LIMIT_BURST: "1", LOCAL_AI_PACING_MS: "0" } });
+  const page = await browser.newPage();
+  try {
+    await page.goto(limited.url);
+    await page.fill("#user", "carol");
+    await page.click("#dev-signin");
+    await page.waitForSelector("#status:text('connected')");
+    await page.fill("#post-url", samplePost.url);
+    await page.fill("#post-text", samplePost.content);
+    await page.click("#new-session button[type=submit]");
+    await page.waitForSelector("#question:not([disabled])");
+    await page.fill("#question", "What does Tokio do?");
+    await page.click("#send");
+    await page.waitForSelector("li.assistant:not(.streaming)");
+    await page.fill("#question", "And Socket.IO?");
+    await page.click("#send");
+    await page.waitForSelector("#error:not([hidden])");
+    assert.match(await page.textContent("#error"), /You are sending too fast: try again in \d+ s\./);
+  } finally {
+    await page.close();
+    await limited.stop();
+  }
+});

@@ -1,0 +1,313 @@
+// The postchat demo page: sign in, sessions, streamed answers with Stop, social post cards,
+// preferences, every error code shown, and resume after a reload or a reconnect.
+// Everything from the server is rendered as text (textContent), never as HTML.
+"use strict";
+
+const LIMITS = { twitter: 280, linkedin: 3000, threads: 500, bluesky: 300, mastodon: 500, facebook: 63206, instagram: 2200 };
+const ERROR_TEXT = {
+  UNAUTHORIZED: "Your sign-in is no longer valid: sign in again.",
+  NOT_FOUND: "That session does not exist.",
+  INVALID_INPUT: "That message was not accepted",
+  RATE_LIMITED: "You are sending too fast",
+  BUSY: "An answer is still being written for this session: wait for it or press Stop.",
+  CONFLICT: "That message was already sent with other content.",
+  AI_UNAVAILABLE: "The AI provider is unavailable right now. Try again shortly.",
+  AI_TIMEOUT: "The AI provider took too long. Try again.",
+  AI_ERROR: "The AI provider failed to answer. Try again.",
+  STORAGE_UNAVAILABLE: "Storage is unavailable right now. Try again shortly.",
+  SLOW_CONSUMER: "This connection fell behind; reconnecting to catch up.",
+  SERVER_SHUTDOWN: "The server is restarting; your answer was saved as far as it got.",
+  INTERNAL: "Something went wrong on the server.",
+};
+
+const $ = (id) => document.getElementById(id);
+const saved = JSON.parse(localStorage.getItem("postchat") || "{}");
+const state = { server: saved.server || location.origin, token: saved.token || null, sessionId: saved.sessionId || null, socket: null, answer: null };
+const persist = () => localStorage.setItem("postchat", JSON.stringify({ server: state.server, token: state.token, sessionId: state.sessionId }));
+
+function showError(err) {
+  const box = $("error");
+  if (!err) { box.hidden = true; return; }
+  let text = ERROR_TEXT[err.code] || err.message || String(err);
+  if (err.code === "INVALID_INPUT") text += `: ${err.message}`;
+  if (err.code === "RATE_LIMITED" && err.retryAfterMs) text += `: try again in ${Math.ceil(err.retryAfterMs / 1000)} s.`;
+  box.textContent = text;
+  box.dataset.code = err.code || "";
+  box.hidden = false;
+}
+
+async function api(method, path, body) {
+  const res = await fetch(state.server + path, {
+    method,
+    headers: { authorization: `Bearer ${state.token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = res.status === 204 ? null : await res.json();
+  if (!res.ok) throw json?.error ?? { message: `HTTP ${res.status}` };
+  return json;
+}
+
+// ---- rendering ----
+
+function bubble(role, text) {
+  const li = document.createElement("li");
+  li.className = `bubble ${role}`;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  li.append(body);
+  $("messages").append(li);
+  li.scrollIntoView({ block: "end" });
+  return li;
+}
+
+function note(li, text) {
+  const n = document.createElement("span");
+  n.className = "note";
+  n.textContent = text;
+  li.append(n);
+}
+
+function cards(li, posts) {
+  li.querySelector(".text").hidden = true; // the cards say it better than the streamed text
+  const grid = document.createElement("div");
+  grid.className = "cards";
+  for (const post of posts) {
+    const card = document.createElement("article");
+    card.className = "card";
+    card.dataset.platform = post.platform;
+    const head = document.createElement("header");
+    const name = document.createElement("strong");
+    name.textContent = post.platform;
+    const count = document.createElement("span");
+    const limit = LIMITS[post.platform];
+    count.className = `count${post.characterCount > limit ? " over" : ""}`;
+    count.textContent = `${post.characterCount}/${limit}`;
+    head.append(name, count);
+    const body = document.createElement("div");
+    body.className = "post-content";
+    body.textContent = post.content;
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.textContent = "Copy";
+    copy.onclick = () => navigator.clipboard?.writeText(post.content).then(() => (copy.textContent = "Copied"));
+    card.append(head, body, copy);
+    grid.append(card);
+  }
+  li.append(grid);
+}
+
+function renderMessage(m) {
+  bubble("user", m.userMessage);
+  const li = bubble("assistant", m.aiResponse);
+  li.dataset.messageId = m.id;
+  if (m.posts?.length) cards(li, m.posts);
+  if (m.status !== "complete" && m.status !== "streaming") note(li, m.status);
+  return li;
+}
+
+function setBusy(busy) {
+  $("stop").disabled = !busy;
+  $("send").disabled = busy || !state.sessionId;
+}
+
+// ---- the answer being streamed ----
+
+function startAnswer(messageId, content = "", seq = -1) {
+  const li = document.querySelector(`[data-message-id="${messageId}"]`) || bubble("assistant", "");
+  li.dataset.messageId = messageId;
+  li.querySelector(".text").textContent = content;
+  li.classList.add("streaming");
+  state.answer = { messageId, seq, li };
+  setBusy(true);
+}
+
+function finishAnswer(payload, extra) {
+  const answer = state.answer;
+  if (!answer || answer.messageId !== payload.messageId) return;
+  answer.li.classList.remove("streaming");
+  answer.li.querySelector(".text").textContent = payload.content ?? answer.li.querySelector(".text").textContent;
+  if (extra) extra(answer.li);
+  state.answer = null;
+  setBusy(false);
+}
+
+function onToken(t) {
+  const answer = state.answer;
+  if (!answer || answer.messageId !== t.messageId) return;
+  const first = t.seq - (t.count ?? 1) + 1;
+  if (t.seq <= answer.seq) return; // already in the resumed text
+  let token = t.token;
+  if (first <= answer.seq) token = ""; // a coalesced event overlapping the snapshot: rare, resync at the end
+  answer.li.querySelector(".text").textContent += token;
+  answer.seq = t.seq;
+}
+
+// ---- socket ----
+
+function connect() {
+  state.socket?.close();
+  const socket = io(state.server, { auth: { token: state.token } });
+  state.socket = socket;
+  socket.on("connect", () => {
+    $("status").textContent = "connected";
+    if (state.sessionId) openSession(state.sessionId);
+  });
+  socket.on("disconnect", (reason) => {
+    $("status").textContent = `disconnected (${reason})`;
+    if (reason === "io server disconnect") setTimeout(() => socket.connect(), 500); // e.g. slow consumer
+  });
+  socket.on("connect_error", (err) => {
+    $("status").textContent = `cannot connect: ${err.message}`;
+    if (err.message === "unauthorized") showError({ code: "UNAUTHORIZED" });
+  });
+  socket.on("chat:stream:start", (p) => p.sessionId === state.sessionId && startAnswer(p.messageId));
+  socket.on("chat:stream:token", onToken);
+  socket.on("chat:stream:end", (p) => finishAnswer(p, (li) => p.stopped && note(li, "stopped")));
+  socket.on("chat:social:generated", (p) => finishAnswer(p, (li) => cards(li, p.posts)));
+  socket.on("chat:error", (e) => {
+    if (e.messageId) finishAnswer({ messageId: e.messageId }, (li) => note(li, `error: ${e.code}`));
+    showError(e);
+  });
+  socket.on("chat:session:updated", (p) => {
+    if (p.sessionId === state.sessionId) $("session-title").textContent = p.title;
+    loadSessions();
+  });
+}
+
+async function signedIn(token) {
+  state.token = token;
+  persist();
+  showError(null);
+  $("status").textContent = "connecting…";
+  connect();
+  await Promise.all([loadSessions(), loadPreferences()]);
+}
+
+// ---- sessions ----
+
+async function loadSessions() {
+  const { sessions } = await api("GET", "/api/sessions");
+  const list = $("sessions");
+  list.replaceChildren();
+  for (const s of sessions) {
+    const li = document.createElement("li");
+    li.textContent = s.title || "Untitled session";
+    li.dataset.sessionId = s.id;
+    li.classList.toggle("active", s.id === state.sessionId);
+    li.onclick = () => openSession(s.id);
+    list.append(li);
+  }
+}
+
+async function openSession(sessionId) {
+  state.sessionId = sessionId;
+  persist();
+  const ack = await state.socket.timeout(10_000).emitWithAck("chat:join", { sessionId });
+  if (!ack.ok) {
+    showError(ack.error);
+    state.sessionId = null;
+    persist();
+    return;
+  }
+  $("session-title").textContent = ack.session.title || ack.session.post.title;
+  $("messages").replaceChildren();
+  state.answer = null;
+  for (const m of ack.messages) {
+    if (ack.inFlight && m.id === ack.inFlight.messageId) {
+      // The answer in flight: its text so far, then the live tokens after its seq.
+      bubble("user", m.userMessage);
+      startAnswer(m.id, ack.inFlight.content, ack.inFlight.seq);
+    } else {
+      renderMessage(m);
+    }
+  }
+  if (!ack.inFlight) {
+    setBusy(false);
+  }
+  $("question").disabled = false;
+  document.querySelectorAll("#sessions li").forEach((li) => li.classList.toggle("active", li.dataset.sessionId === sessionId));
+}
+
+// ---- preferences ----
+
+async function loadPreferences() {
+  const prefs = await api("GET", "/api/preferences");
+  $("pref-voice").value = prefs.voice;
+  $("pref-style").value = prefs.style;
+  $("pref-hashtags").checked = prefs.hashtags;
+  $("pref-emoji").checked = prefs.emoji;
+  const box = $("pref-platforms");
+  box.querySelectorAll("label").forEach((l) => l.remove());
+  for (const platform of Object.keys(LIMITS)) {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.type = "checkbox";
+    input.value = platform;
+    input.checked = prefs.platforms.includes(platform);
+    label.append(input, ` ${platform}`);
+    box.append(label);
+  }
+}
+
+// ---- wiring ----
+
+$("server").value = state.server;
+$("signin").onsubmit = async (e) => {
+  e.preventDefault();
+  state.server = $("server").value.replace(/\/$/, "") || location.origin;
+  try {
+    const res = await fetch(`${state.server}/dev/token`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user: $("user").value }) });
+    if (!res.ok) throw (await res.json().catch(() => null))?.error ?? { message: "dev sign-in is only available in dev mode: paste a JWT" };
+    await signedIn((await res.json()).token);
+  } catch (err) {
+    showError(err);
+  }
+};
+$("use-jwt").onclick = () => {
+  state.server = $("server").value.replace(/\/$/, "") || location.origin;
+  signedIn($("jwt").value.trim()).catch(showError);
+};
+$("new-session").onsubmit = async (e) => {
+  e.preventDefault();
+  try {
+    const body = { url: $("post-url").value.trim() };
+    if ($("post-title").value.trim()) body.title = $("post-title").value.trim();
+    if ($("post-text").value.trim()) body.content = $("post-text").value.trim();
+    const post = await api("POST", "/api/posts", body);
+    const session = await api("POST", "/api/sessions", { postId: post.id });
+    e.target.reset();
+    await loadSessions();
+    await openSession(session.id);
+  } catch (err) {
+    showError(err);
+  }
+};
+$("composer").onsubmit = async (e) => {
+  e.preventDefault();
+  const content = $("question").value.trim();
+  if (!content || !state.sessionId) return;
+  showError(null);
+  // The question shows at once; the answer's bubble comes with chat:stream:start.
+  const mine = bubble("user", content);
+  const clientMessageId = crypto.randomUUID?.() ?? String(Date.now());
+  const ack = await state.socket.timeout(10_000).emitWithAck("chat:message", { sessionId: state.sessionId, content, clientMessageId });
+  if (!ack.ok) {
+    mine.remove();
+    return showError(ack.error);
+  }
+  $("question").value = "";
+  if (!state.answer || state.answer.messageId !== ack.messageId) startAnswer(ack.messageId);
+};
+$("stop").onclick = () => state.socket.emit("chat:stop", { sessionId: state.sessionId });
+$("preferences").onsubmit = async (e) => {
+  e.preventDefault();
+  const platforms = [...$("pref-platforms").querySelectorAll("input:checked")].map((i) => i.value);
+  try {
+    await api("PUT", "/api/preferences", { voice: $("pref-voice").value, style: $("pref-style").value, platforms, hashtags: $("pref-hashtags").checked, emoji: $("pref-emoji").checked });
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+};
+if (state.token) signedIn(state.token).catch(showError);
