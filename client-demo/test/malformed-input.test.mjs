@@ -70,7 +70,8 @@ test("malformed HTTP bodies get INVALID_INPUT in the API's error format", async 
   const bad = [
     ["/api/posts", "not json"],
     ["/api/posts", JSON.stringify({ url: "ftp://x", title: "t" })],
-    ["/api/posts", JSON.stringify({ url: "https://x", title: "" })],
+    ["/api/posts", JSON.stringify({ url: "https://x", title: "t", content: 5 })],
+    ["/api/posts", JSON.stringify({ title: "no url" })],
     ["/api/posts", JSON.stringify({ url: "https://x", title: 5 })],
     ["/api/sessions", JSON.stringify({ postId: "nope" })],
   ];

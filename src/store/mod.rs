@@ -4,6 +4,7 @@
 //! its own migrations folder, so neither database constrains the other (atuin's two-backend shape).
 //! Which one runs is chosen by the `DATABASE_URL` scheme in [`connect`].
 
+mod metered;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -19,6 +20,7 @@ use crate::domain::{
     SocialPost, TokenUsage, UserId,
 };
 
+pub use metered::MeteredStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -143,11 +145,12 @@ pub struct PoolOptions {
 
 /// Opens the database named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`),
 /// creating a SQLite file and its folder when missing, and applies that backend's migrations.
+/// Every query is counted and timed (`MeteredStore`).
 pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+        Ok(Arc::new(MeteredStore::new(Arc::new(PostgresStore::connect(url, options).await?))))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+        Ok(Arc::new(MeteredStore::new(Arc::new(SqliteStore::connect(url, options).await?))))
     } else {
         Err(StoreError::BadUrl("expected a postgres://, postgresql:// or sqlite:// URL".into()))
     }

@@ -1,0 +1,113 @@
+//! A `Store` that counts and times every query by operation (`postchat_db_queries_total`,
+//! `postchat_db_query_seconds`), around either backend.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{FinishedAnswer, NewMessage, Store, StoreError};
+use crate::domain::{
+    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, UserId,
+};
+
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+}
+
+impl MeteredStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner }
+    }
+}
+
+async fn timed<T>(
+    op: &'static str,
+    query: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = query.await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!("postchat_db_queries_total", "op" => op, "outcome" => outcome).increment(1);
+    metrics::histogram!("postchat_db_query_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+    result
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", self.inner.ping()).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    async fn insert_post(&self, post: &Post) -> Result<(), StoreError> {
+        timed("insert_post", self.inner.insert_post(post)).await
+    }
+    async fn get_post(&self, id: PostId) -> Result<Option<Post>, StoreError> {
+        timed("get_post", self.inner.get_post(id)).await
+    }
+    async fn insert_session(&self, session: &ChatSession) -> Result<(), StoreError> {
+        timed("insert_session", self.inner.insert_session(session)).await
+    }
+    async fn get_session(&self, id: SessionId) -> Result<Option<ChatSession>, StoreError> {
+        timed("get_session", self.inner.get_session(id)).await
+    }
+    async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, StoreError> {
+        timed("list_sessions", self.inner.list_sessions(owner)).await
+    }
+    async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
+        timed("delete_session", self.inner.delete_session(id)).await
+    }
+    async fn update_session_summary(
+        &self,
+        id: SessionId,
+        summary: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        timed("update_session_summary", self.inner.update_session_summary(id, summary, at)).await
+    }
+    async fn update_session_title(
+        &self,
+        id: SessionId,
+        title: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        timed("update_session_title", self.inner.update_session_title(id, title, at)).await
+    }
+    async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
+        timed("insert_message", self.inner.insert_message(message)).await
+    }
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
+        timed("finish_message", self.inner.finish_message(id, answer)).await
+    }
+    async fn find_message_by_client_id(
+        &self,
+        session: SessionId,
+        key: &ClientMessageId,
+    ) -> Result<Option<Message>, StoreError> {
+        timed("find_message_by_client_id", self.inner.find_message_by_client_id(session, key)).await
+    }
+    async fn recent_messages(
+        &self,
+        session: SessionId,
+        limit: u32,
+        before: Option<MessageId>,
+    ) -> Result<Vec<Message>, StoreError> {
+        timed("recent_messages", self.inner.recent_messages(session, limit, before)).await
+    }
+    async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
+        timed("interrupt_streaming", self.inner.interrupt_streaming()).await
+    }
+    async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {
+        timed("tokens_used_since", self.inner.tokens_used_since(user, since)).await
+    }
+    async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
+        timed("get_preferences", self.inner.get_preferences(user)).await
+    }
+    async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError> {
+        timed("put_preferences", self.inner.put_preferences(user, prefs)).await
+    }
+}
