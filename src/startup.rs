@@ -14,6 +14,7 @@ use axum::Router;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
@@ -84,6 +85,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        crate::telemetry::metrics();
         if config.redis_url.is_some() {
             return Err(StartupError::RedisUnsupported);
         }
@@ -170,7 +172,12 @@ impl Application {
                 limit_handshakes(handshakes_per_ip.clone(), req, next)
             }))
             .layer(cors(&origins))
-            .layer(TraceLayer::new_for_http());
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
 
         let demo_token = if config.dev_mode() {
             Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)

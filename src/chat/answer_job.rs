@@ -113,6 +113,8 @@ impl AnswerJob {
         let answer = self.guard.answer().clone();
         let (session_id, message_id, intent) = (answer.session_id, answer.message_id, answer.intent);
         let audience = self.controller.audience.clone();
+        let started = std::time::Instant::now();
+        metrics::gauge!("postchat_answers_in_flight").increment(1.0);
         let terminal = Terminal {
             audience: audience.clone(),
             controller: Some(self.controller.clone()),
@@ -167,6 +169,17 @@ impl AnswerJob {
                 AnswerEvent::Failed { session_id, message_id, error: &shutdown_error }
             }
         };
+        metrics::gauge!("postchat_answers_in_flight").decrement(1.0);
+        metrics::histogram!("postchat_answer_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("postchat_answers_total", "status" => status.as_str()).increment(1);
+        if let Outcome::Failed(ChatError::Ai(e)) = &outcome {
+            let kind = match e {
+                AiError::Unavailable { .. } => "unavailable",
+                AiError::Timeout => "timeout",
+                AiError::Failed(_) => "failed",
+            };
+            metrics::counter!("postchat_provider_failures_total", "kind" => kind).increment(1);
+        }
         match &event {
             AnswerEvent::Failed { error, .. } => {
                 warn!(error = %error, status = status.as_str(), "answer failed")
@@ -204,8 +217,13 @@ impl AnswerJob {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),
         };
+        let job_started = std::time::Instant::now();
         let deliver = |token: &str| {
             answer.append(token, |seq| {
+                if seq == 0 {
+                    metrics::histogram!("postchat_first_token_seconds")
+                        .record(job_started.elapsed().as_secs_f64());
+                }
                 c.audience.deliver(AnswerEvent::Token {
                     session_id: answer.session_id,
                     message_id: answer.message_id,
@@ -216,6 +234,7 @@ impl AnswerJob {
         };
         let outcome = match answer.intent {
             IntentType::Question => {
+                let asked = std::time::Instant::now();
                 let first_token = tokio::time::Instant::now() + c.settings.first_token_timeout;
                 let opened =
                     tokio::time::timeout_at(first_token, c.ai.answer_stream(&ctx, &self.question)).await;
@@ -241,6 +260,11 @@ impl AnswerJob {
                                 self.cost().reported = Some(usage);
                             }
                             if !chunk.text.is_empty() {
+                                if !received {
+                                    let waited = asked.elapsed().as_secs_f64();
+                                    metrics::histogram!("postchat_provider_first_token_seconds")
+                                        .record(waited);
+                                }
                                 received = true;
                                 deliver(&chunk.text);
                             }

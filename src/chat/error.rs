@@ -25,6 +25,27 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The wire spelling, also the `code` label of `postchat_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::AiUnavailable => "AI_UNAVAILABLE",
+            ErrorCode::AiTimeout => "AI_TIMEOUT",
+            ErrorCode::AiError => "AI_ERROR",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::SlowConsumer => "SLOW_CONSUMER",
+            ErrorCode::ServerShutdown => "SERVER_SHUTDOWN",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
 /// Anything that can go wrong handling a chat request.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {

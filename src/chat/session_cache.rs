@@ -57,8 +57,9 @@ impl SessionCache {
     }
 
     fn count<T>(&self, found: Option<T>) -> Option<T> {
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let (counter, result) = if found.is_some() { (&self.hits, "hit") } else { (&self.misses, "miss") };
         counter.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("postchat_session_cache_total", "result" => result).increment(1);
         found
     }
 
@@ -72,6 +73,7 @@ impl SessionCache {
         let full = sessions.cache_size() >= self.capacity;
         if sessions.cache_set(entry.session.id, entry).is_none() && full {
             self.evictions.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("postchat_session_cache_evictions_total").increment(1);
         }
     }
 

@@ -82,6 +82,7 @@ impl IntoResponse for ApiError {
             ErrorCode::AiTimeout => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        metrics::counter!("postchat_errors_total", "code" => code.as_str()).increment(1);
         if status.is_server_error() {
             warn!(error = %self, "request failed");
         }

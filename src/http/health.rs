@@ -22,3 +22,8 @@ pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>)
         }
     }
 }
+
+/// Prometheus text: sockets, events, answers, tokens, latencies, cache, database, errors.
+pub async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics().render())
+}

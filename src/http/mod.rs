@@ -49,7 +49,8 @@ pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
         .route("/api/sessions/{id}/messages", get(sessions::messages))
         .route("/api/preferences", get(preferences::get_mine).put(preferences::put_mine))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics));
     if state.dev_tokens {
         api = api.route("/dev/token", post(dev::token)).merge(demo_page::routes());
     }

@@ -154,6 +154,7 @@ pub struct ErrorPayload {
 
 impl ErrorPayload {
     pub fn new(error: &ChatError, session_id: Option<SessionId>, message_id: Option<MessageId>) -> Self {
+        metrics::counter!("postchat_errors_total", "code" => error.code().as_str()).increment(1);
         Self {
             session_id,
             message_id,

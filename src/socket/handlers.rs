@@ -31,10 +31,12 @@ impl Failure {
 /// Registers the chat events on a newly connected socket.
 pub fn register(socket: SocketRef, state: Arc<SocketState>) {
     debug!(sid = %socket.id, "socket connected");
+    metrics::gauge!("postchat_sockets_connected").increment(1.0);
     let closing = state.clone();
     socket.on_disconnect(move |s: SocketRef| {
         let closing = closing.clone();
         async move {
+            metrics::gauge!("postchat_sockets_connected").decrement(1.0);
             if let Some(user) = s.extensions.get::<UserId>() {
                 closing.sockets_per_user.close(&user);
             }
@@ -48,6 +50,7 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
             socket.on($event, move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
                 let state = state.clone();
                 async move {
+                    metrics::counter!("postchat_events_received_total", "event" => $event).increment(1);
                     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
                     match $handler(&state, &s, user, data.ok()).await {
                         Ok(reply) => send_ack(ack, &reply),
@@ -67,6 +70,7 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
         async move { chat_message(&state, s, data.ok(), ack).await }
     });
     socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
+        metrics::counter!("postchat_events_received_total", "event" => "unknown").increment(1);
         if authenticated(&s).is_none() {
             return refuse(s, ack);
         }
@@ -77,6 +81,8 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
 
 /// `chat:message`: acked once stored, then the answer starts.
 async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
+    let received = std::time::Instant::now();
+    metrics::counter!("postchat_events_received_total", "event" => events::CHAT_MESSAGE).increment(1);
     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
     let session_hint = session_hint(data.as_ref());
     if let Err(retry_after) = state.message_limit.check(&user) {
@@ -93,6 +99,7 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
             let reply =
                 MessageAck { ok: true, message_id: accepted.message_id, duplicate: accepted.duplicate };
             send_ack(ack, &reply);
+            metrics::histogram!("postchat_ack_seconds").record(received.elapsed().as_secs_f64());
             accepted.start();
         }
         Err(e) => reply_error(&s, ack, Failure::new(e, Some(session_id))),

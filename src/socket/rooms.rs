@@ -42,15 +42,19 @@ enum Sent {
 }
 
 fn emit<T: Serialize>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
-    match socket.emit(event, payload) {
-        Ok(()) => Sent::Yes,
-        Err(SendError::Socket(SocketError::InternalChannelFull)) => Sent::QueueFull,
-        Err(SendError::Socket(SocketError::Closed)) => Sent::Gone,
+    let (sent, failure) = match socket.emit(event, payload) {
+        Ok(()) => (Sent::Yes, None),
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => (Sent::QueueFull, Some("queue_full")),
+        Err(SendError::Socket(SocketError::Closed)) => (Sent::Gone, Some("closed")),
         Err(e) => {
             error!(error = %e, event, "emit failed");
-            Sent::Gone
+            (Sent::Gone, Some("serialize"))
         }
+    };
+    if let Some(reason) = failure {
+        metrics::counter!("postchat_emit_failures_total", "reason" => reason).increment(1);
     }
+    sent
 }
 
 impl SessionRooms {
@@ -93,7 +97,13 @@ impl SessionRooms {
                 }
             };
             match sent {
-                Sent::Yes | Sent::Gone => {
+                Sent::Yes => {
+                    if let Some(backlog) = backlogs.remove(&sid) {
+                        metrics::counter!("postchat_tokens_coalesced_total").increment(backlog.count());
+                    }
+                    metrics::counter!("postchat_token_events_sent_total").increment(1);
+                }
+                Sent::Gone => {
                     backlogs.remove(&sid);
                 }
                 Sent::QueueFull => {
