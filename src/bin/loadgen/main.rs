@@ -1,0 +1,92 @@
+//! The load generator: scenarios against a running postchat server, measured at the client.
+//!
+//! ```sh
+//! JWT_SECRET=bench RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
+//!   MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=0 cargo run --release &
+//! cargo run --release --bin loadgen -- --jwt-secret bench chat --users 100 --seconds 20
+//! ```
+//!
+//! Every answer is checked (tokens in order, no gap or double, final content = the tokens): a
+//! run with any violation exits non-zero, so a benchmark is also a correctness check under load.
+
+mod scenarios;
+mod sio;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Load scenarios for the postchat server")]
+pub struct Cli {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: String,
+    /// The server's JWT_SECRET, to sign the users' tokens.
+    #[arg(long, env = "JWT_SECRET")]
+    jwt_secret: String,
+    /// The server's process id, to read its memory from /proc (idle scenario).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the results as JSON here too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Hold N authenticated connections; report connect rate and server memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Seconds to hold them once all are open.
+        #[arg(long, default_value_t = 5)]
+        hold: u64,
+    },
+    /// M users, each on its own session, sending messages back to back.
+    Chat {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// One answer stream watched by K sockets of one user.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        sockets: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Idle { connections, hold } => scenarios::idle(&cli, connections, hold).await,
+        Scenario::Chat { users, seconds } => scenarios::chat(&cli, users, seconds).await,
+        Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
+    };
+    match result {
+        Ok(report) => {
+            println!("{}", report.table());
+            if let Some(path) = &cli.json {
+                if let Err(e) = std::fs::write(path, report.json().to_string()) {
+                    eprintln!("cannot write {}: {e}", path.display());
+                }
+            }
+            if report.violations > 0 {
+                eprintln!("{} answers were lost, doubled or out of order", report.violations);
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The scenarios: idle connections, chat under load, fan-out of one stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postchat::domain::UserId;
+use postchat::middleware::auth::JwtKeys;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::sio::{Incoming, Socket};
+use crate::stats::{Latencies, Report};
+use crate::Cli;
+
+fn token(cli: &Cli, user: &str) -> Result<String, String> {
+    let keys = JwtKeys::hs256(cli.jwt_secret.as_bytes(), None, None);
+    let user = UserId::parse(user).map_err(|e| e.to_string())?;
+    keys.issue(&user, 24 * 3600).map_err(|e| e.to_string())
+}
+
+/// Creates a post and a titled session for `token`'s user over HTTP; returns the session id.
+async fn session(http: &reqwest::Client, addr: &str, token: &str) -> Result<String, String> {
+    let post: Value = http
+        .post(format!("http://{addr}/api/posts"))
+        .bearer_auth(token)
+        .json(&json!({
+            "url": "https://example.com/bench",
+            "title": "Building real-time chat servers in Rust",
+            "summary": "Rust with Tokio and Socket.IO makes chat servers that are fast and lean.",
+            "content": "Real-time chat needs a server that holds many idle connections cheaply. Rust futures are state machines, so an idle connection costs only a few kilobytes. Tokio schedules tasks on a work-stealing runtime that keeps every core busy. Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets. Streaming answers token by token makes an assistant feel fast. Without a garbage collector, latency stays flat under load."
+        }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let session: Value = http
+        .post(format!("http://{addr}/api/sessions"))
+        .bearer_auth(token)
+        .json(&json!({ "postId": post["id"], "title": "bench" }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    session["id"].as_str().map(str::to_owned).ok_or_else(|| format!("no session: {session}"))
+}
+
+fn rss_kib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, String> {
+    let before = cli.server_pid.and_then(rss_kib);
+    let users = connections.div_ceil(10).max(1);
+    let tokens: Vec<String> =
+        (0..users).map(|u| token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
+    let gate = Arc::new(Semaphore::new(256));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let (addr, token, gate) = (cli.addr.clone(), tokens[i % users].clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            Socket::connect(&addr, &token).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(connections);
+    let mut failed = 0u64;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(socket)) => sockets.push(socket),
+            _ => failed += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = cli.server_pid.and_then(rss_kib);
+    let mut report = Report { scenario: "idle".into(), ..Report::default() };
+    report.figures.push(("connections open".into(), sockets.len() as f64));
+    report.figures.push(("connections failed".into(), failed as f64));
+    report.figures.push(("connects/s".into(), sockets.len() as f64 / elapsed));
+    if let (Some(before), Some(after)) = (before, after) {
+        report.figures.push(("server RSS before (MiB)".into(), before / 1024.0));
+        report.figures.push(("server RSS after (MiB)".into(), after / 1024.0));
+        report
+            .figures
+            .push(("server KiB per connection".into(), (after - before) / sockets.len().max(1) as f64));
+    }
+    report.violations = failed;
+    Ok(report)
+}
+
+/// One user's results in the chat scenario.
+#[derive(Default)]
+struct UserRun {
+    answers: u64,
+    tokens: u64,
+    violations: u64,
+    ack: Latencies,
+    start: Latencies,
+    first_token: Latencies,
+    end: Latencies,
+}
+
+/// Sends one message and follows its answer to the end, checking it.
+async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut UserRun) -> Result<(), String> {
+    let sent = Instant::now();
+    let ack_id = socket.emit_with_ack(
+        "chat:message",
+        &json!({ "sessionId": session_id, "content": "How does Rust keep idle connections cheap?", "clientMessageId": format!("m{n}") }),
+    );
+    let mut message_id: Option<String> = None;
+    let (mut next_seq, mut content, mut got_start) = (0u64, String::new(), false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let incoming = tokio::time::timeout_at(deadline, socket.incoming.recv())
+            .await
+            .map_err(|_| "an answer did not end in 30 s".to_owned())?
+            .ok_or("connection closed")?;
+        let ms = sent.elapsed().as_secs_f64() * 1000.0;
+        match incoming {
+            Incoming::Ack(id, ack) if id == ack_id => {
+                if ack["ok"] != true {
+                    return Err(format!("refused: {ack}"));
+                }
+                run.ack.push(ms);
+                message_id = ack["messageId"].as_str().map(str::to_owned);
+            }
+            Incoming::Ack(..) => {}
+            Incoming::Event(name, payload) => {
+                if payload["messageId"].as_str() != message_id.as_deref() && message_id.is_some() {
+                    continue;
+                }
+                match name.as_str() {
+                    "chat:stream:start" => {
+                        got_start = true;
+                        run.start.push(ms);
+                    }
+                    "chat:stream:token" => {
+                        let seq = payload["seq"].as_u64().unwrap_or(u64::MAX);
+                        let count = payload["count"].as_u64().unwrap_or(1);
+                        if seq + 1 != next_seq + count || !got_start {
+                            run.violations += 1;
+                        }
+                        if next_seq == 0 {
+                            run.first_token.push(ms);
+                        }
+                        next_seq = seq + 1;
+                        run.tokens += count;
+                        content.push_str(payload["token"].as_str().unwrap_or(""));
+                    }
+                    "chat:stream:end" | "chat:social:generated" => {
+                        run.end.push(ms);
+                        if payload["content"].as_str() != Some(content.as_str()) {
+                            run.violations += 1;
+                        }
+                        run.answers += 1;
+                        return Ok(());
+                    }
+                    "chat:error" => return Err(format!("error: {payload}")),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+pub async fn chat(cli: &Cli, users: usize, seconds: u64) -> Result<Report, String> {
+    let http = reqwest::Client::new();
+    let mut setups = Vec::new();
+    for u in 0..users {
+        let token = token(cli, &format!("chat-{u}"))?;
+        let session_id = session(&http, &cli.addr, &token).await?;
+        let socket = Socket::connect(&cli.addr, &token).await?;
+        setups.push((socket, session_id));
+    }
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (mut socket, session_id) in setups {
+        tasks.push(tokio::spawn(async move {
+            let mut run = UserRun::default();
+            let mut n = 0;
+            while Instant::now() < stop_at {
+                n += 1;
+                if let Err(e) = one_answer(&mut socket, &session_id, n, &mut run).await {
+                    eprintln!("{e}");
+                    run.violations += 1;
+                    break;
+                }
+            }
+            run
+        }));
+    }
+    let mut total = UserRun::default();
+    for task in tasks {
+        let run = task.await.map_err(|e| e.to_string())?;
+        total.answers += run.answers;
+        total.tokens += run.tokens;
+        total.violations += run.violations;
+        total.ack.extend(&run.ack);
+        total.start.extend(&run.start);
+        total.first_token.extend(&run.first_token);
+        total.end.extend(&run.end);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Report {
+        scenario: format!("chat ({users} users, {seconds} s)"),
+        figures: vec![
+            ("answers/s".into(), total.answers as f64 / elapsed),
+            ("token events/s delivered".into(), total.tokens as f64 / elapsed),
+            ("answers".into(), total.answers as f64),
+        ],
+        latencies: vec![
+            ("ack".into(), total.ack),
+            ("chat:stream:start".into(), total.start),
+            ("first token".into(), total.first_token),
+            ("final event".into(), total.end),
+        ],
+        violations: total.violations,
+    })
+}
+
+pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, String> {
+    let http = reqwest::Client::new();
+    let token = token(cli, "fanout")?;
+    let session_id = session(&http, &cli.addr, &token).await?;
+    let mut watchers = Vec::new();
+    for _ in 0..sockets.saturating_sub(1) {
+        let mut socket = Socket::connect(&cli.addr, &token).await?;
+        let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id }));
+        loop {
+            match socket.incoming.recv().await {
+                Some(Incoming::Ack(a, _)) if a == id => break,
+                Some(_) => {}
+                None => return Err("a watcher closed".into()),
+            }
+        }
+        watchers.push(socket);
+    }
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs(seconds);
+    let counting = watchers
+        .into_iter()
+        .map(|mut socket| {
+            tokio::spawn(async move {
+                let (mut tokens, mut violations, mut next_seq) = (0u64, 0u64, 0u64);
+                while let Ok(Some(incoming)) =
+                    tokio::time::timeout(Duration::from_secs(3), socket.incoming.recv()).await
+                {
+                    if let Incoming::Event(name, payload) = incoming {
+                        match name.as_str() {
+                            "chat:stream:start" => next_seq = 0,
+                            "chat:stream:token" => {
+                                let seq = payload["seq"].as_u64().unwrap_or(u64::MAX);
+                                let count = payload["count"].as_u64().unwrap_or(1);
+                                if seq + 1 != next_seq + count {
+                                    violations += 1;
+                                }
+                                next_seq = seq + 1;
+                                tokens += count;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (tokens, violations)
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut sender = Socket::connect(&cli.addr, &token).await?;
+    let mut run = UserRun::default();
+    let mut n = 0;
+    while Instant::now() < stop_at {
+        n += 1;
+        one_answer(&mut sender, &session_id, n, &mut run).await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut delivered, mut violations) = (run.tokens, run.violations);
+    for task in counting {
+        let (tokens, v) = task.await.map_err(|e| e.to_string())?;
+        delivered += tokens;
+        violations += v;
+        if tokens != run.tokens {
+            violations += 1;
+        }
+    }
+    Ok(Report {
+        scenario: format!("fanout ({sockets} sockets, {seconds} s)"),
+        figures: vec![
+            ("answers/s".into(), run.answers as f64 / elapsed),
+            ("token events/s delivered".into(), delivered as f64 / elapsed),
+        ],
+        latencies: vec![("final event (sender)".into(), run.end)],
+        violations,
+    })
+}
