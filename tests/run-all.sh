@@ -52,8 +52,8 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "cargo build (the binary the Node tests start)"
-cargo build --locked --bin postchat
+step "cargo build (the binaries the Node tests start)"
+cargo build --locked --bins
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
