@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::connect::TokenExpiry;
 use super::events::{self, ErrorAck, ErrorPayload, JoinAck, MessageAck, OkAck, StopAck};
@@ -52,7 +52,18 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
                 async move {
                     metrics::counter!("postchat_events_received_total", "event" => $event).increment(1);
                     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
-                    match $handler(&state, &s, user, data.ok()).await {
+                    let data = data.ok();
+                    let span = tracing::info_span!(
+                        "event",
+                        name = $event,
+                        sid = %s.id,
+                        user_id = %user,
+                        session_id = tracing::field::Empty
+                    );
+                    if let Some(session_id) = session_hint(data.as_ref()) {
+                        span.record("session_id", tracing::field::display(session_id));
+                    }
+                    match $handler(&state, &s, user, data).instrument(span).await {
                         Ok(reply) => send_ack(ack, &reply),
                         Err(failure) => reply_error(&s, ack, failure),
                     }
@@ -85,6 +96,29 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
     metrics::counter!("postchat_events_received_total", "event" => events::CHAT_MESSAGE).increment(1);
     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
     let session_hint = session_hint(data.as_ref());
+    let span = tracing::info_span!(
+        "event",
+        name = events::CHAT_MESSAGE,
+        sid = %s.id,
+        user_id = %user,
+        session_id = tracing::field::Empty,
+        message_id = tracing::field::Empty
+    );
+    if let Some(session_id) = session_hint {
+        span.record("session_id", tracing::field::display(session_id));
+    }
+    accept(state, s, user, data, ack, session_hint, received).instrument(span).await
+}
+
+async fn accept(
+    state: &SocketState,
+    s: SocketRef,
+    user: UserId,
+    data: Option<Value>,
+    ack: AckSender,
+    session_hint: Option<SessionId>,
+    received: std::time::Instant,
+) {
     if let Err(retry_after) = state.message_limit.check(&user) {
         return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
@@ -98,6 +132,7 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
             s.join(events::room(session_id));
             let reply =
                 MessageAck { ok: true, message_id: accepted.message_id, duplicate: accepted.duplicate };
+            tracing::Span::current().record("message_id", tracing::field::display(accepted.message_id));
             send_ack(ack, &reply);
             metrics::histogram!("postchat_ack_seconds").record(received.elapsed().as_secs_f64());
             accepted.start();
