@@ -18,33 +18,23 @@ fn token(cli: &Cli, user: &str) -> Result<String, String> {
     keys.issue(&user, 24 * 3600).map_err(|e| e.to_string())
 }
 
+/// POSTs `body` as JSON with `token`; the JSON answer.
+async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Result<Value, String> {
+    let response = http.post(url).bearer_auth(token).json(&body).send().await.map_err(|e| e.to_string())?;
+    response.json().await.map_err(|e| e.to_string())
+}
+
 /// Creates a post and a titled session for `token`'s user over HTTP; returns the session id.
 async fn session(http: &reqwest::Client, addr: &str, token: &str) -> Result<String, String> {
-    let post: Value = http
-        .post(format!("http://{addr}/api/posts"))
-        .bearer_auth(token)
-        .json(&json!({
-            "url": "https://example.com/bench",
-            "title": "Building real-time chat servers in Rust",
-            "summary": "Rust with Tokio and Socket.IO makes chat servers that are fast and lean.",
-            "content": "Real-time chat needs a server that holds many idle connections cheaply. Rust futures are state machines, so an idle connection costs only a few kilobytes. Tokio schedules tasks on a work-stealing runtime that keeps every core busy. Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets. Streaming answers token by token makes an assistant feel fast. Without a garbage collector, latency stays flat under load."
-        }))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let session: Value = http
-        .post(format!("http://{addr}/api/sessions"))
-        .bearer_auth(token)
-        .json(&json!({ "postId": post["id"], "title": "bench" }))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let post_body = json!({
+        "url": "https://example.com/bench",
+        "title": "Building real-time chat servers in Rust",
+        "summary": "Rust with Tokio and Socket.IO makes chat servers that are fast and lean.",
+        "content": "Real-time chat needs a server that holds many idle connections cheaply. Rust futures are state machines, so an idle connection costs only a few kilobytes. Tokio schedules tasks on a work-stealing runtime that keeps every core busy. Socket.IO adds rooms, acknowledgements and automatic reconnection on top of websockets. Streaming answers token by token makes an assistant feel fast. Without a garbage collector, latency stays flat under load."
+    });
+    let created = post(http, format!("http://{addr}/api/posts"), token, post_body).await?;
+    let session_body = json!({ "postId": created["id"], "title": "bench" });
+    let session = post(http, format!("http://{addr}/api/sessions"), token, session_body).await?;
     session["id"].as_str().map(str::to_owned).ok_or_else(|| format!("no session: {session}"))
 }
 
