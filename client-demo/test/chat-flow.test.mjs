@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { api, ask, connect, createSession, request, collectAnswer } from "../lib/client.mjs";
+import { io } from "socket.io-client";
 import { useServer, samplePost, twitterLength, LIMITS } from "./helpers/server.mjs";
 
 const ctx = useServer();
@@ -206,4 +207,24 @@ test("a session created with a title keeps it", async () => {
   assert.equal(renamed, false);
   assert.equal((await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}`)).body.title, "My own title");
   socket.close();
+});
+
+test("an event sent the instant the socket connects is handled (no handler-registration race)", async () => {
+  const { session } = await createSession(ctx.url, ctx.token, samplePost);
+  const acks = await Promise.all(
+    Array.from({ length: 40 }, () => {
+      const socket = io(ctx.url, { auth: { token: ctx.token }, transports: ["websocket"], forceNew: true, reconnection: false });
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("a join sent on connect was never answered")), 5_000);
+        socket.on("connect", () => {
+          socket.emit("chat:join", { sessionId: session.id }, (ack) => {
+            clearTimeout(timer);
+            socket.close();
+            resolve(ack);
+          });
+        });
+      });
+    }),
+  );
+  assert.ok(acks.every((a) => a.ok));
 });

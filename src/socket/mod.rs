@@ -56,15 +56,15 @@ pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
 }
 
 /// Registers the default namespace: auth at the handshake, then the chat events.
+///
+/// The event handlers are registered in the admission middleware, before socketioxide sends the
+/// connect packet: its connect handler runs in a task of its own after that packet, so a client
+/// that emits as soon as it is connected (`chat:join` on `connect`, the usual frontend code)
+/// could otherwise reach a socket with no handlers yet, and its event would vanish.
 pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
-    let admission = state.clone();
-    let on_connect = move |socket: SocketRef| {
-        let state = state.clone();
-        async move { handlers::register(socket, state) }
-    };
     let admit = move |socket: SocketRef, auth: socketioxide::extract::TryData<serde_json::Value>| {
         let keys = keys.clone();
-        let state = admission.clone();
+        let state = state.clone();
         async move {
             if !state.controller.is_accepting() {
                 return Err(connect::Refused::ShuttingDown);
@@ -73,8 +73,9 @@ pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
             if !state.sockets_per_user.try_open(&user) {
                 return Err(connect::Refused::TooManySockets);
             }
+            handlers::register(socket, state);
             Ok(())
         }
     };
-    io.ns("/", on_connect.with(admit));
+    io.ns("/", (async || {}).with(admit));
 }
