@@ -212,7 +212,7 @@ test("a session created with a title keeps it", async () => {
 test("an event sent the instant the socket connects is handled (no handler-registration race)", async () => {
   const { session } = await createSession(ctx.url, ctx.token, samplePost);
   const acks = await Promise.all(
-    Array.from({ length: 40 }, () => {
+    Array.from({ length: 15 }, () => {
       const socket = io(ctx.url, { auth: { token: ctx.token }, transports: ["websocket"], forceNew: true, reconnection: false });
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error("a join sent on connect was never answered")), 5_000);
