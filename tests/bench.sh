@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 db="${1:-sqlite}"
 users="${2:-100}"
 idle="${3:-5000}"
-ulimit -n 65536 2>/dev/null || true
+# Each connection is a file descriptor on both sides: raise the limit where allowed.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked --bins
 out=target/bench
 mkdir -p "$out"

@@ -56,7 +56,9 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, St
         let (addr, token, gate) = (cli.addr.clone(), tokens[i % users].clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            Socket::connect(&addr, &token).await
+            tokio::time::timeout(Duration::from_secs(10), Socket::connect(&addr, &token))
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
         }));
     }
     let mut sockets = Vec::with_capacity(connections);
