@@ -82,6 +82,8 @@ impl SessionRooms {
 
     fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
         let mut backlogs = self.backlogs();
+        // Counted once per token, not per socket: a metric update is a registry lookup.
+        let (mut events_sent, mut coalesced) = (0, 0);
         for socket in self.sockets(session_id) {
             let sid = socket.id;
             let behind = backlogs.get_mut(&sid).filter(|b| b.message_id == message_id);
@@ -99,9 +101,9 @@ impl SessionRooms {
             match sent {
                 Sent::Yes => {
                     if let Some(backlog) = backlogs.remove(&sid) {
-                        metrics::counter!("postchat_tokens_coalesced_total").increment(backlog.count());
+                        coalesced += backlog.count();
                     }
-                    metrics::counter!("postchat_token_events_sent_total").increment(1);
+                    events_sent += 1;
                 }
                 Sent::Gone => {
                     backlogs.remove(&sid);
@@ -121,6 +123,10 @@ impl SessionRooms {
                     }
                 }
             }
+        }
+        metrics::counter!("postchat_token_events_sent_total").increment(events_sent);
+        if coalesced > 0 {
+            metrics::counter!("postchat_tokens_coalesced_total").increment(coalesced);
         }
     }
 
