@@ -240,11 +240,6 @@ impl AllowedOrigins {
 }
 
 impl Config {
-    /// Config from the environment alone (defaults elsewhere), for tests and embedding.
-    pub fn from_env() -> Self {
-        Cli::parse_from(["postchat"]).config
-    }
-
     /// No JWT_SECRET and no public key: the server makes its own secret and hands out tokens.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none() && self.jwt_algorithm == JwtAlgorithmName::Hs256

@@ -86,7 +86,6 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     /// Only with HS256: the server can then issue tokens (dev mode, `postchat token`).
     encoding: Option<EncodingKey>,
-    algorithm: JwtAlgorithm,
     validation: Validation,
     audience: Option<String>,
     issuer: Option<String>,
@@ -146,11 +145,7 @@ impl JwtKeys {
         if let Some(iss) = &issuer {
             validation.set_issuer(&[iss]);
         }
-        Self { decoding, encoding, algorithm, validation, audience, issuer }
-    }
-
-    pub fn algorithm(&self) -> JwtAlgorithm {
-        self.algorithm
+        Self { decoding, encoding, validation, audience, issuer }
     }
 
     /// Allows `secs` of clock skew on `exp` and `nbf` (default 30).
