@@ -61,24 +61,31 @@ enum Outcome {
 /// Announces an answer's end exactly once: `deliver` consumes it, and if the job dies before
 /// (a panic), dropping it tells the room `INTERNAL` and stores the text so far as an error.
 struct Terminal {
-    audience: Arc<dyn super::AnswerAudience>,
-    controller: Option<Arc<ChatController>>,
+    controller: Arc<ChatController>,
     answer: Arc<super::inflight::InFlightAnswer>,
+    delivered: bool,
 }
 
 impl Terminal {
     fn deliver(mut self, event: AnswerEvent<'_>) {
-        self.controller = None;
-        self.audience.deliver(event);
+        self.delivered = true;
+        self.controller.audience.deliver(event);
     }
 }
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        let Some(controller) = self.controller.take() else { return };
+        if self.delivered {
+            return;
+        }
+        let controller = self.controller.clone();
         let (session_id, message_id) = (self.answer.session_id, self.answer.message_id);
         warn!(%message_id, "answer ended without a terminal event: reporting INTERNAL");
-        self.audience.deliver(AnswerEvent::Failed { session_id, message_id, error: &ChatError::Internal });
+        controller.audience.deliver(AnswerEvent::Failed {
+            session_id,
+            message_id,
+            error: &ChatError::Internal,
+        });
         let content = self.answer.content();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -115,11 +122,8 @@ impl AnswerJob {
         let audience = self.controller.audience.clone();
         let started = std::time::Instant::now();
         metrics::gauge!("postchat_answers_in_flight").increment(1.0);
-        let terminal = Terminal {
-            audience: audience.clone(),
-            controller: Some(self.controller.clone()),
-            answer: answer.clone(),
-        };
+        let terminal =
+            Terminal { controller: self.controller.clone(), answer: answer.clone(), delivered: false };
         audience.deliver(AnswerEvent::Start { session_id, message_id, intent });
 
         let timeout = self.controller.settings.answer_timeout;

@@ -231,6 +231,15 @@ pub struct InFlightView<'a> {
     pub seq: i64,
 }
 
+/// The `chat:join` ack, owning what it shows (the handler's reply outlives the join call).
+pub struct JoinReply(pub JoinedSession);
+
+impl Serialize for JoinReply {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        JoinAck::new(&self.0).serialize(serializer)
+    }
+}
+
 impl<'a> JoinAck<'a> {
     pub fn new(joined: &'a JoinedSession) -> Self {
         let session = &joined.entry.session;

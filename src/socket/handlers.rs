@@ -11,7 +11,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tracing::{debug, warn, Instrument};
 
 use super::connect::TokenExpiry;
-use super::events::{self, ErrorAck, ErrorPayload, JoinAck, MessageAck, OkAck, StopAck};
+use super::events::{self, ErrorAck, ErrorPayload, JoinReply, MessageAck, OkAck, StopAck};
 use super::SocketState;
 use crate::chat::ChatError;
 use crate::domain::{InvalidInput, SessionId, UserId};
@@ -181,19 +181,15 @@ async fn chat_join(
     s: &SocketRef,
     user: UserId,
     data: Option<Value>,
-) -> Result<Value, Failure> {
+) -> Result<JoinReply, Failure> {
     let session_id = session_payload(data)?;
     let room = events::room(session_id);
-    let joined = state
+    state
         .controller
         .join(&user, session_id, || s.join(room))
         .await
-        .map_err(|e| Failure::new(e, Some(session_id)))?;
-    // Serialized here: the ack borrows from `joined`, which lives only in this function.
-    serde_json::to_value(JoinAck::new(&joined)).map_err(|e| {
-        warn!(error = %e, "join ack not serializable");
-        Failure::new(ChatError::Internal, Some(session_id))
-    })
+        .map(JoinReply)
+        .map_err(|e| Failure::new(e, Some(session_id)))
 }
 
 async fn chat_leave(
