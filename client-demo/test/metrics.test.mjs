@@ -25,22 +25,32 @@ function samples(text, name) {
   return out;
 }
 
-test("an answer on a cached session costs two writes and one read", async () => {
+/** What one answer on a warm session costs the database, by query. */
+async function databaseCost(extra) {
   const post = await api(ctx.url, ctx.token, "POST", "/api/posts", samplePost);
   const session = (await api(ctx.url, ctx.token, "POST", "/api/sessions", { postId: post.body.id, title: "Metered" })).body;
   const socket = await connect(ctx.url, ctx.token);
-  await ask(socket, session.id, "What does Tokio do?"); // warms the caches
+  await ask(socket, session.id, "What does Tokio do?", extra("warm-up")); // warms the caches
   const before = samples(await scrape(), "postchat_db_queries_total");
-  const answer = await ask(socket, session.id, "What does Socket.IO add?");
+  const answer = await ask(socket, session.id, "What does Socket.IO add?", extra("measured"));
   assert.equal(answer.terminal.name, "chat:stream:end");
   const after = samples(await scrape(), "postchat_db_queries_total");
+  socket.close();
   const diff = {};
   for (const [labels, value] of Object.entries(after)) {
     const delta = value - (before[labels] ?? 0);
     if (delta) diff[labels.match(/op="([^"]+)"/)[1]] = delta;
   }
-  assert.deepEqual(diff, { insert_message: 1, finish_message: 1, recent_messages: 1 });
-  socket.close();
+  return diff;
+}
+
+test("an answer on a cached session costs two writes and one read", async () => {
+  assert.deepEqual(await databaseCost(() => ({})), { insert_message: 1, finish_message: 1, recent_messages: 1 });
+});
+
+test("an idempotency key costs no extra query: the insert finds repeats", async () => {
+  const keyed = (key) => ({ payload: { clientMessageId: `${key}-${Date.now()}` } });
+  assert.deepEqual(await databaseCost(keyed), { insert_message: 1, finish_message: 1, recent_messages: 1 });
 });
 
 test("the metric families are there, with bounded labels", async () => {

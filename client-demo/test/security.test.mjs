@@ -198,10 +198,13 @@ test("once the daily token budget is spent, messages are RATE_LIMITED until midn
     const token = await devToken(server.url, "alice");
     const { session } = await createSession(server.url, token, samplePost);
     const socket = await connect(server.url, token);
-    const first = await ask(socket, session.id, "What does Tokio do?");
+    const first = await ask(socket, session.id, "What does Tokio do?", { payload: { clientMessageId: "spent-1" } });
     assert.equal(first.terminal.name, "chat:stream:end");
     const second = await request(socket, "chat:message", { sessionId: session.id, content: "And then?" });
     assert.equal(second.error.code, "RATE_LIMITED");
+    // A retry of the message already answered is still its duplicate, not refused.
+    const retry = await request(socket, "chat:message", { sessionId: session.id, content: "What does Tokio do?", clientMessageId: "spent-1" });
+    assert.deepEqual(retry, { ok: true, messageId: first.ack.messageId, duplicate: true });
     const untilMidnight = new Date().setUTCHours(24, 0, 0, 0) - Date.now();
     assert.ok(Math.abs(second.error.retryAfterMs - untilMidnight) < 5_000, `${second.error.retryAfterMs} vs ${untilMidnight}`);
     const joined = await request(socket, "chat:join", { sessionId: session.id });

@@ -62,6 +62,27 @@ test("a retry after a reconnect is a duplicate, and the answer it refers to is c
   }
 });
 
+test("a retry of an answered message while the next answer streams is a duplicate, not BUSY", async () => {
+  const server = await startServer({ env: { LOCAL_AI_PACING_MS: "20" } });
+  try {
+    const token = await devToken(server.url, "alice");
+    const { session } = await createSession(server.url, token, samplePost);
+    const socket = await connect(server.url, token);
+    const first = await ask(socket, session.id, question, { payload: { clientMessageId: "first" } });
+    assert.equal(first.terminal.name, "chat:stream:end");
+    const next = await request(socket, "chat:message", { sessionId: session.id, content: "And then?", clientMessageId: "next" });
+    assert.equal(next.ok, true);
+    const retry = await request(socket, "chat:message", { sessionId: session.id, content: question, clientMessageId: "first" });
+    assert.deepEqual(retry, { ok: true, messageId: first.ack.messageId, duplicate: true });
+    const other = await request(socket, "chat:message", { sessionId: session.id, content: "A third one", clientMessageId: "third" });
+    assert.equal(other.error.code, "BUSY", "a new message still waits for the answer in flight");
+    await new Promise((r) => socket.once("chat:stream:end", r));
+    socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test("an answer nobody watches for the grace period is cancelled and stored as interrupted", async () => {
   const server = await startServer({ env: { LOCAL_AI_PACING_MS: "150", WATCH_GRACE_SECS: "1" } });
   try {

@@ -2,8 +2,10 @@
 //! configured number of tokens, keeping its opening and the sentences most relevant to the
 //! request, in the post's order.
 
-use std::sync::OnceLock;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, OnceLock};
 
+use cached::{Cached, SizedCache};
 use tiktoken_rs::CoreBPE;
 
 use super::bm25;
@@ -16,9 +18,46 @@ fn bpe() -> Option<&'static CoreBPE> {
     BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
 }
 
+/// Texts shorter than this are counted each time: hashing and locking would cost about as much.
+const REMEMBER_FROM_BYTES: usize = 64;
+
+/// How many counts are remembered.
+const REMEMBERED_COUNTS: usize = 16_384;
+
+/// Counts already made, by a (randomly keyed) hash of the text. The post, its summary and the
+/// session's history go into every prompt of a session, and tiktoken's regex was a third of the
+/// server's CPU under load (docs/benchmarks.md) when they were counted again for each answer.
+struct RememberedCounts {
+    hasher: RandomState,
+    counts: Mutex<SizedCache<u64, usize>>,
+}
+
+fn remembered() -> &'static RememberedCounts {
+    static COUNTS: OnceLock<RememberedCounts> = OnceLock::new();
+    COUNTS.get_or_init(|| RememberedCounts {
+        hasher: RandomState::new(),
+        counts: Mutex::new(SizedCache::with_size(REMEMBERED_COUNTS)),
+    })
+}
+
 /// Tokens in `text` as OpenAI-style models count them (a word-based estimate if the tokenizer
 /// cannot load).
 pub fn count_tokens(text: &str) -> usize {
+    if text.len() < REMEMBER_FROM_BYTES {
+        return count_now(text);
+    }
+    let memory = remembered();
+    let key = memory.hasher.hash_one(text);
+    // A poisoned lock only means a panic elsewhere mid-update of plain numbers.
+    let known = memory.counts.lock().unwrap_or_else(|p| p.into_inner()).cache_get(&key).copied();
+    known.unwrap_or_else(|| {
+        let count = count_now(text);
+        memory.counts.lock().unwrap_or_else(|p| p.into_inner()).cache_set(key, count);
+        count
+    })
+}
+
+fn count_now(text: &str) -> usize {
     match bpe() {
         Some(bpe) => bpe.encode_ordinary(text).len(),
         None => text.split_whitespace().count() * 4 / 3,
@@ -77,6 +116,16 @@ mod tests {
     fn counts_tokens_like_openai_models() {
         assert_eq!(count_tokens("hello world"), 2);
         assert_eq!(count_tokens(""), 0);
+    }
+
+    #[test]
+    fn remembered_counts_match_fresh_ones() {
+        let long = "Rust futures are state machines; an idle one costs a few kilobytes. ".repeat(20);
+        let fresh = count_now(&long);
+        assert_eq!(count_tokens(&long), fresh);
+        assert_eq!(count_tokens(&long), fresh, "the remembered count");
+        let other = long.replace("Rust", "Go");
+        assert_eq!(count_tokens(&other), count_now(&other), "a different text is counted anew");
     }
 
     #[test]

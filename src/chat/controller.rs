@@ -126,12 +126,11 @@ impl ChatController {
             return Err(ChatError::ShuttingDown);
         }
         let entry = self.sessions.session(user, req.session_id).await?;
-        if let Some(key) = &req.client_message_id {
-            if let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? {
-                return duplicate_of(&first, &req);
-            }
+        // A repeated `clientMessageId` is found by the database's unique key when the message is
+        // inserted (or on the rare refusals below), not by a read before every message.
+        if let Err(refused) = self.check_budget(user).await {
+            return self.stored_duplicate(&req).await?.ok_or(refused);
         }
-        self.check_budget(user).await?;
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
         let claim = Claim {
@@ -143,20 +142,25 @@ impl ChatController {
         };
         let guard: InFlightGuard = match self.inflight.reserve(claim) {
             Ok(guard) => guard,
-            // A retry of the message being answered right now is a duplicate, not BUSY.
-            Err(ChatError::Busy) => match (&req.client_message_id, self.inflight.get(req.session_id)) {
-                (Some(key), Some(current)) if current.client_message_id.as_ref() == Some(key) => {
-                    if current.user_message != req.content.as_str() {
-                        return Err(ChatError::Conflict);
+            Err(ChatError::Busy) => {
+                // A retry of the message being answered right now is a duplicate, not BUSY.
+                if let (Some(key), Some(current)) =
+                    (&req.client_message_id, self.inflight.get(req.session_id))
+                {
+                    if current.client_message_id.as_ref() == Some(key) {
+                        if current.user_message != req.content.as_str() {
+                            return Err(ChatError::Conflict);
+                        }
+                        return Ok(AcceptedMessage {
+                            message_id: current.message_id,
+                            duplicate: true,
+                            job: None,
+                        });
                     }
-                    return Ok(AcceptedMessage {
-                        message_id: current.message_id,
-                        duplicate: true,
-                        job: None,
-                    });
                 }
-                _ => return Err(ChatError::Busy),
-            },
+                // So is a retry of an earlier message that is already answered.
+                return self.stored_duplicate(&req).await?.ok_or(ChatError::Busy);
+            }
             Err(e) => return Err(e),
         };
         let new = NewMessage {
@@ -169,16 +173,10 @@ impl ChatController {
         };
         match self.sessions.save_message(&new).await {
             Ok(()) => {}
-            // A parallel retry with the same key won the insert: answer as its duplicate.
+            // The key is taken: a retry of a stored message (or a parallel retry that won).
             Err(StoreError::Duplicate(_)) => {
                 drop(guard);
-                let key = req.client_message_id.as_ref().ok_or(ChatError::Conflict)?;
-                let first = self
-                    .sessions
-                    .message_by_client_id(req.session_id, key)
-                    .await?
-                    .ok_or(ChatError::Conflict)?;
-                return duplicate_of(&first, &req);
+                return self.stored_duplicate(&req).await?.ok_or(ChatError::Conflict);
             }
             Err(e) => return Err(e.into()),
         }
@@ -195,6 +193,16 @@ impl ChatController {
                 usage: Default::default(),
             }),
         })
+    }
+
+    /// The stored message `req` repeats (same `clientMessageId`), as its duplicate; `None` when
+    /// `req` has no key or nothing was stored under it.
+    async fn stored_duplicate(&self, req: &SendMessage) -> Result<Option<AcceptedMessage>, ChatError> {
+        let Some(key) = &req.client_message_id else { return Ok(None) };
+        match self.sessions.message_by_client_id(req.session_id, key).await? {
+            Some(first) => duplicate_of(&first, req).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// `RATE_LIMITED` once `user` has spent today's model tokens.
