@@ -198,6 +198,10 @@ pub struct Config {
     /// Packets queued per socket; a socket that lets its queue fill is disconnected.
     #[arg(long, env = "SOCKET_QUEUE_PACKETS", default_value_t = 1_024)]
     pub socket_queue_packets: usize,
+    /// Bytes a websocket reads at a time; every open connection holds one such buffer, and
+    /// what clients send is small (larger messages take several reads).
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 1_024)]
+    pub ws_read_buffer_bytes: usize,
 
     /// How long a session stays in the session cache (s).
     #[arg(long, env = "SESSION_CACHE_TTL_SECS", default_value_t = 3_600)]

@@ -118,6 +118,7 @@ impl Application {
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
             queue_packets: config.socket_queue_packets.max(16),
+            ws_read_buffer_bytes: config.ws_read_buffer_bytes.max(256),
             max_message_chars: config.max_message_chars,
         };
         let (socket_layer, io) = socket::layer(&limits);
@@ -164,6 +165,7 @@ impl Application {
         let http_state = HttpState { sessions, expander, keys: keys.clone(), dev_tokens: config.dev_mode() };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
+            .layer(axum::middleware::from_fn(socket::detach_request_head))
             .layer(axum::middleware::from_fn({
                 let origins = origins.clone();
                 move |req, next| check_origin(origins.clone(), req, next)

@@ -6,6 +6,7 @@ mod backlog;
 mod connect;
 pub mod events;
 mod handlers;
+mod request_head;
 mod rooms;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::middleware::auth::JwtKeys;
 use crate::middleware::connection_limit::SocketsPerUser;
 use crate::middleware::rate_limit::RateLimit;
 
+pub use request_head::detach_request_head;
 pub use rooms::SessionRooms;
 
 /// Socket.IO limits, from the config.
@@ -30,6 +32,8 @@ pub struct SocketLimits {
     pub max_payload_bytes: usize,
     /// Packets queued per socket before an emit fails.
     pub queue_packets: usize,
+    /// Bytes a websocket reads at a time (held by every connection).
+    pub ws_read_buffer_bytes: usize,
     /// Longest `content` of a `chat:message`.
     pub max_message_chars: usize,
 }
@@ -52,6 +56,7 @@ pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
         .ws_max_message_size(max)
         .ws_max_frame_size(max)
         .max_buffer_size(limits.queue_packets)
+        .ws_read_buffer_size(limits.ws_read_buffer_bytes)
         .build_layer()
 }
 
