@@ -26,7 +26,9 @@ impl Socket {
     /// `{ token }` as auth; fails with the server's connect_error message.
     pub async fn connect(addr: &str, token: &str) -> Result<Socket, String> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.map_err(|e| e.to_string())?;
+        // TCP_NODELAY, as browsers and Node's `ws` set it.
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = ws.split();
         // Engine.IO open packet, then the Socket.IO connect.
         match stream.next().await {
