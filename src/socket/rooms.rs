@@ -32,6 +32,9 @@ pub struct SessionRooms {
     backlogs: Mutex<HashMap<Sid, Backlog>>,
     /// How long a socket may be unable to take tokens before it is a slow consumer.
     slow_consumer_after: Duration,
+    /// Handles kept: looking a metric up in the registry per token costs a hash of its name.
+    token_events_sent: metrics::Counter,
+    tokens_coalesced: metrics::Counter,
 }
 
 /// What became of an emit to one socket.
@@ -41,7 +44,7 @@ enum Sent {
     Gone,
 }
 
-fn emit<T: Serialize>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
+fn emit<T: Serialize + ?Sized>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
     let (sent, failure) = match socket.emit(event, payload) {
         Ok(()) => (Sent::Yes, None),
         Err(SendError::Socket(SocketError::InternalChannelFull)) => (Sent::QueueFull, Some("queue_full")),
@@ -59,7 +62,13 @@ fn emit<T: Serialize>(socket: &SocketRef, event: &'static str, payload: &T) -> S
 
 impl SessionRooms {
     pub fn new(io: SocketIo, slow_consumer_after: Duration) -> Self {
-        Self { io, backlogs: Mutex::default(), slow_consumer_after }
+        Self {
+            io,
+            backlogs: Mutex::default(),
+            slow_consumer_after,
+            token_events_sent: metrics::counter!("postchat_token_events_sent_total"),
+            tokens_coalesced: metrics::counter!("postchat_tokens_coalesced_total"),
+        }
     }
 
     fn backlogs(&self) -> MutexGuard<'_, HashMap<Sid, Backlog>> {
@@ -81,21 +90,29 @@ impl SessionRooms {
     }
 
     fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
+        let sockets = self.sockets(session_id);
+        let single = StreamToken::single(session_id, message_id, token, seq);
+        // Watched by several sockets (tabs, devices): serialize the event once, not per socket.
+        let shared = if sockets.len() > 1 { serde_json::value::to_raw_value(&single).ok() } else { None };
         let mut backlogs = self.backlogs();
         // Counted once per token, not per socket: a metric update is a registry lookup.
         let (mut events_sent, mut coalesced) = (0, 0);
-        for socket in self.sockets(session_id) {
+        for socket in &sockets {
             let sid = socket.id;
-            let behind = backlogs.get_mut(&sid).filter(|b| b.message_id == message_id);
-            let sent = match behind {
-                None => emit(
-                    &socket,
-                    events::STREAM_TOKEN,
-                    &StreamToken::single(session_id, message_id, token, seq),
-                ),
+            let sent = match backlogs.get_mut(&sid).filter(|b| b.message_id == message_id) {
+                None => match &shared {
+                    Some(raw) => emit(socket, events::STREAM_TOKEN, raw.as_ref()),
+                    None => emit(socket, events::STREAM_TOKEN, &single),
+                },
                 Some(backlog) => {
                     backlog.push(token, seq);
-                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
+                    // Offered again now and then, not on every token: re-serializing a growing
+                    // backlog each time would cost quadratic time.
+                    if backlog.take_retry_turn() {
+                        emit(socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
+                    } else {
+                        Sent::QueueFull
+                    }
                 }
             };
             match sent {
@@ -119,14 +136,15 @@ impl SessionRooms {
                         .or_insert_with(|| Backlog::new(message_id, token, seq));
                     if backlog.is_stuck(self.slow_consumer_after, MAX_BACKLOG_BYTES) {
                         backlogs.remove(&sid);
-                        self.slow_consumer(&socket, session_id);
+                        self.slow_consumer(socket, session_id);
                     }
                 }
             }
         }
-        metrics::counter!("postchat_token_events_sent_total").increment(events_sent);
+        drop(backlogs);
+        self.token_events_sent.increment(events_sent);
         if coalesced > 0 {
-            metrics::counter!("postchat_tokens_coalesced_total").increment(coalesced);
+            self.tokens_coalesced.increment(coalesced);
         }
     }
 
