@@ -71,6 +71,12 @@ impl Store for CountingStore {
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
         self.inner.finish_message(id, answer).await
     }
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+        self.inner.insert_messages(messages).await
+    }
+    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+        self.inner.finish_messages(answers).await
+    }
     async fn find_message_by_client_id(
         &self,
         s: SessionId,

@@ -8,7 +8,7 @@ use postchat::domain::{
     ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded, PostId,
     Preferences, SessionId, SocialPost, TokenUsage, UserId,
 };
-use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
+use postchat::store::{FinishedAnswer, MessageWrites, NewMessage, Store, StoreError};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
@@ -224,6 +224,105 @@ async fn the_session_title_is_updated(store: Arc<dyn Store>) {
     assert_eq!(read.updated_at, at);
 }
 
+async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: Arc<dyn Store>) {
+    let (a, b) = (a_session(&store, &user("alice")).await, a_session(&store, &user("bob")).await);
+    store.insert_message(&new_message(a.id, "first", Some("taken"))).await.unwrap();
+    let batch = vec![
+        new_message(a.id, "one {x}", Some("k1")),
+        new_message(a.id, "again", Some("taken")),
+        new_message(b.id, "two", None),
+        new_message(b.id, "three ünï", Some("k1")),
+    ];
+    let stored = store.insert_messages(&batch).await.unwrap();
+    assert_eq!(stored, vec![true, false, true, true], "the taken key is skipped, not an error");
+
+    let posts = vec![SocialPost::fitted(Platform::Linkedin, "Post", vec![])];
+    let ends = vec![
+        (
+            batch[0].id,
+            FinishedAnswer {
+                ai_response: "Answer {y}.",
+                posts: &[],
+                status: MessageStatus::Complete,
+                usage: Some(TokenUsage::reported(10, 2)),
+            },
+        ),
+        (
+            batch[3].id,
+            FinishedAnswer {
+                ai_response: "Posts",
+                posts: &posts,
+                status: MessageStatus::Stopped,
+                usage: None,
+            },
+        ),
+    ];
+    store.finish_messages(&ends).await.unwrap();
+    let in_a = store.recent_messages(a.id, 10, None).await.unwrap();
+    assert_eq!(in_a.iter().map(|m| m.user_message.as_str()).collect::<Vec<_>>(), ["first", "one {x}"]);
+    assert_eq!(in_a[1].ai_response, "Answer {y}.");
+    assert_eq!(in_a[1].status, MessageStatus::Complete);
+    assert_eq!(in_a[1].usage, Some(TokenUsage::reported(10, 2)));
+    let in_b = store.recent_messages(b.id, 10, None).await.unwrap();
+    let three = in_b.iter().find(|m| m.id == batch[3].id).unwrap();
+    assert_eq!((three.status, three.posts.clone(), three.usage), (MessageStatus::Stopped, posts, None));
+    let two = in_b.iter().find(|m| m.id == batch[2].id).unwrap();
+    assert_eq!(two.status, MessageStatus::Streaming, "not in the finished batch: untouched");
+}
+
+async fn a_message_of_a_missing_session_fails_the_batch_statement(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let batch = vec![new_message(session.id, "fine", None), new_message(SessionId::new(), "orphan", None)];
+    assert!(store.insert_messages(&batch).await.is_err());
+    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty(), "all or nothing");
+}
+
+/// `MessageWrites` under many concurrent answers: every write gets its own outcome, whether it
+/// went out alone, in a batch, or one by one after a spoiled batch.
+async fn gathered_writes_give_each_answer_its_own_outcome(store: Arc<dyn Store>) {
+    let writes = Arc::new(MessageWrites::new(store.clone(), 2));
+    let session = a_session(&store, &user("alice")).await;
+    let mut tasks = Vec::new();
+    for n in 0..60 {
+        let (writes, session_id) = (writes.clone(), session.id);
+        tasks.push(tokio::spawn(async move {
+            // Every tenth message belongs to no session: its batch fails and is retried row by row.
+            let target = if n % 10 == 9 { SessionId::new() } else { session_id };
+            let key = format!("k{}", n % 30);
+            let message = new_message(target, &format!("m{n}"), Some(&key));
+            let inserted = writes.insert(message.clone()).await;
+            if inserted.is_ok() {
+                let answer = format!("answer {n}");
+                let end = FinishedAnswer {
+                    ai_response: &answer,
+                    posts: &[],
+                    status: MessageStatus::Complete,
+                    usage: None,
+                };
+                writes.finish(message.id, end).await.unwrap();
+            }
+            (n, inserted)
+        }));
+    }
+    let (mut stored, mut duplicates) = (0, 0);
+    for task in tasks {
+        let (n, inserted) = task.await.unwrap();
+        match inserted {
+            Ok(()) => stored += 1,
+            Err(StoreError::Duplicate(_)) => duplicates += 1,
+            Err(e) => assert_eq!(n % 10, 9, "message {n}: {e}"),
+        }
+    }
+    // 30 keys, each used twice; 3 of them only by orphans, which always fail.
+    assert_eq!((stored, duplicates), (27, 27));
+    let messages = store.recent_messages(session.id, 100, None).await.unwrap();
+    assert_eq!(messages.len(), stored);
+    for m in &messages {
+        assert_eq!(m.status, MessageStatus::Complete);
+        assert_eq!(m.ai_response, format!("answer {}", &m.user_message[1..]));
+    }
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -240,5 +339,8 @@ on_both_backends!(
     the_session_summary_is_updated,
     tokens_used_today_add_up_per_user,
     the_session_title_is_updated,
+    batches_of_messages_are_inserted_and_finished_in_one_statement,
+    a_message_of_a_missing_session_fails_the_batch_statement,
+    gathered_writes_give_each_answer_its_own_outcome,
     ping_answers,
 );

@@ -11,12 +11,17 @@ use crate::domain::{
     ChatSession, ClientMessageId, Message, MessageId, Post, PostExpanded, PostId, Preferences, SessionId,
     UserId,
 };
-use crate::store::{FinishedAnswer, NewMessage, Store, StoreError};
+use crate::store::{FinishedAnswer, MessageWrites, NewMessage, Store, StoreError};
 
 use super::{ChatError, SessionCache, SessionEntry};
 
+/// Statements of each kind of message write (insert, finish) that may run at once.
+const WRITE_STATEMENTS: usize = 4;
+
 pub struct ChatSessionService {
     store: Arc<dyn Store>,
+    /// Every answer's insert and update, batched across answers.
+    writes: MessageWrites,
     cache: SessionCache,
     /// How many earlier exchanges go into the AI context.
     history_limit: u32,
@@ -24,7 +29,8 @@ pub struct ChatSessionService {
 
 impl ChatSessionService {
     pub fn new(store: Arc<dyn Store>, cache: SessionCache, history_limit: u32) -> Self {
-        Self { store, cache, history_limit }
+        let writes = MessageWrites::new(store.clone(), WRITE_STATEMENTS);
+        Self { store, writes, cache, history_limit }
     }
 
     pub fn cache(&self) -> &SessionCache {
@@ -177,12 +183,12 @@ impl ChatSessionService {
 
     /// Stores the user's message as a new exchange (status `streaming`).
     pub async fn save_message(&self, message: &NewMessage) -> Result<(), StoreError> {
-        self.store.insert_message(message).await
+        self.writes.insert(message.clone()).await
     }
 
     /// Stores how an exchange ended.
     pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), ChatError> {
-        self.store.finish_message(id, answer).await?;
+        self.writes.finish(id, answer).await?;
         Ok(())
     }
 

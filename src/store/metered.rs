@@ -77,6 +77,15 @@ impl Store for MeteredStore {
     ) -> Result<(), StoreError> {
         timed("update_session_title", self.inner.update_session_title(id, title, at)).await
     }
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+        metrics::histogram!("postchat_db_batch_rows", "op" => "insert_messages")
+            .record(messages.len() as f64);
+        timed("insert_messages", self.inner.insert_messages(messages)).await
+    }
+    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+        metrics::histogram!("postchat_db_batch_rows", "op" => "finish_messages").record(answers.len() as f64);
+        timed("finish_messages", self.inner.finish_messages(answers)).await
+    }
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
         timed("insert_message", self.inner.insert_message(message)).await
     }

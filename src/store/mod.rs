@@ -4,6 +4,7 @@
 //! its own migrations folder, so neither database constrains the other (atuin's two-backend shape).
 //! Which one runs is chosen by the `DATABASE_URL` scheme in [`connect`].
 
+mod message_writes;
 mod metered;
 mod postgres;
 mod sql;
@@ -20,6 +21,7 @@ use crate::domain::{
     SocialPost, TokenUsage, UserId,
 };
 
+pub use message_writes::MessageWrites;
 pub use metered::MeteredStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -112,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError>;
+    /// Stores several new exchanges in one statement; for each, in order, whether it was stored
+    /// (`false`: its client message id, or its id, was already taken).
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
+    /// Stores how several exchanges ended, in one statement.
+    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError>;
     async fn find_message_by_client_id(
         &self,
         session: SessionId,

@@ -52,6 +52,20 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
       status, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
+/// `insert_messages`: this, then a `VALUES` row per message, then `INSERT_MESSAGES_TAIL`.
+pub(super) const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
+     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+      status, created_at, updated_at) ";
+/// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
+/// went in.
+pub(super) const INSERT_MESSAGES_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING id";
+/// `finish_messages`: this, then a `VALUES` row per answer, then `FINISH_MESSAGES_TAIL`.
+pub(super) const FINISH_MESSAGES_HEAD: &str = "WITH v (id, ai_response, posts, status, updated_at, \
+     prompt_tokens, completion_tokens, usage_estimated) AS (";
+pub(super) const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_response, \
+     posts = v.posts, status = v.status, updated_at = v.updated_at, \
+     prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
+     usage_estimated = v.usage_estimated FROM v WHERE messages.id = v.id";
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
      completion_tokens = $7, usage_estimated = $8 WHERE id = $1";
@@ -369,6 +383,46 @@ macro_rules! impl_store_for {
                     .bind(answer.usage.map(|u| u.estimated))
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+
+            async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+                let mut query = sqlx::QueryBuilder::new(sql::INSERT_MESSAGES_HEAD);
+                query.push_values(messages, |mut row, m| {
+                    row.push_bind(m.id.as_uuid())
+                        .push_bind(m.session_id.as_uuid())
+                        .push_bind(m.client_message_id.as_ref().map(|c| c.as_str()))
+                        .push_bind(m.user_message.as_str())
+                        .push("''")
+                        .push_bind(m.intent_type.as_str())
+                        .push_bind(Json(&[] as &[SocialPost]))
+                        .push("'streaming'")
+                        .push_bind(m.created_at)
+                        .push_bind(m.created_at);
+                });
+                query.push(sql::INSERT_MESSAGES_TAIL);
+                let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(&self.pool).await?;
+                Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
+            }
+
+            async fn finish_messages(
+                &self,
+                answers: &[(MessageId, FinishedAnswer<'_>)],
+            ) -> Result<(), StoreError> {
+                let now = $crate::domain::now();
+                let mut query = sqlx::QueryBuilder::new(sql::FINISH_MESSAGES_HEAD);
+                query.push_values(answers, |mut row, (id, answer)| {
+                    row.push_bind(id.as_uuid())
+                        .push_bind(answer.ai_response)
+                        .push_bind(Json(answer.posts))
+                        .push_bind(answer.status.as_str())
+                        .push_bind(now)
+                        .push_bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
+                        .push_bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
+                        .push_bind(answer.usage.map(|u| u.estimated));
+                });
+                query.push(sql::FINISH_MESSAGES_TAIL);
+                query.build().execute(&self.pool).await?;
                 Ok(())
             }
 
