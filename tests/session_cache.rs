@@ -74,6 +74,13 @@ impl Store for CountingStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         self.inner.insert_messages(messages).await
     }
+    async fn recent_messages_of(
+        &self,
+        sessions: &[SessionId],
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        self.inner.recent_messages_of(sessions, limit).await
+    }
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
         self.inner.finish_messages(answers).await
     }

@@ -8,7 +8,7 @@ use postchat::domain::{
     ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded, PostId,
     Preferences, SessionId, SocialPost, TokenUsage, UserId,
 };
-use postchat::store::{FinishedAnswer, MessageWrites, NewMessage, Store, StoreError};
+use postchat::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
@@ -270,6 +270,26 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
     assert_eq!(two.status, MessageStatus::Streaming, "not in the finished batch: untouched");
 }
 
+async fn recent_messages_of_several_sessions_come_in_one_statement(store: Arc<dyn Store>) {
+    let owner = user("alice");
+    let (a, b, c) =
+        (a_session(&store, &owner).await, a_session(&store, &owner).await, a_session(&store, &owner).await);
+    for n in 0..5 {
+        store.insert_message(&new_message(a.id, &format!("a{n}"), None)).await.unwrap();
+    }
+    for n in 0..2 {
+        store.insert_message(&new_message(b.id, &format!("b{n}"), None)).await.unwrap();
+    }
+    let rows = store.recent_messages_of(&[a.id, b.id, c.id], 3).await.unwrap();
+    for session in [a.id, b.id, c.id] {
+        let of: Vec<_> = rows.iter().filter(|m| m.session_id == session).map(|m| m.id).collect();
+        let alone: Vec<_> =
+            store.recent_messages(session, 3, None).await.unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(of, alone, "the same messages, in the same order, as read alone");
+    }
+    assert_eq!(rows.len(), 5);
+}
+
 async fn a_message_of_a_missing_session_fails_the_batch_statement(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let batch = vec![new_message(session.id, "fine", None), new_message(SessionId::new(), "orphan", None)];
@@ -277,10 +297,10 @@ async fn a_message_of_a_missing_session_fails_the_batch_statement(store: Arc<dyn
     assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty(), "all or nothing");
 }
 
-/// `MessageWrites` under many concurrent answers: every write gets its own outcome, whether it
+/// `BatchedMessages` under many concurrent answers: every write gets its own outcome, whether it
 /// went out alone, in a batch, or one by one after a spoiled batch.
 async fn gathered_writes_give_each_answer_its_own_outcome(store: Arc<dyn Store>) {
-    let writes = Arc::new(MessageWrites::new(store.clone(), 2));
+    let writes = Arc::new(BatchedMessages::new(store.clone(), 2));
     let session = a_session(&store, &user("alice")).await;
     let mut tasks = Vec::new();
     for n in 0..60 {
@@ -317,6 +337,24 @@ async fn gathered_writes_give_each_answer_its_own_outcome(store: Arc<dyn Store>)
     assert_eq!((stored, duplicates), (27, 27));
     let messages = store.recent_messages(session.id, 100, None).await.unwrap();
     assert_eq!(messages.len(), stored);
+    // Reads gathered the same way give each reader its own session's newest messages.
+    let newest: Vec<_> = messages[messages.len() - 5..].iter().map(|m| m.id).collect();
+    let other = a_session(&store, &user("bob")).await;
+    let reads: Vec<_> = (0..20)
+        .map(|n| {
+            let (writes, id) = (writes.clone(), if n % 2 == 0 { session.id } else { other.id });
+            tokio::spawn(async move { (id, writes.recent(id, 5).await.unwrap()) })
+        })
+        .collect();
+    for read in reads {
+        let (id, got) = read.await.unwrap();
+        let got: Vec<_> = got.iter().map(|m| m.id).collect();
+        if id == session.id {
+            assert_eq!(got, newest);
+        } else {
+            assert!(got.is_empty());
+        }
+    }
     for m in &messages {
         assert_eq!(m.status, MessageStatus::Complete);
         assert_eq!(m.ai_response, format!("answer {}", &m.user_message[1..]));
@@ -340,6 +378,7 @@ on_both_backends!(
     tokens_used_today_add_up_per_user,
     the_session_title_is_updated,
     batches_of_messages_are_inserted_and_finished_in_one_statement,
+    recent_messages_of_several_sessions_come_in_one_statement,
     a_message_of_a_missing_session_fails_the_batch_statement,
     gathered_writes_give_each_answer_its_own_outcome,
     ping_answers,

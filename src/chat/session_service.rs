@@ -11,17 +11,17 @@ use crate::domain::{
     ChatSession, ClientMessageId, Message, MessageId, Post, PostExpanded, PostId, Preferences, SessionId,
     UserId,
 };
-use crate::store::{FinishedAnswer, MessageWrites, NewMessage, Store, StoreError};
+use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
 use super::{ChatError, SessionCache, SessionEntry};
 
-/// Statements of each kind of message write (insert, finish) that may run at once.
-const WRITE_STATEMENTS: usize = 4;
+/// Statements of each kind (insert, read, finish) that may run at once for answers.
+const ANSWER_STATEMENTS: usize = 4;
 
 pub struct ChatSessionService {
     store: Arc<dyn Store>,
-    /// Every answer's insert and update, batched across answers.
-    writes: MessageWrites,
+    /// Every answer's insert, context read and update, batched across answers.
+    batched: BatchedMessages,
     cache: SessionCache,
     /// How many earlier exchanges go into the AI context.
     history_limit: u32,
@@ -29,8 +29,8 @@ pub struct ChatSessionService {
 
 impl ChatSessionService {
     pub fn new(store: Arc<dyn Store>, cache: SessionCache, history_limit: u32) -> Self {
-        let writes = MessageWrites::new(store.clone(), WRITE_STATEMENTS);
-        Self { store, writes, cache, history_limit }
+        let batched = BatchedMessages::new(store.clone(), ANSWER_STATEMENTS);
+        Self { store, batched, cache, history_limit }
     }
 
     pub fn cache(&self) -> &SessionCache {
@@ -183,12 +183,12 @@ impl ChatSessionService {
 
     /// Stores the user's message as a new exchange (status `streaming`).
     pub async fn save_message(&self, message: &NewMessage) -> Result<(), StoreError> {
-        self.writes.insert(message.clone()).await
+        self.batched.insert(message.clone()).await
     }
 
     /// Stores how an exchange ended.
     pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), ChatError> {
-        self.writes.finish(id, answer).await?;
+        self.batched.finish(id, answer).await?;
         Ok(())
     }
 
@@ -235,7 +235,7 @@ impl ChatSessionService {
         current: MessageId,
     ) -> Result<AiContext, ChatError> {
         let preferences = self.preferences(&entry.session.owner).await?;
-        let mut history = self.store.recent_messages(entry.session.id, self.history_limit + 1, None).await?;
+        let mut history = self.batched.recent(entry.session.id, self.history_limit + 1).await?;
         history.retain(|m| m.id != current);
         if history.len() > self.history_limit as usize {
             history.remove(0);

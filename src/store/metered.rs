@@ -82,6 +82,15 @@ impl Store for MeteredStore {
             .record(messages.len() as f64);
         timed("insert_messages", self.inner.insert_messages(messages)).await
     }
+    async fn recent_messages_of(
+        &self,
+        sessions: &[SessionId],
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        metrics::histogram!("postchat_db_batch_rows", "op" => "recent_messages_of")
+            .record(sessions.len() as f64);
+        timed("recent_messages_of", self.inner.recent_messages_of(sessions, limit)).await
+    }
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "finish_messages").record(answers.len() as f64);
         timed("finish_messages", self.inner.finish_messages(answers)).await

@@ -4,7 +4,7 @@
 //! its own migrations folder, so neither database constrains the other (atuin's two-backend shape).
 //! Which one runs is chosen by the `DATABASE_URL` scheme in [`connect`].
 
-mod message_writes;
+mod batched_messages;
 mod metered;
 mod postgres;
 mod sql;
@@ -21,7 +21,7 @@ use crate::domain::{
     SocialPost, TokenUsage, UserId,
 };
 
-pub use message_writes::MessageWrites;
+pub use batched_messages::BatchedMessages;
 pub use metered::MeteredStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -117,6 +117,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
+    /// The newest `limit` messages of each of `sessions`, in one statement; each session's
+    /// oldest first.
+    async fn recent_messages_of(
+        &self,
+        sessions: &[SessionId],
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
     /// Stores how several exchanges ended, in one statement.
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError>;
     async fn find_message_by_client_id(
@@ -141,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError>;
     async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError>;
 }
+
+/// Prepared statements kept per connection: the fixed queries and one per batch size of each
+/// batched statement (`batched_messages.rs`).
+const STATEMENT_CACHE: usize = 256;
 
 /// Pool settings shared by both backends.
 #[derive(Debug, Clone)]

@@ -81,6 +81,16 @@ pub(super) fn recent_messages() -> String {
          ORDER BY created_at DESC, id DESC LIMIT $2"
     )
 }
+/// `recent_messages_of`: per session this, its id, its order, limit and alias, the parts joined
+/// by `UNION ALL`, then `RECENT_MESSAGES_OF_TAIL`. Each part reads its session's newest messages
+/// through the (session, created_at) index, however long the session.
+pub(super) fn recent_messages_of_part() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
+         WHERE chat_session_id = "
+    )
+}
+pub(super) const RECENT_MESSAGES_OF_TAIL: &str = " ORDER BY created_at, id";
 pub(super) fn recent_messages_before() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
@@ -403,6 +413,32 @@ macro_rules! impl_store_for {
                 query.push(sql::INSERT_MESSAGES_TAIL);
                 let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(&self.pool).await?;
                 Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
+            }
+
+            async fn recent_messages_of(
+                &self,
+                sessions: &[SessionId],
+                limit: u32,
+            ) -> Result<Vec<Message>, StoreError> {
+                let part = sql::recent_messages_of_part();
+                let mut query = sqlx::QueryBuilder::new("");
+                for (n, session) in sessions.iter().enumerate() {
+                    if n > 0 {
+                        query.push(" UNION ALL ");
+                    }
+                    query.push(&part);
+                    query.push_bind(session.as_uuid());
+                    // The limit is ours (a number), not the user's: written into the SQL.
+                    query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
+                }
+                query.push(sql::RECENT_MESSAGES_OF_TAIL);
+                query
+                    .build_query_as::<sql::MessageRow>()
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(Message::try_from)
+                    .collect()
             }
 
             async fn finish_messages(

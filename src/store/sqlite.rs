@@ -9,6 +9,7 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 
 use super::sql::{self, impl_store_for};
+use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
     ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, SocialPost,
@@ -31,7 +32,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .statement_cache_capacity(STATEMENT_CACHE);
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
