@@ -19,7 +19,9 @@ fn bpe() -> Option<&'static CoreBPE> {
 }
 
 /// Texts shorter than this are counted each time: hashing and locking would cost about as much.
-const REMEMBER_FROM_BYTES: usize = 64;
+/// (Even a short question costs the tokenizer's regex microseconds: the history's questions are
+/// worth remembering.)
+const REMEMBER_FROM_BYTES: usize = 16;
 
 /// How many counts are remembered.
 const REMEMBERED_COUNTS: usize = 16_384;
