@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
 use crate::domain::{Message, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
 
-/// Most rows in one statement (each distinct size is a prepared statement per connection, and
-/// sqlx keeps 100 of them).
+/// Most answers in one statement (each distinct size is a prepared statement per connection;
+/// `STATEMENT_CACHE` has room for all of them).
 const MAX_BATCH: usize = 32;
 
-/// Writes waiting for a statement, at most, before callers wait to queue.
+/// Parts waiting for a statement, at most, before callers wait to queue.
 const QUEUE: usize = 4_096;
 
 /// Sends the answers' statements to the store in batches.
