@@ -11,7 +11,8 @@
 //!   the session service (ownership, AI context, persistence) and its cache, in-flight answers.
 //! - [`ai`]: intent detection, streamed answers and social posts on langchain-rust's `LLM` trait,
 //!   with the offline `local` engine.
-//! - [`store`]: the storage seam with its PostgreSQL and SQLite backends.
+//! - [`store`]: the storage seam with its PostgreSQL and SQLite backends, metered, and the
+//!   answers' statements batched across answers.
 //! - [`expansion`]: fetching a post's page (readable text, title) from public addresses only.
 //! - [`domain`]: validated values and entities, no I/O.
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.

@@ -95,7 +95,7 @@ impl SessionRooms {
         // Watched by several sockets (tabs, devices): serialize the event once, not per socket.
         let shared = if sockets.len() > 1 { serde_json::value::to_raw_value(&single).ok() } else { None };
         let mut backlogs = self.backlogs();
-        // Counted once per token, not per socket: a metric update is a registry lookup.
+        // Counted once per token, not once per socket.
         let (mut events_sent, mut coalesced) = (0, 0);
         for socket in &sockets {
             let sid = socket.id;
