@@ -142,7 +142,10 @@ test("a repeated clientMessageId gets the first message back and no second answe
 test("chat:join acks the session, its messages and no answer in flight", async () => {
   const { session, post } = await createSession(ctx.url, ctx.token, samplePost);
   const socket = await connect(ctx.url, ctx.token);
+  // The session is named in the background once the answer ends: join once it has been.
+  const titled = new Promise((resolve) => socket.once("chat:session:updated", resolve));
   await ask(socket, session.id, "What does Tokio do?");
+  await titled;
   const joined = await request(socket, "chat:join", { sessionId: session.id });
   assert.equal(joined.ok, true);
   assert.equal(joined.session.id, session.id);
