@@ -23,6 +23,9 @@ use crate::domain::{MessageId, SessionId};
 /// How many times (200 ms apart) to try telling and disconnecting a slow consumer.
 const SLOW_CONSUMER_DISCONNECT_TRIES: usize = 150;
 
+/// How often a terminal event a full queue refused is offered again.
+const END_RETRY_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Most bytes a socket may be behind before it counts as stuck.
 const MAX_BACKLOG_BYTES: usize = 1 << 20;
 
@@ -84,7 +87,7 @@ impl SessionRooms {
     fn send<T: Serialize>(&self, session_id: SessionId, event: &'static str, payload: &T) {
         for socket in self.sockets(session_id) {
             if let Sent::QueueFull = emit(&socket, event, payload) {
-                self.slow_consumer(&socket, session_id);
+                cut_off_slow_consumer(&socket, session_id);
             }
         }
     }
@@ -106,13 +109,7 @@ impl SessionRooms {
                 },
                 Some(backlog) => {
                     backlog.push(token, seq);
-                    // Offered again now and then, not on every token: re-serializing a growing
-                    // backlog each time would cost quadratic time.
-                    if backlog.take_retry_turn() {
-                        emit(socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
-                    } else {
-                        Sent::QueueFull
-                    }
+                    emit(socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
                 }
             };
             match sent {
@@ -136,7 +133,7 @@ impl SessionRooms {
                         .or_insert_with(|| Backlog::new(message_id, token, seq));
                     if backlog.is_stuck(self.slow_consumer_after, MAX_BACKLOG_BYTES) {
                         backlogs.remove(&sid);
-                        self.slow_consumer(socket, session_id);
+                        cut_off_slow_consumer(socket, session_id);
                     }
                 }
             }
@@ -160,45 +157,96 @@ impl SessionRooms {
         // Every backlog of this answer ends here, also those of sockets that have left.
         let mut behind: HashMap<Sid, Backlog> =
             self.backlogs().extract_if(|_, b| b.message_id == message_id).collect();
+        let mut full = Vec::new();
         for socket in self.sockets(session_id) {
-            if let Some(backlog) = behind.remove(&socket.id) {
+            let backlog = behind.remove(&socket.id);
+            if let Some(b) = &backlog {
                 if let Sent::QueueFull =
-                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, &backlog))
+                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, b))
                 {
-                    self.slow_consumer(&socket, session_id);
+                    full.push((socket, backlog));
                     continue;
                 }
             }
             if let Sent::QueueFull = emit(&socket, event, payload) {
-                self.slow_consumer(&socket, session_id);
+                full.push((socket, None));
+            }
+        }
+        if full.is_empty() {
+            return;
+        }
+        // A queue that is full at the very end (a burst just before it) does not make a slow
+        // consumer yet: the end is offered again for the slow-consumer period.
+        match serde_json::value::to_raw_value(payload) {
+            Ok(end) => {
+                for (socket, backlog) in full {
+                    let end = End { session_id, backlog, event, payload: end.clone() };
+                    tokio::spawn(end.deliver_within(socket, self.slow_consumer_after));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, event, "terminal event not serializable");
+                full.iter().for_each(|(socket, _)| cut_off_slow_consumer(socket, session_id));
             }
         }
     }
+}
 
-    /// A socket that cannot keep up stops getting the stream at once (it leaves its rooms),
-    /// then is told SLOW_CONSUMER and disconnected as soon as its queue has room for that. A
-    /// client that never reads again is dropped by the Engine.IO heartbeat. On reconnect,
-    /// `chat:join` gives it the answer so far.
-    fn slow_consumer(&self, socket: &SocketRef, session_id: SessionId) {
-        warn!(sid = %socket.id, %session_id, "slow consumer: disconnecting");
-        socket.leave_all();
-        let socket = socket.clone();
-        tokio::spawn(async move {
-            let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
-            let mut told = false;
-            for _ in 0..SLOW_CONSUMER_DISCONNECT_TRIES {
-                if !socket.connected() {
+/// A terminal event a socket's full queue could not take yet, with the tokens it is behind on.
+struct End {
+    session_id: SessionId,
+    backlog: Option<Backlog>,
+    event: &'static str,
+    payload: Box<serde_json::value::RawValue>,
+}
+
+impl End {
+    /// Offers the backlog, then the event, until the socket takes them, leaves, or `within` is
+    /// over (then it is a slow consumer).
+    async fn deliver_within(mut self, socket: SocketRef, within: Duration) {
+        let give_up = tokio::time::Instant::now() + within;
+        loop {
+            tokio::time::sleep(END_RETRY_INTERVAL).await;
+            let sent = match &self.backlog {
+                Some(b) => emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(self.session_id, b)),
+                None => emit(&socket, self.event, self.payload.as_ref()),
+            };
+            match sent {
+                Sent::Yes if self.backlog.is_some() => self.backlog = None,
+                Sent::Yes | Sent::Gone => return,
+                Sent::QueueFull if tokio::time::Instant::now() >= give_up => {
+                    cut_off_slow_consumer(&socket, self.session_id);
                     return;
                 }
-                told = told || socket.emit(events::CHAT_ERROR, &error).is_ok();
-                if told && socket.clone().disconnect().is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                Sent::QueueFull => {}
             }
-            warn!(sid = %socket.id, "slow consumer still stuck: left to the heartbeat");
-        });
+        }
     }
+}
+
+/// A socket that cannot keep up stops getting the stream at once (it leaves its rooms), then is
+/// told SLOW_CONSUMER and disconnected as soon as its queue has room for that. A client that
+/// never reads again is dropped by the Engine.IO heartbeat. On reconnect, `chat:join` gives it
+/// the answer so far.
+fn cut_off_slow_consumer(socket: &SocketRef, session_id: SessionId) {
+    warn!(sid = %socket.id, %session_id, "slow consumer: disconnecting");
+    socket.leave_all();
+    let socket = socket.clone();
+    tokio::spawn(async move {
+        let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
+        let mut told = false;
+        for _ in 0..SLOW_CONSUMER_DISCONNECT_TRIES {
+            if !socket.connected() {
+                return;
+            }
+            told = told || socket.emit(events::CHAT_ERROR, &error).is_ok();
+            if told && socket.clone().disconnect().is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        warn!(sid = %socket.id, "slow consumer still stuck: left to the heartbeat");
+    });
 }
 
 impl AnswerAudience for SessionRooms {
