@@ -178,10 +178,12 @@ impl SessionRooms {
         // A queue that is full at the very end (a burst just before it) does not make a slow
         // consumer yet: the end is offered again for the slow-consumer period.
         match serde_json::value::to_raw_value(payload) {
+            // (No runtime: only while the process shuts down, when nothing is delivered anyway.)
             Ok(end) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
                 for (socket, backlog) in full {
                     let end = End { session_id, backlog, event, payload: end.clone() };
-                    tokio::spawn(end.deliver_within(socket, self.slow_consumer_after));
+                    runtime.spawn(end.deliver_within(socket, self.slow_consumer_after));
                 }
             }
             Err(e) => {
