@@ -16,24 +16,11 @@ pub struct Backlog {
     pub first_seq: u64,
     pub last_seq: u64,
     since: Instant,
-    last_attempt: Instant,
 }
-
-/// How often a socket that is behind is offered its backlog again. Between offers tokens only
-/// accumulate: re-serializing a growing backlog on every token would cost quadratic time.
-const RETRY_INTERVAL: Duration = Duration::from_millis(25);
 
 impl Backlog {
     pub fn new(message_id: MessageId, token: &str, seq: u64) -> Self {
-        let now = Instant::now();
-        Self {
-            message_id,
-            text: token.to_owned(),
-            first_seq: seq,
-            last_seq: seq,
-            since: now,
-            last_attempt: now,
-        }
+        Self { message_id, text: token.to_owned(), first_seq: seq, last_seq: seq, since: Instant::now() }
     }
 
     /// Adds the next token (its `seq` follows the last one).
@@ -45,15 +32,6 @@ impl Backlog {
     /// How many tokens wait.
     pub fn count(&self) -> u64 {
         self.last_seq - self.first_seq + 1
-    }
-
-    /// Whether it is time to offer the backlog again; if so, the offer is counted as made.
-    pub fn take_retry_turn(&mut self) -> bool {
-        if self.last_attempt.elapsed() < RETRY_INTERVAL {
-            return false;
-        }
-        self.last_attempt = Instant::now();
-        true
     }
 
     /// Whether the socket has been stuck too long, or is too far behind, to keep waiting for.
