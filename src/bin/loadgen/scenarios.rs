@@ -8,7 +8,7 @@ use postchat::middleware::auth::JwtKeys;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::sio::{Incoming, Socket};
+use crate::sio::{Incoming, Payload, Socket};
 use crate::stats::{Latencies, Report};
 use crate::Cli;
 
@@ -61,11 +61,13 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, St
                 .map_err(|_| "connect timed out".to_owned())?
         }));
     }
-    let mut sockets = Vec::with_capacity(connections);
-    let mut failed = 0u64;
+    let (mut open, mut failed) = (0usize, 0u64);
     for task in tasks {
         match task.await {
-            Ok(Ok(socket)) => sockets.push(socket),
+            Ok(Ok(socket)) => {
+                socket.hold();
+                open += 1;
+            }
             _ => failed += 1,
         }
     }
@@ -73,15 +75,15 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, St
     tokio::time::sleep(Duration::from_secs(hold)).await;
     let after = cli.server_pid.and_then(rss_kib);
     let mut report = Report { scenario: "idle".into(), ..Report::default() };
-    report.figures.push(("connections open".into(), sockets.len() as f64));
+    report.figures.push(("connections open".into(), open as f64));
     report.figures.push(("connections failed".into(), failed as f64));
-    report.figures.push(("connects/s".into(), sockets.len() as f64 / elapsed));
+    report.figures.push(("connects/s".into(), open as f64 / elapsed));
     if let (Some(before), Some(after)) = (before, after) {
         report.figures.push(("server RSS before (MiB)".into(), before / 1024.0));
         report.figures.push(("server RSS after (MiB)".into(), after / 1024.0));
         report
             .figures
-            .push(("server KiB per connection".into(), (after - before) / sockets.len().max(1) as f64));
+            .push(("server KiB per connection".into(), (after - before) / open.max(1) as f64));
     }
     report.violations = failed;
     Ok(report)
@@ -110,22 +112,24 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
     let (mut next_seq, mut content, mut got_start) = (0u64, String::new(), false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let incoming = tokio::time::timeout_at(deadline, socket.incoming.recv())
+        let incoming = tokio::time::timeout_at(deadline, socket.recv())
             .await
             .map_err(|_| "an answer did not end in 30 s".to_owned())?
             .ok_or("connection closed")?;
         let ms = sent.elapsed().as_secs_f64() * 1000.0;
         match incoming {
             Incoming::Ack(id, ack) if id == ack_id => {
-                if ack["ok"] != true {
+                let ack_fields = Payload::of(&ack);
+                if ack_fields.ok != Some(true) {
                     return Err(format!("refused: {ack}"));
                 }
                 run.ack.push(ms);
-                message_id = ack["messageId"].as_str().map(str::to_owned);
+                message_id = ack_fields.message_id.map(|id| id.into_owned());
             }
             Incoming::Ack(..) => {}
-            Incoming::Event(name, payload) => {
-                if payload["messageId"].as_str() != message_id.as_deref() && message_id.is_some() {
+            Incoming::Event(name, json) => {
+                let payload = Payload::of(&json);
+                if payload.message_id.as_deref() != message_id.as_deref() && message_id.is_some() {
                     continue;
                 }
                 match name.as_str() {
@@ -134,8 +138,8 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
                         run.start.push(ms);
                     }
                     "chat:stream:token" => {
-                        let seq = payload["seq"].as_u64().unwrap_or(u64::MAX);
-                        let count = payload["count"].as_u64().unwrap_or(1);
+                        let seq = payload.seq.unwrap_or(u64::MAX);
+                        let count = payload.count.unwrap_or(1);
                         if seq + 1 != next_seq + count || !got_start {
                             run.violations += 1;
                         }
@@ -144,17 +148,17 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
                         }
                         next_seq = seq + 1;
                         run.tokens += count;
-                        content.push_str(payload["token"].as_str().unwrap_or(""));
+                        content.push_str(payload.token.as_deref().unwrap_or(""));
                     }
                     "chat:stream:end" | "chat:social:generated" => {
                         run.end.push(ms);
-                        if payload["content"].as_str() != Some(content.as_str()) {
+                        if payload.content.as_deref() != Some(content.as_str()) {
                             run.violations += 1;
                         }
                         run.answers += 1;
                         return Ok(());
                     }
-                    "chat:error" => return Err(format!("error: {payload}")),
+                    "chat:error" => return Err(format!("error: {json}")),
                     _ => {}
                 }
             }
@@ -227,7 +231,7 @@ pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, S
         let mut socket = Socket::connect(&cli.addr, &token).await?;
         let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id }));
         loop {
-            match socket.incoming.recv().await {
+            match socket.recv().await {
                 Some(Incoming::Ack(a, _)) if a == id => break,
                 Some(_) => {}
                 None => return Err("a watcher closed".into()),
@@ -243,14 +247,15 @@ pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, S
             tokio::spawn(async move {
                 let (mut tokens, mut violations, mut next_seq) = (0u64, 0u64, 0u64);
                 while let Ok(Some(incoming)) =
-                    tokio::time::timeout(Duration::from_secs(3), socket.incoming.recv()).await
+                    tokio::time::timeout(Duration::from_secs(3), socket.recv()).await
                 {
-                    if let Incoming::Event(name, payload) = incoming {
+                    if let Incoming::Event(name, json) = incoming {
+                        let payload = Payload::of(&json);
                         match name.as_str() {
                             "chat:stream:start" => next_seq = 0,
                             "chat:stream:token" => {
-                                let seq = payload["seq"].as_u64().unwrap_or(u64::MAX);
-                                let count = payload["count"].as_u64().unwrap_or(1);
+                                let seq = payload.seq.unwrap_or(u64::MAX);
+                                let count = payload.count.unwrap_or(1);
                                 if seq + 1 != next_seq + count {
                                     violations += 1;
                                 }

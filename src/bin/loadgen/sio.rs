@@ -1,23 +1,56 @@
 //! A minimal Socket.IO v5 client over Engine.IO v4 on a websocket: just what the load
 //! generator needs (connect with auth, emit with ack, events, heartbeat), lean enough that
-//! thousands of them cost the measuring machine little.
+//! thousands of them cost the measuring machine little: frames are read by the task that
+//! awaits them (no hop through a channel per token) and payloads are decoded into the few
+//! fields the checks need, borrowing from the frame.
 
+use std::borrow::Cow;
+
+use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// What arrives on a socket, decoded.
+/// What arrives on a socket: the event name or ack id, and the payload's JSON text.
 #[derive(Debug)]
 pub enum Incoming {
-    Event(String, Value),
-    Ack(u64, Value),
+    Event(String, String),
+    Ack(u64, String),
 }
 
-/// A connected socket: send with `emit`, receive on `incoming`.
+/// The fields of an event or ack payload that the scenarios read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payload<'a> {
+    #[serde(borrow)]
+    pub message_id: Option<Cow<'a, str>>,
+    pub seq: Option<u64>,
+    pub count: Option<u64>,
+    #[serde(borrow)]
+    pub token: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub content: Option<Cow<'a, str>>,
+    pub ok: Option<bool>,
+}
+
+impl<'a> Payload<'a> {
+    /// The fields of `json`; all absent if it is not an object.
+    pub fn of(json: &'a str) -> Self {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+}
+
+type Frames = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
+
+/// A connected socket: send with `emit_with_ack`, receive with `recv` (which also answers the
+/// server's pings, so a socket nobody reads must be `hold`-ed).
 pub struct Socket {
     out: mpsc::UnboundedSender<String>,
-    pub incoming: mpsc::UnboundedReceiver<Incoming>,
+    frames: Frames,
     next_ack: u64,
 }
 
@@ -29,16 +62,16 @@ impl Socket {
         // TCP_NODELAY, as browsers and Node's `ws` set it.
         let (ws, _) =
             tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| e.to_string())?;
-        let (mut sink, mut stream) = ws.split();
+        let (mut sink, mut frames) = ws.split();
         // Engine.IO open packet, then the Socket.IO connect.
-        match stream.next().await {
+        match frames.next().await {
             Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
             other => return Err(format!("no open packet: {other:?}")),
         }
         let connect = format!("40{}", serde_json::json!({ "token": token }));
         sink.send(Message::text(connect)).await.map_err(|e| e.to_string())?;
         loop {
-            match stream.next().await {
+            match frames.next().await {
                 Some(Ok(Message::Text(t))) if t.starts_with("40") => break,
                 Some(Ok(Message::Text(t))) if t.starts_with("44") => return Err(t[2..].to_string()),
                 Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
@@ -47,9 +80,7 @@ impl Socket {
                 other => return Err(format!("no connect packet: {other:?}")),
             }
         }
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
-        let (in_tx, in_rx) = mpsc::unbounded_channel();
-        let pong = out_tx.clone();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
                 if sink.send(Message::text(text)).await.is_err() {
@@ -57,43 +88,70 @@ impl Socket {
                 }
             }
         });
-        tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
-                let Message::Text(text) = msg else { continue };
-                let text = text.as_str();
-                if text == "2" {
-                    let _ = pong.send("3".into());
-                } else if let Some(rest) = text.strip_prefix("42") {
-                    if let Ok(Value::Array(mut parts)) = serde_json::from_str::<Value>(rest) {
-                        if parts.len() >= 2 {
-                            let payload = parts.swap_remove(1);
-                            let name = parts[0].as_str().unwrap_or("").to_owned();
-                            if in_tx.send(Incoming::Event(name, payload)).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                } else if let Some(rest) = text.strip_prefix("43") {
-                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    let id = digits.parse().unwrap_or(0);
-                    if let Ok(Value::Array(mut parts)) = serde_json::from_str::<Value>(&rest[digits.len()..])
-                    {
-                        let payload = if parts.is_empty() { Value::Null } else { parts.swap_remove(0) };
-                        if in_tx.send(Incoming::Ack(id, payload)).is_err() {
-                            break;
-                        }
-                    }
-                }
+        Ok(Socket { out, frames, next_ack: 0 })
+    }
+
+    /// The next event or ack; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        loop {
+            let Message::Text(text) = self.frames.next().await?.ok()? else { continue };
+            let text = text.as_str();
+            if text == "2" {
+                let _ = self.out.send("3".into());
+            } else if let Some(incoming) = decode(text) {
+                return Some(incoming);
             }
-        });
-        Ok(Socket { out: out_tx, incoming: in_rx, next_ack: 0 })
+        }
+    }
+
+    /// Keeps the connection alive (answering pings) with nobody reading it.
+    pub fn hold(mut self) {
+        tokio::spawn(async move { while self.recv().await.is_some() {} });
     }
 
     /// Emits `event` with `payload`, asking for an ack; returns the ack id to wait for.
-    pub fn emit_with_ack(&mut self, event: &str, payload: &Value) -> u64 {
+    pub fn emit_with_ack(&mut self, event: &str, payload: &serde_json::Value) -> u64 {
         self.next_ack += 1;
         let id = self.next_ack;
         let _ = self.out.send(format!("42{id}{}", serde_json::json!([event, payload])));
         id
+    }
+}
+
+/// An event (`42["name",payload]`) or an ack (`43id[payload]`); `None` for anything else.
+fn decode(text: &str) -> Option<Incoming> {
+    if let Some(rest) = text.strip_prefix("42") {
+        let (name, payload): (Cow<str>, &RawValue) = serde_json::from_str(rest).ok()?;
+        Some(Incoming::Event(name.into_owned(), payload.get().to_owned()))
+    } else if let Some(rest) = text.strip_prefix("43") {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let id = rest[..digits].parse().ok()?;
+        let args: Vec<&RawValue> = serde_json::from_str(&rest[digits..]).ok()?;
+        Some(Incoming::Ack(id, args.first().map_or("null", |a| a.get()).to_owned()))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_events_and_acks() {
+        let Some(Incoming::Event(name, payload)) =
+            decode(r#"42["chat:stream:token",{"messageId":"m","token":"a\nb","seq":3}]"#)
+        else {
+            panic!("not an event")
+        };
+        assert_eq!(name, "chat:stream:token");
+        let p = Payload::of(&payload);
+        assert_eq!((p.message_id.as_deref(), p.token.as_deref(), p.seq), (Some("m"), Some("a\nb"), Some(3)));
+        let Some(Incoming::Ack(7, payload)) = decode(r#"437[{"ok":true,"messageId":"x"}]"#) else {
+            panic!("not an ack")
+        };
+        assert_eq!(Payload::of(&payload).ok, Some(true));
+        assert!(matches!(decode("43[]"), None));
+        assert!(matches!(decode("3"), None));
     }
 }
