@@ -166,7 +166,7 @@ impl Application {
         let http_state = HttpState { sessions, expander, keys: keys.clone(), dev_tokens: config.dev_mode() };
         let router = http::router(http_state, config.max_payload_bytes)
             .layer(socket_layer)
-            .layer(axum::middleware::from_fn(socket::detach_request_head))
+            .layer(axum::middleware::from_fn(socket::keep_socket_head))
             .layer(axum::middleware::from_fn({
                 let origins = origins.clone();
                 move |req, next| check_origin(origins.clone(), req, next)

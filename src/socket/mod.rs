@@ -22,7 +22,7 @@ use crate::middleware::auth::JwtKeys;
 use crate::middleware::connection_limit::SocketsPerUser;
 use crate::middleware::rate_limit::RateLimit;
 
-pub use request_head::detach_request_head;
+pub use request_head::keep_socket_head;
 pub use rooms::SessionRooms;
 
 /// Socket.IO limits, from the config.

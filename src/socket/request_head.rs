@@ -1,54 +1,89 @@
-//! Socket.IO requests with a head of their own. hyper parses the URI and headers without
-//! copying: they point into the connection's read buffer (8 KiB and more). socketioxide keeps
-//! the handshake's head for the socket's whole life (`req_parts`), so every open connection
-//! would pin that buffer; copying the few bytes of the head frees it. Measured in
+//! A Socket.IO request keeps only the head it needs. socketioxide keeps the handshake's head
+//! (`req_parts`: URI, headers, extensions) for the socket's whole life. As hyper parsed them,
+//! the URI and headers point into the connection's read buffer (8 KiB and more), so every open
+//! connection would pin that buffer; and the headers are sized by the client (cookies, user
+//! agent: often kilobytes, up to hyper's limit of hundreds). So the head is rebuilt, owning its
+//! bytes, with only what the socket layer reads after the handshake. Measured in
 //! docs/benchmarks.md (idle connections).
 
-use axum::extract::{OriginalUri, Request};
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::extract::Request;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_KEY};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
+use hyper::upgrade::OnUpgrade;
 
-/// Middleware: gives the request a URI (also axum's `OriginalUri` copy of it) and headers that
-/// own their bytes.
-pub async fn detach_request_head(mut req: Request, next: Next) -> Response {
-    if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
-        if let Some(original) = req.extensions_mut().get_mut::<OriginalUri>() {
-            original.0 = uri.clone();
+/// The headers read after this middleware: engineioxide reads the websocket key (upgrade) and a
+/// polling POST's content type; the connect handler reads a token in `Authorization`
+/// (`connect.rs`). Everything before this middleware (Origin check, CORS, request id, rate
+/// limit) has read what it needs.
+const KEPT_HEADERS: [HeaderName; 3] = [SEC_WEBSOCKET_KEY, CONTENT_TYPE, AUTHORIZATION];
+
+/// Middleware: gives a Socket.IO request a URI and the [`KEPT_HEADERS`] that own their bytes,
+/// and of its extensions only hyper's upgrade handle (the websocket upgrade needs it). Other
+/// requests pass untouched: nothing keeps them.
+pub async fn keep_socket_head(mut req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/socket.io") {
+        if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
+            *req.uri_mut() = uri;
         }
-        *req.uri_mut() = uri;
+        *req.headers_mut() = kept_headers(req.headers());
+        *req.extensions_mut() = kept_extensions(req.extensions_mut());
     }
-    *req.headers_mut() = owned_headers(req.headers());
     next.run(req).await
 }
 
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        // A header name is either a static standard one or its own allocation; a value is a
-        // slice of the read buffer until copied.
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
+fn kept_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(KEPT_HEADERS.len());
+    for name in KEPT_HEADERS {
+        for value in headers.get_all(&name) {
+            // A value is a slice of the read buffer until copied.
+            let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            kept.append(name.clone(), copy);
+        }
     }
-    owned
+    kept
+}
+
+fn kept_extensions(extensions: &mut Extensions) -> Extensions {
+    let mut kept = Extensions::new();
+    if let Some(upgrade) = extensions.remove::<OnUpgrade>() {
+        kept.insert(upgrade);
+    }
+    kept
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::extract::OriginalUri;
+
     use super::*;
 
     #[test]
-    fn headers_are_copied_whole() {
+    fn only_the_read_headers_are_kept_each_value_whole() {
         let mut headers = HeaderMap::new();
         headers.append("cookie", HeaderValue::from_static("a=1"));
-        headers.append("cookie", HeaderValue::from_static("b=2"));
+        headers.append("user-agent", HeaderValue::from_static("Mozilla/5.0"));
+        headers.insert(SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         let mut secret = HeaderValue::from_static("Bearer x");
         secret.set_sensitive(true);
-        headers.insert("authorization", secret);
-        let owned = owned_headers(&headers);
-        assert_eq!(owned, headers);
-        assert_eq!(owned.get_all("cookie").iter().count(), 2);
-        assert!(owned.get("authorization").is_some_and(HeaderValue::is_sensitive));
+        headers.insert(AUTHORIZATION, secret);
+        let kept = kept_headers(&headers);
+        assert_eq!(kept.len(), 3);
+        assert!(kept.get("cookie").is_none() && kept.get("user-agent").is_none());
+        assert_eq!(kept.get(SEC_WEBSOCKET_KEY), headers.get(SEC_WEBSOCKET_KEY));
+        assert_eq!(kept.get(CONTENT_TYPE).map(HeaderValue::as_bytes), Some(&b"text/plain"[..]));
+        assert!(kept.get(AUTHORIZATION).is_some_and(HeaderValue::is_sensitive));
+    }
+
+    #[test]
+    fn of_the_extensions_only_the_upgrade_is_kept() {
+        let mut extensions = Extensions::new();
+        extensions.insert(OriginalUri(Uri::from_static("/socket.io/?EIO=4")));
+        extensions.insert(42u32);
+        let kept = kept_extensions(&mut extensions);
+        assert!(kept.is_empty());
     }
 }

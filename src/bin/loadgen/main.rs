@@ -49,6 +49,10 @@ pub enum Scenario {
         /// Seconds to hold them once all are open.
         #[arg(long, default_value_t = 5)]
         hold: u64,
+        /// Open them with the headers a browser sends (user agent, origin
+        /// http://localhost:5173, ...), not only the handshake's own.
+        #[arg(long)]
+        browser_headers: bool,
     },
     /// M users, each on its own session, sending messages back to back.
     Chat {
@@ -70,7 +74,9 @@ pub enum Scenario {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.scenario {
-        Scenario::Idle { connections, hold } => scenarios::idle(&cli, connections, hold).await,
+        Scenario::Idle { connections, hold, browser_headers } => {
+            scenarios::idle(&cli, connections, hold, browser_headers).await
+        }
         Scenario::Chat { users, seconds } => scenarios::chat(&cli, users, seconds).await,
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
     };

@@ -8,7 +8,7 @@ use postchat::middleware::auth::JwtKeys;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::sio::{Incoming, Payload, Socket};
+use crate::sio::{Incoming, Payload, Socket, BROWSER_HEADERS};
 use crate::stats::{Latencies, Report};
 use crate::Cli;
 
@@ -44,7 +44,7 @@ fn rss_kib(pid: u32) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, String> {
+pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Result<Report, String> {
     let before = cli.server_pid.and_then(rss_kib);
     let users = connections.div_ceil(10).max(1);
     let tokens: Vec<String> =
@@ -56,7 +56,8 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, St
         let (addr, token, gate) = (cli.addr.clone(), tokens[i % users].clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            tokio::time::timeout(Duration::from_secs(10), Socket::connect(&addr, &token))
+            let headers: &[_] = if browser { &BROWSER_HEADERS } else { &[] };
+            tokio::time::timeout(Duration::from_secs(10), Socket::connect_with_headers(&addr, &token, headers))
                 .await
                 .map_err(|_| "connect timed out".to_owned())?
         }));
@@ -74,7 +75,8 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64) -> Result<Report, St
     let elapsed = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(hold)).await;
     let after = cli.server_pid.and_then(rss_kib);
-    let mut report = Report { scenario: "idle".into(), ..Report::default() };
+    let scenario = if browser { "idle (browser headers)" } else { "idle" };
+    let mut report = Report { scenario: scenario.into(), ..Report::default() };
     report.figures.push(("connections open".into(), open as f64));
     report.figures.push(("connections failed".into(), failed as f64));
     report.figures.push(("connects/s".into(), open as f64 / elapsed));

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -44,6 +46,21 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// What Chrome sends with a websocket request besides the handshake's own headers (no cookies):
+/// a browser's connection, as the frontends this server is for open them.
+pub const BROWSER_HEADERS: [(&str, &str); 7] = [
+    ("origin", "http://localhost:5173"),
+    ("pragma", "no-cache"),
+    ("cache-control", "no-cache"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    ),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    ("accept-language", "en-US,en;q=0.9"),
+    ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+];
+
 type Frames = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
 
 /// A connected socket: send with `emit_with_ack`, receive with `recv` (which also answers the
@@ -58,10 +75,24 @@ impl Socket {
     /// Opens `ws://{addr}/socket.io/?EIO=4&transport=websocket` and joins namespace `/` with
     /// `{ token }` as auth; fails with the server's connect_error message.
     pub async fn connect(addr: &str, token: &str) -> Result<Socket, String> {
+        Self::connect_with_headers(addr, token, &[]).await
+    }
+
+    /// As [`Socket::connect`], with these headers added to the websocket request.
+    pub async fn connect_with_headers(
+        addr: &str,
+        token: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<Socket, String> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, HeaderValue::from_static(value));
+        }
         // TCP_NODELAY, as browsers and Node's `ws` set it.
-        let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, None, true).await.map_err(|e| e.to_string())?;
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut sink, mut frames) = ws.split();
         // Engine.IO open packet, then the Socket.IO connect.
         match frames.next().await {
