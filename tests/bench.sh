@@ -3,7 +3,9 @@
 # server with the limits off and the offline engine at full speed, and runs the load generator.
 #   tests/bench.sh [sqlite|postgres] [users ...]
 #     chat at each number of users (default: 10 50 100 200 500), 15 s each;
-#     fanout to 100 sockets; idle at each of $IDLE connections (default: 2000 8000 16000).
+#     500 users pausing $THINK ms between answers (default: 2000 1000 750 500 250: latency at a
+#     load below saturation); fanout to 100 sockets; idle at each of $IDLE connections (default:
+#     2000 8000 16000), and at 8000 with a browser's headers.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,7 @@ shift || true
 users=("${@:-10 50 100 200 500}")
 read -r -a users <<< "${users[*]}"
 read -r -a idle <<< "${IDLE:-2000 8000 16000}"
+read -r -a think <<< "${THINK:-2000 1000 750 500 250}"
 # Each connection is a file descriptor on both sides: raise the limit where allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked --bins
@@ -32,7 +35,7 @@ start_server() {
   else
     url="sqlite://$data/bench.db"
   fi
-  HOST=127.0.0.1 PORT=$port DATA_DIR="$data" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=20 \
+  HOST=127.0.0.1 PORT=$port CORS_ORIGINS=http://localhost:5173 DATA_DIR="$data" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=20 \
     JWT_SECRET=$secret RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
     MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=0 SUMMARY_EVERY=0 RUST_LOG=warn \
     ./target/release/postchat >> "$out/server.log" 2>&1 &
@@ -51,6 +54,11 @@ for n in "${users[@]}"; do
   curl -s "http://127.0.0.1:$port/metrics" > "$out/metrics-chat-$db-$n.txt"
   stop_server
 done
+for t in "${think[@]}"; do
+  start_server
+  lg --json "$out/chat-$db-500-think-$t.json" chat --users 500 --seconds 15 --think-ms "$t"
+  stop_server
+done
 start_server
 lg --json "$out/fanout-$db.json" fanout --sockets 100 --seconds 10
 stop_server
@@ -59,3 +67,6 @@ for n in "${idle[@]}"; do
   lg --json "$out/idle-$db-$n.json" idle --connections "$n" --hold 3
   stop_server
 done
+start_server
+lg --json "$out/idle-$db-8000-browser.json" idle --connections 8000 --hold 3 --browser-headers
+stop_server

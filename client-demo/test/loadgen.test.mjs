@@ -13,7 +13,7 @@ const run = promisify(execFile);
 const loadgen = path.join(path.dirname(binary), "loadgen");
 const secret = "loadgen-test-secret-0123456789abcdef";
 
-test("the chat, fanout and idle scenarios run clean against the server", async () => {
+test("the chat (also paced), fanout and idle (also with browser headers) scenarios run clean against the server", async () => {
   const server = await startServer({
     env: { JWT_SECRET: secret, MAX_SOCKETS_PER_USER: "0", DAILY_TOKEN_BUDGET: "0", CORS_ORIGINS: "*" },
   });
@@ -23,15 +23,17 @@ test("the chat, fanout and idle scenarios run clean against the server", async (
     for (const [name, args] of [
       ["chat", ["chat", "--users", "5", "--seconds", "2"]],
       ["fanout", ["fanout", "--sockets", "5", "--seconds", "2"]],
+      ["chat-paced", ["chat", "--users", "3", "--seconds", "2", "--think-ms", "100"]],
       ["idle", ["idle", "--connections", "50", "--hold", "1"]],
+      ["idle-browser", ["idle", "--connections", "20", "--hold", "1", "--browser-headers"]],
     ]) {
       const out = path.join(dir, `${name}.json`);
       const { stdout } = await run(loadgen, ["--addr", addr, "--jwt-secret", secret, "--server-pid", String(server.process.pid), "--json", out, ...args]);
       assert.match(stdout, /violations\s+0/);
       const report = JSON.parse(readFileSync(out, "utf8"));
       assert.equal(report.violations, 0, name);
-      if (name !== "idle") assert.ok(report.figures["token events/s delivered"] > 0, name);
-      else assert.equal(report.figures["connections open"], 50);
+      if (!name.startsWith("idle")) assert.ok(report.figures["token events/s delivered"] > 0, name);
+      else assert.equal(report.figures["connections open"], name === "idle" ? 50 : 20, name);
     }
   } finally {
     await server.stop();

@@ -14,6 +14,7 @@ mod sio;
 mod stats;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -60,6 +61,10 @@ pub enum Scenario {
         users: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Pause of each user between an answer's end and its next message (a user reading):
+        /// 0 sends back to back and saturates the machine; the users' starts are spread over it.
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
     },
     /// One answer stream watched by K sockets of one user.
     Fanout {
@@ -77,7 +82,9 @@ async fn main() -> ExitCode {
         Scenario::Idle { connections, hold, browser_headers } => {
             scenarios::idle(&cli, connections, hold, browser_headers).await
         }
-        Scenario::Chat { users, seconds } => scenarios::chat(&cli, users, seconds).await,
+        Scenario::Chat { users, seconds, think_ms } => {
+            scenarios::chat(&cli, users, seconds, Duration::from_millis(think_ms)).await
+        }
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
     };
     match result {

@@ -168,7 +168,7 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
     }
 }
 
-pub async fn chat(cli: &Cli, users: usize, seconds: u64) -> Result<Report, String> {
+pub async fn chat(cli: &Cli, users: usize, seconds: u64, think: Duration) -> Result<Report, String> {
     let http = reqwest::Client::new();
     let mut setups = Vec::new();
     for u in 0..users {
@@ -180,11 +180,16 @@ pub async fn chat(cli: &Cli, users: usize, seconds: u64) -> Result<Report, Strin
     let started = Instant::now();
     let stop_at = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for (mut socket, session_id) in setups {
+    for (u, (mut socket, session_id)) in setups.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             let mut run = UserRun::default();
             let mut n = 0;
+            // Spread over the pause, so that the users do not send in step.
+            tokio::time::sleep(think.mul_f64(u as f64 / users as f64)).await;
             while Instant::now() < stop_at {
+                if n > 0 {
+                    tokio::time::sleep(think).await;
+                }
                 n += 1;
                 if let Err(e) = one_answer(&mut socket, &session_id, n, &mut run).await {
                     eprintln!("{e}");
@@ -208,7 +213,11 @@ pub async fn chat(cli: &Cli, users: usize, seconds: u64) -> Result<Report, Strin
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok(Report {
-        scenario: format!("chat ({users} users, {seconds} s)"),
+        scenario: if think.is_zero() {
+            format!("chat ({users} users, {seconds} s)")
+        } else {
+            format!("chat ({users} users, {seconds} s, {} ms between answers)", think.as_millis())
+        },
         figures: vec![
             ("answers/s".into(), total.answers as f64 / elapsed),
             ("token events/s delivered".into(), total.tokens as f64 / elapsed),
