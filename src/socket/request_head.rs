@@ -34,7 +34,9 @@ pub async fn keep_socket_head(mut req: Request, next: Next) -> Response {
 }
 
 fn kept_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = HeaderMap::with_capacity(KEPT_HEADERS.len());
+    // Sized to what is there (usually the one websocket key): the map is held for life.
+    let present = KEPT_HEADERS.iter().map(|name| headers.get_all(name).iter().count()).sum();
+    let mut kept = HeaderMap::with_capacity(present);
     for name in KEPT_HEADERS {
         for value in headers.get_all(&name) {
             // A value is a slice of the read buffer until copied.
