@@ -200,7 +200,7 @@ pub struct Config {
     pub socket_queue_packets: usize,
     /// Bytes a websocket reads at a time; every open connection holds one such buffer, and
     /// what clients send is small (larger messages take several reads).
-    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 1_024)]
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 512)]
     pub ws_read_buffer_bytes: usize,
 
     /// How long a session stays in the session cache (s).
