@@ -57,9 +57,12 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Re
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
             let headers: &[_] = if browser { &BROWSER_HEADERS } else { &[] };
-            tokio::time::timeout(Duration::from_secs(10), Socket::connect_with_headers(&addr, &token, headers))
-                .await
-                .map_err(|_| "connect timed out".to_owned())?
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                Socket::connect_with_headers(&addr, &token, headers),
+            )
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
         }));
     }
     let (mut open, mut failed) = (0usize, 0u64);
@@ -83,9 +86,7 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Re
     if let (Some(before), Some(after)) = (before, after) {
         report.figures.push(("server RSS before (MiB)".into(), before / 1024.0));
         report.figures.push(("server RSS after (MiB)".into(), after / 1024.0));
-        report
-            .figures
-            .push(("server KiB per connection".into(), (after - before) / open.max(1) as f64));
+        report.figures.push(("server KiB per connection".into(), (after - before) / open.max(1) as f64));
     }
     report.violations = failed;
     Ok(report)

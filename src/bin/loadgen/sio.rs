@@ -182,7 +182,7 @@ mod tests {
             panic!("not an ack")
         };
         assert_eq!(Payload::of(&payload).ok, Some(true));
-        assert!(matches!(decode("43[]"), None));
-        assert!(matches!(decode("3"), None));
+        assert!(decode("43[]").is_none());
+        assert!(decode("3").is_none());
     }
 }
