@@ -93,6 +93,10 @@ pub struct Config {
     /// How long a query waits for a connection before failing with STORAGE_UNAVAILABLE (ms).
     #[arg(long, env = "DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 3_000)]
     pub database_acquire_timeout_ms: u64,
+    /// How long a statement may take (waiting for a lock included) before it fails with
+    /// STORAGE_UNAVAILABLE (ms; 0: no limit).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub database_statement_timeout_ms: u64,
 
     /// HS256 secret for JWTs; unset means dev mode (random secret kept in DATA_DIR).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]

@@ -102,6 +102,7 @@ impl Application {
         let pool = PoolOptions {
             max_connections: config.database_max_connections.max(1),
             acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(config.database_statement_timeout_ms),
         };
         let store = store::connect(&config.database_url(), &pool).await?;
         let interrupted = store.interrupt_streaming().await?;

@@ -2,60 +2,18 @@
 
 mod common;
 
+use common::{a_post, a_session, new_message};
+
 use std::sync::Arc;
 
 use postchat::domain::{
-    ChatSession, ClientMessageId, IntentType, MessageId, MessageStatus, Platform, Post, PostExpanded, PostId,
-    Preferences, SessionId, SocialPost, TokenUsage, UserId,
+    ClientMessageId, MessageId, MessageStatus, Platform, PostId, Preferences, SessionId, SocialPost,
+    TokenUsage, UserId,
 };
-use postchat::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
+use postchat::store::{BatchedMessages, FinishedAnswer, Store, StoreError};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
-}
-
-async fn a_post(store: &Arc<dyn Store>, owner: &UserId) -> Post {
-    let post = Post {
-        id: PostId::new(),
-        owner: owner.clone(),
-        url: "https://example.com/a".into(),
-        title: "A post".into(),
-        expanded: PostExpanded {
-            content: "Body text. With {braces} and ünïcödé.".into(),
-            summary: "Sum".into(),
-        },
-        created_at: postchat::domain::now(),
-    };
-    store.insert_post(&post).await.unwrap();
-    post
-}
-
-async fn a_session(store: &Arc<dyn Store>, owner: &UserId) -> ChatSession {
-    let post = a_post(store, owner).await;
-    let now = postchat::domain::now();
-    let session = ChatSession {
-        id: SessionId::new(),
-        owner: owner.clone(),
-        post_id: post.id,
-        title: "A session".into(),
-        summary: String::new(),
-        last_summary_at: None,
-        created_at: now,
-        updated_at: now,
-    };
-    store.insert_session(&session).await.unwrap();
-    session
-}
-
-fn new_message(session: SessionId, text: &str, key: Option<&str>) -> NewMessage {
-    NewMessage {
-        id: MessageId::new(),
-        session_id: session,
-        client_message_id: key.map(|k| ClientMessageId::parse(k).unwrap()),
-        user_message: text.into(),
-        intent_type: IntentType::Question,
-        created_at: postchat::domain::now(),
-    }
 }
 
 async fn posts_round_trip_with_their_expanded_content(store: Arc<dyn Store>) {

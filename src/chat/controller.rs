@@ -10,7 +10,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, instrument};
 
 use crate::ai::AiService;
-use crate::domain::{ClientMessageId, Message, MessageId, MessageText, SessionId, UserId};
+use crate::domain::{
+    ClientMessageId, Message, MessageId, MessageStatus, MessageText, Platform, SessionId, UserId,
+};
 use crate::store::{NewMessage, StoreError};
 
 use super::answer_job::AnswerJob;
@@ -176,7 +178,7 @@ impl ChatController {
             // The key is taken: a retry of a stored message (or a parallel retry that won).
             Err(StoreError::Duplicate(_)) => {
                 drop(guard);
-                return self.stored_duplicate(&req).await?.ok_or(ChatError::Conflict);
+                return self.retry_of_stored(&req, entry, intent.platforms).await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -203,6 +205,42 @@ impl ChatController {
             Some(first) => duplicate_of(&first, req).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// A message whose key is already stored, sent to a session with no answer in flight: the
+    /// stored one's duplicate. If that one is still `streaming`, nothing answers it: the accept
+    /// that stored it was told it failed (its insert timed out, then committed), so it is
+    /// answered now, as the first and only answer to that key.
+    async fn retry_of_stored(
+        self: &Arc<Self>,
+        req: &SendMessage,
+        entry: Arc<SessionEntry>,
+        platforms: Vec<Platform>,
+    ) -> Result<AcceptedMessage, ChatError> {
+        let Some(key) = &req.client_message_id else { return Err(ChatError::Conflict) };
+        let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? else {
+            return Err(ChatError::Conflict);
+        };
+        let mut accepted = duplicate_of(&first, req)?;
+        if first.status == MessageStatus::Streaming {
+            let guard = self.inflight.reserve(Claim {
+                session_id: first.session_id,
+                message_id: first.id,
+                intent: first.intent_type,
+                client_message_id: first.client_message_id.clone(),
+                user_message: first.user_message.clone(),
+            })?;
+            info!(message_id = %first.id, "answering a stored message that nothing answered");
+            accepted.job = Some(AnswerJob {
+                controller: self.clone(),
+                entry,
+                guard,
+                question: first.user_message,
+                platforms,
+                usage: Default::default(),
+            });
+        }
+        Ok(accepted)
     }
 
     /// `RATE_LIMITED` once `user` has spent today's model tokens.

@@ -2,8 +2,9 @@
 //! `postchat_db_query_seconds`), around either backend.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,51 +16,70 @@ use crate::domain::{
 
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
+    /// The longest a call may take before it fails as unavailable (`PoolOptions::call_timeout`).
+    call_timeout: Option<Duration>,
 }
 
 impl MeteredStore {
-    pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner }
+    pub fn new(inner: Arc<dyn Store>, call_timeout: Option<Duration>) -> Self {
+        Self { inner, call_timeout }
+    }
+
+    /// Counts and times `query`, and gives up on it after the call timeout: a database that
+    /// stopped answering (frozen, its network gone) must not hold the caller, nor a batch of
+    /// answers, forever.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        query: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match self.call_timeout {
+            None => query.await,
+            Some(limit) => tokio::time::timeout(limit, query).await.unwrap_or_else(|_| {
+                let unanswered = format!("no answer from the database within {} ms", limit.as_millis());
+                Err(StoreError::Unavailable(sqlx::Error::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    unanswered,
+                ))))
+            }),
+        };
+        record(op, started, result.is_ok());
+        result
     }
 }
 
-async fn timed<T>(
-    op: &'static str,
-    query: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let result = query.await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
+fn record(op: &'static str, started: Instant, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
     metrics::counter!("postchat_db_queries_total", "op" => op, "outcome" => outcome).increment(1);
     metrics::histogram!("postchat_db_query_seconds", "op" => op).record(started.elapsed().as_secs_f64());
-    result
 }
 
 #[async_trait]
 impl Store for MeteredStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        timed("ping", self.inner.ping()).await
+        self.timed("ping", self.inner.ping()).await
     }
     async fn close(&self) {
         self.inner.close().await
     }
     async fn insert_post(&self, post: &Post) -> Result<(), StoreError> {
-        timed("insert_post", self.inner.insert_post(post)).await
+        self.timed("insert_post", self.inner.insert_post(post)).await
     }
     async fn get_post(&self, id: PostId) -> Result<Option<Post>, StoreError> {
-        timed("get_post", self.inner.get_post(id)).await
+        self.timed("get_post", self.inner.get_post(id)).await
     }
     async fn insert_session(&self, session: &ChatSession) -> Result<(), StoreError> {
-        timed("insert_session", self.inner.insert_session(session)).await
+        self.timed("insert_session", self.inner.insert_session(session)).await
     }
     async fn get_session(&self, id: SessionId) -> Result<Option<ChatSession>, StoreError> {
-        timed("get_session", self.inner.get_session(id)).await
+        self.timed("get_session", self.inner.get_session(id)).await
     }
     async fn list_sessions(&self, owner: &UserId) -> Result<Vec<ChatSession>, StoreError> {
-        timed("list_sessions", self.inner.list_sessions(owner)).await
+        self.timed("list_sessions", self.inner.list_sessions(owner)).await
     }
     async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
-        timed("delete_session", self.inner.delete_session(id)).await
+        self.timed("delete_session", self.inner.delete_session(id)).await
     }
     async fn update_session_summary(
         &self,
@@ -67,7 +87,7 @@ impl Store for MeteredStore {
         summary: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        timed("update_session_summary", self.inner.update_session_summary(id, summary, at)).await
+        self.timed("update_session_summary", self.inner.update_session_summary(id, summary, at)).await
     }
     async fn update_session_title(
         &self,
@@ -75,12 +95,12 @@ impl Store for MeteredStore {
         title: &str,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        timed("update_session_title", self.inner.update_session_title(id, title, at)).await
+        self.timed("update_session_title", self.inner.update_session_title(id, title, at)).await
     }
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "insert_messages")
             .record(messages.len() as f64);
-        timed("insert_messages", self.inner.insert_messages(messages)).await
+        self.timed("insert_messages", self.inner.insert_messages(messages)).await
     }
     async fn recent_messages_of(
         &self,
@@ -89,24 +109,24 @@ impl Store for MeteredStore {
     ) -> Result<Vec<Message>, StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "recent_messages_of")
             .record(sessions.len() as f64);
-        timed("recent_messages_of", self.inner.recent_messages_of(sessions, limit)).await
+        self.timed("recent_messages_of", self.inner.recent_messages_of(sessions, limit)).await
     }
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "finish_messages").record(answers.len() as f64);
-        timed("finish_messages", self.inner.finish_messages(answers)).await
+        self.timed("finish_messages", self.inner.finish_messages(answers)).await
     }
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
-        timed("insert_message", self.inner.insert_message(message)).await
+        self.timed("insert_message", self.inner.insert_message(message)).await
     }
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
-        timed("finish_message", self.inner.finish_message(id, answer)).await
+        self.timed("finish_message", self.inner.finish_message(id, answer)).await
     }
     async fn find_message_by_client_id(
         &self,
         session: SessionId,
         key: &ClientMessageId,
     ) -> Result<Option<Message>, StoreError> {
-        timed("find_message_by_client_id", self.inner.find_message_by_client_id(session, key)).await
+        self.timed("find_message_by_client_id", self.inner.find_message_by_client_id(session, key)).await
     }
     async fn recent_messages(
         &self,
@@ -114,18 +134,18 @@ impl Store for MeteredStore {
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError> {
-        timed("recent_messages", self.inner.recent_messages(session, limit, before)).await
+        self.timed("recent_messages", self.inner.recent_messages(session, limit, before)).await
     }
     async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        timed("interrupt_streaming", self.inner.interrupt_streaming()).await
+        self.timed("interrupt_streaming", self.inner.interrupt_streaming()).await
     }
     async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {
-        timed("tokens_used_since", self.inner.tokens_used_since(user, since)).await
+        self.timed("tokens_used_since", self.inner.tokens_used_since(user, since)).await
     }
     async fn get_preferences(&self, user: &UserId) -> Result<Option<Preferences>, StoreError> {
-        timed("get_preferences", self.inner.get_preferences(user)).await
+        self.timed("get_preferences", self.inner.get_preferences(user)).await
     }
     async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError> {
-        timed("put_preferences", self.inner.put_preferences(user, prefs)).await
+        self.timed("put_preferences", self.inner.put_preferences(user, prefs)).await
     }
 }

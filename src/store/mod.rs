@@ -54,8 +54,22 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate("clientMessageId"),
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_busy(&c)) => {
+                StoreError::Unavailable(err)
+            }
             _ => StoreError::Query(err),
         }
+    }
+}
+
+/// A statement the database gave up on for time, not for what it is (worth a retry later):
+/// PostgreSQL's `query_canceled` (its `statement_timeout`) and `lock_not_available`; SQLite's
+/// `BUSY` and `LOCKED` result codes, extended ones included (the low byte).
+fn is_busy(code: &str) -> bool {
+    match code {
+        "57014" | "55P03" => true,
+        sqlite if sqlite.len() < 5 => sqlite.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
     }
 }
 
@@ -159,6 +173,20 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a query waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// How long a statement may run, waiting for locks included, before the database counts as
+    /// unavailable (zero: no limit). The database cancels it (PostgreSQL's `statement_timeout`,
+    /// SQLite's busy timeout); a call that still has no answer a second after both timeouts (a
+    /// frozen server, a dead network) is given up on (`MeteredStore`).
+    pub statement_timeout: Duration,
+}
+
+impl PoolOptions {
+    /// The longest a store call may take: a connection, the statement, and a second for the
+    /// database's own cancellation to arrive. `None` without a statement timeout.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        (!self.statement_timeout.is_zero())
+            .then(|| self.acquire_timeout + self.statement_timeout + Duration::from_secs(1))
+    }
 }
 
 /// Opens the database named by `url` (`postgres://…`, `postgresql://…` or `sqlite://…`),
@@ -166,10 +194,39 @@ pub struct PoolOptions {
 /// Every query is counted and timed (`MeteredStore`).
 pub async fn connect(url: &str, options: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(MeteredStore::new(Arc::new(PostgresStore::connect(url, options).await?))))
+        let store = PostgresStore::connect(url, options).await?;
+        Ok(Arc::new(MeteredStore::new(Arc::new(store), options.call_timeout())))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(MeteredStore::new(Arc::new(SqliteStore::connect(url, options).await?))))
+        let store = SqliteStore::connect(url, options).await?;
+        Ok(Arc::new(MeteredStore::new(Arc::new(store), options.call_timeout())))
     } else {
         Err(StoreError::BadUrl("expected a postgres://, postgresql:// or sqlite:// URL".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_locks_are_busy_other_errors_are_not() {
+        for busy in ["57014", "55P03", "5", "6", "517", "261", "262"] {
+            assert!(is_busy(busy), "{busy}");
+        }
+        for other in ["23505", "42P01", "1", "19", "2067", "55000", "abc"] {
+            assert!(!is_busy(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_call_may_take_a_connection_a_statement_and_a_second() {
+        let options = PoolOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(3_000),
+            statement_timeout: Duration::from_millis(5_000),
+        };
+        assert_eq!(options.call_timeout(), Some(Duration::from_millis(9_000)));
+        let unlimited = PoolOptions { statement_timeout: Duration::ZERO, ..options };
+        assert_eq!(unlimited.call_timeout(), None);
     }
 }

@@ -24,15 +24,19 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating when missing, with its folder) the database file and applies the SQLite
-    /// migrations. WAL lets readers run beside the one writer; the busy timeout queues writers
-    /// instead of failing them.
+    /// migrations. WAL lets readers run beside the one writer; the busy timeout (the statement
+    /// timeout, 5 s without one) queues writers instead of failing them at once.
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5))
+            .busy_timeout(if options.statement_timeout.is_zero() {
+                std::time::Duration::from_secs(5)
+            } else {
+                options.statement_timeout
+            })
             .statement_cache_capacity(STATEMENT_CACHE);
         if let Some(dir) = connect.get_filename().parent() {
             if !dir.as_os_str().is_empty() {

@@ -4,11 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postchat::store::{self, PoolOptions, Store};
+use postchat::domain::{
+    ChatSession, ClientMessageId, IntentType, MessageId, Post, PostExpanded, PostId, SessionId, UserId,
+};
+use postchat::store::{self, NewMessage, PoolOptions, Store};
 use sqlx::Connection;
 
 pub fn pool_options() -> PoolOptions {
-    PoolOptions { max_connections: 5, acquire_timeout: Duration::from_secs(5) }
+    PoolOptions {
+        max_connections: 5,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    }
 }
 
 /// A database test on one backend: the store and what keeps its database alive.
@@ -20,9 +27,14 @@ pub struct TestDb {
 
 /// A store on a new SQLite file in a temporary folder.
 pub async fn sqlite() -> TestDb {
+    sqlite_with(pool_options()).await
+}
+
+/// As [`sqlite`], with these pool options.
+pub async fn sqlite_with(options: PoolOptions) -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = store::connect(&url, &pool_options()).await.expect("sqlite store");
+    let store = store::connect(&url, &options).await.expect("sqlite store");
     TestDb { url, store, _dir: Some(dir) }
 }
 
@@ -34,6 +46,18 @@ fn postgres_server() -> String {
 /// A store on a new, empty PostgreSQL database made for this test. `None` (test skipped, with
 /// a note) when PostgreSQL is unreachable outside CI; in CI (`CI=true`) that is a failure.
 pub async fn postgres() -> Option<TestDb> {
+    postgres_with(pool_options()).await
+}
+
+/// As [`postgres`], with these pool options.
+pub async fn postgres_with(options: PoolOptions) -> Option<TestDb> {
+    let url = postgres_database().await?;
+    let store = store::connect(&url, &options).await.expect("postgres store");
+    Some(TestDb { url, store, _dir: None })
+}
+
+/// The URL of a new, empty PostgreSQL database made for this test (`None` as for [`postgres`]).
+pub async fn postgres_database() -> Option<String> {
     let server = postgres_server();
     let admin_url = format!("{server}/postgres");
     let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
@@ -48,9 +72,7 @@ pub async fn postgres() -> Option<TestDb> {
     };
     let name = format!("postchat_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
-    let url = format!("{server}/{name}");
-    let store = store::connect(&url, &pool_options()).await.expect("postgres store");
-    Some(TestDb { url, store, _dir: None })
+    Some(format!("{server}/{name}"))
 }
 
 /// Runs each named async test function against SQLite and PostgreSQL, as two tests each.
@@ -76,4 +98,51 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// A post of `owner`'s, stored.
+pub async fn a_post(store: &Arc<dyn Store>, owner: &UserId) -> Post {
+    let post = Post {
+        id: PostId::new(),
+        owner: owner.clone(),
+        url: "https://example.com/a".into(),
+        title: "A post".into(),
+        expanded: PostExpanded {
+            content: "Body text. With {braces} and ünïcödé.".into(),
+            summary: "Sum".into(),
+        },
+        created_at: postchat::domain::now(),
+    };
+    store.insert_post(&post).await.unwrap();
+    post
+}
+
+/// A session of `owner`'s about a new post, stored.
+pub async fn a_session(store: &Arc<dyn Store>, owner: &UserId) -> ChatSession {
+    let post = a_post(store, owner).await;
+    let now = postchat::domain::now();
+    let session = ChatSession {
+        id: SessionId::new(),
+        owner: owner.clone(),
+        post_id: post.id,
+        title: "A session".into(),
+        summary: String::new(),
+        last_summary_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_session(&session).await.unwrap();
+    session
+}
+
+/// A new exchange in `session`, with `key` as its client message id.
+pub fn new_message(session: SessionId, text: &str, key: Option<&str>) -> NewMessage {
+    NewMessage {
+        id: MessageId::new(),
+        session_id: session,
+        client_message_id: key.map(|k| ClientMessageId::parse(k).unwrap()),
+        user_message: text.into(),
+        intent_type: IntentType::Question,
+        created_at: postchat::domain::now(),
+    }
 }
