@@ -223,13 +223,23 @@ impl ChatController {
         };
         let mut accepted = duplicate_of(&first, req)?;
         if first.status == MessageStatus::Streaming {
-            let guard = self.inflight.reserve(Claim {
+            let claim = Claim {
                 session_id: first.session_id,
                 message_id: first.id,
                 intent: first.intent_type,
                 client_message_id: first.client_message_id.clone(),
                 user_message: first.user_message.clone(),
-            })?;
+            };
+            let guard = match self.inflight.reserve(claim) {
+                Ok(guard) => guard,
+                // A parallel retry of the same key got there first: it answers it.
+                Err(ChatError::Busy)
+                    if self.inflight.get(first.session_id).is_some_and(|a| a.message_id == first.id) =>
+                {
+                    return Ok(accepted);
+                }
+                Err(e) => return Err(e),
+            };
             info!(message_id = %first.id, "answering a stored message that nothing answered");
             accepted.job = Some(AnswerJob {
                 controller: self.clone(),

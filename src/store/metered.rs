@@ -1,5 +1,6 @@
 //! A `Store` that counts and times every query by operation (`postchat_db_queries_total`,
-//! `postchat_db_query_seconds`), around either backend.
+//! `postchat_db_query_seconds`), around either backend, and bounds each call's time
+//! (`PoolOptions::call_timeout`).
 
 use std::future::Future;
 use std::io;
