@@ -21,7 +21,7 @@ async function withSession(t, fn) {
     const session = (await api(server.url, token, "POST", "/api/sessions", { postId: post.body.id, title: "Slow" })).body;
     const socket = await connect(server.url, token);
     try {
-      await fn({ url, session, socket });
+      await fn({ url, server, session, socket });
     } finally {
       socket.close();
     }
@@ -43,7 +43,7 @@ async function lockMessages(url) {
 }
 
 test("a locked messages table gives STORAGE_UNAVAILABLE in time, then the message is answered", async (t) => {
-  await withSession(t, async ({ url, session, socket }) => {
+  await withSession(t, async ({ url, server, session, socket }) => {
     assert.equal((await ask(socket, session.id, "What does Tokio do?")).terminal.name, "chat:stream:end");
 
     const lock = await lockMessages(url);
@@ -59,6 +59,8 @@ test("a locked messages table gives STORAGE_UNAVAILABLE in time, then the messag
     assert.equal(ack.error.code, "STORAGE_UNAVAILABLE");
     assert.equal(ack.error.retryable, true);
     assert.ok(waited >= 400 && waited < 2_500, `answered in ${waited} ms`);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /^postchat_db_queries_total\{op="insert_message",outcome="unavailable"\} [1-9]/m);
 
     // The session is free again, and the same message (same key) gets its one answer.
     const again = await ask(socket, session.id, "Still there?", { payload: { clientMessageId: "locked-1" } });

@@ -45,13 +45,18 @@ impl MeteredStore {
                 ))))
             }),
         };
-        record(op, started, result.is_ok());
+        record(op, started, &result);
         result
     }
 }
 
-fn record(op: &'static str, started: Instant, ok: bool) {
-    let outcome = if ok { "ok" } else { "error" };
+fn record<T>(op: &'static str, started: Instant, result: &Result<T, StoreError>) {
+    // A database out of reach (or too slow: timed out, locked) apart from a failed query.
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(StoreError::Unavailable(_)) => "unavailable",
+        Err(_) => "error",
+    };
     metrics::counter!("postchat_db_queries_total", "op" => op, "outcome" => outcome).increment(1);
     metrics::histogram!("postchat_db_query_seconds", "op" => op).record(started.elapsed().as_secs_f64());
 }
