@@ -336,3 +336,46 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Token { ref user, ttl_hours: 24 }) if user == "alice"));
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The README's configuration table: each row's variables (first column) and defaults (last
+    /// column), in backticks.
+    fn readme_rows() -> Vec<(Vec<String>, Vec<String>)> {
+        let ticked =
+            |cell: &str| -> Vec<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+        include_str!("../README.md")
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split(" | ").collect();
+                Some((ticked(cells.first()?), ticked(cells.last()?)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_with_its_default() {
+        let rows = readme_rows();
+        let mut wrong = Vec::new();
+        for arg in Cli::command().get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+            let Some((names, defaults)) = rows.iter().find(|(names, _)| names.iter().any(|n| n == env))
+            else {
+                wrong.push(format!("{env}: not in the table"));
+                continue;
+            };
+            // (An empty default reads "empty" there.)
+            let Some(default) = arg.get_default_values().first().and_then(|d| d.to_str()) else { continue };
+            let at = names.iter().position(|n| n == env).unwrap_or(0);
+            if !default.is_empty() && defaults.get(at).map(String::as_str) != Some(default) {
+                wrong.push(format!("{env}: {default} in the code, {:?} in the README", defaults.get(at)));
+            }
+        }
+        assert!(wrong.is_empty(), "the README's configuration table is out of date: {wrong:#?}");
+    }
+}
