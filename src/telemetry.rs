@@ -15,7 +15,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// The Prometheus recorder behind `/metrics`, installed once per process. Metric names and
-/// labels (bounded sets only: never user or session ids) are listed in docs/benchmarks.md.
+/// labels (bounded sets only: never user or session ids) are listed in the README (Observability).
 pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
     use std::sync::OnceLock;
     static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
@@ -26,6 +26,12 @@ pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     30.0,
                 ])
+                .expect("the bucket list is not empty")
+                // Answers per batched statement: a count up to `MAX_BATCH` (32), not seconds.
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("postchat_db_batch_rows".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                )
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -34,4 +40,17 @@ pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batch_sizes_are_counted_in_rows_not_seconds() {
+        let handle = super::metrics();
+        metrics::histogram!("postchat_db_batch_rows", "op" => "bucket_test").record(3.0);
+        let text = handle.render();
+        assert!(text.contains(r#"postchat_db_batch_rows_bucket{op="bucket_test",le="2"} 0"#), "{text}");
+        assert!(text.contains(r#"postchat_db_batch_rows_bucket{op="bucket_test",le="4"} 1"#), "{text}");
+        assert!(!text.contains(r#"postchat_db_batch_rows_bucket{op="bucket_test",le="0.0005"}"#));
+    }
 }
