@@ -2,8 +2,8 @@
 //! (`req_parts`: URI, headers, extensions) for the socket's whole life. As hyper parsed them,
 //! the URI and headers point into the connection's read buffer (8 KiB and more), so every open
 //! connection would pin that buffer; and the headers are sized by the client (cookies, user
-//! agent: often kilobytes, up to hyper's limit of hundreds). So the head is rebuilt, owning its
-//! bytes, with only what the socket layer reads after the handshake. Measured in
+//! agent: often kilobytes; hyper reads up to about 400 KiB of head). So the head is rebuilt,
+//! owning its bytes, with only what the socket layer reads after the handshake. Measured in
 //! docs/benchmarks.md (idle connections).
 
 use axum::extract::Request;
