@@ -13,6 +13,7 @@ use postchat::domain::{SessionId, UserId};
 use postchat::store::{BatchedMessages, NewMessage, PoolOptions, Store, StoreError};
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Short timeouts: a call may take 1 s (a connection) + 0.3 s (the statement) + 1 s.
@@ -100,36 +101,35 @@ async fn freezing_proxy(target: String) -> (String, Arc<AtomicBool>) {
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let Ok(server) = TcpStream::connect(&target).await else { return };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
             let frozen = Arc::new(AtomicBool::new(false));
             let (armed, freeze) = (frozen_by.clone(), frozen.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                    if armed.load(Ordering::SeqCst) && contains(&buf[..n], b"INSERT INTO messages") {
-                        freeze.store(true, Ordering::SeqCst);
-                    }
-                    if server_write.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
+            tokio::spawn(pump(client_read, server_write, async move |sent: &[u8]| {
+                if armed.load(Ordering::SeqCst) && contains(sent, b"INSERT INTO messages") {
+                    freeze.store(true, Ordering::SeqCst);
                 }
-            });
+            }));
             let armed = frozen_by.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = server_read.read(&mut buf).await {
-                    while frozen.load(Ordering::SeqCst) && armed.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    if client_write.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
+            tokio::spawn(pump(server_read, client_write, async move |_: &[u8]| {
+                while frozen.load(Ordering::SeqCst) && armed.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-            });
+            }));
         }
     });
     (addr, armed)
+}
+
+/// Copies `from` to `to` until either closes, awaiting `before(bytes)` before passing each read on.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut before: impl AsyncFnMut(&[u8])) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        before(&buf[..n]).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

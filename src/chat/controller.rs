@@ -200,11 +200,13 @@ impl ChatController {
     /// The stored message `req` repeats (same `clientMessageId`), as its duplicate; `None` when
     /// `req` has no key or nothing was stored under it.
     async fn stored_duplicate(&self, req: &SendMessage) -> Result<Option<AcceptedMessage>, ChatError> {
+        self.stored_under_key(req).await?.map(|first| duplicate_of(&first, req)).transpose()
+    }
+
+    /// The message stored under `req`'s `clientMessageId`; `None` without a key or a message.
+    async fn stored_under_key(&self, req: &SendMessage) -> Result<Option<Message>, ChatError> {
         let Some(key) = &req.client_message_id else { return Ok(None) };
-        match self.sessions.message_by_client_id(req.session_id, key).await? {
-            Some(first) => duplicate_of(&first, req).map(Some),
-            None => Ok(None),
-        }
+        self.sessions.message_by_client_id(req.session_id, key).await
     }
 
     /// A message whose key is already stored, sent to a session with no answer in flight: the
@@ -217,10 +219,7 @@ impl ChatController {
         entry: Arc<SessionEntry>,
         platforms: Vec<Platform>,
     ) -> Result<AcceptedMessage, ChatError> {
-        let Some(key) = &req.client_message_id else { return Err(ChatError::Conflict) };
-        let Some(first) = self.sessions.message_by_client_id(req.session_id, key).await? else {
-            return Err(ChatError::Conflict);
-        };
+        let Some(first) = self.stored_under_key(req).await? else { return Err(ChatError::Conflict) };
         let mut accepted = duplicate_of(&first, req)?;
         if first.status == MessageStatus::Streaming {
             let claim = Claim {
