@@ -15,7 +15,7 @@ use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreErro
 
 use super::{ChatError, SessionCache, SessionEntry};
 
-/// Statements of each kind (insert, read, finish) that may run at once for answers.
+/// Statements (inserts, reads and finishes together) that may run at once for answers.
 const ANSWER_STATEMENTS: usize = 4;
 
 pub struct ChatSessionService {

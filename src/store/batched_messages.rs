@@ -4,6 +4,7 @@
 //! statement for many answers. Under load this is what the database spends least on: a
 //! statement's fixed cost (round trips, planning, commit) is paid once per batch instead of once
 //! per answer (docs/benchmarks.md). At rest nothing waits: a batch of one is the plain statement.
+//! When the database is the bottleneck, inserts go first: the ack waits for them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -61,15 +62,15 @@ impl Finished {
 }
 
 impl BatchedMessages {
-    /// Starts `statements` runners per kind of statement (at most that many statements of a
-    /// kind run at once); they stop when this is dropped.
+    /// Starts `statements` runners shared by the three kinds of statement (at most that many
+    /// statements run at once), which take the most urgent kind first (see [`Queues::next`]);
+    /// they stop when this is dropped.
     pub fn new(store: Arc<dyn Store>, statements: usize) -> Self {
-        let (inserts, queue) = mpsc::channel(QUEUE);
-        spawn_runners(queue, statements, store.clone(), insert_batch);
-        let (recents, queue) = mpsc::channel(QUEUE);
-        spawn_runners(queue, statements, store.clone(), recent_batch);
-        let (finishes, queue) = mpsc::channel(QUEUE);
-        spawn_runners(queue, statements, store, finish_batch);
+        let (inserts, insert_queue) = mpsc::channel(QUEUE);
+        let (recents, recent_queue) = mpsc::channel(QUEUE);
+        let (finishes, finish_queue) = mpsc::channel(QUEUE);
+        let queues = Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue };
+        spawn_runners(Arc::new(Mutex::new(queues)), statements, store);
         Self { inserts, recents, finishes }
     }
 
@@ -106,35 +107,65 @@ fn closed() -> StoreError {
     StoreError::Unavailable(sqlx::Error::PoolClosed)
 }
 
-fn spawn_runners<T, R, W, F>(
-    queue: mpsc::Receiver<Pending<T, R>>,
-    runners: usize,
-    store: Arc<dyn Store>,
-    run: W,
-) where
-    T: Send + 'static,
-    R: Send + 'static,
-    W: Fn(Arc<dyn Store>, Vec<T>) -> F + Copy + Send + 'static,
-    F: Future<Output = Vec<Result<R, StoreError>>> + Send,
-{
-    let queue = Arc::new(Mutex::new(queue));
+/// The three queues, drained most urgent first.
+struct Queues {
+    inserts: mpsc::Receiver<Pending<NewMessage, ()>>,
+    recents: mpsc::Receiver<Pending<Recent, Vec<Message>>>,
+    finishes: mpsc::Receiver<Pending<Finished, ()>>,
+}
+
+/// What one runner took: every part queued of one kind, up to [`MAX_BATCH`].
+enum Batch {
+    Inserts(Vec<Pending<NewMessage, ()>>),
+    Recents(Vec<Pending<Recent, Vec<Message>>>),
+    Finishes(Vec<Pending<Finished, ()>>),
+}
+
+impl Queues {
+    /// The next batch, inserts before reads before finishes: the ack and `chat:stream:start`
+    /// wait for the insert, the first token for the read, the terminal event for the finish.
+    /// When the database is the bottleneck, the wait then builds up after the ack instead of
+    /// before it. Nothing waits for ever: a session has at most one answer in flight, so ahead
+    /// of a finish are at most one insert and one read per other session. `None` once
+    /// `BatchedMessages` is dropped.
+    async fn next(&mut self) -> Option<Batch> {
+        let (mut inserts, mut recents, mut finishes) = (Vec::new(), Vec::new(), Vec::new());
+        // All three senders go together: one closed queue means all are.
+        tokio::select! {
+            biased;
+            n = self.inserts.recv_many(&mut inserts, MAX_BATCH) => (n > 0).then_some(Batch::Inserts(inserts)),
+            n = self.recents.recv_many(&mut recents, MAX_BATCH) => (n > 0).then_some(Batch::Recents(recents)),
+            n = self.finishes.recv_many(&mut finishes, MAX_BATCH) => (n > 0).then_some(Batch::Finishes(finishes)),
+        }
+    }
+}
+
+fn spawn_runners(queues: Arc<Mutex<Queues>>, runners: usize, store: Arc<dyn Store>) {
     for _ in 0..runners.max(1) {
-        let (queue, store) = (queue.clone(), store.clone());
+        let (queues, store) = (queues.clone(), store.clone());
         tokio::spawn(async move {
-            loop {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                // One runner at a time takes what has queued; the others run their statements.
-                if queue.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                    return;
-                }
-                let (parts, waiting): (Vec<T>, Vec<_>) = batch.into_iter().map(|p| (p.part, p.done)).unzip();
-                let outcomes = run(store.clone(), parts).await;
-                for (done, outcome) in waiting.into_iter().zip(outcomes) {
-                    // The caller may have gone (its task cancelled): a write stands anyway.
-                    let _ = done.send(outcome);
+            // One runner at a time takes what has queued; the others run their statements.
+            while let Some(batch) = queues.lock().await.next().await {
+                match batch {
+                    Batch::Inserts(batch) => settle(batch, |parts| insert_batch(store.clone(), parts)).await,
+                    Batch::Recents(batch) => settle(batch, |parts| recent_batch(store.clone(), parts)).await,
+                    Batch::Finishes(batch) => settle(batch, |parts| finish_batch(store.clone(), parts)).await,
                 }
             }
         });
+    }
+}
+
+/// Runs one batch and gives each waiting caller its own outcome.
+async fn settle<T, R, F>(batch: Vec<Pending<T, R>>, run: impl FnOnce(Vec<T>) -> F)
+where
+    F: Future<Output = Vec<Result<R, StoreError>>>,
+{
+    let (parts, waiting): (Vec<T>, Vec<_>) = batch.into_iter().map(|p| (p.part, p.done)).unzip();
+    let outcomes = run(parts).await;
+    for (done, outcome) in waiting.into_iter().zip(outcomes) {
+        // The caller may have gone (its task cancelled): a write stands anyway.
+        let _ = done.send(outcome);
     }
 }
 
@@ -212,4 +243,50 @@ where
         outcomes.push(run(part).await);
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IntentType;
+
+    fn pending<T, R>(part: T) -> Pending<T, R> {
+        Pending { part, done: oneshot::channel().0 }
+    }
+
+    #[tokio::test]
+    async fn inserts_are_taken_before_reads_and_reads_before_finishes() {
+        let (inserts, insert_queue) = mpsc::channel(QUEUE);
+        let (recents, recent_queue) = mpsc::channel(QUEUE);
+        let (finishes, finish_queue) = mpsc::channel(QUEUE);
+        let mut queues = Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue };
+        let session_id = SessionId::new();
+        // Queued in the opposite order of their urgency.
+        let finished = Finished {
+            id: MessageId::new(),
+            ai_response: "done".into(),
+            posts: Vec::new(),
+            status: MessageStatus::Complete,
+            usage: None,
+        };
+        finishes.send(pending(finished)).await.unwrap();
+        recents.send(pending(Recent { session_id, limit: 10 })).await.unwrap();
+        for _ in 0..2 {
+            let message = NewMessage {
+                id: MessageId::new(),
+                session_id,
+                client_message_id: None,
+                user_message: "hello".into(),
+                intent_type: IntentType::Question,
+                created_at: chrono::Utc::now(),
+            };
+            inserts.send(pending(message)).await.unwrap();
+        }
+
+        assert!(matches!(queues.next().await, Some(Batch::Inserts(batch)) if batch.len() == 2));
+        assert!(matches!(queues.next().await, Some(Batch::Recents(batch)) if batch.len() == 1));
+        assert!(matches!(queues.next().await, Some(Batch::Finishes(batch)) if batch.len() == 1));
+        drop((inserts, recents, finishes));
+        assert!(queues.next().await.is_none(), "no batch once the senders are gone");
+    }
 }
