@@ -15,8 +15,9 @@ use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreErro
 
 use super::{ChatError, SessionCache, SessionEntry};
 
-/// Statements (inserts, reads and finishes together) that may run at once for answers.
-const ANSWER_STATEMENTS: usize = 4;
+/// Statements (inserts, reads and finishes together) that may run at once for answers. Fewer
+/// (2 or 4) cut the ack's p99 at saturation but slowed bursts of messages (docs/benchmarks.md).
+const ANSWER_STATEMENTS: usize = 12;
 
 pub struct ChatSessionService {
     store: Arc<dyn Store>,

@@ -144,8 +144,10 @@ fn spawn_runners(queues: Arc<Mutex<Queues>>, runners: usize, store: Arc<dyn Stor
     for _ in 0..runners.max(1) {
         let (queues, store) = (queues.clone(), store.clone());
         tokio::spawn(async move {
-            // One runner at a time takes what has queued; the others run their statements.
-            while let Some(batch) = queues.lock().await.next().await {
+            loop {
+                // One runner at a time takes what has queued; the others run their statements.
+                // (A statement of its own: the lock is released before the batch runs.)
+                let Some(batch) = queues.lock().await.next().await else { return };
                 match batch {
                     Batch::Inserts(batch) => settle(batch, |parts| insert_batch(store.clone(), parts)).await,
                     Batch::Recents(batch) => settle(batch, |parts| recent_batch(store.clone(), parts)).await,
