@@ -75,6 +75,44 @@ async fn postgres_a_statement_waiting_for_a_lock_fails_unavailable_then_works_ag
     db.store.insert_message(&fresh(session_id)).await.unwrap();
 }
 
+/// A batched statement that waits (a row locked by another transaction) holds up only itself:
+/// the other runners go on taking and running the next batches.
+#[tokio::test]
+async fn postgres_a_batched_statement_waiting_for_a_lock_holds_back_no_other() {
+    let Some(db) = common::postgres().await else { return };
+    let session_id = session_of_alice(&db.store).await;
+    let blocked = fresh(session_id);
+    db.store.insert_message(&blocked).await.unwrap();
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let lock_row = format!("BEGIN; SELECT id FROM messages WHERE id = '{}' FOR UPDATE", blocked.id);
+    sqlx::raw_sql(&lock_row).execute(&mut locker).await.unwrap();
+
+    let batched = Arc::new(BatchedMessages::new(db.store.clone(), 2));
+    let finishing = tokio::spawn({
+        let batched = batched.clone();
+        async move {
+            let end = postchat::store::FinishedAnswer {
+                ai_response: "held",
+                posts: &[],
+                status: postchat::domain::MessageStatus::Complete,
+                usage: None,
+            };
+            batched.finish(blocked.id, end).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!finishing.is_finished(), "the update should wait for the row lock");
+
+    // The statement timeout is 5 s: well within it, an insert and a read pass the waiting update.
+    let started = Instant::now();
+    batched.insert(fresh(session_id)).await.unwrap();
+    assert_eq!(batched.recent(session_id, 10).await.unwrap().len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    unless_hung(finishing).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn sqlite_a_write_waiting_for_the_lock_fails_unavailable_then_works_again() {
     let db = common::sqlite_with(quick()).await;
