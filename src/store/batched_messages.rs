@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
 use crate::domain::{Message, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
 
-/// Most answers in one statement (each distinct size is a prepared statement per connection;
-/// `STATEMENT_CACHE` has room for all of them).
+/// Most answers in one statement (on SQLite each distinct size is a prepared statement per
+/// connection; `STATEMENT_CACHE` has room for all of them).
 const MAX_BATCH: usize = 32;
 
 /// Parts waiting for a statement, at most, before callers wait to queue.

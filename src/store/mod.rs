@@ -163,8 +163,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_preferences(&self, user: &UserId, prefs: &Preferences) -> Result<(), StoreError>;
 }
 
-/// Prepared statements kept per connection: the fixed queries and one per batch size of each
-/// batched statement (`batched_messages.rs`).
+/// Prepared statements kept per connection: the fixed queries and, on SQLite, one per batch
+/// size of each batched statement (`batched_messages.rs`; PostgreSQL binds a batch as arrays).
 const STATEMENT_CACHE: usize = 256;
 
 /// Pool settings shared by both backends.

@@ -5,7 +5,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::Connection;
 
-use super::sql::{self, impl_store_for};
+use super::sql::{self, impl_store_for, MESSAGE_COLUMNS};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
@@ -43,3 +43,83 @@ impl PostgresStore {
 }
 
 impl_store_for!(PostgresStore);
+
+/// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
+/// went in.
+const INSERT_MESSAGES: &str = "INSERT INTO messages \
+     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+      status, created_at, updated_at) \
+     SELECT id, chat_session_id, client_message_id, user_message, '', intent_type, '[]', \
+      'streaming', created_at, created_at \
+     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+      AS v (id, chat_session_id, client_message_id, user_message, intent_type, created_at) \
+     ON CONFLICT DO NOTHING RETURNING id";
+const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, posts = v.posts, \
+     status = v.status, updated_at = $5, prompt_tokens = v.prompt_tokens, \
+     completion_tokens = v.completion_tokens, usage_estimated = v.usage_estimated \
+     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[]) \
+      AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated) \
+     WHERE messages.id = v.id";
+/// Each session's newest messages through the (session, created_at) index, however long the
+/// session.
+fn recent_messages_of() -> String {
+    format!(
+        "SELECT m.* FROM UNNEST($1::uuid[]) AS s (id) CROSS JOIN LATERAL \
+         (SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = s.id \
+          ORDER BY created_at DESC, id DESC LIMIT $2) AS m \
+         ORDER BY m.created_at, m.id"
+    )
+}
+
+/// The batched statements (`Store::insert_messages`, `recent_messages_of`, `finish_messages`):
+/// a column of the batch is an array parameter, so one prepared statement (and, after its first
+/// runs, one cached plan) serves every batch size.
+impl PostgresStore {
+    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+        let stored: Vec<uuid::Uuid> = sqlx::query_scalar(INSERT_MESSAGES)
+            .bind(messages.iter().map(|m| m.id.as_uuid()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.session_id.as_uuid()).collect::<Vec<_>>())
+            .bind(
+                messages.iter().map(|m| m.client_message_id.as_ref().map(|c| c.as_str())).collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|m| m.user_message.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.intent_type.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
+    }
+
+    async fn recent_of_many(&self, sessions: &[SessionId], limit: u32) -> Result<Vec<Message>, StoreError> {
+        sqlx::query_as::<_, sql::MessageRow>(&recent_messages_of())
+            .bind(sessions.iter().map(|s| s.as_uuid()).collect::<Vec<_>>())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Message::try_from)
+            .collect()
+    }
+
+    async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+        sqlx::query(FINISH_MESSAGES)
+            .bind(answers.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.ai_response).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| Json(a.posts)).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.status.as_str()).collect::<Vec<_>>())
+            .bind(crate::domain::now())
+            .bind(
+                answers.iter().map(|(_, a)| a.usage.map(|u| i64::from(u.prompt_tokens))).collect::<Vec<_>>(),
+            )
+            .bind(
+                answers
+                    .iter()
+                    .map(|(_, a)| a.usage.map(|u| i64::from(u.completion_tokens)))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(answers.iter().map(|(_, a)| a.usage.map(|u| u.estimated)).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

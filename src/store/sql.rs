@@ -2,7 +2,9 @@
 //! both expand (`impl_store_for!`), so a query is written and fixed in one place.
 //!
 //! The SQL is the common dialect of PostgreSQL and SQLite: `$n` parameters (sqlx binds them by
-//! number on SQLite too), row-value comparisons and partial indexes work on both.
+//! number on SQLite too), row-value comparisons and partial indexes work on both. The batched
+//! statements alone differ (PostgreSQL binds arrays, SQLite has none): each backend's file
+//! holds its own.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -45,27 +47,14 @@ pub(super) const UPDATE_SESSION_TITLE: &str =
 pub(super) const UPDATE_SESSION_SUMMARY: &str =
     "UPDATE chat_sessions SET summary = $2, last_summary_at = $3, updated_at = $3 WHERE id = $1";
 
-const MESSAGE_COLUMNS: &str = "id, chat_session_id, client_message_id, user_message, ai_response, \
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, chat_session_id, client_message_id, user_message, ai_response, \
      intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, created_at, \
      updated_at";
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
       status, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
-/// `insert_messages`: this, then a `VALUES` row per message, then `INSERT_MESSAGES_TAIL`.
-pub(super) const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
-     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
-      status, created_at, updated_at) ";
-/// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
-/// went in.
-pub(super) const INSERT_MESSAGES_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING id";
-/// `finish_messages`: this, then a `VALUES` row per answer, then `FINISH_MESSAGES_TAIL`.
-pub(super) const FINISH_MESSAGES_HEAD: &str = "WITH v (id, ai_response, posts, status, updated_at, \
-     prompt_tokens, completion_tokens, usage_estimated) AS (";
-pub(super) const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_response, \
-     posts = v.posts, status = v.status, updated_at = v.updated_at, \
-     prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
-     usage_estimated = v.usage_estimated FROM v WHERE messages.id = v.id";
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
      completion_tokens = $7, usage_estimated = $8 WHERE id = $1";
@@ -81,16 +70,6 @@ pub(super) fn recent_messages() -> String {
          ORDER BY created_at DESC, id DESC LIMIT $2"
     )
 }
-/// `recent_messages_of`: per session this, its id, its order, limit and alias, the parts joined
-/// by `UNION ALL`, then `RECENT_MESSAGES_OF_TAIL`. Each part reads its session's newest messages
-/// through the (session, created_at) index, however long the session.
-pub(super) fn recent_messages_of_part() -> String {
-    format!(
-        "SELECT {MESSAGE_COLUMNS} FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
-         WHERE chat_session_id = "
-    )
-}
-pub(super) const RECENT_MESSAGES_OF_TAIL: &str = " ORDER BY created_at, id";
 pub(super) fn recent_messages_before() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
@@ -396,23 +375,9 @@ macro_rules! impl_store_for {
                 Ok(())
             }
 
+            // The batched statements differ: PostgreSQL binds arrays, SQLite writes a row each.
             async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
-                let mut query = sqlx::QueryBuilder::new(sql::INSERT_MESSAGES_HEAD);
-                query.push_values(messages, |mut row, m| {
-                    row.push_bind(m.id.as_uuid())
-                        .push_bind(m.session_id.as_uuid())
-                        .push_bind(m.client_message_id.as_ref().map(|c| c.as_str()))
-                        .push_bind(m.user_message.as_str())
-                        .push("''")
-                        .push_bind(m.intent_type.as_str())
-                        .push_bind(Json(&[] as &[SocialPost]))
-                        .push("'streaming'")
-                        .push_bind(m.created_at)
-                        .push_bind(m.created_at);
-                });
-                query.push(sql::INSERT_MESSAGES_TAIL);
-                let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(&self.pool).await?;
-                Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
+                self.insert_many(messages).await
             }
 
             async fn recent_messages_of(
@@ -420,46 +385,14 @@ macro_rules! impl_store_for {
                 sessions: &[SessionId],
                 limit: u32,
             ) -> Result<Vec<Message>, StoreError> {
-                let part = sql::recent_messages_of_part();
-                let mut query = sqlx::QueryBuilder::new("");
-                for (n, session) in sessions.iter().enumerate() {
-                    if n > 0 {
-                        query.push(" UNION ALL ");
-                    }
-                    query.push(&part);
-                    query.push_bind(session.as_uuid());
-                    // The limit is ours (a number), not the user's: written into the SQL.
-                    query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
-                }
-                query.push(sql::RECENT_MESSAGES_OF_TAIL);
-                query
-                    .build_query_as::<sql::MessageRow>()
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .map(Message::try_from)
-                    .collect()
+                self.recent_of_many(sessions, limit).await
             }
 
             async fn finish_messages(
                 &self,
                 answers: &[(MessageId, FinishedAnswer<'_>)],
             ) -> Result<(), StoreError> {
-                let now = $crate::domain::now();
-                let mut query = sqlx::QueryBuilder::new(sql::FINISH_MESSAGES_HEAD);
-                query.push_values(answers, |mut row, (id, answer)| {
-                    row.push_bind(id.as_uuid())
-                        .push_bind(answer.ai_response)
-                        .push_bind(Json(answer.posts))
-                        .push_bind(answer.status.as_str())
-                        .push_bind(now)
-                        .push_bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
-                        .push_bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
-                        .push_bind(answer.usage.map(|u| u.estimated));
-                });
-                query.push(sql::FINISH_MESSAGES_TAIL);
-                query.build().execute(&self.pool).await?;
-                Ok(())
+                self.finish_many(answers).await
             }
 
             async fn find_message_by_client_id(

@@ -8,7 +8,7 @@ use sqlx::sqlite::{
 };
 use sqlx::types::Json;
 
-use super::sql::{self, impl_store_for};
+use super::sql::{self, impl_store_for, MESSAGE_COLUMNS};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
@@ -55,3 +55,92 @@ impl SqliteStore {
 }
 
 impl_store_for!(SqliteStore);
+
+/// `insert_messages`: this, then a `VALUES` row per message, then `INSERT_MESSAGES_TAIL`.
+const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
+     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+      status, created_at, updated_at) ";
+/// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
+/// went in.
+const INSERT_MESSAGES_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING id";
+/// `finish_messages`: this, then a `VALUES` row per answer, then `FINISH_MESSAGES_TAIL`.
+const FINISH_MESSAGES_HEAD: &str = "WITH v (id, ai_response, posts, status, updated_at, \
+     prompt_tokens, completion_tokens, usage_estimated) AS (";
+const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_response, \
+     posts = v.posts, status = v.status, updated_at = v.updated_at, \
+     prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
+     usage_estimated = v.usage_estimated FROM v WHERE messages.id = v.id";
+
+/// `recent_messages_of`: per session this, its id, its order, limit and alias, the parts joined
+/// by `UNION ALL`, then an order for all. Each part reads its session's newest messages through
+/// the (session, created_at) index, however long the session.
+fn recent_messages_of_part() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
+         WHERE chat_session_id = "
+    )
+}
+
+/// The batched statements (`Store::insert_messages`, `recent_messages_of`, `finish_messages`):
+/// SQLite has no arrays, so each answer is a row of `VALUES` (or a part of a `UNION ALL`), and
+/// each batch size a statement of its own.
+impl SqliteStore {
+    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+        let mut query = sqlx::QueryBuilder::new(INSERT_MESSAGES_HEAD);
+        query.push_values(messages, |mut row, m| {
+            row.push_bind(m.id.as_uuid())
+                .push_bind(m.session_id.as_uuid())
+                .push_bind(m.client_message_id.as_ref().map(|c| c.as_str()))
+                .push_bind(m.user_message.as_str())
+                .push("''")
+                .push_bind(m.intent_type.as_str())
+                .push_bind(Json(&[] as &[SocialPost]))
+                .push("'streaming'")
+                .push_bind(m.created_at)
+                .push_bind(m.created_at);
+        });
+        query.push(INSERT_MESSAGES_TAIL);
+        let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
+    }
+
+    async fn recent_of_many(&self, sessions: &[SessionId], limit: u32) -> Result<Vec<Message>, StoreError> {
+        let part = recent_messages_of_part();
+        let mut query = sqlx::QueryBuilder::new("");
+        for (n, session) in sessions.iter().enumerate() {
+            if n > 0 {
+                query.push(" UNION ALL ");
+            }
+            query.push(&part);
+            query.push_bind(session.as_uuid());
+            // The limit is ours (a number), not the user's: written into the SQL.
+            query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
+        }
+        query.push(" ORDER BY created_at, id");
+        query
+            .build_query_as::<sql::MessageRow>()
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(Message::try_from)
+            .collect()
+    }
+
+    async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+        let now = crate::domain::now();
+        let mut query = sqlx::QueryBuilder::new(FINISH_MESSAGES_HEAD);
+        query.push_values(answers, |mut row, (id, answer)| {
+            row.push_bind(id.as_uuid())
+                .push_bind(answer.ai_response)
+                .push_bind(Json(answer.posts))
+                .push_bind(answer.status.as_str())
+                .push_bind(now)
+                .push_bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
+                .push_bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
+                .push_bind(answer.usage.map(|u| u.estimated));
+        });
+        query.push(FINISH_MESSAGES_TAIL);
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+}
