@@ -27,10 +27,11 @@ pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
                     30.0,
                 ])
                 .expect("the bucket list is not empty")
-                // Answers per batched statement: a count up to `MAX_BATCH` (32), not seconds.
+                // Answers per batched statement: a count up to the store's `max_batch` (256 on
+                // PostgreSQL, 32 on SQLite), not seconds.
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full("postchat_db_batch_rows".into()),
-                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0],
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
                 )
                 .expect("the bucket list is not empty");
             let recorder = builder.build_recorder();

@@ -30,6 +30,9 @@ impl Store for CountingStore {
     async fn close(&self) {
         self.inner.close().await
     }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
     async fn insert_post(&self, post: &postchat::domain::Post) -> Result<(), StoreError> {
         self.inner.insert_post(post).await
     }

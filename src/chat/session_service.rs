@@ -15,9 +15,10 @@ use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreErro
 
 use super::{ChatError, SessionCache, SessionEntry};
 
-/// Statements (inserts, reads and finishes together) that may run at once for answers. Fewer
-/// (2 or 4) cut the ack's p99 at saturation but slowed bursts of messages (docs/benchmarks.md).
-const ANSWER_STATEMENTS: usize = 12;
+/// Statements (inserts, reads and finishes together) that may run at once for answers. Under
+/// load fewer, larger batches do more than many small ones; 4 gave the most answers per second
+/// and the lowest ack latency on both backends, from 100 users to 500 (docs/benchmarks.md).
+const ANSWER_STATEMENTS: usize = 4;
 
 pub struct ChatSessionService {
     store: Arc<dyn Store>,

@@ -15,10 +15,6 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
 use crate::domain::{Message, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
 
-/// Most answers in one statement (on SQLite each distinct size is a prepared statement per
-/// connection; `STATEMENT_CACHE` has room for all of them).
-const MAX_BATCH: usize = 32;
-
 /// Parts waiting for a statement, at most, before callers wait to queue.
 const QUEUE: usize = 4_096;
 
@@ -69,7 +65,12 @@ impl BatchedMessages {
         let (inserts, insert_queue) = mpsc::channel(QUEUE);
         let (recents, recent_queue) = mpsc::channel(QUEUE);
         let (finishes, finish_queue) = mpsc::channel(QUEUE);
-        let queues = Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue };
+        let queues = Queues {
+            inserts: insert_queue,
+            recents: recent_queue,
+            finishes: finish_queue,
+            max_batch: store.max_batch().max(1),
+        };
         spawn_runners(Arc::new(Mutex::new(queues)), statements, store);
         Self { inserts, recents, finishes }
     }
@@ -112,9 +113,11 @@ struct Queues {
     inserts: mpsc::Receiver<Pending<NewMessage, ()>>,
     recents: mpsc::Receiver<Pending<Recent, Vec<Message>>>,
     finishes: mpsc::Receiver<Pending<Finished, ()>>,
+    /// Most parts in one batch: the store's [`Store::max_batch`].
+    max_batch: usize,
 }
 
-/// What one runner took: every part queued of one kind, up to [`MAX_BATCH`].
+/// What one runner took: every part queued of one kind, up to [`Queues::max_batch`].
 enum Batch {
     Inserts(Vec<Pending<NewMessage, ()>>),
     Recents(Vec<Pending<Recent, Vec<Message>>>),
@@ -133,9 +136,9 @@ impl Queues {
         // All three senders go together: one closed queue means all are.
         tokio::select! {
             biased;
-            n = self.inserts.recv_many(&mut inserts, MAX_BATCH) => (n > 0).then_some(Batch::Inserts(inserts)),
-            n = self.recents.recv_many(&mut recents, MAX_BATCH) => (n > 0).then_some(Batch::Recents(recents)),
-            n = self.finishes.recv_many(&mut finishes, MAX_BATCH) => (n > 0).then_some(Batch::Finishes(finishes)),
+            n = self.inserts.recv_many(&mut inserts, self.max_batch) => (n > 0).then_some(Batch::Inserts(inserts)),
+            n = self.recents.recv_many(&mut recents, self.max_batch) => (n > 0).then_some(Batch::Recents(recents)),
+            n = self.finishes.recv_many(&mut finishes, self.max_batch) => (n > 0).then_some(Batch::Finishes(finishes)),
         }
     }
 }
@@ -257,11 +260,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn inserts_are_taken_before_reads_and_reads_before_finishes() {
+    async fn inserts_are_taken_before_reads_and_reads_before_finishes_at_most_max_batch_at_a_time() {
         let (inserts, insert_queue) = mpsc::channel(QUEUE);
         let (recents, recent_queue) = mpsc::channel(QUEUE);
         let (finishes, finish_queue) = mpsc::channel(QUEUE);
-        let mut queues = Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue };
+        let mut queues =
+            Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue, max_batch: 2 };
         let session_id = SessionId::new();
         // Queued in the opposite order of their urgency.
         let finished = Finished {
@@ -273,7 +277,7 @@ mod tests {
         };
         finishes.send(pending(finished)).await.unwrap();
         recents.send(pending(Recent { session_id, limit: 10 })).await.unwrap();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let message = NewMessage {
                 id: MessageId::new(),
                 session_id,
@@ -285,7 +289,11 @@ mod tests {
             inserts.send(pending(message)).await.unwrap();
         }
 
-        assert!(matches!(queues.next().await, Some(Batch::Inserts(batch)) if batch.len() == 2));
+        assert!(
+            matches!(queues.next().await, Some(Batch::Inserts(batch)) if batch.len() == 2),
+            "at most max_batch"
+        );
+        assert!(matches!(queues.next().await, Some(Batch::Inserts(batch)) if batch.len() == 1));
         assert!(matches!(queues.next().await, Some(Batch::Recents(batch)) if batch.len() == 1));
         assert!(matches!(queues.next().await, Some(Batch::Finishes(batch)) if batch.len() == 1));
         drop((inserts, recents, finishes));

@@ -69,6 +69,9 @@ impl Store for MeteredStore {
     async fn close(&self) {
         self.inner.close().await
     }
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
     async fn insert_post(&self, post: &Post) -> Result<(), StoreError> {
         self.timed("insert_post", self.inner.insert_post(post)).await
     }

@@ -101,6 +101,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the pool, waiting for connections in use to be returned (at shutdown).
     async fn close(&self);
+    /// Most answers one batched statement (`insert_messages`, `recent_messages_of`,
+    /// `finish_messages`) should hold.
+    fn max_batch(&self) -> usize;
 
     async fn insert_post(&self, post: &Post) -> Result<(), StoreError>;
     async fn get_post(&self, id: PostId) -> Result<Option<Post>, StoreError>;
@@ -164,7 +167,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Prepared statements kept per connection: the fixed queries and, on SQLite, one per batch
-/// size of each batched statement (`batched_messages.rs`; PostgreSQL binds a batch as arrays).
+/// size of each batched statement up to its `MAX_BATCH` (PostgreSQL binds a batch as arrays).
 const STATEMENT_CACHE: usize = 256;
 
 /// Pool settings shared by both backends.

@@ -75,6 +75,9 @@ fn recent_messages_of() -> String {
 /// a column of the batch is an array parameter, so one prepared statement (and, after its first
 /// runs, one cached plan) serves every batch size.
 impl PostgresStore {
+    /// Larger batches cost no more statements, only rows (docs/benchmarks.md).
+    const MAX_BATCH: usize = 256;
+
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let stored: Vec<uuid::Uuid> = sqlx::query_scalar(INSERT_MESSAGES)
             .bind(messages.iter().map(|m| m.id.as_uuid()).collect::<Vec<_>>())

@@ -237,6 +237,10 @@ macro_rules! impl_store_for {
                 self.pool.close().await;
             }
 
+            fn max_batch(&self) -> usize {
+                Self::MAX_BATCH
+            }
+
             async fn insert_post(&self, post: &Post) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(sql::INSERT_POST)

@@ -85,6 +85,10 @@ fn recent_messages_of_part() -> String {
 /// SQLite has no arrays, so each answer is a row of `VALUES` (or a part of a `UNION ALL`), and
 /// each batch size a statement of its own.
 impl SqliteStore {
+    /// Each size is a prepared statement per connection (`STATEMENT_CACHE` has room for all of
+    /// them); more rows than this gave no more answers per second (docs/benchmarks.md).
+    const MAX_BATCH: usize = 32;
+
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let mut query = sqlx::QueryBuilder::new(INSERT_MESSAGES_HEAD);
         query.push_values(messages, |mut row, m| {
