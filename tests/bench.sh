@@ -25,13 +25,14 @@ port=3399
 case "$db" in sqlite | postgres) ;; *) echo "usage: $0 [sqlite|postgres] [users ...]" >&2; exit 2 ;; esac
 
 server=""
+pg_db=""
 start_server() {
   local data url
   data=$(mktemp -d)
   if [ "$db" = postgres ]; then
-    local name="postchat_bench_$$_$RANDOM"
-    psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $name"
-    url="postgres://postgres@127.0.0.1:5432/$name"
+    pg_db="postchat_bench_$$_$RANDOM"
+    psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $pg_db"
+    url="postgres://postgres@127.0.0.1:5432/$pg_db"
   else
     url="sqlite://$data/bench.db"
   fi
@@ -44,7 +45,16 @@ start_server() {
   echo "the server did not start (see $out/server.log)" >&2
   exit 1
 }
-stop_server() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }
+# Each scenario's database is dropped after it: left behind, the next scenarios would share the
+# cores with autovacuum working through it.
+stop_server() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  if [ -n "$pg_db" ]; then
+    psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" || true
+    pg_db=""
+  fi
+}
 trap stop_server EXIT
 lg() { ./target/release/loadgen --addr "127.0.0.1:$port" --jwt-secret $secret --server-pid "$server" "$@"; }
 
