@@ -86,7 +86,7 @@ fn recent_messages_of_part() -> String {
 /// each batch size a statement of its own.
 impl SqliteStore {
     /// Each size is a prepared statement per connection (`STATEMENT_CACHE` has room for all of
-    /// them); more rows than this gave no more answers per second (docs/benchmarks.md).
+    /// them); up to 256 gave fewer answers per second, not more (docs/benchmarks.md).
     const MAX_BATCH: usize = 32;
 
     async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
