@@ -176,7 +176,8 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test]
 async fn postgres_a_database_that_stops_answering_mid_statement_fails_unavailable_in_time() {
-    let Some(url) = common::postgres_database().await else { return };
+    let Some(db) = common::postgres_database().await else { return };
+    let url = &db.url;
     let target = url.split('@').nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_owned();
     let (proxy, armed) = freezing_proxy(target.clone()).await;
     let store = postchat::store::connect(&url.replace(&target, &proxy), &quick()).await.unwrap();

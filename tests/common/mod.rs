@@ -23,6 +23,35 @@ pub struct TestDb {
     pub url: String,
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+/// A PostgreSQL database made for one test, dropped when the test is over (also when it fails):
+/// left behind, the databases of many runs pile up and keep autovacuum busy.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        // FORCE: the test's pool may still hold connections.
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // A thread of its own: this runs inside the test's runtime, which cannot block on another.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&statement).execute(&mut admin).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("test database {} not dropped (tests/run-all.sh drops what is left)", self.name);
+        }
+    }
 }
 
 /// A store on a new SQLite file in a temporary folder.
@@ -35,7 +64,7 @@ pub async fn sqlite_with(options: PoolOptions) -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = store::connect(&url, &options).await.expect("sqlite store");
-    TestDb { url, store, _dir: Some(dir) }
+    TestDb { url, store, _dir: Some(dir), _pg: None }
 }
 
 /// The PostgreSQL server the tests use (`TEST_POSTGRES_URL`, default the local one).
@@ -51,13 +80,14 @@ pub async fn postgres() -> Option<TestDb> {
 
 /// As [`postgres`], with these pool options.
 pub async fn postgres_with(options: PoolOptions) -> Option<TestDb> {
-    let url = postgres_database().await?;
-    let store = store::connect(&url, &options).await.expect("postgres store");
-    Some(TestDb { url, store, _dir: None })
+    let db = postgres_database().await?;
+    let store = store::connect(&db.url, &options).await.expect("postgres store");
+    Some(TestDb { url: db.url.clone(), store, _dir: None, _pg: Some(db) })
 }
 
-/// The URL of a new, empty PostgreSQL database made for this test (`None` as for [`postgres`]).
-pub async fn postgres_database() -> Option<String> {
+/// A new, empty PostgreSQL database made for this test (`None` as for [`postgres`]); dropped
+/// with the returned value.
+pub async fn postgres_database() -> Option<PgDatabase> {
     let server = postgres_server();
     let admin_url = format!("{server}/postgres");
     let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
@@ -72,7 +102,7 @@ pub async fn postgres_database() -> Option<String> {
     };
     let name = format!("postchat_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
-    Some(format!("{server}/{name}"))
+    Some(PgDatabase { url: format!("{server}/{name}"), admin_url, name })
 }
 
 /// Runs each named async test function against SQLite and PostgreSQL, as two tests each.
