@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# engineioxide with our one patch (vendor/README.md), used through [patch.crates-io].
+COPY vendor ./vendor
 COPY src ./src
 COPY migrations ./migrations
 # The dev-mode demo page is embedded in the binary.

@@ -36,6 +36,7 @@ fn the_server_is_built_from_the_repository_dockerfile() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_owned() + dockerfile).unwrap();
     assert!(text.contains("cargo build --release --locked --bin postchat"));
     assert!(text.contains("COPY migrations"), "migrations are embedded at build time");
+    assert!(text.contains("COPY vendor"), "the patched engineioxide is built from vendor/");
     assert!(text.contains("EXPOSE 3000"));
 }
 

@@ -1,0 +1,39 @@
+//! The vendored engineioxide (vendor/README.md) is the one built: Cargo only warns when a
+//! `[patch]` stops matching the crate graph, and would then build the registry copy, with its
+//! larger per-connection queue, without a word.
+
+/// The `[[package]]` entries of Cargo.lock named `name`, as text.
+fn lock_entries(name: &str) -> Vec<String> {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+    lock.split("[[package]]")
+        .filter(|entry| entry.lines().any(|line| line.trim() == format!("name = \"{name}\"")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn engineioxide_is_built_from_vendor_not_from_the_registry() {
+    let entries = lock_entries("engineioxide");
+    assert_eq!(entries.len(), 1, "one engineioxide in the build: {entries:?}");
+    assert!(
+        !entries[0].contains("source ="),
+        "engineioxide comes from a registry, not from vendor/ (the [patch] no longer applies?): {}",
+        entries[0]
+    );
+    let vendored =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/vendor/engineioxide/Cargo.toml"))
+            .unwrap();
+    let version = entries[0].lines().find_map(|line| line.trim().strip_prefix("version = ")).unwrap();
+    assert!(vendored.contains(&format!("version = {version}")), "the locked version is the vendored one");
+}
+
+#[test]
+fn the_vendored_queue_holds_boxed_packets() {
+    let socket =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/vendor/engineioxide/src/socket.rs"))
+            .unwrap();
+    assert!(
+        socket.contains("internal_tx: mpsc::Sender<Box<PacketBuf>>"),
+        "the patch (vendor/engineioxide.patch) is applied"
+    );
+}
