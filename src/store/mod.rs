@@ -94,6 +94,19 @@ pub struct FinishedAnswer<'a> {
     pub usage: Option<TokenUsage>,
 }
 
+impl FinishedAnswer<'_> {
+    /// The usage as its columns store it: `prompt_tokens`, `completion_tokens`,
+    /// `usage_estimated` (all null when the answer never reached the model).
+    pub(super) fn usage_columns(&self) -> (Option<i64>, Option<i64>, Option<bool>) {
+        match self.usage {
+            Some(u) => {
+                (Some(i64::from(u.prompt_tokens)), Some(i64::from(u.completion_tokens)), Some(u.estimated))
+            }
+            None => (None, None, None),
+        }
+    }
+}
+
 /// Everything the server keeps, behind one seam.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -111,16 +111,9 @@ impl PostgresStore {
             .bind(answers.iter().map(|(_, a)| Json(a.posts)).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.status.as_str()).collect::<Vec<_>>())
             .bind(crate::domain::now())
-            .bind(
-                answers.iter().map(|(_, a)| a.usage.map(|u| i64::from(u.prompt_tokens))).collect::<Vec<_>>(),
-            )
-            .bind(
-                answers
-                    .iter()
-                    .map(|(_, a)| a.usage.map(|u| i64::from(u.completion_tokens)))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(answers.iter().map(|(_, a)| a.usage.map(|u| u.estimated)).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.usage_columns().0).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.usage_columns().1).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.usage_columns().2).collect::<Vec<_>>())
             .execute(&self.pool)
             .await?;
         Ok(())

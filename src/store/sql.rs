@@ -371,9 +371,9 @@ macro_rules! impl_store_for {
                     .bind(Json(answer.posts))
                     .bind(answer.status.as_str())
                     .bind($crate::domain::now())
-                    .bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
-                    .bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
-                    .bind(answer.usage.map(|u| u.estimated))
+                    .bind(answer.usage_columns().0)
+                    .bind(answer.usage_columns().1)
+                    .bind(answer.usage_columns().2)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

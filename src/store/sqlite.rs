@@ -139,9 +139,9 @@ impl SqliteStore {
                 .push_bind(Json(answer.posts))
                 .push_bind(answer.status.as_str())
                 .push_bind(now)
-                .push_bind(answer.usage.map(|u| i64::from(u.prompt_tokens)))
-                .push_bind(answer.usage.map(|u| i64::from(u.completion_tokens)))
-                .push_bind(answer.usage.map(|u| u.estimated));
+                .push_bind(answer.usage_columns().0)
+                .push_bind(answer.usage_columns().1)
+                .push_bind(answer.usage_columns().2);
         });
         query.push(FINISH_MESSAGES_TAIL);
         query.build().execute(&self.pool).await?;
