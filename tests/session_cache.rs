@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use postchat::chat::{ChatError, ChatSessionService, SessionCache};
 use postchat::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, PostExpanded, PostId, Preferences, SessionId, UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
+    UserId,
 };
 use postchat::store::{FinishedAnswer, NewMessage, Store, StoreError};
 
@@ -77,12 +78,12 @@ impl Store for CountingStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         self.inner.insert_messages(messages).await
     }
-    async fn recent_messages_of(
+    async fn recent_exchanges(
         &self,
         sessions: &[SessionId],
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        self.inner.recent_messages_of(sessions, limit).await
+    ) -> Result<Vec<Exchange>, StoreError> {
+        self.inner.recent_exchanges(sessions, limit).await
     }
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
         self.inner.finish_messages(answers).await

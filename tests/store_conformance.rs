@@ -228,7 +228,7 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
     assert_eq!(two.status, MessageStatus::Streaming, "not in the finished batch: untouched");
 }
 
-async fn recent_messages_of_several_sessions_come_in_one_statement(store: Arc<dyn Store>) {
+async fn recent_exchanges_of_several_sessions_come_in_one_statement(store: Arc<dyn Store>) {
     let owner = user("alice");
     let (a, b, c) =
         (a_session(&store, &owner).await, a_session(&store, &owner).await, a_session(&store, &owner).await);
@@ -236,14 +236,24 @@ async fn recent_messages_of_several_sessions_come_in_one_statement(store: Arc<dy
         store.insert_message(&new_message(a.id, &format!("a{n}"), None)).await.unwrap();
     }
     for n in 0..2 {
-        store.insert_message(&new_message(b.id, &format!("b{n}"), None)).await.unwrap();
+        let message = new_message(b.id, &format!("b{n}"), None);
+        store.insert_message(&message).await.unwrap();
+        let answer = format!("answer {n}");
+        let finished =
+            FinishedAnswer { ai_response: &answer, posts: &[], status: MessageStatus::Complete, usage: None };
+        store.finish_message(message.id, finished).await.unwrap();
     }
-    let rows = store.recent_messages_of(&[a.id, b.id, c.id], 3).await.unwrap();
+    let rows = store.recent_exchanges(&[a.id, b.id, c.id], 3).await.unwrap();
     for session in [a.id, b.id, c.id] {
-        let of: Vec<_> = rows.iter().filter(|m| m.session_id == session).map(|m| m.id).collect();
-        let alone: Vec<_> =
-            store.recent_messages(session, 3, None).await.unwrap().iter().map(|m| m.id).collect();
-        assert_eq!(of, alone, "the same messages, in the same order, as read alone");
+        let of: Vec<_> = rows.iter().filter(|e| e.session_id == session).collect();
+        let alone = store.recent_messages(session, 3, None).await.unwrap();
+        assert_eq!(
+            of.iter().map(|e| (e.id, &e.user_message, &e.ai_response, e.created_at)).collect::<Vec<_>>(),
+            alone.iter().map(|m| (m.id, &m.user_message, &m.ai_response, m.created_at)).collect::<Vec<_>>(),
+            "the same exchanges, in the same order, as the messages read alone"
+        );
+        let one = store.recent_exchanges(&[session], 3).await.unwrap();
+        assert_eq!(one.iter().collect::<Vec<_>>(), of, "one session alone: the same statement");
     }
     assert_eq!(rows.len(), 5);
 }
@@ -336,7 +346,7 @@ on_both_backends!(
     tokens_used_today_add_up_per_user,
     the_session_title_is_updated,
     batches_of_messages_are_inserted_and_finished_in_one_statement,
-    recent_messages_of_several_sessions_come_in_one_statement,
+    recent_exchanges_of_several_sessions_come_in_one_statement,
     a_message_of_a_missing_session_fails_the_batch_statement,
     gathered_writes_give_each_answer_its_own_outcome,
     ping_answers,

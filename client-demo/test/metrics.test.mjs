@@ -1,6 +1,6 @@
 // /metrics in Prometheus text: the families operators rely on, and the database cost of an
 // answer: exactly two writes (insert at acceptance, update at the end) and, on a session cache
-// hit, one read (the recent messages).
+// hit, one read (the recent exchanges).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { api, ask, connect } from "../lib/client.mjs";
@@ -45,12 +45,12 @@ async function databaseCost(extra) {
 }
 
 test("an answer on a cached session costs two writes and one read", async () => {
-  assert.deepEqual(await databaseCost(() => ({})), { insert_message: 1, finish_message: 1, recent_messages: 1 });
+  assert.deepEqual(await databaseCost(() => ({})), { insert_message: 1, finish_message: 1, recent_exchanges: 1 });
 });
 
 test("an idempotency key costs no extra query: the insert finds repeats", async () => {
   const keyed = (key) => ({ payload: { clientMessageId: `${key}-${Date.now()}` } });
-  assert.deepEqual(await databaseCost(keyed), { insert_message: 1, finish_message: 1, recent_messages: 1 });
+  assert.deepEqual(await databaseCost(keyed), { insert_message: 1, finish_message: 1, recent_exchanges: 1 });
 });
 
 test("the metric families are there, with bounded labels", async () => {

@@ -23,7 +23,7 @@ use langchain_rust::language_models::{GenerateResult, LLMError};
 use langchain_rust::schemas::Message as LlmMessage;
 use tracing::warn;
 
-use crate::domain::{IntentType, Message, Platform, Post, Preferences, SocialPost, TokenUsage};
+use crate::domain::{Exchange, IntentType, Platform, Post, Preferences, SocialPost, TokenUsage};
 
 pub use budget::count_tokens;
 pub use intent::{detect_intent, IntentRequest};
@@ -94,7 +94,7 @@ pub struct AiContext {
     /// The running summary of the conversation so far.
     pub session_summary: String,
     /// Earlier exchanges of the session, oldest first.
-    pub history: Vec<Message>,
+    pub history: Vec<Exchange>,
     pub preferences: Arc<Preferences>,
 }
 

@@ -335,18 +335,12 @@ impl AnswerJob {
         let question = self.question.clone();
         controller.clone().tasks.spawn(async move {
             // Include this exchange, which is not in the history it was built from.
-            ctx.history.push(crate::domain::Message {
+            ctx.history.push(crate::domain::Exchange {
                 id: answer.message_id,
                 session_id: answer.session_id,
                 user_message: question,
                 ai_response: answer.content(),
-                intent_type: answer.intent,
-                posts: vec![],
-                status: MessageStatus::Complete,
-                usage: None,
-                client_message_id: None,
                 created_at: crate::domain::now(),
-                updated_at: crate::domain::now(),
             });
             let result = match controller.ai.summarize(&ctx).await {
                 Ok(summary) => controller.sessions.update_summary(&entry, summary).await,

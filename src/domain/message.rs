@@ -129,6 +129,17 @@ impl TokenUsage {
     }
 }
 
+/// An earlier exchange of a session as a prompt uses it: the question and its answer (the
+/// context read fetches only these columns, not a whole [`Message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub id: MessageId,
+    pub session_id: SessionId,
+    pub user_message: String,
+    pub ai_response: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// One exchange of a chat session, as stored and as sent to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -14,7 +14,7 @@ mod session;
 
 pub use error::InvalidInput;
 pub use ids::{ClientMessageId, MessageId, PostId, SessionId, UserId};
-pub use message::{IntentType, Message, MessageStatus, SocialPost, TokenUsage};
+pub use message::{Exchange, IntentType, Message, MessageStatus, SocialPost, TokenUsage};
 pub use message_text::MessageText;
 pub use platform::Platform;
 pub use post::{Post, PostExpanded};

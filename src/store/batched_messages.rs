@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
-use crate::domain::{Message, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
+use crate::domain::{Exchange, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
 
 /// Parts waiting for a statement, at most, before callers wait to queue.
 const QUEUE: usize = 4_096;
@@ -21,7 +21,7 @@ const QUEUE: usize = 4_096;
 /// Sends the answers' statements to the store in batches.
 pub struct BatchedMessages {
     inserts: mpsc::Sender<Pending<NewMessage, ()>>,
-    recents: mpsc::Sender<Pending<Recent, Vec<Message>>>,
+    recents: mpsc::Sender<Pending<Recent, Vec<Exchange>>>,
     finishes: mpsc::Sender<Pending<Finished, ()>>,
 }
 
@@ -31,7 +31,7 @@ struct Pending<T, R> {
     done: oneshot::Sender<Result<R, StoreError>>,
 }
 
-/// A read of a session's newest messages.
+/// A read of a session's newest exchanges.
 struct Recent {
     session_id: SessionId,
     limit: u32,
@@ -80,8 +80,8 @@ impl BatchedMessages {
         queue(&self.inserts, message).await
     }
 
-    /// A session's newest `limit` messages, oldest first (as `Store::recent_messages`).
-    pub async fn recent(&self, session_id: SessionId, limit: u32) -> Result<Vec<Message>, StoreError> {
+    /// A session's newest `limit` exchanges, oldest first (as `Store::recent_exchanges`).
+    pub async fn recent(&self, session_id: SessionId, limit: u32) -> Result<Vec<Exchange>, StoreError> {
         queue(&self.recents, Recent { session_id, limit }).await
     }
 
@@ -111,7 +111,7 @@ fn closed() -> StoreError {
 /// The three queues, drained most urgent first.
 struct Queues {
     inserts: mpsc::Receiver<Pending<NewMessage, ()>>,
-    recents: mpsc::Receiver<Pending<Recent, Vec<Message>>>,
+    recents: mpsc::Receiver<Pending<Recent, Vec<Exchange>>>,
     finishes: mpsc::Receiver<Pending<Finished, ()>>,
     /// Most parts in one batch: the store's [`Store::max_batch`].
     max_batch: usize,
@@ -120,7 +120,7 @@ struct Queues {
 /// What one runner took: every part queued of one kind, up to [`Queues::max_batch`].
 enum Batch {
     Inserts(Vec<Pending<NewMessage, ()>>),
-    Recents(Vec<Pending<Recent, Vec<Message>>>),
+    Recents(Vec<Pending<Recent, Vec<Exchange>>>),
     Finishes(Vec<Pending<Finished, ()>>),
 }
 
@@ -187,21 +187,25 @@ async fn insert_batch(store: Arc<dyn Store>, messages: Vec<NewMessage>) -> Vec<R
     }
 }
 
-async fn recent_batch(store: Arc<dyn Store>, reads: Vec<Recent>) -> Vec<Result<Vec<Message>, StoreError>> {
-    if let [read] = reads.as_slice() {
-        return vec![store.recent_messages(read.session_id, read.limit, None).await];
-    }
+async fn recent_batch(store: Arc<dyn Store>, reads: Vec<Recent>) -> Vec<Result<Vec<Exchange>, StoreError>> {
     let limit = reads.iter().map(|r| r.limit).max().unwrap_or(0);
     let mut sessions: Vec<SessionId> = reads.iter().map(|r| r.session_id).collect();
     sessions.sort_unstable();
     sessions.dedup();
-    let rows = match store.recent_messages_of(&sessions, limit).await {
+    let rows = match store.recent_exchanges(&sessions, limit).await {
         Ok(rows) => rows,
-        Err(e) => return one_by_one(e, &reads, |r| store.recent_messages(r.session_id, r.limit, None)).await,
+        Err(e) if reads.len() == 1 => return vec![Err(e)],
+        Err(e) => {
+            let store = &store;
+            return one_by_one(e, &reads, |r| async move {
+                store.recent_exchanges(&[r.session_id], r.limit).await
+            })
+            .await;
+        }
     };
-    let mut by_session: HashMap<SessionId, Vec<Message>> = HashMap::new();
-    for message in rows {
-        by_session.entry(message.session_id).or_default().push(message);
+    let mut by_session: HashMap<SessionId, Vec<Exchange>> = HashMap::new();
+    for exchange in rows {
+        by_session.entry(exchange.session_id).or_default().push(exchange);
     }
     reads
         .iter()

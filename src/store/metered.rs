@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId, UserId,
 };
 
 pub struct MeteredStore {
@@ -111,14 +111,14 @@ impl Store for MeteredStore {
             .record(messages.len() as f64);
         self.timed("insert_messages", self.inner.insert_messages(messages)).await
     }
-    async fn recent_messages_of(
+    async fn recent_exchanges(
         &self,
         sessions: &[SessionId],
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
-        metrics::histogram!("postchat_db_batch_rows", "op" => "recent_messages_of")
+    ) -> Result<Vec<Exchange>, StoreError> {
+        metrics::histogram!("postchat_db_batch_rows", "op" => "recent_exchanges")
             .record(sessions.len() as f64);
-        self.timed("recent_messages_of", self.inner.recent_messages_of(sessions, limit)).await
+        self.timed("recent_exchanges", self.inner.recent_exchanges(sessions, limit)).await
     }
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "finish_messages").record(answers.len() as f64);

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, MessageStatus, Post, PostId, Preferences, SessionId,
-    SocialPost, TokenUsage, UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, MessageStatus, Post, PostId, Preferences,
+    SessionId, SocialPost, TokenUsage, UserId,
 };
 
 pub use batched_messages::BatchedMessages;
@@ -114,7 +114,7 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the pool, waiting for connections in use to be returned (at shutdown).
     async fn close(&self);
-    /// Most answers one batched statement (`insert_messages`, `recent_messages_of`,
+    /// Most answers one batched statement (`insert_messages`, `recent_exchanges`,
     /// `finish_messages`) should hold.
     fn max_batch(&self) -> usize;
 
@@ -147,13 +147,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
-    /// The newest `limit` messages of each of `sessions`, in one statement; each session's
-    /// oldest first.
-    async fn recent_messages_of(
-        &self,
-        sessions: &[SessionId],
-        limit: u32,
-    ) -> Result<Vec<Message>, StoreError>;
+    /// The newest `limit` exchanges of each of `sessions` (one or many), in one statement;
+    /// each session's oldest first. An answer's context: only the columns a prompt uses.
+    async fn recent_exchanges(&self, sessions: &[SessionId], limit: u32)
+        -> Result<Vec<Exchange>, StoreError>;
     /// Stores how several exchanges ended, in one statement.
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError>;
     async fn find_message_by_client_id(

@@ -5,12 +5,12 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::Connection;
 
-use super::sql::{self, impl_store_for, MESSAGE_COLUMNS};
+use super::sql::{self, impl_store_for, EXCHANGE_COLUMNS};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, SocialPost,
-    UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId,
+    SocialPost, UserId,
 };
 
 /// Chat data in PostgreSQL (`migrations/postgres`).
@@ -60,18 +60,18 @@ const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, 
      FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[]) \
       AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated) \
      WHERE messages.id = v.id";
-/// Each session's newest messages through the (session, created_at) index, however long the
+/// Each session's newest exchanges through the (session, created_at) index, however long the
 /// session.
-fn recent_messages_of() -> String {
+fn recent_exchanges_of() -> String {
     format!(
         "SELECT m.* FROM UNNEST($1::uuid[]) AS s (id) CROSS JOIN LATERAL \
-         (SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = s.id \
+         (SELECT {EXCHANGE_COLUMNS} FROM messages WHERE chat_session_id = s.id \
           ORDER BY created_at DESC, id DESC LIMIT $2) AS m \
          ORDER BY m.created_at, m.id"
     )
 }
 
-/// The batched statements (`Store::insert_messages`, `recent_messages_of`, `finish_messages`):
+/// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
 /// a column of the batch is an array parameter, so one prepared statement (and, after its first
 /// runs, one cached plan) serves every batch size.
 impl PostgresStore {
@@ -93,15 +93,17 @@ impl PostgresStore {
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
-    async fn recent_of_many(&self, sessions: &[SessionId], limit: u32) -> Result<Vec<Message>, StoreError> {
-        sqlx::query_as::<_, sql::MessageRow>(&recent_messages_of())
+    async fn recent_exchanges_of(
+        &self,
+        sessions: &[SessionId],
+        limit: u32,
+    ) -> Result<Vec<Exchange>, StoreError> {
+        let rows = sqlx::query_as::<_, sql::ExchangeRow>(&recent_exchanges_of())
             .bind(sessions.iter().map(|s| s.as_uuid()).collect::<Vec<_>>())
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Message::try_from)
-            .collect()
+            .await?;
+        Ok(rows.into_iter().map(Exchange::from).collect())
     }
 
     async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {

@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, Platform, Post, PostExpanded, Preferences, SocialPost, TokenUsage,
-    UserId,
+    ChatSession, ClientMessageId, Exchange, Message, Platform, Post, PostExpanded, Preferences, SocialPost,
+    TokenUsage, UserId,
 };
 
 use super::StoreError;
@@ -51,6 +51,8 @@ pub(super) const MESSAGE_COLUMNS: &str =
     "id, chat_session_id, client_message_id, user_message, ai_response, \
      intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, created_at, \
      updated_at";
+/// What [`ExchangeRow`] reads: an answer's context needs no more.
+pub(super) const EXCHANGE_COLUMNS: &str = "id, chat_session_id, user_message, ai_response, created_at";
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
       status, created_at, updated_at) \
@@ -193,6 +195,27 @@ impl TryFrom<MessageRow> for Message {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ExchangeRow {
+    id: Uuid,
+    chat_session_id: Uuid,
+    user_message: String,
+    ai_response: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<ExchangeRow> for Exchange {
+    fn from(row: ExchangeRow) -> Self {
+        Exchange {
+            id: row.id.into(),
+            session_id: row.chat_session_id.into(),
+            user_message: row.user_message,
+            ai_response: row.ai_response,
+            created_at: row.created_at,
+        }
     }
 }
 
@@ -384,12 +407,12 @@ macro_rules! impl_store_for {
                 self.insert_many(messages).await
             }
 
-            async fn recent_messages_of(
+            async fn recent_exchanges(
                 &self,
                 sessions: &[SessionId],
                 limit: u32,
-            ) -> Result<Vec<Message>, StoreError> {
-                self.recent_of_many(sessions, limit).await
+            ) -> Result<Vec<Exchange>, StoreError> {
+                self.recent_exchanges_of(sessions, limit).await
             }
 
             async fn finish_messages(

@@ -8,12 +8,12 @@ use sqlx::sqlite::{
 };
 use sqlx::types::Json;
 
-use super::sql::{self, impl_store_for, MESSAGE_COLUMNS};
+use super::sql::{self, impl_store_for, EXCHANGE_COLUMNS};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostId, Preferences, SessionId, SocialPost,
-    UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId,
+    SocialPost, UserId,
 };
 
 /// Chat data in a SQLite file (`migrations/sqlite`).
@@ -71,17 +71,17 @@ const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_res
      prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
      usage_estimated = v.usage_estimated FROM v WHERE messages.id = v.id";
 
-/// `recent_messages_of`: per session this, its id, its order, limit and alias, the parts joined
-/// by `UNION ALL`, then an order for all. Each part reads its session's newest messages through
+/// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
+/// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through
 /// the (session, created_at) index, however long the session.
-fn recent_messages_of_part() -> String {
+fn recent_exchanges_part() -> String {
     format!(
-        "SELECT {MESSAGE_COLUMNS} FROM (SELECT {MESSAGE_COLUMNS} FROM messages \
+        "SELECT {EXCHANGE_COLUMNS} FROM (SELECT {EXCHANGE_COLUMNS} FROM messages \
          WHERE chat_session_id = "
     )
 }
 
-/// The batched statements (`Store::insert_messages`, `recent_messages_of`, `finish_messages`):
+/// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
 /// SQLite has no arrays, so each answer is a row of `VALUES` (or a part of a `UNION ALL`), and
 /// each batch size a statement of its own.
 impl SqliteStore {
@@ -108,8 +108,12 @@ impl SqliteStore {
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
-    async fn recent_of_many(&self, sessions: &[SessionId], limit: u32) -> Result<Vec<Message>, StoreError> {
-        let part = recent_messages_of_part();
+    async fn recent_exchanges_of(
+        &self,
+        sessions: &[SessionId],
+        limit: u32,
+    ) -> Result<Vec<Exchange>, StoreError> {
+        let part = recent_exchanges_part();
         let mut query = sqlx::QueryBuilder::new("");
         for (n, session) in sessions.iter().enumerate() {
             if n > 0 {
@@ -121,13 +125,8 @@ impl SqliteStore {
             query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
         }
         query.push(" ORDER BY created_at, id");
-        query
-            .build_query_as::<sql::MessageRow>()
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(Message::try_from)
-            .collect()
+        let rows = query.build_query_as::<sql::ExchangeRow>().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Exchange::from).collect())
     }
 
     async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
