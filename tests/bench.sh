@@ -5,7 +5,8 @@
 #     chat at each number of users (default: 10 50 100 200 500), 15 s each;
 #     500 users pausing $THINK ms between answers (default: 2000 1000 750 500 250: latency at a
 #     load below saturation); fanout to 100 sockets; idle at each of $IDLE connections (default:
-#     2000 8000 16000), and at 8000 with a browser's headers.
+#     2000 8000 16000 20000; each at most the open-file limit less 100, both processes need
+#     one per connection), and at 8000 with a browser's headers.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +14,11 @@ db="${1:-sqlite}"
 shift || true
 users=("${@:-10 50 100 200 500}")
 read -r -a users <<< "${users[*]}"
-read -r -a idle <<< "${IDLE:-2000 8000 16000}"
+read -r -a idle <<< "${IDLE:-2000 8000 16000 20000}"
 read -r -a think <<< "${THINK:-2000 1000 750 500 250}"
 # Each connection is a file descriptor on both sides: raise the limit where allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+max_idle=$(($(ulimit -n) - 100))
 cargo build --release --locked --bins
 out=target/bench
 mkdir -p "$out"
@@ -73,6 +75,10 @@ start_server
 lg --json "$out/fanout-$db.json" fanout --sockets 100 --seconds 10
 stop_server
 for n in "${idle[@]}"; do
+  if [ "$n" -gt "$max_idle" ]; then
+    echo "idle: $n connections exceed the open-file limit ($(ulimit -n)): $max_idle instead" >&2
+    n=$max_idle
+  fi
   start_server
   lg --json "$out/idle-$db-$n.json" idle --connections "$n" --hold 3
   stop_server

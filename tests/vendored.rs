@@ -37,3 +37,16 @@ fn the_vendored_queue_holds_boxed_packets() {
         "the patch (vendor/engineioxide.patch) is applied"
     );
 }
+
+#[test]
+fn the_vendored_websocket_task_opens_the_connection_boxed() {
+    let ws = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vendor/engineioxide/src/transport/ws.rs"
+    ))
+    .unwrap();
+    assert!(
+        ws.contains("let opening = Box::pin(async move {") && ws.contains("async fn serve<"),
+        "the patch (vendor/engineioxide.patch) is applied: the upgrade and handshake are boxed"
+    );
+}

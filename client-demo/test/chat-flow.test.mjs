@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { api, ask, connect, createSession, request, collectAnswer } from "../lib/client.mjs";
 import { io } from "socket.io-client";
-import { useServer, samplePost, twitterLength, LIMITS } from "./helpers/server.mjs";
+import { useServer, samplePost, twitterLength, LIMITS, upgraded } from "./helpers/server.mjs";
 
 const ctx = useServer();
 
@@ -31,6 +31,9 @@ for (const [name, options] of [
     const { session } = await createSession(ctx.url, ctx.token, samplePost);
     const socket = await connect(ctx.url, ctx.token, options);
     try {
+      if (name.includes("upgraded")) {
+        assert.equal(await upgraded(socket.io.engine), "websocket");
+      }
       const result = await ask(socket, session.id, "How does Rust keep idle connections cheap?");
       assert.equal(result.ack.ok, true);
       assertWellFormedStream(result, { intent: "question" });

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { createSession } from "../lib/client.mjs";
-import { useServer, samplePost } from "./helpers/server.mjs";
+import { useServer, samplePost, upgraded } from "./helpers/server.mjs";
 
 const ioV2 = createRequire(import.meta.url)("socket.io-client-v2");
 
@@ -19,6 +19,9 @@ for (const transports of [["websocket"], ["polling", "websocket"]]) {
         socket.once("error", reject);
         socket.once("connect_error", reject);
       });
+      if (transports.length > 1) {
+        assert.equal(await upgraded(socket.io.engine), "websocket");
+      }
       const tokens = [];
       socket.on("chat:stream:token", (t) => tokens.push(t));
       const ended = new Promise((r) => socket.once("chat:stream:end", r));

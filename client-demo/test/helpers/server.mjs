@@ -123,3 +123,18 @@ export function useServer(options) {
   after(async () => ctx.server.stop());
   return ctx;
 }
+
+/** Resolves once an Engine.IO client (socket.io-client 4.x or 2.x) has upgraded from polling to
+ * websocket; fails after `ms` (the server's upgrade path, not an answer over polling). */
+export async function upgraded(engine, ms = 5000) {
+  if (engine.transport.name !== "websocket") {
+    let timer;
+    await Promise.race([
+      new Promise((resolve) => engine.once("upgrade", resolve)),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no upgrade to websocket within ${ms} ms`)), ms);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+  return engine.transport.name;
+}

@@ -65,18 +65,28 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+    // The upgrade and the handshake run boxed: what they hold (the request's head, the
+    // handshake's state) is freed once the connection is open instead of staying in the
+    // connection's task, and so in memory, for the connection's whole life.
+    let closing_engine = engine.clone();
+    let opening = Box::pin(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(conn) => {
+                let conn = hyper_util::rt::TokioIo::new(conn);
+                Some(open(&engine, conn, protocol, sid, parts).await.map(|o| (engine, o)))
+            }
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
+                None
             }
+        }
+    });
+    tokio::spawn(async move {
+        let res = match opening.await {
+            Some(Ok((engine, (socket, ws)))) => serve(&engine, socket, ws).await,
+            Some(Err(e)) => Err(e),
+            None => return,
         };
 
         match res {
@@ -89,7 +99,7 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
                 #[cfg(feature = "tracing")]
                 tracing::debug!(?sid, "ws closed with error: {_e}");
                 if let Some(sid) = sid {
-                    engine.close_session(sid, DisconnectReason::TransportError);
+                    closing_engine.close_session(sid, DisconnectReason::TransportError);
                 }
             }
         }
@@ -117,16 +127,32 @@ pub async fn on_init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (socket, ws) = Box::pin(open(&engine, conn, protocol, sid, req_data)).await?;
+    serve(&engine, socket, ws).await
+}
+
+/// Opens the Engine.IO session of a websocket connection: a new one (sends the open packet),
+/// or the upgrade of a polling one.
+async fn open<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(engine.config.ws_read_buffer_size)
         .max_message_size(Some(engine.config.ws_max_message_size))
         .max_frame_size(Some(engine.config.ws_max_frame_size));
 
     let ws_init = move || WebSocketStream::from_raw_socket(conn, Role::Server, Some(ws_config));
-    let (socket, ws) = if let Some(sid) = sid {
+    if let Some(sid) = sid {
         match engine.get_socket(sid) {
-            None => return Err(Error::UnknownSessionID(sid)),
-            Some(socket) if socket.is_ws() => return Err(Error::MultipleWebsocketRequests),
+            None => Err(Error::UnknownSessionID(sid)),
+            Some(socket) if socket.is_ws() => Err(Error::MultipleWebsocketRequests),
             Some(socket) => {
                 let mut ws = ws_init().await;
 
@@ -148,7 +174,7 @@ where
                         return Err(Error::Upgrade);
                     }
                 }
-                (socket, ws)
+                Ok((socket, ws))
             }
         }
     } else {
@@ -162,15 +188,27 @@ where
         socket
             .clone()
             .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        (socket, ws)
-    };
+        Ok((socket, ws))
+    }
+}
+
+/// Runs an open websocket connection until it closes: its writer in a task of its own, its
+/// reader in this one.
+async fn serve<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    ws: WebSocketStream<S>,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, rx) = ws.split();
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
 
     // pipe between internal socket channel and websocket
-    match forward_to_handler(&engine, rx, &socket)
+    match forward_to_handler(engine, rx, &socket)
         .with_cancellation_token(&socket.cancellation_token)
         .await
     {
