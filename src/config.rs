@@ -182,6 +182,10 @@ pub struct Config {
     #[arg(long, env = "SLOW_CONSUMER_SECS", default_value_t = 10)]
     pub slow_consumer_secs: u64,
 
+    /// A socket this many bytes behind (events waiting in its outbox) is a slow consumer too.
+    #[arg(long, env = "SLOW_CONSUMER_BYTES", default_value_t = 1 << 20)]
+    pub slow_consumer_bytes: usize,
+
     /// Addresses (or CIDR networks), comma-separated, that post expansion may fetch from besides
     /// public ones; private, loopback and link-local ones are refused otherwise.
     #[arg(long, env = "POST_FETCH_ALLOW", default_value = "")]

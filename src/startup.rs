@@ -28,7 +28,7 @@ use crate::http::{self, HttpState};
 use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys};
 use crate::middleware::connection_limit::SocketsPerUser;
 use crate::middleware::rate_limit::RateLimit;
-use crate::socket::{self, SessionRooms, SocketLimits, SocketState};
+use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState};
 use crate::store::{self, PoolOptions, Store, StoreError};
 
 /// Why the server could not start.
@@ -127,7 +127,13 @@ impl Application {
         let controller = ChatController::new(
             sessions.clone(),
             ai,
-            Arc::new(SessionRooms::new(io.clone(), Duration::from_secs(config.slow_consumer_secs))),
+            Arc::new(SessionRooms::new(
+                io.clone(),
+                SlowConsumer {
+                    after: Duration::from_secs(config.slow_consumer_secs),
+                    bytes: config.slow_consumer_bytes,
+                },
+            )),
             ChatSettings {
                 answer_timeout: Duration::from_secs(config.answer_timeout_secs),
                 first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),

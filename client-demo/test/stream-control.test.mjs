@@ -1,6 +1,6 @@
 // Stream control and delivery: duplicates in parallel and after a reconnect, the grace period
-// for answers nobody watches, a reader that stops reading, shutdown with answers in flight, and
-// recovery after a crash.
+// for answers nobody watches, a reader that stops reading, one that falls behind and catches up,
+// shutdown with answers in flight, and recovery after a crash.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
@@ -149,6 +149,74 @@ test("a reader that stops reading is cut off as a slow consumer while the other 
     assert.equal(stored.aiResponse.length, end.payload.content.length);
     reader.close();
     stalled.close();
+  } finally {
+    await server.stop();
+    await fake.close();
+  }
+});
+
+test("a tab that fell behind catches up with every event in order, the next answer after the last one's end", async () => {
+  const fake = await startFakeOpenAI();
+  // A large outbox allowed: the tab stays connected however much the kernel buffers took.
+  const server = await startServer({
+    env: {
+      AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k",
+      SOCKET_QUEUE_PACKETS: "16", SLOW_CONSUMER_SECS: "30", SLOW_CONSUMER_BYTES: String(64 << 20),
+    },
+  });
+  try {
+    const token = await devToken(server.url, "alice");
+    const { session } = await createSession(server.url, token, samplePost);
+    const behind = await connect(server.url, token, { transports: ["websocket"] });
+    const asker = await connect(server.url, token, { transports: ["websocket"] });
+    await request(behind, "chat:join", { sessionId: session.id });
+    const seen = [];
+    let disconnected = null;
+    behind.on("disconnect", (reason) => (disconnected = reason));
+    let onLastToken = null;
+    for (const name of ["chat:stream:start", "chat:stream:token", "chat:stream:end", "chat:error"]) {
+      behind.on(name, (payload) => {
+        seen.push({ name, payload });
+        // The next answer is asked for the moment this tab has the flood's last token: its
+        // start must still come after the flood's end.
+        if (name === "chat:stream:token" && payload.seq === 3999 && onLastToken) onLastToken();
+      });
+    }
+    behind.io.engine.transport.ws._socket.pause(); // stops reading: its queue fills, then its outbox
+    const flood = collectAnswer(asker);
+    const first = await request(asker, "chat:message", { sessionId: session.id, content: "flood me" });
+    flood.setMessageId(first.messageId);
+    assert.equal((await flood.finished).at(-1).name, "chat:stream:end");
+    const caughtUp = new Promise((r) => (onLastToken = r));
+    behind.io.engine.transport.ws._socket.resume();
+    await caughtUp;
+    const next = collectAnswer(asker);
+    const second = await request(asker, "chat:message", { sessionId: session.id, content: "What does Tokio do?" });
+    next.setMessageId(second.messageId);
+    await next.finished;
+    const deadline = Date.now() + 10_000;
+    while (seen.filter((e) => e.name === "chat:stream:end").length < 2 && Date.now() < deadline) await sleep(50);
+
+    assert.equal(disconnected, null, "caught up, not cut off");
+    const ids = [first.messageId, second.messageId];
+    const order = seen.filter((e) => e.name !== "chat:stream:token").map((e) => `${e.name} ${ids.indexOf(e.payload.messageId)}`);
+    assert.deepEqual(order, ["chat:stream:start 0", "chat:stream:end 0", "chat:stream:start 1", "chat:stream:end 1"]);
+    for (const [n, id] of ids.entries()) {
+      const events = seen.filter((e) => e.payload.messageId === id).map((e) => e.name);
+      assert.equal(events[0], "chat:stream:start", `answer ${n} starts first`);
+      assert.equal(events.at(-1), "chat:stream:end", `answer ${n} ends last`);
+      const tokens = seen.filter((e) => e.name === "chat:stream:token" && e.payload.messageId === id).map((e) => e.payload);
+      let expected = 0;
+      for (const t of tokens) {
+        assert.equal(t.seq - (t.count ?? 1) + 1, expected, `answer ${n}: no gap, no double`);
+        expected = t.seq + 1;
+      }
+      const end = seen.find((e) => e.name === "chat:stream:end" && e.payload.messageId === id).payload;
+      assert.equal(tokens.map((t) => t.token).join(""), end.content, `answer ${n}: tokens make the content`);
+    }
+    assert.ok(seen.some((e) => (e.payload.count ?? 1) > 1), "the tab was behind: some tokens came coalesced");
+    behind.close();
+    asker.close();
   } finally {
     await server.stop();
     await fake.close();

@@ -6,6 +6,7 @@ mod backlog;
 mod connect;
 pub mod events;
 mod handlers;
+mod outbox;
 mod request_head;
 mod rooms;
 
@@ -23,7 +24,7 @@ use crate::middleware::connection_limit::SocketsPerUser;
 use crate::middleware::rate_limit::RateLimit;
 
 pub use request_head::keep_socket_head;
-pub use rooms::SessionRooms;
+pub use rooms::{SessionRooms, SlowConsumer};
 
 /// Socket.IO limits, from the config.
 #[derive(Debug, Clone)]

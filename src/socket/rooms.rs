@@ -1,50 +1,57 @@
 //! Delivery of answers to a session's room: every socket that joined the session (other tabs,
-//! other devices) gets the same stream. A socket whose queue is full gets its tokens coalesced
-//! (see `backlog.rs`); one that stays stuck gets SLOW_CONSUMER and is disconnected, while the
+//! other devices) gets the same stream. A socket whose queue is full gets an outbox
+//! (`outbox.rs`): what it is behind on waits there in order, tokens coalesced, and goes out as
+//! soon as it has room (offered with each new event and every 25 ms). One that makes no
+//! progress for the slow-consumer period gets SLOW_CONSUMER and is disconnected, while the
 //! answer goes on for the others.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{error, warn};
 
-use super::backlog::Backlog;
 use super::events::{
     self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamToken,
 };
+use super::outbox::{Flushed, Outbox, Sent, Waiting};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
 use crate::domain::{MessageId, SessionId};
 
 /// How many times (200 ms apart) to try telling and disconnecting a slow consumer.
 const SLOW_CONSUMER_DISCONNECT_TRIES: usize = 150;
 
-/// How often a terminal event a full queue refused is offered again.
-const END_RETRY_INTERVAL: Duration = Duration::from_millis(25);
+/// How often a socket's outbox is offered again when no new event comes to offer it.
+const OUTBOX_RETRY_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Most bytes a socket may be behind before it counts as stuck.
-const MAX_BACKLOG_BYTES: usize = 1 << 20;
+/// When a socket that is behind counts as a slow consumer (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct SlowConsumer {
+    /// Taking nothing for this long.
+    pub after: Duration,
+    /// Or more than this many bytes behind.
+    pub bytes: usize,
+}
 
 /// The socket layer's side of [`AnswerAudience`].
 pub struct SessionRooms {
     io: SocketIo,
-    backlogs: Mutex<HashMap<Sid, Backlog>>,
-    /// How long a socket may be unable to take tokens before it is a slow consumer.
-    slow_consumer_after: Duration,
+    outboxes: Outboxes,
+}
+
+/// Every socket's outbox, shared with their retry tasks.
+#[derive(Clone)]
+struct Outboxes {
+    by_socket: Arc<Mutex<HashMap<Sid, Outbox>>>,
+    slow_consumer: SlowConsumer,
     /// Handles kept: looking a metric up in the registry per token costs a hash of its name.
     token_events_sent: metrics::Counter,
     tokens_coalesced: metrics::Counter,
-}
-
-/// What became of an emit to one socket.
-enum Sent {
-    Yes,
-    QueueFull,
-    Gone,
 }
 
 fn emit<T: Serialize + ?Sized>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
@@ -63,33 +70,109 @@ fn emit<T: Serialize + ?Sized>(socket: &SocketRef, event: &'static str, payload:
     sent
 }
 
-impl SessionRooms {
-    pub fn new(io: SocketIo, slow_consumer_after: Duration) -> Self {
-        Self {
-            io,
-            backlogs: Mutex::default(),
-            slow_consumer_after,
-            token_events_sent: metrics::counter!("postchat_token_events_sent_total"),
-            tokens_coalesced: metrics::counter!("postchat_tokens_coalesced_total"),
+fn offer(socket: &SocketRef, waiting: &Waiting) -> Sent {
+    match waiting {
+        Waiting::Tokens { session_id, backlog } => {
+            emit(socket, events::STREAM_TOKEN, &StreamToken::coalesced(*session_id, backlog))
+        }
+        Waiting::Event { name, payload, .. } => emit(socket, name, payload.as_ref()),
+    }
+}
+
+impl Outboxes {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Sid, Outbox>> {
+        // Plain data; a panic elsewhere cannot leave it half-written.
+        self.by_socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Offers `socket`'s outbox; drops it once empty or the socket is gone, and cuts the socket
+    /// off when it is stuck.
+    fn flush(&self, outboxes: &mut HashMap<Sid, Outbox>, socket: &SocketRef) -> Flushed {
+        let Some(outbox) = outboxes.get_mut(&socket.id) else { return Flushed::default() };
+        let flushed = outbox.flush(|waiting| offer(socket, waiting));
+        if flushed.empty || flushed.gone {
+            outboxes.remove(&socket.id);
+        } else if outbox.is_stuck(self.slow_consumer.after, self.slow_consumer.bytes) {
+            let session_id = outbox.oldest_session();
+            outboxes.remove(&socket.id);
+            cut_off_slow_consumer(socket, session_id);
+        }
+        flushed
+    }
+
+    /// Gives `socket`, whose queue just refused an event, an outbox holding that event, and a
+    /// task that offers it again until it is empty.
+    fn open(&self, outboxes: &mut HashMap<Sid, Outbox>, socket: &SocketRef, outbox: Outbox) {
+        // (No runtime: only while the process shuts down, when nothing is delivered anyway.)
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(self.clone().retry(socket.clone(), outbox.id));
+        outboxes.insert(socket.id, outbox);
+    }
+
+    /// Offers the outbox `id` of `socket` every [`OUTBOX_RETRY_INTERVAL`] until it is gone.
+    async fn retry(self, socket: SocketRef, id: u64) {
+        loop {
+            tokio::time::sleep(OUTBOX_RETRY_INTERVAL).await;
+            let mut outboxes = self.lock();
+            if outboxes.get(&socket.id).is_none_or(|o| o.id != id) {
+                return;
+            }
+            let flushed = self.flush(&mut outboxes, &socket);
+            drop(outboxes);
+            self.count(flushed);
         }
     }
 
-    fn backlogs(&self) -> MutexGuard<'_, HashMap<Sid, Backlog>> {
-        // Plain data; a panic elsewhere cannot leave it half-written.
-        self.backlogs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn count(&self, flushed: Flushed) {
+        if flushed.token_events > 0 {
+            self.token_events_sent.increment(flushed.token_events);
+            self.tokens_coalesced.increment(flushed.tokens);
+        }
+    }
+}
+
+impl SessionRooms {
+    pub fn new(io: SocketIo, slow_consumer: SlowConsumer) -> Self {
+        let outboxes = Outboxes {
+            by_socket: Arc::default(),
+            slow_consumer,
+            token_events_sent: metrics::counter!("postchat_token_events_sent_total"),
+            tokens_coalesced: metrics::counter!("postchat_tokens_coalesced_total"),
+        };
+        Self { io, outboxes }
     }
 
     fn sockets(&self, session_id: SessionId) -> Vec<SocketRef> {
         self.io.to(events::room(session_id)).sockets()
     }
 
-    /// Sends to every socket of the room (events other than tokens).
-    fn send<T: Serialize>(&self, session_id: SessionId, event: &'static str, payload: &T) {
-        for socket in self.sockets(session_id) {
-            if let Sent::QueueFull = emit(&socket, event, payload) {
-                cut_off_slow_consumer(&socket, session_id);
+    /// Sends an event other than a token to every socket of the room: after what a socket is
+    /// behind on, if anything.
+    fn send<T: Serialize>(&self, session_id: SessionId, name: &'static str, payload: &T) {
+        let payload: Box<RawValue> = match serde_json::value::to_raw_value(payload) {
+            Ok(payload) => payload,
+            Err(e) => {
+                error!(error = %e, event = name, "event not serializable");
+                return;
+            }
+        };
+        let sockets = self.sockets(session_id);
+        let mut outboxes = self.outboxes.lock();
+        let mut flushed = Flushed::default();
+        for socket in &sockets {
+            if let Some(outbox) = outboxes.get_mut(&socket.id) {
+                outbox.push_event(session_id, name, payload.clone());
+                let f = self.outboxes.flush(&mut outboxes, socket);
+                flushed.token_events += f.token_events;
+                flushed.tokens += f.tokens;
+            } else if let Sent::QueueFull = emit(socket, name, payload.as_ref()) {
+                let mut outbox = Outbox::new();
+                outbox.push_event(session_id, name, payload.clone());
+                self.outboxes.open(&mut outboxes, socket, outbox);
             }
         }
+        drop(outboxes);
+        self.outboxes.count(flushed);
     }
 
     fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
@@ -97,132 +180,35 @@ impl SessionRooms {
         let single = StreamToken::single(session_id, message_id, token, seq);
         // Watched by several sockets (tabs, devices): serialize the event once, not per socket.
         let shared = if sockets.len() > 1 { serde_json::value::to_raw_value(&single).ok() } else { None };
-        let mut backlogs = self.backlogs();
+        let mut outboxes = self.outboxes.lock();
         // Counted once per token, not once per socket.
-        let (mut events_sent, mut coalesced) = (0, 0);
+        let mut events_sent = 0;
+        let mut behind = Flushed::default();
         for socket in &sockets {
-            let sid = socket.id;
-            let sent = match backlogs.get_mut(&sid).filter(|b| b.message_id == message_id) {
-                None => match &shared {
-                    Some(raw) => emit(socket, events::STREAM_TOKEN, raw.as_ref()),
-                    None => emit(socket, events::STREAM_TOKEN, &single),
-                },
-                Some(backlog) => {
-                    backlog.push(token, seq);
-                    emit(socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, backlog))
-                }
+            if let Some(outbox) = outboxes.get_mut(&socket.id) {
+                outbox.push_token(session_id, message_id, token, seq);
+                let f = self.outboxes.flush(&mut outboxes, socket);
+                behind.token_events += f.token_events;
+                behind.tokens += f.tokens;
+                continue;
+            }
+            let sent = match &shared {
+                Some(raw) => emit(socket, events::STREAM_TOKEN, raw.as_ref()),
+                None => emit(socket, events::STREAM_TOKEN, &single),
             };
             match sent {
-                Sent::Yes => {
-                    if let Some(backlog) = backlogs.remove(&sid) {
-                        coalesced += backlog.count();
-                    }
-                    events_sent += 1;
-                }
-                Sent::Gone => {
-                    backlogs.remove(&sid);
-                }
+                Sent::Yes => events_sent += 1,
+                Sent::Gone => {}
                 Sent::QueueFull => {
-                    let backlog = backlogs
-                        .entry(sid)
-                        .and_modify(|b| {
-                            if b.message_id != message_id {
-                                *b = Backlog::new(message_id, token, seq);
-                            }
-                        })
-                        .or_insert_with(|| Backlog::new(message_id, token, seq));
-                    if backlog.is_stuck(self.slow_consumer_after, MAX_BACKLOG_BYTES) {
-                        backlogs.remove(&sid);
-                        cut_off_slow_consumer(socket, session_id);
-                    }
+                    let mut outbox = Outbox::new();
+                    outbox.push_token(session_id, message_id, token, seq);
+                    self.outboxes.open(&mut outboxes, socket, outbox);
                 }
             }
         }
-        drop(backlogs);
-        self.token_events_sent.increment(events_sent);
-        if coalesced > 0 {
-            self.tokens_coalesced.increment(coalesced);
-        }
-    }
-
-    /// The answer's last event: first what a socket is behind on (when it can take it; the
-    /// terminal event's `content` holds the whole answer anyway), then the event itself.
-    fn send_terminal<T: Serialize>(
-        &self,
-        session_id: SessionId,
-        message_id: MessageId,
-        event: &'static str,
-        payload: &T,
-    ) {
-        // Every backlog of this answer ends here, also those of sockets that have left.
-        let mut behind: HashMap<Sid, Backlog> =
-            self.backlogs().extract_if(|_, b| b.message_id == message_id).collect();
-        let mut full = Vec::new();
-        for socket in self.sockets(session_id) {
-            let backlog = behind.remove(&socket.id);
-            if let Some(b) = &backlog {
-                if let Sent::QueueFull =
-                    emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(session_id, b))
-                {
-                    full.push((socket, backlog));
-                    continue;
-                }
-            }
-            if let Sent::QueueFull = emit(&socket, event, payload) {
-                full.push((socket, None));
-            }
-        }
-        if full.is_empty() {
-            return;
-        }
-        // A queue that is full at the very end (a burst just before it) does not make a slow
-        // consumer yet: the end is offered again for the slow-consumer period.
-        match serde_json::value::to_raw_value(payload) {
-            // (No runtime: only while the process shuts down, when nothing is delivered anyway.)
-            Ok(end) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-                for (socket, backlog) in full {
-                    let end = End { session_id, backlog, event, payload: end.clone() };
-                    runtime.spawn(end.deliver_within(socket, self.slow_consumer_after));
-                }
-            }
-            Err(e) => {
-                error!(error = %e, event, "terminal event not serializable");
-                full.iter().for_each(|(socket, _)| cut_off_slow_consumer(socket, session_id));
-            }
-        }
-    }
-}
-
-/// A terminal event a socket's full queue could not take yet, with the tokens it is behind on.
-struct End {
-    session_id: SessionId,
-    backlog: Option<Backlog>,
-    event: &'static str,
-    payload: Box<serde_json::value::RawValue>,
-}
-
-impl End {
-    /// Offers the backlog, then the event, until the socket takes them, leaves, or `within` is
-    /// over (then it is a slow consumer).
-    async fn deliver_within(mut self, socket: SocketRef, within: Duration) {
-        let give_up = tokio::time::Instant::now() + within;
-        loop {
-            tokio::time::sleep(END_RETRY_INTERVAL).await;
-            let sent = match &self.backlog {
-                Some(b) => emit(&socket, events::STREAM_TOKEN, &StreamToken::coalesced(self.session_id, b)),
-                None => emit(&socket, self.event, self.payload.as_ref()),
-            };
-            match sent {
-                Sent::Yes if self.backlog.is_some() => self.backlog = None,
-                Sent::Yes | Sent::Gone => return,
-                Sent::QueueFull if tokio::time::Instant::now() >= give_up => {
-                    cut_off_slow_consumer(&socket, self.session_id);
-                    return;
-                }
-                Sent::QueueFull => {}
-            }
-        }
+        drop(outboxes);
+        self.outboxes.token_events_sent.increment(events_sent);
+        self.outboxes.count(behind);
     }
 }
 
@@ -230,12 +216,12 @@ impl End {
 /// told SLOW_CONSUMER and disconnected as soon as its queue has room for that. A client that
 /// never reads again is dropped by the Engine.IO heartbeat. On reconnect, `chat:join` gives it
 /// the answer so far.
-fn cut_off_slow_consumer(socket: &SocketRef, session_id: SessionId) {
-    warn!(sid = %socket.id, %session_id, "slow consumer: disconnecting");
+fn cut_off_slow_consumer(socket: &SocketRef, session_id: Option<SessionId>) {
+    warn!(sid = %socket.id, ?session_id, "slow consumer: disconnecting");
     socket.leave_all();
     let socket = socket.clone();
     tokio::spawn(async move {
-        let error = ErrorPayload::new(&ChatError::SlowConsumer, Some(session_id), None);
+        let error = ErrorPayload::new(&ChatError::SlowConsumer, session_id, None);
         let mut told = false;
         for _ in 0..SLOW_CONSUMER_DISCONNECT_TRIES {
             if !socket.connected() {
@@ -262,21 +248,18 @@ impl AnswerAudience for SessionRooms {
             AnswerEvent::Token { session_id, message_id, token, seq } => {
                 self.send_token(session_id, message_id, token, seq)
             }
-            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send_terminal(
+            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send(
                 session_id,
-                message_id,
                 events::STREAM_END,
                 &StreamEnd { session_id, message_id, intent_type: intent, content, stopped },
             ),
-            AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send_terminal(
+            AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send(
                 session_id,
-                message_id,
                 events::SOCIAL_GENERATED,
                 &SocialGenerated { session_id, message_id, content, posts },
             ),
-            AnswerEvent::Failed { session_id, message_id, error } => self.send_terminal(
+            AnswerEvent::Failed { session_id, message_id, error } => self.send(
                 session_id,
-                message_id,
                 events::CHAT_ERROR,
                 &ErrorPayload::new(error, Some(session_id), Some(message_id)),
             ),
