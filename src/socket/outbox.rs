@@ -32,12 +32,24 @@ pub enum Sent {
     Gone,
 }
 
+/// Token events an outbox delivered, and how many tokens they carried (for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivered {
+    pub token_events: u64,
+    pub tokens: u64,
+}
+
+impl std::ops::AddAssign for Delivered {
+    fn add_assign(&mut self, other: Self) {
+        self.token_events += other.token_events;
+        self.tokens += other.tokens;
+    }
+}
+
 /// Where an outbox stands after [`Outbox::flush`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flushed {
-    /// Token events delivered, and how many tokens they carried.
-    pub token_events: u64,
-    pub tokens: u64,
+    pub delivered: Delivered,
     /// Nothing waits any more (the outbox can go).
     pub empty: bool,
     /// The socket is closed (the outbox can go).
@@ -98,8 +110,7 @@ impl Outbox {
                     self.progress = Instant::now();
                     self.bytes -= next.bytes();
                     if let Waiting::Tokens { backlog, .. } = next {
-                        flushed.token_events += 1;
-                        flushed.tokens += backlog.count();
+                        flushed.delivered += Delivered { token_events: 1, tokens: backlog.count() };
                     }
                     self.waiting.pop_front();
                 }
@@ -167,7 +178,7 @@ mod tests {
 
         let (offered, flushed) = flush_with_room(&mut outbox, 1);
         assert_eq!(offered, ["tokens 7..=8 ab"]);
-        assert_eq!((flushed.token_events, flushed.tokens, flushed.empty), (1, 2, false));
+        assert_eq!((flushed.delivered, flushed.empty), (Delivered { token_events: 1, tokens: 2 }, false));
 
         let (offered, flushed) = flush_with_room(&mut outbox, 10);
         assert_eq!(offered, ["chat:stream:end", "chat:stream:start", "tokens 0..=0 c"]);

@@ -19,7 +19,7 @@ use tracing::{error, warn};
 use super::events::{
     self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamToken,
 };
-use super::outbox::{Flushed, Outbox, Sent, Waiting};
+use super::outbox::{Delivered, Outbox, Sent, Waiting};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
 use crate::domain::{MessageId, SessionId};
 
@@ -87,8 +87,8 @@ impl Outboxes {
 
     /// Offers `socket`'s outbox; drops it once empty or the socket is gone, and cuts the socket
     /// off when it is stuck.
-    fn flush(&self, outboxes: &mut HashMap<Sid, Outbox>, socket: &SocketRef) -> Flushed {
-        let Some(outbox) = outboxes.get_mut(&socket.id) else { return Flushed::default() };
+    fn flush(&self, outboxes: &mut HashMap<Sid, Outbox>, socket: &SocketRef) -> Delivered {
+        let Some(outbox) = outboxes.get_mut(&socket.id) else { return Delivered::default() };
         let flushed = outbox.flush(|waiting| offer(socket, waiting));
         if flushed.empty || flushed.gone {
             outboxes.remove(&socket.id);
@@ -97,7 +97,7 @@ impl Outboxes {
             outboxes.remove(&socket.id);
             cut_off_slow_consumer(socket, session_id);
         }
-        flushed
+        flushed.delivered
     }
 
     /// Gives `socket`, whose queue just refused an event, an outbox holding that event, and a
@@ -117,16 +117,16 @@ impl Outboxes {
             if outboxes.get(&socket.id).is_none_or(|o| o.id != id) {
                 return;
             }
-            let flushed = self.flush(&mut outboxes, &socket);
+            let delivered = self.flush(&mut outboxes, &socket);
             drop(outboxes);
-            self.count(flushed);
+            self.count(delivered);
         }
     }
 
-    fn count(&self, flushed: Flushed) {
-        if flushed.token_events > 0 {
-            self.token_events_sent.increment(flushed.token_events);
-            self.tokens_coalesced.increment(flushed.tokens);
+    fn count(&self, delivered: Delivered) {
+        if delivered.token_events > 0 {
+            self.token_events_sent.increment(delivered.token_events);
+            self.tokens_coalesced.increment(delivered.tokens);
         }
     }
 }
@@ -158,13 +158,11 @@ impl SessionRooms {
         };
         let sockets = self.sockets(session_id);
         let mut outboxes = self.outboxes.lock();
-        let mut flushed = Flushed::default();
+        let mut behind = Delivered::default();
         for socket in &sockets {
             if let Some(outbox) = outboxes.get_mut(&socket.id) {
                 outbox.push_event(session_id, name, payload.clone());
-                let f = self.outboxes.flush(&mut outboxes, socket);
-                flushed.token_events += f.token_events;
-                flushed.tokens += f.tokens;
+                behind += self.outboxes.flush(&mut outboxes, socket);
             } else if let Sent::QueueFull = emit(socket, name, payload.as_ref()) {
                 let mut outbox = Outbox::new();
                 outbox.push_event(session_id, name, payload.clone());
@@ -172,7 +170,7 @@ impl SessionRooms {
             }
         }
         drop(outboxes);
-        self.outboxes.count(flushed);
+        self.outboxes.count(behind);
     }
 
     fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
@@ -183,13 +181,11 @@ impl SessionRooms {
         let mut outboxes = self.outboxes.lock();
         // Counted once per token, not once per socket.
         let mut events_sent = 0;
-        let mut behind = Flushed::default();
+        let mut behind = Delivered::default();
         for socket in &sockets {
             if let Some(outbox) = outboxes.get_mut(&socket.id) {
                 outbox.push_token(session_id, message_id, token, seq);
-                let f = self.outboxes.flush(&mut outboxes, socket);
-                behind.token_events += f.token_events;
-                behind.tokens += f.tokens;
+                behind += self.outboxes.flush(&mut outboxes, socket);
                 continue;
             }
             let sent = match &shared {
