@@ -68,6 +68,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
+    /// An empty outbox, with an id no other outbox has had.
     pub fn new() -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
