@@ -11,6 +11,11 @@ import { startFakeOpenAI } from "./helpers/fake-openai.mjs";
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const question = "How does Rust keep idle connections cheap and what does Tokio do?";
 
+async function socketsBehind(server) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return Number(text.match(/^postchat_sockets_behind (\S+)$/m)?.[1]);
+}
+
 async function history(server, token, sessionId) {
   return (await api(server.url, token, "GET", `/api/sessions/${sessionId}/messages`)).body.messages;
 }
@@ -188,6 +193,7 @@ test("a tab that fell behind catches up with every event in order, the next answ
     const first = await request(asker, "chat:message", { sessionId: session.id, content: "flood me" });
     flood.setMessageId(first.messageId);
     assert.equal((await flood.finished).at(-1).name, "chat:stream:end");
+    assert.equal(await socketsBehind(server), 1, "the paused tab has an outbox");
     const caughtUp = new Promise((r) => (onLastToken = r));
     behind.io.engine.transport.ws._socket.resume();
     await caughtUp;
@@ -199,6 +205,7 @@ test("a tab that fell behind catches up with every event in order, the next answ
     while (seen.filter((e) => e.name === "chat:stream:end").length < 2 && Date.now() < deadline) await sleep(50);
 
     assert.equal(disconnected, null, "caught up, not cut off");
+    assert.equal(await socketsBehind(server), 0, "its outbox is gone once it caught up");
     const ids = [first.messageId, second.messageId];
     const order = seen.filter((e) => e.name !== "chat:stream:token").map((e) => `${e.name} ${ids.indexOf(e.payload.messageId)}`);
     assert.deepEqual(order, ["chat:stream:start 0", "chat:stream:end 0", "chat:stream:start 1", "chat:stream:end 1"]);

@@ -52,6 +52,8 @@ struct Outboxes {
     /// Handles kept: looking a metric up in the registry per token costs a hash of its name.
     token_events_sent: metrics::Counter,
     tokens_coalesced: metrics::Counter,
+    /// Sockets with an outbox: behind right now.
+    sockets_behind: metrics::Gauge,
 }
 
 fn emit<T: Serialize + ?Sized>(socket: &SocketRef, event: &'static str, payload: &T) -> Sent {
@@ -97,6 +99,7 @@ impl Outboxes {
             outboxes.remove(&socket.id);
             cut_off_slow_consumer(socket, session_id);
         }
+        self.sockets_behind.set(outboxes.len() as f64);
         flushed.delivered
     }
 
@@ -107,6 +110,7 @@ impl Outboxes {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(self.clone().retry(socket.clone(), outbox.id));
         outboxes.insert(socket.id, outbox);
+        self.sockets_behind.set(outboxes.len() as f64);
     }
 
     /// Offers the outbox `id` of `socket` every [`OUTBOX_RETRY_INTERVAL`] until it is gone.
@@ -138,6 +142,7 @@ impl SessionRooms {
             slow_consumer,
             token_events_sent: metrics::counter!("postchat_token_events_sent_total"),
             tokens_coalesced: metrics::counter!("postchat_tokens_coalesced_total"),
+            sockets_behind: metrics::gauge!("postchat_sockets_behind"),
         };
         Self { io, outboxes }
     }
