@@ -151,6 +151,12 @@ pub struct Config {
     /// Longest gap between two tokens (s).
     #[arg(long, env = "TOKEN_IDLE_TIMEOUT_SECS", default_value_t = 20)]
     pub token_idle_timeout_secs: u64,
+    /// Most answers generated at once; the others wait, after `chat:stream:start`, for one to
+    /// finish. 0 for no bound. Unset: 6 per core with the local engine at full speed
+    /// (`LOCAL_AI_PACING_MS=0`), whose answers are computed on the server's own cores; no bound
+    /// otherwise (see [`Config::answers_generating`]).
+    #[arg(long, env = "MAX_ANSWERS_GENERATING")]
+    pub max_answers_generating: Option<usize>,
 
     /// Per-user `chat:message` rate (per minute); 0 turns the limit off.
     #[arg(long, env = "RATE_LIMIT_MESSAGES_PER_MINUTE", default_value_t = 20)]
@@ -277,6 +283,23 @@ impl Config {
         }
     }
 
+    /// The bound on answers generated at once (`None`: none), `MAX_ANSWERS_GENERATING` or its
+    /// default for the provider: only the local engine at full speed computes answers on the
+    /// server's cores, where more answers at once than a few per core only queue the acks
+    /// (docs/benchmarks.md measures 4 to 16 per core).
+    pub fn answers_generating(&self) -> Option<usize> {
+        const PER_CORE: usize = 6;
+        match self.max_answers_generating {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None if self.ai_provider == AiProvider::Local && self.local_ai_pacing_ms == 0 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Some(PER_CORE * cores)
+            }
+            None => None,
+        }
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
         format!("{}:{}", self.host, self.port)
             .parse()
@@ -332,6 +355,18 @@ mod tests {
         let listed = parse(&["--jwt-secret", "s", "--cors-origins", "https://a.example, https://b.example/"]);
         assert!(listed.allowed_origins().allows("https://b.example"));
         assert!(!listed.allowed_origins().allows("https://c.example"));
+    }
+
+    #[test]
+    fn answers_generating_is_bounded_by_default_only_for_the_local_engine_at_full_speed() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parse(&[]).answers_generating(), None, "paced local engine: no bound");
+        assert_eq!(parse(&["--local-ai-pacing-ms", "0"]).answers_generating(), Some(6 * cores));
+        let remote = ["--ai-provider", "openai", "--local-ai-pacing-ms", "0"];
+        assert_eq!(parse(&remote).answers_generating(), None);
+        assert_eq!(parse(&["--max-answers-generating", "3"]).answers_generating(), Some(3));
+        let off = ["--local-ai-pacing-ms", "0", "--max-answers-generating", "0"];
+        assert_eq!(parse(&off).answers_generating(), None, "0 turns the bound off");
     }
 
     #[test]

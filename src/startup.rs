@@ -141,6 +141,7 @@ impl Application {
                 summary_every: config.summary_every,
                 join_history: config.join_history_messages,
                 watch_grace: Duration::from_secs(config.watch_grace_secs),
+                answers_generating: config.answers_generating(),
             },
             TokenBudget::new(config.daily_token_budget),
         );

@@ -21,9 +21,9 @@ test("the chat (also paced), fanout and idle (also with browser headers) scenari
   try {
     const addr = new URL(server.url).host;
     for (const [name, args] of [
-      ["chat", ["chat", "--users", "5", "--seconds", "2"]],
+      ["chat", ["chat", "--users", "5", "--seconds", "2", "--warmup-secs", "1"]],
       ["fanout", ["fanout", "--sockets", "5", "--seconds", "2"]],
-      ["chat-paced", ["chat", "--users", "3", "--seconds", "2", "--think-ms", "100"]],
+      ["chat-paced", ["chat", "--users", "3", "--seconds", "2", "--think-ms", "100", "--warmup-secs", "0"]],
       ["idle", ["idle", "--connections", "50", "--hold", "1"]],
       ["idle-browser", ["idle", "--connections", "20", "--hold", "1", "--browser-headers"]],
     ]) {

@@ -217,6 +217,8 @@ impl AnswerJob {
     async fn generate(&self) -> Outcome {
         let c = &self.controller;
         let answer = self.guard.answer();
+        // Held until the text is complete: storing it and the terminal event come after.
+        let _slot = c.generation.take().await;
         let ctx = match c.sessions.build_ai_context(&self.entry, answer.message_id).await {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),

@@ -18,8 +18,8 @@ use crate::store::{NewMessage, StoreError};
 use super::answer_job::AnswerJob;
 use super::inflight::{Claim, InFlightGuard};
 use super::{
-    AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, InFlightSnapshot, SessionEntry,
-    TokenBudget,
+    AnswerAudience, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot,
+    SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -37,6 +37,8 @@ pub struct ChatSettings {
     pub join_history: u32,
     /// An answer nobody has watched for this long is cancelled and stored as interrupted.
     pub watch_grace: Duration,
+    /// Most answers generated at once (`None`: no bound); see [`GenerationSlots`].
+    pub answers_generating: Option<usize>,
 }
 
 /// A `chat:message`, parsed.
@@ -85,6 +87,8 @@ pub struct ChatController {
     accepting: AtomicBool,
     /// Model tokens each user may spend a day.
     pub(super) budget: TokenBudget,
+    /// Bounds the answers generated at once.
+    pub(super) generation: GenerationSlots,
 }
 
 impl ChatController {
@@ -100,6 +104,7 @@ impl ChatController {
             ai,
             inflight: Arc::new(InFlightAnswers::default()),
             audience,
+            generation: GenerationSlots::new(settings.answers_generating),
             settings,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -65,6 +65,11 @@ pub enum Scenario {
         /// 0 sends back to back and saturates the machine; the users' starts are spread over it.
         #[arg(long, default_value_t = 0)]
         think_ms: u64,
+        /// Seconds before `seconds` during which answers are checked but not measured: the
+        /// users' first messages arrive at once, on sessions the server has not cached yet
+        /// (a start-up burst, not the steady load the figures describe).
+        #[arg(long, default_value_t = 2)]
+        warmup_secs: u64,
     },
     /// One answer stream watched by K sockets of one user.
     Fanout {
@@ -82,8 +87,12 @@ async fn main() -> ExitCode {
         Scenario::Idle { connections, hold, browser_headers } => {
             scenarios::idle(&cli, connections, hold, browser_headers).await
         }
-        Scenario::Chat { users, seconds, think_ms } => {
-            scenarios::chat(&cli, users, seconds, Duration::from_millis(think_ms)).await
+        Scenario::Chat { users, seconds, think_ms, warmup_secs } => {
+            let length = scenarios::Length {
+                warmup: Duration::from_secs(warmup_secs),
+                measured: Duration::from_secs(seconds),
+            };
+            scenarios::chat(&cli, users, length, Duration::from_millis(think_ms)).await
         }
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
     };

@@ -110,7 +110,7 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
     let ack_id = socket.emit_with_ack(
         "chat:message",
         &json!({ "sessionId": session_id, "content": "How does Rust keep idle connections cheap?", "clientMessageId": format!("m{n}") }),
-    );
+    ).await;
     let mut message_id: Option<String> = None;
     let (mut next_seq, mut content, mut got_start) = (0u64, String::new(), false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -169,7 +169,14 @@ async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut Use
     }
 }
 
-pub async fn chat(cli: &Cli, users: usize, seconds: u64, think: Duration) -> Result<Report, String> {
+/// How long a scenario runs: first unmeasured, then measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Length {
+    pub warmup: Duration,
+    pub measured: Duration,
+}
+
+pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> Result<Report, String> {
     let http = reqwest::Client::new();
     let mut setups = Vec::new();
     for u in 0..users {
@@ -178,12 +185,13 @@ pub async fn chat(cli: &Cli, users: usize, seconds: u64, think: Duration) -> Res
         let socket = Socket::connect(&cli.addr, &token).await?;
         setups.push((socket, session_id));
     }
-    let started = Instant::now();
-    let stop_at = started + Duration::from_secs(seconds);
+    let measure_from = Instant::now() + length.warmup;
+    let stop_at = measure_from + length.measured;
     let mut tasks = Vec::new();
     for (u, (mut socket, session_id)) in setups.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
-            let mut run = UserRun::default();
+            // Answers asked during the warm-up are checked like the others, then set aside.
+            let (mut warmup, mut run) = (UserRun::default(), UserRun::default());
             let mut n = 0;
             // Spread over the pause, so that the users do not send in step.
             tokio::time::sleep(think.mul_f64(u as f64 / users as f64)).await;
@@ -192,12 +200,14 @@ pub async fn chat(cli: &Cli, users: usize, seconds: u64, think: Duration) -> Res
                     tokio::time::sleep(think).await;
                 }
                 n += 1;
-                if let Err(e) = one_answer(&mut socket, &session_id, n, &mut run).await {
+                let into = if Instant::now() < measure_from { &mut warmup } else { &mut run };
+                if let Err(e) = one_answer(&mut socket, &session_id, n, into).await {
                     eprintln!("{e}");
                     run.violations += 1;
                     break;
                 }
             }
+            run.violations += warmup.violations;
             run
         }));
     }
@@ -212,12 +222,17 @@ pub async fn chat(cli: &Cli, users: usize, seconds: u64, think: Duration) -> Res
         total.first_token.extend(&run.first_token);
         total.end.extend(&run.end);
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    // Answers asked before `stop_at` end after it: count them over the time they took.
+    let elapsed = measure_from.elapsed().as_secs_f64();
+    let (seconds, warmup) = (length.measured.as_secs(), length.warmup.as_secs());
     Ok(Report {
         scenario: if think.is_zero() {
-            format!("chat ({users} users, {seconds} s)")
+            format!("chat ({users} users, {seconds} s after {warmup} s of warm-up)")
         } else {
-            format!("chat ({users} users, {seconds} s, {} ms between answers)", think.as_millis())
+            format!(
+                "chat ({users} users, {seconds} s after {warmup} s of warm-up, {} ms between answers)",
+                think.as_millis()
+            )
         },
         figures: vec![
             ("answers/s".into(), total.answers as f64 / elapsed),
@@ -241,7 +256,7 @@ pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, S
     let mut watchers = Vec::new();
     for _ in 0..sockets.saturating_sub(1) {
         let mut socket = Socket::connect(&cli.addr, &token).await?;
-        let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id }));
+        let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id })).await;
         loop {
             match socket.recv().await {
                 Some(Incoming::Ack(a, _)) if a == id => break,

@@ -1,17 +1,15 @@
 //! A minimal Socket.IO v5 client over Engine.IO v4 on a websocket: just what the load
 //! generator needs (connect with auth, emit with ack, events, heartbeat), lean enough that
-//! thousands of them cost the measuring machine little: frames are read by the task that
-//! awaits them (no hop through a channel per token) and payloads are decoded into the few
-//! fields the checks need, borrowing from the frame.
+//! thousands of them cost the measuring machine little: frames are read, and sent, by the task
+//! that awaits them (no hop through a channel or a writer task) and payloads are decoded into
+//! the few fields the checks need, borrowing from the frame.
 
 use std::borrow::Cow;
 
-use futures::stream::SplitStream;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -61,13 +59,10 @@ pub const BROWSER_HEADERS: [(&str, &str); 7] = [
     ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
 ];
 
-type Frames = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
-
 /// A connected socket: send with `emit_with_ack`, receive with `recv` (which also answers the
 /// server's pings, so a socket nobody reads must be `hold`-ed).
 pub struct Socket {
-    out: mpsc::UnboundedSender<String>,
-    frames: Frames,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_ack: u64,
 }
 
@@ -90,45 +85,36 @@ impl Socket {
             request.headers_mut().insert(*name, HeaderValue::from_static(value));
         }
         // TCP_NODELAY, as browsers and Node's `ws` set it.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sink, mut frames) = ws.split();
         // Engine.IO open packet, then the Socket.IO connect.
-        match frames.next().await {
+        match ws.next().await {
             Some(Ok(Message::Text(t))) if t.starts_with('0') => {}
             other => return Err(format!("no open packet: {other:?}")),
         }
         let connect = format!("40{}", serde_json::json!({ "token": token }));
-        sink.send(Message::text(connect)).await.map_err(|e| e.to_string())?;
+        ws.send(Message::text(connect)).await.map_err(|e| e.to_string())?;
         loop {
-            match frames.next().await {
+            match ws.next().await {
                 Some(Ok(Message::Text(t))) if t.starts_with("40") => break,
                 Some(Ok(Message::Text(t))) if t.starts_with("44") => return Err(t[2..].to_string()),
                 Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
-                    sink.send(Message::text("3")).await.map_err(|e| e.to_string())?;
+                    ws.send(Message::text("3")).await.map_err(|e| e.to_string())?;
                 }
                 other => return Err(format!("no connect packet: {other:?}")),
             }
         }
-        let (out, mut out_rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            while let Some(text) = out_rx.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Socket { out, frames, next_ack: 0 })
+        Ok(Socket { ws, next_ack: 0 })
     }
 
     /// The next event or ack; `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<Incoming> {
         loop {
-            let Message::Text(text) = self.frames.next().await?.ok()? else { continue };
+            let Message::Text(text) = self.ws.next().await?.ok()? else { continue };
             let text = text.as_str();
             if text == "2" {
-                let _ = self.out.send("3".into());
+                self.ws.send(Message::text("3")).await.ok()?;
             } else if let Some(incoming) = decode(text) {
                 return Some(incoming);
             }
@@ -141,10 +127,11 @@ impl Socket {
     }
 
     /// Emits `event` with `payload`, asking for an ack; returns the ack id to wait for.
-    pub fn emit_with_ack(&mut self, event: &str, payload: &serde_json::Value) -> u64 {
+    /// A failed send shows as the connection closing at the next `recv`.
+    pub async fn emit_with_ack(&mut self, event: &str, payload: &serde_json::Value) -> u64 {
         self.next_ack += 1;
         let id = self.next_ack;
-        let _ = self.out.send(format!("42{id}{}", serde_json::json!([event, payload])));
+        let _ = self.ws.send(Message::text(format!("42{id}{}", serde_json::json!([event, payload])))).await;
         id
     }
 }
