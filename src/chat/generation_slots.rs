@@ -6,7 +6,8 @@
 //! every answer generated at once adds to the queue that the next message's ack waits in (its
 //! socket read, its insert, the ack's write). Bounded, the wait moves after
 //! `chat:stream:start`, to the first token, which is where a model's queue shows anyway
-//! (docs/benchmarks.md: at 500 users sending back to back, ack p99 about 60 → 9 ms).
+//! (docs/benchmarks.md: at 500 users sending back to back, ack p99 about 60 → 10–12 ms, for a
+//! third of the throughput).
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -38,9 +39,8 @@ impl GenerationSlots {
         Self { slots: bound.map(|n| Semaphore::new(n.max(1))) }
     }
 
-    /// Waits for a slot (first come, first served: a free slot goes to the longest waiting);
-    /// held until the permit is dropped.
-    /// `None` when unbounded.
+    /// Waits for a slot (first come, first served: a free slot goes to the longest waiting),
+    /// held until the permit is dropped; `None` at once when unbounded.
     pub async fn take(&self) -> Option<SemaphorePermit<'_>> {
         let slots = self.slots.as_ref()?;
         if let Ok(permit) = slots.try_acquire() {
