@@ -52,3 +52,39 @@ impl GenerationSlots {
         slots.acquire().await.ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::GenerationSlots;
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_answer_that_waited_longest() {
+        let slots = Arc::new(GenerationSlots::new(Some(1)));
+        let held = slots.take().await;
+        assert!(held.is_some());
+        let (order, mut served) = tokio::sync::mpsc::unbounded_channel();
+        for answer in 0..3 {
+            let (slots, order) = (slots.clone(), order.clone());
+            tokio::spawn(async move {
+                let _slot = slots.take().await;
+                let _ = order.send(answer);
+            });
+            // Let it start waiting before the next one arrives.
+            tokio::task::yield_now().await;
+        }
+        assert!(served.try_recv().is_err(), "nobody is served while the slot is held");
+        drop(held);
+        for answer in 0..3 {
+            assert_eq!(served.recv().await, Some(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_bound_nothing_waits() {
+        let slots = GenerationSlots::new(None);
+        let (a, b) = (slots.take().await, slots.take().await);
+        assert!(a.is_none() && b.is_none());
+    }
+}
