@@ -2,7 +2,7 @@
 # Benchmarks (not part of the test run): builds in release, then for each scenario starts a fresh
 # server with the limits off and the offline engine at full speed, and runs the load generator.
 #   tests/bench.sh [sqlite|postgres] [users ...]
-#     chat at each number of users (default: 10 50 100 200 500), 15 s each;
+#     chat at each number of users (default: 10 50 100 200 500), 15 s each after 2 s of warm-up;
 #     500 users pausing $THINK ms between answers (default: 2000 1000 750 500 250: latency at a
 #     load below saturation); fanout to 100 sockets; idle at each of $IDLE connections (default:
 #     2000 8000 16000 20000; each at most the open-file limit less 100, both processes need
