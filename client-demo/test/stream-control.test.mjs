@@ -16,6 +16,17 @@ async function socketsBehind(server) {
   return Number(text.match(/^postchat_sockets_behind (\S+)$/m)?.[1]);
 }
 
+/** Checks that token events cover every `seq` from 0 exactly once (a coalesced event carries
+ * `count` tokens, ending at its `seq`); returns how many tokens they carry. */
+function assertGapless(tokens, who) {
+  let next = 0;
+  for (const t of tokens) {
+    assert.equal(t.seq - (t.count ?? 1) + 1, next, `${who}: no gap, no double`);
+    next = t.seq + 1;
+  }
+  return next;
+}
+
 async function history(server, token, sessionId) {
   return (await api(server.url, token, "GET", `/api/sessions/${sessionId}/messages`)).body.messages;
 }
@@ -136,14 +147,7 @@ test("a reader that stops reading is cut off as a slow consumer while the other 
     const end = events.at(-1);
     assert.equal(end.name, "chat:stream:end");
     const tokens = events.filter((e) => e.name === "chat:stream:token").map((e) => e.payload);
-    // Coalesced events carry count; together they cover every seq exactly once.
-    let next = 0;
-    for (const t of tokens) {
-      const count = t.count ?? 1;
-      assert.equal(t.seq - count + 1, next, "no gap, no double");
-      next = t.seq + 1;
-    }
-    assert.equal(next, 4000);
+    assert.equal(assertGapless(tokens, "the reader"), 4000);
     assert.equal(tokens.map((t) => t.token).join(""), end.payload.content);
     stalled.io.engine.transport.ws._socket.resume(); // it reads again: what is waiting arrives
     const reason = await Promise.race([stalledGone, sleep(15_000).then(() => "still connected")]);
@@ -214,11 +218,7 @@ test("a tab that fell behind catches up with every event in order, the next answ
       assert.equal(events[0], "chat:stream:start", `answer ${n} starts first`);
       assert.equal(events.at(-1), "chat:stream:end", `answer ${n} ends last`);
       const tokens = seen.filter((e) => e.name === "chat:stream:token" && e.payload.messageId === id).map((e) => e.payload);
-      let expected = 0;
-      for (const t of tokens) {
-        assert.equal(t.seq - (t.count ?? 1) + 1, expected, `answer ${n}: no gap, no double`);
-        expected = t.seq + 1;
-      }
+      assertGapless(tokens, `answer ${n}`);
       const end = seen.find((e) => e.name === "chat:stream:end" && e.payload.messageId === id).payload;
       assert.equal(tokens.map((t) => t.token).join(""), end.content, `answer ${n}: tokens make the content`);
     }
