@@ -1,7 +1,7 @@
 //! The PostgreSQL backend.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::types::Json;
 use sqlx::Connection;
 
@@ -33,11 +33,7 @@ impl PostgresStore {
             let ms = options.statement_timeout.as_millis().to_string();
             connect.options([("statement_timeout", ms)])
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
+        let pool = options.sqlx().connect_with(connect).await?;
         Ok(Self { pool })
     }
 }

@@ -3,9 +3,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::types::Json;
 
 use super::sql::{self, impl_store_for, EXCHANGE_COLUMNS};
@@ -44,11 +42,7 @@ impl SqliteStore {
                     .map_err(|e| StoreError::BadUrl(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await?;
+        let pool = options.sqlx().connect_with(connect).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -1,0 +1,40 @@
+//! Pooled connections the database closed (a restart, an administrator, an idle timeout): the
+//! store finds them before use and opens new ones, so no call fails for them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{a_session, new_message};
+use postchat::domain::UserId;
+use postchat::store::{PoolOptions, PING_IF_IDLE_FOR};
+use sqlx::Connection;
+
+/// Closes every connection to the database at `url` but the one asking; how many it closed.
+async fn close_other_connections(url: &str) -> i64 {
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn postgres_connections_closed_while_idle_are_replaced_before_use() {
+    let options = PoolOptions { max_connections: 2, ..common::pool_options() };
+    let Some(db) = common::postgres_with(options).await else { return };
+    let session_id = a_session(&db.store, &UserId::parse("alice").unwrap()).await.id;
+    db.store.insert_message(&new_message(session_id, "before", None)).await.unwrap();
+
+    assert!(close_other_connections(&db.url).await >= 1, "the pool held a connection");
+    // Idle longer than the window within which a connection is trusted without a ping.
+    tokio::time::sleep(PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
+
+    db.store.insert_message(&new_message(session_id, "after", None)).await.unwrap();
+    let exchanges = db.store.recent_exchanges(&[session_id], 10).await.unwrap();
+    let questions: Vec<&str> = exchanges.iter().map(|e| e.user_message.as_str()).collect();
+    assert_eq!(questions, ["before", "after"]);
+}
