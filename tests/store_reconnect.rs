@@ -1,5 +1,6 @@
 //! Pooled connections the database closed (a restart, an administrator, an idle timeout): the
-//! store finds them before use and opens new ones, so no call fails for them.
+//! store finds those that sat idle before use and opens new ones, so no call fails for them; a
+//! connection closed while in use (or just after) fails one call as unavailable, worth a retry.
 
 mod common;
 
@@ -7,14 +8,15 @@ use std::time::Duration;
 
 use common::{a_session, new_message};
 use postchat::domain::UserId;
-use postchat::store::{PoolOptions, PING_IF_IDLE_FOR};
+use postchat::store::{PoolOptions, StoreError, PING_IF_IDLE_FOR};
 use sqlx::Connection;
 
-/// Closes every connection to the database at `url` but the one asking; how many it closed.
+/// Closes every connection to the database at `url` but the one asking, as a server shutting
+/// down does (each is sent `admin_shutdown`), and waits until they are gone; how many it closed.
 async fn close_other_connections(url: &str) -> i64 {
     let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid()",
     )
     .fetch_one(&mut admin)
@@ -37,4 +39,21 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_use() {
     let exchanges = db.store.recent_exchanges(&[session_id], 10).await.unwrap();
     let questions: Vec<&str> = exchanges.iter().map(|e| e.user_message.as_str()).collect();
     assert_eq!(questions, ["before", "after"]);
+}
+
+#[tokio::test]
+async fn postgres_a_connection_closed_just_after_use_fails_one_call_as_unavailable() {
+    let options = PoolOptions { max_connections: 1, ..common::pool_options() };
+    let Some(db) = common::postgres_with(options).await else { return };
+    let session_id = a_session(&db.store, &UserId::parse("alice").unwrap()).await.id;
+
+    assert_eq!(close_other_connections(&db.url).await, 1);
+    // Used a moment ago, so trusted without a ping: the call finds it closed.
+    let failed = db.store.insert_message(&new_message(session_id, "lost", None)).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+
+    db.store.insert_message(&new_message(session_id, "again", None)).await.unwrap();
+    let exchanges = db.store.recent_exchanges(&[session_id], 10).await.unwrap();
+    let questions: Vec<&str> = exchanges.iter().map(|e| e.user_message.as_str()).collect();
+    assert_eq!(questions, ["again"]);
 }

@@ -54,7 +54,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate("clientMessageId"),
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_busy(&c)) => {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| is_unavailable(&c)) => {
                 StoreError::Unavailable(err)
             }
             _ => StoreError::Query(err),
@@ -62,12 +62,18 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A statement the database gave up on for time, not for what it is (worth a retry later):
-/// PostgreSQL's `query_canceled` (its `statement_timeout`) and `lock_not_available`; SQLite's
-/// `BUSY` and `LOCKED` result codes, extended ones included (the low byte).
-fn is_busy(code: &str) -> bool {
+/// A statement the database did not run for reasons of the moment, not for what it is (worth
+/// a retry later): PostgreSQL's `query_canceled` (its `statement_timeout`),
+/// `lock_not_available`, a server shutting down or starting (`admin_shutdown`,
+/// `crash_shutdown`, `cannot_connect_now`: a stopped server sends these to the connections it
+/// closes, which the pool may hand out next), `too_many_connections` and the connection
+/// exceptions (class 08, but for a protocol violation); SQLite's `BUSY` and `LOCKED` result codes, extended ones included
+/// (the low byte).
+fn is_unavailable(code: &str) -> bool {
     match code {
-        "57014" | "55P03" => true,
+        "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "53300" => true,
+        // Class 08 but its protocol violation: a bug, not a moment.
+        connection if connection.starts_with("08") && connection.len() == 5 => connection != "08P01",
         sqlite if sqlite.len() < 5 => sqlite.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
         _ => false,
     }
@@ -195,10 +201,10 @@ pub struct PoolOptions {
 
 /// A pooled connection idle for less than this is handed out without a ping first. sqlx pings
 /// before every acquire by default (and again on every release, which stays): a round trip to
-/// the database on the path of every statement, the ack's insert too; without it PostgreSQL
-/// gave 12% more answers a second at 500 users (docs/benchmarks.md). A connection the database
-/// dropped while it sat idle longer (a restart, an idle timeout) is still found before use, as
-/// HikariCP does with its `aliveBypassWindowMs`, also 500 ms.
+/// the database on the path of every statement, the ack's insert too; without it the server
+/// delivered about a tenth more at 500 users on PostgreSQL (docs/benchmarks.md). A connection
+/// the database dropped while it sat idle longer (a restart, an idle timeout) is still found
+/// before use, as HikariCP does with its `aliveBypassWindowMs`, also 500 ms.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
 
 impl PoolOptions {
@@ -247,12 +253,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timeouts_and_locks_are_busy_other_errors_are_not() {
-        for busy in ["57014", "55P03", "5", "6", "517", "261", "262"] {
-            assert!(is_busy(busy), "{busy}");
+    fn timeouts_locks_shutdowns_and_lost_connections_are_unavailable_other_errors_are_not() {
+        let unavailable = ["57014", "55P03", "57P01", "57P02", "57P03", "53300", "08006", "08003", "08007"];
+        for code in unavailable.into_iter().chain(["5", "6", "517", "261", "262"]) {
+            assert!(is_unavailable(code), "{code}");
         }
-        for other in ["23505", "42P01", "1", "19", "2067", "55000", "abc"] {
-            assert!(!is_busy(other), "{other}");
+        for other in ["23505", "42P01", "1", "19", "2067", "55000", "53100", "08P01", "08", "abc"] {
+            assert!(!is_unavailable(other), "{other}");
         }
     }
 
