@@ -67,8 +67,8 @@ impl From<sqlx::Error> for StoreError {
 /// `lock_not_available`, a server shutting down or starting (`admin_shutdown`,
 /// `crash_shutdown`, `cannot_connect_now`: a stopped server sends these to the connections it
 /// closes, which the pool may hand out next), `too_many_connections` and the connection
-/// exceptions (class 08, but for a protocol violation); SQLite's `BUSY` and `LOCKED` result codes, extended ones included
-/// (the low byte).
+/// exceptions (class 08, but for a protocol violation); SQLite's `BUSY` and `LOCKED` result
+/// codes, extended ones included (the low byte).
 fn is_unavailable(code: &str) -> bool {
     match code {
         "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "53300" => true,
