@@ -72,8 +72,9 @@ impl From<sqlx::Error> for StoreError {
 fn is_unavailable(code: &str) -> bool {
     match code {
         "57014" | "55P03" | "57P01" | "57P02" | "57P03" | "53300" => true,
-        // Class 08 but its protocol violation: a bug, not a moment.
-        connection if connection.starts_with("08") && connection.len() == 5 => connection != "08P01",
+        // A protocol violation is a bug, not a moment; the rest of class 08 is a lost connection.
+        "08P01" => false,
+        connection if connection.len() == 5 && connection.starts_with("08") => true,
         sqlite if sqlite.len() < 5 => sqlite.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
         _ => false,
     }
