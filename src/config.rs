@@ -81,6 +81,19 @@ pub struct Config {
     /// Port to listen on (0 picks a free one; the chosen port is printed).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
+    /// Most client connections open at once (websockets included); past it new connections are
+    /// closed at once. Unset: three quarters of the open-files limit (raised to its hard limit
+    /// at start), the rest kept for the database, page fetches and the model provider.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest wait for a request's headers, and for the next request on a kept-alive
+    /// connection (s).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+    /// Run dev mode (no JWT_SECRET: tokens for anyone who asks) on a non-loopback HOST. Insecure:
+    /// anyone who can reach the port can act as any user.
+    #[arg(long, env = "INSECURE_DEV_MODE_ON_NETWORK")]
+    pub insecure_dev_mode_on_network: bool,
     /// Folder for the default SQLite database and the dev-mode JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -116,6 +129,10 @@ pub struct Config {
     /// Required `iss` claim, when set.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+    /// Longest lifetime a token may have left (`exp` from now, and from `iat` when given); 0 for
+    /// no cap.
+    #[arg(long, env = "JWT_MAX_LIFETIME_SECS", default_value_t = 0)]
+    pub jwt_max_lifetime_secs: u64,
     /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
@@ -170,6 +187,15 @@ pub struct Config {
     /// New connections one IP address may open at once before that rate applies.
     #[arg(long, env = "RATE_LIMIT_CONNECTIONS_BURST", default_value_t = 30)]
     pub rate_limit_connections_burst: u32,
+    /// Posts one user may create per minute (as many at once); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_POSTS_PER_MINUTE", default_value_t = 10)]
+    pub rate_limit_posts_per_minute: u32,
+    /// Chat sessions one user may create per minute (as many at once); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_SESSIONS_PER_MINUTE", default_value_t = 30)]
+    pub rate_limit_sessions_per_minute: u32,
+    /// Pages one user may have fetched (posts given by URL only) per minute; 0 turns it off.
+    #[arg(long, env = "RATE_LIMIT_PAGE_FETCHES_PER_MINUTE", default_value_t = 5)]
+    pub rate_limit_page_fetches_per_minute: u32,
     /// Most sockets one user may hold open at once; 0 for no cap.
     #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 20)]
     pub max_sockets_per_user: usize,
@@ -196,6 +222,10 @@ pub struct Config {
     /// public ones; private, loopback and link-local ones are refused otherwise.
     #[arg(long, env = "POST_FETCH_ALLOW", default_value = "")]
     pub post_fetch_allow: String,
+    /// Proxy for page fetches (`http://host:port`). Unset: pages are fetched directly, whatever
+    /// HTTP_PROXY says, since a proxy resolves and connects by itself, past the address checks.
+    #[arg(long, env = "POST_FETCH_PROXY")]
+    pub post_fetch_proxy: Option<String>,
     /// Largest page post expansion reads (bytes).
     #[arg(long, env = "POST_FETCH_MAX_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub post_fetch_max_bytes: usize,
@@ -321,6 +351,11 @@ impl Config {
             api_key: self.ai_api_key.clone().unwrap_or_else(|| key.to_owned()),
             model: self.ai_model.clone().unwrap_or_else(|| model.to_owned()),
         })
+    }
+
+    /// The cap on a token's remaining lifetime (`JWT_MAX_LIFETIME_SECS`, 0: none).
+    pub fn jwt_max_lifetime(&self) -> Option<u64> {
+        (self.jwt_max_lifetime_secs > 0).then_some(self.jwt_max_lifetime_secs)
     }
 
     pub fn local_ai_pacing(&self) -> Duration {

@@ -10,7 +10,6 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use axum::Router;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -24,12 +23,14 @@ use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
-use crate::http::{self, HttpState};
-use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys};
+use crate::http::connections::{self, ConnectionLimits};
+use crate::http::{self, HttpState, WriteQuotas};
+use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::middleware::connection_limit::SocketsPerUser;
 use crate::middleware::rate_limit::RateLimit;
-use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState};
+use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState, TokenExpiries};
 use crate::store::{self, PoolOptions, Store, StoreError};
+use crate::telemetry::Untrusted;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,15 @@ pub enum StartupError {
     FetchAllow(String),
     #[error("JWT: {0}")]
     Jwt(#[from] AuthError),
+    #[error(
+        "dev mode (no JWT_SECRET) gives a token for any user to anyone who asks, and HOST={0} is \
+         reachable from the network: set JWT_SECRET (32 bytes or more), or listen on 127.0.0.1, \
+         or set INSECURE_DEV_MODE_ON_NETWORK=true to accept that anyone reaching the port can act \
+         as any user"
+    )]
+    DevModeOnNetwork(IpAddr),
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// The JWT keys of this config: a public key for RS256/EdDSA, `JWT_SECRET` for HS256, or in dev
@@ -60,22 +70,32 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
             .ok_or_else(|| AuthError::BadKey("JWT_PUBLIC_KEY_FILE is required for RS256 and EdDSA".into()))?;
         let pem = std::fs::read(path)
             .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))?;
-        return Ok(
-            JwtKeys::public_key(algorithm, &pem, aud, iss)?.with_clock_skew(config.jwt_clock_skew_secs)
-        );
+        return Ok(JwtKeys::public_key(algorithm, &pem, aud, iss)?
+            .with_clock_skew(config.jwt_clock_skew_secs)
+            .with_max_lifetime(config.jwt_max_lifetime()));
     }
     let secret = match &config.jwt_secret {
+        Some(secret) if secret.len() < MIN_SECRET_BYTES => {
+            return Err(AuthError::BadKey(format!(
+                "JWT_SECRET is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518, section \
+                 3.2): make one with `openssl rand -hex 32`",
+                secret.len()
+            )))
+        }
         Some(secret) => secret.as_bytes().to_vec(),
         None => dev_secret(&config.data_dir)
             .map_err(|e| AuthError::BadKey(format!("cannot keep the dev secret: {e}")))?,
     };
-    Ok(JwtKeys::hs256(&secret, aud, iss).with_clock_skew(config.jwt_clock_skew_secs))
+    Ok(JwtKeys::hs256(&secret, aud, iss)
+        .with_clock_skew(config.jwt_clock_skew_secs)
+        .with_max_lifetime(config.jwt_max_lifetime()))
 }
 
 /// A built server, bound and ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    connections: ConnectionLimits,
     io: SocketIo,
     controller: Arc<ChatController>,
     store: Arc<dyn Store>,
@@ -87,36 +107,16 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         crate::telemetry::metrics();
-        if config.redis_url.is_some() {
-            return Err(StartupError::RedisUnsupported);
-        }
-        let ai_settings = AiSettings {
-            post_token_budget: config.post_token_budget,
-            intent_timeout: Duration::from_millis(config.intent_timeout_ms),
-        };
-        let ai = match config.ai_endpoint() {
-            None => AiService::local(config.local_ai_pacing(), ai_settings),
-            Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
-        };
-        info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
-        let pool = PoolOptions {
-            max_connections: config.database_max_connections.max(1),
-            acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
-            statement_timeout: Duration::from_millis(config.database_statement_timeout_ms),
-        };
-        let store = store::connect(&config.database_url(), &pool).await?;
-        let interrupted = store.interrupt_streaming().await?;
-        if interrupted > 0 {
-            info!(interrupted, "answers left streaming by the last run are marked interrupted");
-        }
-
+        refuse_unsafe_settings(&config)?;
+        let connections = connection_limits(&config)?;
+        let ai = ai_service(&config);
+        let store = open_store(&config).await?;
         let keys = Arc::new(jwt_keys(&config)?);
         let cache = SessionCache::new(
             config.session_cache_capacity,
             Duration::from_secs(config.session_cache_ttl_secs),
         );
         let sessions = Arc::new(ChatSessionService::new(store.clone(), cache, config.history_messages));
-
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
             queue_packets: config.socket_queue_packets.max(16),
@@ -124,81 +124,22 @@ impl Application {
             max_message_chars: config.max_message_chars,
         };
         let (socket_layer, io) = socket::layer(&limits);
-        let controller = ChatController::new(
-            sessions.clone(),
-            ai,
-            Arc::new(SessionRooms::new(
-                io.clone(),
-                SlowConsumer {
-                    after: Duration::from_secs(config.slow_consumer_secs),
-                    bytes: config.slow_consumer_bytes,
-                },
-            )),
-            ChatSettings {
-                answer_timeout: Duration::from_secs(config.answer_timeout_secs),
-                first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
-                token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
-                summary_every: config.summary_every,
-                join_history: config.join_history_messages,
-                watch_grace: Duration::from_secs(config.watch_grace_secs),
-                answers_generating: config.answers_generating(),
-            },
-            TokenBudget::new(config.daily_token_budget),
+        let controller = chat_controller(&config, sessions.clone(), ai, &io);
+        register_sockets(&config, &io, controller.clone(), limits, keys.clone());
+        let http_state = http_state(&config, sessions, keys.clone())?;
+        let router = with_request_layers(
+            http::router(http_state, config.max_payload_bytes).layer(socket_layer),
+            &config,
         );
-        let message_limit =
-            Arc::new(RateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
-        spawn_rate_limit_cleanup(message_limit.clone());
-        let socket_state = SocketState {
-            controller: controller.clone(),
-            message_limit,
-            sockets_per_user: SocketsPerUser::new(config.max_sockets_per_user),
-            limits,
-        };
-        socket::register(&io, Arc::new(socket_state), keys.clone());
-
-        let origins = config.allowed_origins();
-        let handshakes_per_ip = Arc::new(RateLimit::new(
-            config.rate_limit_connections_per_minute,
-            config.rate_limit_connections_burst,
-        ));
-        spawn_rate_limit_cleanup(handshakes_per_ip.clone());
-        let policy = AddressPolicy::parse(&config.post_fetch_allow).map_err(StartupError::FetchAllow)?;
-        let expander = Arc::new(PostExpander::new(
-            policy,
-            FetchLimits {
-                max_bytes: config.post_fetch_max_bytes,
-                timeout: Duration::from_millis(config.post_fetch_timeout_ms),
-                max_redirects: 5,
-            },
-        ));
-        let http_state = HttpState { sessions, expander, keys: keys.clone(), dev_tokens: config.dev_mode() };
-        let router = http::router(http_state, config.max_payload_bytes)
-            .layer(socket_layer)
-            .layer(axum::middleware::from_fn(socket::keep_socket_head))
-            .layer(axum::middleware::from_fn({
-                let origins = origins.clone();
-                move |req, next| check_origin(origins.clone(), req, next)
-            }))
-            .layer(axum::middleware::from_fn(move |req, next| {
-                limit_handshakes(handshakes_per_ip.clone(), req, next)
-            }))
-            .layer(cors(&origins))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }))
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
-
-        let demo_token = if config.dev_mode() {
-            Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)
-        } else {
-            None
+        let demo_token = match config.dev_mode() {
+            true => Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?),
+            false => None,
         };
         let listener = TcpListener::bind(config.listen_addr()?).await?;
         Ok(Self {
             listener,
             router,
+            connections,
             io,
             controller,
             store,
@@ -218,7 +159,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self { listener, router, io, controller, store, grace, .. } = self;
+        let Self { listener, router, connections, io, controller, store, grace, .. } = self;
         let drained = {
             let controller = controller.clone();
             async move {
@@ -227,20 +168,194 @@ impl Application {
                 io.close().await;
             }
         };
-        // Without TCP_NODELAY, an event sent right after another (the ack, then
-        // `chat:stream:start`) waits for the client's delayed ACK: 40 ms on Linux.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(drained)
-            .await?;
+        http::connections::serve(listener, router, connections, drained).await;
         store.close().await;
         info!("stopped");
         Ok(())
     }
+}
+
+/// Settings the server refuses to start with: a feature not built yet, or dev mode (tokens for
+/// anyone who asks) reachable from the network without the operator saying so.
+fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
+    if config.redis_url.is_some() {
+        return Err(StartupError::RedisUnsupported);
+    }
+    let ip = config.listen_addr()?.ip();
+    if config.dev_mode() && !ip.is_loopback() && !config.insecure_dev_mode_on_network {
+        return Err(StartupError::DevModeOnNetwork(ip));
+    }
+    Ok(())
+}
+
+/// The bounds on client connections; the open-files limit is raised to its hard limit first,
+/// and `MAX_CONNECTIONS` must leave a quarter of it for everything else.
+fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> {
+    let fd_limit = connections::raise_fd_limit();
+    let most = fd_limit.saturating_sub(connections::reserved_descriptors(fd_limit)).max(1);
+    let max_open = match config.max_connections {
+        None => most,
+        Some(n) if n >= 1 && n as u64 <= most => n as u64,
+        Some(n) => {
+            return Err(StartupError::Setting(format!(
+                "MAX_CONNECTIONS={n}: must be 1 to {most} (the open-files limit is {fd_limit}; a \
+                 quarter is kept for the database, page fetches and the model provider)"
+            )))
+        }
+    };
+    if !(1..=3_600).contains(&config.http_header_timeout_secs) {
+        return Err(StartupError::Setting(format!(
+            "HTTP_HEADER_TIMEOUT_SECS={}: must be 1 to 3600",
+            config.http_header_timeout_secs
+        )));
+    }
+    info!(max_connections = max_open, fd_limit, "client connections bounded");
+    Ok(ConnectionLimits {
+        max_open: usize::try_from(max_open).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+    })
+}
+
+fn ai_service(config: &Config) -> AiService {
+    let ai_settings = AiSettings {
+        post_token_budget: config.post_token_budget,
+        intent_timeout: Duration::from_millis(config.intent_timeout_ms),
+    };
+    let ai = match config.ai_endpoint() {
+        None => AiService::local(config.local_ai_pacing(), ai_settings),
+        Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
+    };
+    info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
+    ai
+}
+
+/// The store, migrated, with the answers a crash left `streaming` marked `interrupted`.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    let pool = PoolOptions {
+        max_connections: config.database_max_connections.max(1),
+        acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(config.database_statement_timeout_ms),
+    };
+    let store = store::connect(&config.database_url(), &pool).await?;
+    let interrupted = store.interrupt_streaming().await?;
+    if interrupted > 0 {
+        info!(interrupted, "answers left streaming by the last run are marked interrupted");
+    }
+    Ok(store)
+}
+
+fn chat_controller(
+    config: &Config,
+    sessions: Arc<ChatSessionService>,
+    ai: AiService,
+    io: &SocketIo,
+) -> Arc<ChatController> {
+    let slow_consumer = SlowConsumer {
+        after: Duration::from_secs(config.slow_consumer_secs),
+        bytes: config.slow_consumer_bytes,
+    };
+    let settings = ChatSettings {
+        answer_timeout: Duration::from_secs(config.answer_timeout_secs),
+        first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
+        token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
+        summary_every: config.summary_every,
+        join_history: config.join_history_messages,
+        watch_grace: Duration::from_secs(config.watch_grace_secs),
+        answers_generating: config.answers_generating(),
+    };
+    let rooms = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
+    ChatController::new(sessions, ai, rooms, settings, TokenBudget::new(config.daily_token_budget))
+}
+
+/// The socket events, behind the per-user limits and the token expiry sweep.
+fn register_sockets(
+    config: &Config,
+    io: &SocketIo,
+    controller: Arc<ChatController>,
+    limits: SocketLimits,
+    keys: Arc<JwtKeys>,
+) {
+    let message_limit =
+        Arc::new(RateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
+    spawn_rate_limit_cleanup(message_limit.clone());
+    let token_expiries = Arc::new(TokenExpiries::default());
+    token_expiries.spawn_sweep(io.clone());
+    let socket_state = SocketState {
+        controller,
+        message_limit,
+        sockets_per_user: SocketsPerUser::new(config.max_sockets_per_user),
+        token_expiries,
+        limits,
+    };
+    socket::register(io, Arc::new(socket_state), keys);
+}
+
+fn http_state(
+    config: &Config,
+    sessions: Arc<ChatSessionService>,
+    keys: Arc<JwtKeys>,
+) -> Result<HttpState, StartupError> {
+    let policy = AddressPolicy::parse(&config.post_fetch_allow).map_err(StartupError::FetchAllow)?;
+    let proxy = match &config.post_fetch_proxy {
+        None => None,
+        Some(raw) => Some(
+            reqwest::Url::parse(raw).map_err(|e| StartupError::Setting(format!("POST_FETCH_PROXY: {e}")))?,
+        ),
+    };
+    let limits = FetchLimits {
+        max_bytes: config.post_fetch_max_bytes,
+        timeout: Duration::from_millis(config.post_fetch_timeout_ms),
+        max_redirects: 5,
+        proxy,
+    };
+    // Each user's quota is its rate per minute, as many at once.
+    let quota = |per_minute: u32| {
+        let limit = Arc::new(RateLimit::new(per_minute, per_minute));
+        spawn_rate_limit_cleanup(limit.clone());
+        limit
+    };
+    let quotas = WriteQuotas {
+        posts: quota(config.rate_limit_posts_per_minute),
+        sessions: quota(config.rate_limit_sessions_per_minute),
+        page_fetches: quota(config.rate_limit_page_fetches_per_minute),
+    };
+    Ok(HttpState {
+        sessions,
+        expander: Arc::new(PostExpander::new(policy, limits)),
+        keys,
+        dev_tokens: config.dev_mode(),
+        quotas: Arc::new(quotas),
+    })
+}
+
+/// What every request passes through before a route or the socket layer, outermost last:
+/// origins, handshake limits and the socket's kept head for Socket.IO; CORS; request ids
+/// (a client's kept only when printable and short) and the request's log span.
+fn with_request_layers(router: Router, config: &Config) -> Router {
+    let origins = config.allowed_origins();
+    let handshakes_per_ip = Arc::new(RateLimit::new(
+        config.rate_limit_connections_per_minute,
+        config.rate_limit_connections_burst,
+    ));
+    spawn_rate_limit_cleanup(handshakes_per_ip.clone());
+    router
+        .layer(axum::middleware::from_fn(socket::keep_socket_head))
+        .layer(axum::middleware::from_fn({
+            let origins = origins.clone();
+            move |req, next| check_origin(origins.clone(), req, next)
+        }))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            limit_handshakes(handshakes_per_ip.clone(), req, next)
+        }))
+        .layer(cors(&origins))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let path = Untrusted(req.uri().path());
+            tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(http::request_id::drop_unacceptable))
 }
 
 /// Every minute, forgets keys whose rate allowance is full again.
@@ -273,11 +388,18 @@ fn cors(origins: &AllowedOrigins) -> CorsLayer {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
-/// New Socket.IO connections (handshakes: no `sid` yet) per client IP address; requests of
-/// established connections pass. Over the limit: 429 with `RATE_LIMITED` and `Retry-After`.
+/// Whether a request opens a new Engine.IO session: a Socket.IO request without a `sid`
+/// parameter. (One with a `sid` of no open session is refused by Engine.IO, making nothing.)
+fn is_handshake(uri: &axum::http::Uri) -> bool {
+    let query = uri.query().unwrap_or("").as_bytes();
+    uri.path().starts_with("/socket.io")
+        && !form_urlencoded::parse(query).any(|(key, value)| key == "sid" && !value.is_empty())
+}
+
+/// New Socket.IO connections (handshakes) per client IP address; requests of established
+/// connections pass. Over the limit: 429 with `RATE_LIMITED` and `Retry-After`.
 async fn limit_handshakes(limit: Arc<RateLimit<IpAddr>>, req: Request, next: Next) -> Response {
-    let is_handshake =
-        req.uri().path().starts_with("/socket.io") && !req.uri().query().unwrap_or("").contains("sid=");
+    let is_handshake = is_handshake(req.uri());
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let (true, Some(ip)) = (is_handshake, peer) {
         if let Err(wait) = limit.check(&ip) {
@@ -307,4 +429,21 @@ async fn check_origin(origins: AllowedOrigins, req: Request, next: Next) -> Resp
         }
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_sid_parameter_makes_a_request_part_of_an_open_session() {
+        let handshake = |uri: &str| is_handshake(&uri.parse().unwrap());
+        assert!(handshake("/socket.io/?EIO=4&transport=polling"));
+        assert!(!handshake("/socket.io/?EIO=4&transport=polling&sid=abc"));
+        assert!(!handshake("/socket.io/?sid=abc&EIO=4&transport=websocket"));
+        assert!(handshake("/socket.io/?EIO=4&transport=polling&xsid=1"), "another parameter ending in sid");
+        assert!(handshake("/socket.io/?EIO=4&token=sid%3D1"), "sid= inside a value");
+        assert!(handshake("/socket.io/?EIO=4&sid="), "an empty sid");
+        assert!(!handshake("/api/sessions?sid=1"), "not Socket.IO");
+    }
 }

@@ -14,6 +14,23 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// A value a client chose (a user id, a path, a URL), for a log field: written as it is when
+/// it holds only characters that cannot end a field, quoted and escaped otherwise, so a
+/// `sub` such as `mallory user_id=alice` cannot pass for another field in a text log line.
+pub struct Untrusted<'a>(pub &'a str);
+
+impl std::fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plain = !self.0.is_empty()
+            && self.0.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:/+|~%".contains(c));
+        if plain {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
+    }
+}
+
 /// The Prometheus recorder behind `/metrics`, installed once per process. Metric names and
 /// labels (bounded sets only: never user or session ids) are listed in the README (Observability).
 pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
@@ -45,6 +62,18 @@ pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
 
 #[cfg(test)]
 mod tests {
+    use super::Untrusted;
+
+    #[test]
+    fn untrusted_values_are_quoted_unless_plain() {
+        assert_eq!(Untrusted("alice@example.com").to_string(), "alice@example.com");
+        assert_eq!(Untrusted("auth0|123").to_string(), "auth0|123");
+        let forged = "mallory session_id=1 user_id=alice";
+        assert_eq!(Untrusted(forged).to_string(), format!("{forged:?}"));
+        assert_eq!(Untrusted("a\"b\nc").to_string(), r#""a\"b\nc""#);
+        assert_eq!(Untrusted("").to_string(), "\"\"");
+    }
+
     #[test]
     fn batch_sizes_are_counted_in_rows_not_seconds() {
         let handle = super::metrics();

@@ -14,6 +14,7 @@ use crate::domain::{
     ClientMessageId, Message, MessageId, MessageStatus, MessageText, Platform, SessionId, UserId,
 };
 use crate::store::{NewMessage, StoreError};
+use crate::telemetry::Untrusted;
 
 use super::answer_job::AnswerJob;
 use super::inflight::{Claim, InFlightGuard};
@@ -123,7 +124,7 @@ impl ChatController {
 
     /// Accepts a user's message: the session must be the user's, a repeated `clientMessageId`
     /// returns the first message, and only one answer may be in flight per session.
-    #[instrument(skip_all, fields(user_id = %user, session_id = %req.session_id))]
+    #[instrument(skip_all, fields(user_id = %Untrusted(user.as_str()), session_id = %req.session_id))]
     pub async fn accept_message(
         self: &Arc<Self>,
         user: &UserId,

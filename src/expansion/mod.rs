@@ -2,17 +2,22 @@
 //! extracted (readability), within a size and a time bound, from public addresses only.
 
 mod address_policy;
+mod readable;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::redirect::Policy;
 use reqwest::Url;
+use tokio::sync::Semaphore;
 use tracing::info;
 
 pub use address_policy::AddressPolicy;
+pub use readable::MAX_DEPTH;
 
 use crate::domain::PostExpanded;
+use crate::telemetry::Untrusted;
 
 /// Why a page could not be expanded. Every variant is the client's to fix or retry: the
 /// message names the reason without internal detail.
@@ -50,12 +55,18 @@ pub struct FetchLimits {
     pub max_bytes: usize,
     pub timeout: Duration,
     pub max_redirects: usize,
+    /// The proxy page fetches go through (`POST_FETCH_PROXY`); none: direct, whatever the
+    /// environment's HTTP_PROXY says. A proxy resolves and connects by itself, so the address
+    /// checks then only see what this server resolves: the proxy must refuse private ones.
+    pub proxy: Option<reqwest::Url>,
 }
 
 /// Fetches pages for posts.
 pub struct PostExpander {
     policy: AddressPolicy,
     limits: FetchLimits,
+    /// One page read per core at once: reading is CPU-bound, up to seconds for the largest pages.
+    readers: Arc<Semaphore>,
 }
 
 /// Sentences of the page's start used as its summary.
@@ -63,7 +74,8 @@ const SUMMARY_SENTENCES: usize = 3;
 
 impl PostExpander {
     pub fn new(policy: AddressPolicy, limits: FetchLimits) -> Self {
-        Self { policy, limits }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self { policy, limits, readers: Arc::new(Semaphore::new(cores)) }
     }
 
     /// Fetches `url` (following redirects, each checked again) and extracts the page's text.
@@ -79,12 +91,7 @@ impl PostExpander {
             let host = url.host_str().unwrap_or_default().to_owned();
             // The connection goes to the address that was checked, never to a second lookup
             // (a DNS answer that changes between check and use cannot reach a private address).
-            let client = reqwest::Client::builder()
-                .redirect(Policy::none())
-                .resolve(&host, addr)
-                .user_agent("postchat/0.1 (post expansion)")
-                .build()
-                .map_err(|e| ExpansionError::Unreachable(e.to_string()))?;
+            let client = self.client(&host, addr)?;
             let response = client
                 .get(url.clone())
                 .send()
@@ -105,6 +112,21 @@ impl PostExpander {
             return self.read(url, response).await;
         }
         Err(ExpansionError::TooManyRedirects)
+    }
+
+    /// A client that connects to `host` at `addr` only, directly unless a proxy is configured.
+    fn client(&self, host: &str, addr: SocketAddr) -> Result<reqwest::Client, ExpansionError> {
+        let builder = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .resolve(host, addr)
+            .user_agent("postchat/0.1 (post expansion)");
+        let builder = match &self.limits.proxy {
+            None => builder.no_proxy(),
+            Some(proxy) => builder.proxy(
+                reqwest::Proxy::all(proxy.clone()).map_err(|e| ExpansionError::Unreachable(e.to_string()))?,
+            ),
+        };
+        builder.build().map_err(|e| ExpansionError::Unreachable(e.to_string()))
     }
 
     /// The address to connect to for `url`, if every address its host resolves to is allowed.
@@ -153,9 +175,8 @@ impl PostExpander {
             body.extend_from_slice(&chunk);
         }
         let (title, text) = if is_html {
-            let product = readability::extractor::extract(&mut body.as_slice(), &url)
-                .map_err(|_| ExpansionError::Empty)?;
-            (product.title, product.text)
+            let page = self.readable(body, url.clone()).await?;
+            (page.title, page.text)
         } else {
             (String::new(), String::from_utf8_lossy(&body).into_owned())
         };
@@ -163,12 +184,26 @@ impl PostExpander {
         if content.is_empty() {
             return Err(ExpansionError::Empty);
         }
-        info!(url = %url, chars = content.len(), "post expanded");
+        info!(url = %Untrusted(url.as_str()), chars = content.len(), "post expanded");
         Ok(ExpandedPage {
             final_url: url.to_string(),
             title: normalize_whitespace(&title),
             expanded: PostExpanded { summary: lead(&content, SUMMARY_SENTENCES), content },
         })
+    }
+}
+
+impl PostExpander {
+    /// The page's readable text, read on a blocking thread (never on a socket's worker), at most
+    /// one page per core at once. The permit goes with the thread: a fetch that times out
+    /// meanwhile does not let another read start before this one ends.
+    async fn readable(&self, body: Vec<u8>, url: Url) -> Result<readable::Readable, ExpansionError> {
+        let permit = self.readers.clone().acquire_owned().await.map_err(|_| ExpansionError::Empty)?;
+        let read = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            readable::extract(&body, &url)
+        });
+        read.await.map_err(|_| ExpansionError::Empty)
     }
 }
 

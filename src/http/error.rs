@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The body is over `MAX_PAYLOAD_BYTES` (413, code INVALID_INPUT).
     #[error("request body too large")]
     TooLarge,
+    /// A per-user quota on creating things (429, code RATE_LIMITED, `retryAfterMs`).
+    #[error("too many {what}: retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited { what: &'static str, retry_after: std::time::Duration },
+    /// A request this route never serves to its sender (403), e.g. dev tokens to another origin.
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error(transparent)]
     Chat(#[from] ChatError),
 }
@@ -64,6 +70,8 @@ impl IntoResponse for ApiError {
         let (code, message) = match &self {
             ApiError::NotFound => (ErrorCode::NotFound, "not found".to_owned()),
             ApiError::Unauthorized => (ErrorCode::Unauthorized, "unauthorized".to_owned()),
+            ApiError::Forbidden(m) => (ErrorCode::Unauthorized, (*m).to_owned()),
+            ApiError::RateLimited { .. } => (ErrorCode::RateLimited, self.to_string()),
             ApiError::InvalidInput(m) => (ErrorCode::InvalidInput, m.clone()),
             ApiError::TooLarge | ApiError::Unprocessable(_) => (ErrorCode::InvalidInput, self.to_string()),
             ApiError::Chat(e) => (e.code(), e.client_message()),
@@ -71,6 +79,7 @@ impl IntoResponse for ApiError {
         let status = match code {
             _ if matches!(self, ApiError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             _ if matches!(self, ApiError::Unprocessable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            _ if matches!(self, ApiError::Forbidden(_)) => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
@@ -86,7 +95,24 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             warn!(error = %self, "request failed");
         }
-        (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+        let mut body = json!({ "code": code, "message": message });
+        let Some(retry_after_ms) = self.retry_after_ms() else {
+            return (status, Json(json!({ "error": body }))).into_response();
+        };
+        body["retryAfterMs"] = retry_after_ms.into();
+        let retry_secs = retry_after_ms.div_ceil(1000).to_string();
+        (status, [(header::RETRY_AFTER, retry_secs)], Json(json!({ "error": body }))).into_response()
+    }
+}
+
+impl ApiError {
+    /// How long the client should wait before trying again, when that is known.
+    fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(retry_after.as_millis().max(1) as u64),
+            ApiError::Chat(e) => e.retry_after_ms(),
+            _ => None,
+        }
     }
 }
 

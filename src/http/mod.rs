@@ -2,12 +2,14 @@
 //! `/api` route takes the same JWT as the socket (`Authorization: Bearer`).
 
 mod auth;
+pub mod connections;
 mod demo_page;
 mod dev;
 mod error;
 mod health;
 mod posts;
 mod preferences;
+pub mod request_id;
 mod sessions;
 
 use std::sync::Arc;
@@ -17,8 +19,10 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::chat::ChatSessionService;
+use crate::domain::UserId;
 use crate::expansion::PostExpander;
 use crate::middleware::auth::JwtKeys;
+use crate::middleware::rate_limit::RateLimit;
 
 pub use error::ApiError;
 
@@ -31,6 +35,27 @@ pub struct HttpState {
     pub keys: Arc<JwtKeys>,
     /// Present in dev mode only: the route that hands out demo tokens exists only then.
     pub dev_tokens: bool,
+    /// Per-user quotas on creating posts and sessions and on page fetches.
+    pub quotas: Arc<WriteQuotas>,
+}
+
+/// Per-user quotas on what HTTP writes create: posts, sessions, and pages fetched for posts
+/// given by URL only (each an outbound request on the user's behalf).
+pub struct WriteQuotas {
+    pub posts: Arc<RateLimit<UserId>>,
+    pub sessions: Arc<RateLimit<UserId>>,
+    pub page_fetches: Arc<RateLimit<UserId>>,
+}
+
+impl WriteQuotas {
+    /// Charges `user` one of `limit`, or says how long until they may.
+    pub(crate) fn charge(
+        limit: &RateLimit<UserId>,
+        user: &UserId,
+        what: &'static str,
+    ) -> Result<(), ApiError> {
+        limit.check(user).map_err(|retry_after| ApiError::RateLimited { what, retry_after })
+    }
 }
 
 impl FromRef<HttpState> for Arc<JwtKeys> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
 use super::error::AppJson;
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, WriteQuotas};
 use crate::domain::{InvalidInput, Post, PostExpanded, PostId};
 
 /// Longest post content accepted (characters); the body limit bounds it first.
@@ -79,9 +79,11 @@ pub async fn create(
     check_text("content", &content, MAX_CONTENT_CHARS, false)?;
     check_text("summary", &summary, 5_000, false)?;
     let url = req.url.trim().to_owned();
+    WriteQuotas::charge(&state.quotas.posts, &user, "posts")?;
 
     // Without content, the page is fetched and its readable text becomes the post.
     let (title, expanded) = if content.trim().is_empty() {
+        WriteQuotas::charge(&state.quotas.page_fetches, &user, "page fetches")?;
         let page = state.expander.expand(&url).await.map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let title = if title.trim().is_empty() { page.title } else { title };
         let mut expanded = page.expanded;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::AuthUser;
 use super::error::AppJson;
-use super::{ApiError, HttpState};
+use super::{ApiError, HttpState, WriteQuotas};
 use crate::domain::{ChatSession, InvalidInput, Message, MessageId, PostId, SessionId};
 
 #[derive(Deserialize)]
@@ -51,6 +51,7 @@ pub async fn create(
         }
         other => other,
     };
+    WriteQuotas::charge(&state.quotas.sessions, &user, "sessions")?;
     let session = state.sessions.create_session(&user, post_id, title).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }

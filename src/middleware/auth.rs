@@ -30,7 +30,12 @@ pub enum AuthError {
     BadSubject(String),
     #[error("bad key: {0}")]
     BadKey(String),
+    #[error("token lifetime over JWT_MAX_LIFETIME_SECS")]
+    TooLong,
 }
+
+/// Shortest HS256 secret accepted: the hash's size (RFC 7518, section 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -40,10 +45,18 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<u64>,
+    /// One audience or several (RFC 7519 allows both); jsonwebtoken checks it against ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// The algorithm tokens must be signed with; any other is refused (`alg: none` included).
@@ -89,6 +102,8 @@ pub struct JwtKeys {
     validation: Validation,
     audience: Option<String>,
     issuer: Option<String>,
+    /// Longest lifetime a token may have left, when capped (s).
+    max_lifetime: Option<u64>,
 }
 
 impl JwtKeys {
@@ -145,7 +160,13 @@ impl JwtKeys {
         if let Some(iss) = &issuer {
             validation.set_issuer(&[iss]);
         }
-        Self { decoding, encoding, validation, audience, issuer }
+        Self { decoding, encoding, validation, audience, issuer, max_lifetime: None }
+    }
+
+    /// Refuses tokens with more than `secs` to live (`exp` from now, and from `iat` when given).
+    pub fn with_max_lifetime(mut self, secs: Option<u64>) -> Self {
+        self.max_lifetime = secs;
+        self
     }
 
     /// Allows `secs` of clock skew on `exp` and `nbf` (default 30).
@@ -163,6 +184,12 @@ impl JwtKeys {
             return Err(AuthError::TooLarge);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?;
+        if let Some(max) = self.max_lifetime {
+            let from = data.claims.iat.map_or(now_secs(), |iat| iat.min(now_secs()));
+            if data.claims.exp.saturating_sub(from) > max {
+                return Err(AuthError::TooLong);
+            }
+        }
         let user = UserId::parse(&data.claims.sub).map_err(|e| AuthError::BadSubject(e.to_string()))?;
         Ok(Verified { user, expires_at: data.claims.exp.saturating_add(self.validation.leeway) })
     }
@@ -178,7 +205,7 @@ impl JwtKeys {
             exp: now + ttl_secs,
             iat: Some(now),
             nbf: None,
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
             iss: self.issuer.clone(),
         };
         Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)?)
@@ -303,6 +330,37 @@ mod tests {
         assert!(strict.verify(&plain).is_err());
         let good = strict.issue(&UserId::parse("alice").unwrap(), 60).unwrap();
         assert!(strict.verify(&good).is_ok());
+    }
+
+    fn sign(claims: &serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).unwrap()
+    }
+
+    #[test]
+    fn an_audience_array_is_accepted_when_it_holds_ours() {
+        let strict = JwtKeys::hs256(b"0123456789abcdef0123456789abcdef", Some("chat".into()), None);
+        let exp = now_secs() + 60;
+        let ours = sign(&serde_json::json!({ "sub": "alice", "exp": exp, "aud": ["billing", "chat"] }));
+        assert_eq!(strict.verify(&ours).unwrap().user.as_str(), "alice");
+        let others = sign(&serde_json::json!({ "sub": "alice", "exp": exp, "aud": ["billing", "mail"] }));
+        assert!(strict.verify(&others).is_err());
+        let one = sign(&serde_json::json!({ "sub": "alice", "exp": exp, "aud": "chat" }));
+        assert!(strict.verify(&one).is_ok());
+    }
+
+    #[test]
+    fn a_lifetime_cap_refuses_long_lived_tokens() {
+        let capped = keys().with_max_lifetime(Some(3600));
+        let now = now_secs();
+        let short = sign(&serde_json::json!({ "sub": "alice", "exp": now + 600 }));
+        assert!(capped.verify(&short).is_ok());
+        let long = sign(&serde_json::json!({ "sub": "alice", "exp": now + 7200 }));
+        assert!(matches!(capped.verify(&long), Err(AuthError::TooLong)));
+        let issued_long_ago =
+            sign(&serde_json::json!({ "sub": "alice", "iat": now - 86_400, "exp": now + 600 }));
+        assert!(matches!(capped.verify(&issued_long_ago), Err(AuthError::TooLong)), "exp - iat counts");
+        assert!(keys().verify(&long).is_ok(), "no cap unless configured");
     }
 
     #[test]

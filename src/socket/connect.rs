@@ -38,13 +38,18 @@ impl std::fmt::Display for Refused {
 }
 
 /// Verifies the handshake's token and keeps the user (and the token's expiry) on the socket.
-pub fn authenticate(socket: &SocketRef, auth: Option<Value>, keys: &JwtKeys) -> Result<UserId, Refused> {
+pub fn authenticate(
+    socket: &SocketRef,
+    auth: Option<Value>,
+    keys: &JwtKeys,
+) -> Result<(UserId, TokenExpiry), Refused> {
     let token = handshake_token(socket, auth.as_ref()).ok_or(AuthError::Missing);
     match token.and_then(|t| keys.verify(&t)) {
         Ok(verified) => {
+            let expiry = TokenExpiry(verified.expires_at);
             socket.extensions.insert::<UserId>(verified.user.clone());
-            socket.extensions.insert(TokenExpiry(verified.expires_at));
-            Ok(verified.user)
+            socket.extensions.insert(expiry);
+            Ok((verified.user, expiry))
         }
         Err(reason) => {
             debug!(sid = %socket.id, %reason, "handshake refused");

@@ -15,6 +15,7 @@ use super::events::{self, ErrorAck, ErrorPayload, JoinReply, MessageAck, OkAck, 
 use super::SocketState;
 use crate::chat::ChatError;
 use crate::domain::{InvalidInput, SessionId, UserId};
+use crate::telemetry::Untrusted;
 
 /// An error for the client, with the session it concerns when known.
 struct Failure {
@@ -41,6 +42,9 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>) {
             metrics::gauge!("postchat_sockets_connected").decrement(1.0);
             if let Some(user) = s.extensions.get::<UserId>() {
                 closing.sockets_per_user.close(&user);
+            }
+            if let Some(TokenExpiry(at)) = s.extensions.get::<TokenExpiry>() {
+                closing.token_expiries.forget(s.id, at);
             }
         }
     });
@@ -77,7 +81,7 @@ async fn reply<R: Serialize>(
         "event",
         name = event,
         sid = %s.id,
-        user_id = %user,
+        user_id = %Untrusted(user.as_str()),
         session_id = tracing::field::Empty
     );
     if let Some(session_id) = session_hint(data.as_ref()) {
@@ -108,7 +112,7 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
         "event",
         name = events::CHAT_MESSAGE,
         sid = %s.id,
-        user_id = %user,
+        user_id = %Untrusted(user.as_str()),
         session_id = tracing::field::Empty,
         message_id = tracing::field::Empty
     );

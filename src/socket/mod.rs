@@ -9,6 +9,7 @@ mod handlers;
 mod outbox;
 mod request_head;
 mod rooms;
+mod token_expiry;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::middleware::rate_limit::RateLimit;
 
 pub use request_head::keep_socket_head;
 pub use rooms::{SessionRooms, SlowConsumer};
+pub use token_expiry::TokenExpiries;
 
 /// Socket.IO limits, from the config.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct SocketState {
     pub message_limit: Arc<RateLimit<UserId>>,
     /// Sockets each user holds open.
     pub sockets_per_user: SocketsPerUser,
+    /// When each socket's token expires (the socket is disconnected then).
+    pub token_expiries: Arc<TokenExpiries>,
     pub limits: SocketLimits,
 }
 
@@ -75,10 +79,11 @@ pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
             if !state.controller.is_accepting() {
                 return Err(connect::Refused::ShuttingDown);
             }
-            let user = connect::authenticate(&socket, auth.0.ok(), &keys)?;
+            let (user, expiry) = connect::authenticate(&socket, auth.0.ok(), &keys)?;
             if !state.sockets_per_user.try_open(&user) {
                 return Err(connect::Refused::TooManySockets);
             }
+            state.token_expiries.watch(socket.id, expiry.0);
             handlers::register(socket, state);
             Ok(())
         }

@@ -1,0 +1,204 @@
+//! Accepting TCP connections, bounded: at most `max_open` at once (websockets included, for
+//! their whole life), a request's headers within `header_timeout` (an idle keep-alive
+//! connection waits for its next request's headers, so it is closed after that time too), and
+//! the process's file-descriptor limit raised to its hard limit first. Without these, clients
+//! that connect and send nothing, or trickle bytes, hold descriptors until the server can
+//! accept nothing more, `/healthz` included.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// Descriptors kept free for everything but client connections (the database pool, page
+/// fetches, the model provider, files): a quarter of the limit.
+pub fn reserved_descriptors(limit: u64) -> u64 {
+    limit / 4
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "the open-files limit could not be read or raised");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
+
+/// How connections are bounded (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_open: usize,
+    pub header_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for the
+/// open HTTP requests to end (websockets are closed by the socket layer's own shutdown).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_open));
+    let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+    http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => { wait_after_accept_error(e).await; continue; }
+            },
+            () = &mut stop => break,
+        };
+        // At the cap the connection is closed at once: it costs a descriptor only for now.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("postchat_connections_refused_total").increment(1);
+            debug!(%peer, "connection refused: at MAX_CONNECTIONS");
+            continue;
+        };
+        // Without TCP_NODELAY, an event sent right after another (the ack, then
+        // `chat:stream:start`) waits for the client's delayed ACK: 40 ms on Linux.
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let io = TokioIo::new(Counted { tcp, _slot: slot });
+        let connection = graceful.watch(http.serve_connection_with_upgrades(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// An accept error (most often out of descriptors) is logged, then the loop waits a little
+/// rather than spin.
+async fn wait_after_accept_error(e: io::Error) {
+    warn!(error = %e, "accept error");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// A client connection holding its slot: the slot is freed when the connection's socket is,
+/// also after an upgrade to websocket, which takes the socket out of the HTTP server.
+struct Counted {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve(listener, router, limits, async move { rx.await.unwrap_or(()) }));
+        (addr, tx)
+    }
+
+    /// Reads until the server closes the connection; the bytes read.
+    async fn until_closed(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = tcp.read_to_end(&mut out).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_the_cap_is_closed_and_a_freed_slot_is_reused() {
+        let limits = ConnectionLimits { max_open: 2, header_timeout: Duration::from_secs(60) };
+        let (addr, _stop) = server(limits).await;
+        let mut held = vec![TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap()];
+        // Let the server accept both before the third arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(until_closed(&mut third).await.is_empty(), "closed without an answer");
+        held.pop();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = TcpStream::connect(addr).await.unwrap();
+        fourth.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        let reply = String::from_utf8(until_closed(&mut fourth).await).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn headers_that_do_not_arrive_in_time_close_the_connection_and_so_does_idling() {
+        let limits = ConnectionLimits { max_open: 8, header_timeout: Duration::from_millis(300) };
+        let (addr, _stop) = server(limits).await;
+        let mut trickling = TcpStream::connect(addr).await.unwrap();
+        trickling.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), until_closed(&mut trickling)).await;
+        assert!(closed.is_ok(), "a request whose headers never end is closed");
+
+        let mut kept_alive = TcpStream::connect(addr).await.unwrap();
+        kept_alive.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), until_closed(&mut kept_alive)).await;
+        let reply = String::from_utf8(reply.expect("an idle keep-alive connection is closed")).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "answered first: {reply}");
+    }
+}
