@@ -18,6 +18,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/postchat /usr/local/bin/postchat
 USER postchat
 WORKDIR /var/lib/postchat
+# On 0.0.0.0 the server refuses dev mode: run it with JWT_SECRET (32 bytes or more), e.g.
+#   docker run -e JWT_SECRET=$(openssl rand -hex 32) -p 3000:3000 postchat
 ENV HOST=0.0.0.0 PORT=3000 DATA_DIR=/var/lib/postchat/data
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD curl -fsS http://127.0.0.1:3000/healthz || exit 1

@@ -66,3 +66,21 @@ fn the_server_listens_on_all_interfaces_and_publishes_its_port() {
     assert!(published.ends_with(&format!(":{port}")), "{published}");
     assert!(env(server, "JWT_SECRET").contains("JWT_SECRET"), "the secret comes from the operator");
 }
+
+/// The image listens on every interface, so it must never start in dev mode (tokens for anyone
+/// who asks) by itself: the server refuses dev mode on a non-loopback HOST unless told
+/// INSECURE_DEV_MODE_ON_NETWORK, which neither the image nor the stack says.
+#[test]
+fn neither_the_image_nor_the_stack_runs_dev_mode() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let env_lines: Vec<&str> = dockerfile.lines().filter(|l| l.trim_start().starts_with("ENV ")).collect();
+    assert!(env_lines.iter().any(|l| l.contains("HOST=0.0.0.0")), "the image listens on all interfaces");
+    for forbidden in ["INSECURE_DEV_MODE_ON_NETWORK", "JWT_SECRET"] {
+        assert!(!env_lines.iter().any(|l| l.contains(forbidden)), "the Dockerfile sets {forbidden}");
+    }
+    let c = compose();
+    let server = &c["services"]["server"];
+    assert!(server["environment"].get("INSECURE_DEV_MODE_ON_NETWORK").is_none());
+    let secret = env(server, "JWT_SECRET");
+    assert!(secret.contains(":?"), "compose fails without an operator's JWT_SECRET: {secret}");
+}

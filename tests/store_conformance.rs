@@ -171,6 +171,14 @@ async fn tokens_used_today_add_up_per_user(store: Arc<dyn Store>) {
     assert_eq!(store.tokens_used_since(&user("bob"), since).await.unwrap(), 10);
     let later = since + chrono::Duration::hours(1);
     assert_eq!(store.tokens_used_since(&alice, later).await.unwrap(), 0);
+
+    // Deleting the session does not give the tokens back (the budget is read after a restart).
+    assert!(store.delete_session(session.id).await.unwrap());
+    assert_eq!(store.tokens_used_since(&alice, since).await.unwrap(), 120);
+    assert_eq!(store.tokens_used_since(&alice, later).await.unwrap(), 0);
+    assert_eq!(store.tokens_used_since(&user("bob"), since).await.unwrap(), 10);
+    assert!(store.delete_session(other.id).await.unwrap());
+    assert_eq!(store.tokens_used_since(&user("bob"), since).await.unwrap(), 10);
 }
 
 async fn the_session_title_is_updated(store: Arc<dyn Store>) {

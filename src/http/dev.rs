@@ -48,7 +48,7 @@ fn from_own_page(headers: &HeaderMap) -> bool {
 /// Whether `origin` (`scheme://host[:port]`) names the host and port of the request's `Host`.
 pub fn is_same_origin(origin: &str, host: &str) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else { return false };
-    let default_port = match scheme {
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
         "http" => ":80",
         "https" => ":443",
         _ => return false,

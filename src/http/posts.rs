@@ -79,11 +79,15 @@ pub async fn create(
     check_text("content", &content, MAX_CONTENT_CHARS, false)?;
     check_text("summary", &summary, 5_000, false)?;
     let url = req.url.trim().to_owned();
+    let fetch_page = content.trim().is_empty();
+    // The scarcer quota first: a refused fetch costs no post.
+    if fetch_page {
+        WriteQuotas::charge(&state.quotas.page_fetches, &user, "page fetches")?;
+    }
     WriteQuotas::charge(&state.quotas.posts, &user, "posts")?;
 
     // Without content, the page is fetched and its readable text becomes the post.
-    let (title, expanded) = if content.trim().is_empty() {
-        WriteQuotas::charge(&state.quotas.page_fetches, &user, "page fetches")?;
+    let (title, expanded) = if fetch_page {
         let page = state.expander.expand(&url).await.map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         let title = if title.trim().is_empty() { page.title } else { title };
         let mut expanded = page.expanded;

@@ -32,8 +32,8 @@ impl Failure {
 /// Registers the chat events on a newly connected socket: one handler that dispatches on the
 /// event's name. (socketioxide keeps, per socket, a map of the handlers given to `on`, each
 /// boxed: 0.4 KiB of every connection for four events; its fallback is one box and no map.)
-pub fn register(socket: SocketRef, state: Arc<SocketState>) {
-    debug!(sid = %socket.id, "socket connected");
+pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
+    debug!(sid = %socket.id, user_id = %Untrusted(user.as_str()), "socket connected");
     metrics::gauge!("postchat_sockets_connected").increment(1.0);
     let closing = state.clone();
     socket.on_disconnect(move |s: SocketRef| {

@@ -84,7 +84,7 @@ pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
                 return Err(connect::Refused::TooManySockets);
             }
             state.token_expiries.watch(socket.id, expiry.0);
-            handlers::register(socket, state);
+            handlers::register(socket, state, &user);
             Ok(())
         }
     };

@@ -85,8 +85,19 @@ pub(super) const INTERRUPT_STREAMING: &str =
 
 pub(super) const TOKENS_USED_SINCE: &str = "SELECT CAST(COALESCE(SUM(\
      COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0) AS BIGINT) \
+     + (SELECT CAST(COALESCE(SUM(d.tokens), 0) AS BIGINT) FROM usage_of_deleted_answers d \
+        WHERE d.user_id = $1 AND d.created_at >= $2) \
      FROM messages m JOIN chat_sessions s ON s.id = m.chat_session_id \
      WHERE s.user_id = $1 AND m.created_at >= $2";
+/// Before a session's messages are deleted: the usage of those created since $2, kept for the
+/// daily budget.
+pub(super) const KEEP_USAGE_OF_DELETED: &str = "INSERT INTO usage_of_deleted_answers \
+     (user_id, created_at, tokens) SELECT s.user_id, m.created_at, \
+     COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0) \
+     FROM messages m JOIN chat_sessions s ON s.id = m.chat_session_id \
+     WHERE m.chat_session_id = $1 AND m.created_at >= $2 \
+     AND (m.prompt_tokens IS NOT NULL OR m.completion_tokens IS NOT NULL)";
+pub(super) const PRUNE_USAGE_OF_DELETED: &str = "DELETE FROM usage_of_deleted_answers WHERE created_at < $1";
 
 pub(super) const GET_PREFERENCES: &str =
     "SELECT voice, style, platforms, hashtags, emoji FROM user_preferences WHERE user_id = $1";
@@ -328,7 +339,15 @@ macro_rules! impl_store_for {
             }
 
             async fn delete_session(&self, id: SessionId) -> Result<bool, StoreError> {
+                // The daily budget reads at most the last day's usage.
+                let day_ago = $crate::domain::now() - chrono::Duration::days(1);
                 let mut tx = self.pool.begin().await?;
+                sqlx::query(sql::PRUNE_USAGE_OF_DELETED).bind(day_ago).execute(&mut *tx).await?;
+                sqlx::query(sql::KEEP_USAGE_OF_DELETED)
+                    .bind(id.as_uuid())
+                    .bind(day_ago)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(sql::DELETE_SESSION_MESSAGES).bind(id.as_uuid()).execute(&mut *tx).await?;
                 let deleted = sqlx::query(sql::DELETE_SESSION)
                     .bind(id.as_uuid())

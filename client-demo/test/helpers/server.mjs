@@ -28,27 +28,49 @@ export function freshPostgresUrl() {
   return `${pgServer}/${name}`;
 }
 
+function serverEnv(dir, env) {
+  return {
+    PATH: process.env.PATH,
+    RUST_LOG: process.env.RUST_LOG ?? "warn",
+    HOST: "127.0.0.1",
+    PORT: "0",
+    DATA_DIR: dir,
+    LOCAL_AI_PACING_MS: "0",
+    // Tests send messages and create posts faster than people do; the tests of the limits
+    // turn them on.
+    RATE_LIMIT_MESSAGES_PER_MINUTE: "0",
+    RATE_LIMIT_CONNECTIONS_PER_MINUTE: "0",
+    RATE_LIMIT_POSTS_PER_MINUTE: "0",
+    RATE_LIMIT_SESSIONS_PER_MINUTE: "0",
+    RATE_LIMIT_PAGE_FETCHES_PER_MINUTE: "0",
+    ...env,
+  };
+}
+
+/** Runs the binary with `env` (and `args`) until it exits: { code, output }. For settings it
+ * must refuse at start. */
+export async function runToExit({ env = {}, args = [], timeoutMs = 20_000 } = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), "postchat-test-"));
+  const child = spawn(binary, args, { env: serverEnv(dir, env), stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+  clearTimeout(timer);
+  rmSync(dir, { recursive: true, force: true });
+  return { code, output };
+}
+
 /**
  * Starts a server. Options: env (extra environment), dataDir (reuse a folder, e.g. for a
- * restart). Resolves to { url, dataDir, process, stop(), logs() }.
+ * restart), launcher (a command to run it through). Resolves to { url, dataDir, process, stop(), logs() }.
  */
-export async function startServer({ env = {}, dataDir } = {}) {
+export async function startServer({ env = {}, dataDir, launcher = [] } = {}) {
   const dir = dataDir ?? mkdtempSync(path.join(tmpdir(), "postchat-test-"));
-  const child = spawn(binary, [], {
-    env: {
-      PATH: process.env.PATH,
-      RUST_LOG: process.env.RUST_LOG ?? "warn",
-      HOST: "127.0.0.1",
-      PORT: "0",
-      DATA_DIR: dir,
-      LOCAL_AI_PACING_MS: "0",
-      // Tests send messages faster than people type; rate-limit.test.mjs turns it on.
-      RATE_LIMIT_MESSAGES_PER_MINUTE: "0",
-      RATE_LIMIT_CONNECTIONS_PER_MINUTE: "0",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  // `launcher`: a command that runs the binary (e.g. prlimit with a lower open-files limit).
+  const [command, ...args] = [...launcher, binary];
+  const child = spawn(command, args, { env: serverEnv(dir, env), stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.on("data", (d) => (output += d));
   child.stderr.on("data", (d) => (output += d));
