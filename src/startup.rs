@@ -106,7 +106,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        crate::telemetry::metrics();
+        crate::telemetry::spawn_metrics_upkeep();
         refuse_unsafe_settings(&config)?;
         let connections = connection_limits(&config)?;
         let ai = ai_service(&config);
@@ -189,7 +189,7 @@ fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
 }
 
 /// The bounds on client connections; the open-files limit is raised to its hard limit first,
-/// and `MAX_CONNECTIONS` must leave a quarter of it for everything else.
+/// and `MAX_CONNECTIONS` must leave a tenth of it (at least 64) for everything else.
 fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> {
     let fd_limit = connections::raise_fd_limit();
     let most = fd_limit.saturating_sub(connections::reserved_descriptors(fd_limit)).max(1);
@@ -198,8 +198,8 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
         Some(n) if n >= 1 && n as u64 <= most => n as u64,
         Some(n) => {
             return Err(StartupError::Setting(format!(
-                "MAX_CONNECTIONS={n}: must be 1 to {most} (the open-files limit is {fd_limit}; a \
-                 quarter is kept for the database, page fetches and the model provider)"
+                "MAX_CONNECTIONS={n}: must be 1 to {most} (the open-files limit is {fd_limit}; the \
+                 rest is kept for the database, page fetches and the model provider)"
             )))
         }
     };

@@ -34,6 +34,24 @@ impl std::fmt::Display for Untrusted<'_> {
     }
 }
 
+/// Drains the recorder's histogram samples into their buckets every five seconds while the
+/// runtime runs. The recorder keeps every sample it is given until it is drained, which only a
+/// scrape of `/metrics` or this upkeep does: without it, a server nobody scrapes grows by each
+/// answer's samples (about a hundred bytes an answer), without end.
+pub fn spawn_metrics_upkeep() {
+    let handle = metrics();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
+/// How often histogram samples are drained (the exporter's own default).
+const METRICS_UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Prometheus recorder behind `/metrics`, installed once per process. Metric names and
 /// labels (bounded sets only: never user or session ids) are listed in the README (Observability).
 pub fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {

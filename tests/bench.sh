@@ -5,8 +5,9 @@
 #     chat at each number of users (default: 10 50 100 200 500), 15 s each after 2 s of warm-up;
 #     500 users pausing $THINK ms between answers (default: 2000 1000 750 500 250: latency at a
 #     load below saturation); fanout to 100 sockets; idle at each of $IDLE connections (default:
-#     2000 8000 16000 20000; each at most the open-file limit less 100, both processes need
-#     one per connection), and at 8000 with a browser's headers.
+#     2000 8000 16000 20000; each at most the server's connection cap, the open-file limit less
+#     a tenth, less 100: both processes need one per connection), and at 8000 with a browser's
+#     headers.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ read -r -a idle <<< "${IDLE:-2000 8000 16000 20000}"
 read -r -a think <<< "${THINK:-2000 1000 750 500 250}"
 # Each connection is a file descriptor on both sides: raise the limit where allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-max_idle=$(($(ulimit -n) - 100))
+max_idle=$(($(ulimit -n) * 9 / 10 - 100))
 cargo build --release --locked --bins
 out=target/bench
 mkdir -p "$out"

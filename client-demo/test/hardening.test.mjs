@@ -137,7 +137,7 @@ test("connections that never finish their headers cannot exhaust descriptors (op
   try {
     const token = await devToken(server.url, "alice").catch(() => null);
     await sleep(500);
-    // Over the cap (three quarters of 256) connections are closed at once.
+    // Over the cap (256 less 64 kept for the rest) connections are closed at once.
     assert.ok(flood.closed() >= 400 - 192, `closed at once: ${flood.closed()}`);
     await sleep(3_000);
     assert.equal(flood.closed(), 400, "the trickling ones are closed after the header timeout");

@@ -11,6 +11,7 @@
 
 mod scenarios;
 mod sio;
+mod soak;
 mod stats;
 
 use std::process::ExitCode;
@@ -71,6 +72,23 @@ pub enum Scenario {
         #[arg(long, default_value_t = 2)]
         warmup_secs: u64,
     },
+    /// The long run: idle sockets held, users chatting with a pause between answers; the
+    /// server's memory (needs --server-pid) and answers/s sampled every interval.
+    Soak {
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        #[arg(long, default_value_t = 2000)]
+        idle: usize,
+        #[arg(long, default_value_t = 1000)]
+        think_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        #[arg(long, default_value_t = 60)]
+        sample_secs: u64,
+        /// Samples before this are left out of the comparison (caches and pools fill).
+        #[arg(long, default_value_t = 60)]
+        warmup_secs: u64,
+    },
     /// One answer stream watched by K sockets of one user.
     Fanout {
         #[arg(long, default_value_t = 100)]
@@ -95,6 +113,17 @@ async fn main() -> ExitCode {
             scenarios::chat(&cli, users, length, Duration::from_millis(think_ms)).await
         }
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
+        Scenario::Soak { users, idle, think_ms, minutes, sample_secs, warmup_secs } => {
+            let plan = soak::SoakPlan {
+                users,
+                idle,
+                think: Duration::from_millis(think_ms),
+                length: Duration::from_secs(minutes * 60),
+                sample_every: Duration::from_secs(sample_secs),
+                warmup: Duration::from_secs(warmup_secs),
+            };
+            soak::soak(&cli, plan).await
+        }
     };
     match result {
         Ok(report) => {

@@ -38,10 +38,35 @@ async fn session(http: &reqwest::Client, addr: &str, token: &str) -> Result<Stri
     session["id"].as_str().map(str::to_owned).ok_or_else(|| format!("no session: {session}"))
 }
 
-fn rss_kib(pid: u32) -> Option<f64> {
+pub fn rss_kib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Opens `connections` authenticated sockets (ten per user) held open, answering pings, until
+/// the load generator exits.
+pub async fn open_idle(cli: &Cli, connections: usize) -> Result<(), String> {
+    let users = connections.div_ceil(10).max(1);
+    let tokens: Vec<String> =
+        (0..users).map(|u| token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
+    for i in 0..connections {
+        Socket::connect(&cli.addr, &tokens[i % users]).await?.hold();
+    }
+    Ok(())
+}
+
+/// `users` users named `prefix-N`, each with a session of its own and a connected socket.
+pub async fn chat_users(cli: &Cli, users: usize, prefix: &str) -> Result<Vec<(Socket, String)>, String> {
+    let http = reqwest::Client::new();
+    let mut setups = Vec::new();
+    for u in 0..users {
+        let token = token(cli, &format!("{prefix}-{u}"))?;
+        let session_id = session(&http, &cli.addr, &token).await?;
+        let socket = Socket::connect(&cli.addr, &token).await?;
+        setups.push((socket, session_id));
+    }
+    Ok(setups)
 }
 
 pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Result<Report, String> {
@@ -94,10 +119,10 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Re
 
 /// One user's results in the chat scenario.
 #[derive(Default)]
-struct UserRun {
-    answers: u64,
+pub struct UserRun {
+    pub answers: u64,
     tokens: u64,
-    violations: u64,
+    pub violations: u64,
     ack: Latencies,
     start: Latencies,
     first_token: Latencies,
@@ -105,7 +130,12 @@ struct UserRun {
 }
 
 /// Sends one message and follows its answer to the end, checking it.
-async fn one_answer(socket: &mut Socket, session_id: &str, n: u64, run: &mut UserRun) -> Result<(), String> {
+pub async fn one_answer(
+    socket: &mut Socket,
+    session_id: &str,
+    n: u64,
+    run: &mut UserRun,
+) -> Result<(), String> {
     let sent = Instant::now();
     let ack_id = socket.emit_with_ack(
         "chat:message",
@@ -177,14 +207,7 @@ pub struct Length {
 }
 
 pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> Result<Report, String> {
-    let http = reqwest::Client::new();
-    let mut setups = Vec::new();
-    for u in 0..users {
-        let token = token(cli, &format!("chat-{u}"))?;
-        let session_id = session(&http, &cli.addr, &token).await?;
-        let socket = Socket::connect(&cli.addr, &token).await?;
-        setups.push((socket, session_id));
-    }
+    let setups = chat_users(cli, users, "chat").await?;
     let measure_from = Instant::now() + length.warmup;
     let stop_at = measure_from + length.measured;
     let mut tasks = Vec::new();
