@@ -8,9 +8,18 @@
 #     2000 8000 16000 20000; each at most the server's connection cap, the open-file limit less
 #     a tenth, less 100: both processes need one per connection), and at 8000 with a browser's
 #     headers.
+#   tests/bench.sh soak [sqlite|postgres] [minutes]
+#     the long run instead: 2,000 idle sockets and 200 users pausing 1 s between answers, at the
+#     default pacing, for 30 minutes (default), memory and answers/s sampled every minute.
+#   tests/bench.sh stored [messages]
+#     chat at 100 users on PostgreSQL, on an empty database and on one holding 1,000,000 (default)
+#     stored messages of 2,000 sessions: throughput must not depend on what is stored.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=scenarios
+case "${1:-}" in soak | stored) mode=$1; shift ;; esac
+if [ "$mode" = stored ]; then set -- postgres "${1:-1000000}"; fi
 db="${1:-sqlite}"
 shift || true
 users=("${@:-10 50 100 200 500}")
@@ -23,14 +32,16 @@ max_idle=$(($(ulimit -n) * 9 / 10 - 100))
 cargo build --release --locked --bins
 out=target/bench
 mkdir -p "$out"
-secret=bench-secret-0123456789abcdef
+secret=bench-secret-0123456789abcdef-0123456789
 port=3399
 case "$db" in sqlite | postgres) ;; *) echo "usage: $0 [sqlite|postgres] [users ...]" >&2; exit 2 ;; esac
 
 server=""
 pg_db=""
+# start_server [pacing ms]: a fresh server (and database); the offline engine at full speed
+# unless told otherwise.
 start_server() {
-  local data url
+  local data url pacing="${1:-0}"
   data=$(mktemp -d)
   if [ "$db" = postgres ]; then
     pg_db="postchat_bench_$$_$RANDOM"
@@ -41,7 +52,8 @@ start_server() {
   fi
   HOST=127.0.0.1 PORT=$port CORS_ORIGINS=http://localhost:5173 DATA_DIR="$data" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=20 \
     JWT_SECRET=$secret RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
-    MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=0 SUMMARY_EVERY=0 RUST_LOG=warn \
+    RATE_LIMIT_POSTS_PER_MINUTE=0 RATE_LIMIT_SESSIONS_PER_MINUTE=0 \
+    MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=$pacing SUMMARY_EVERY=0 RUST_LOG=warn \
     ./target/release/postchat >> "$out/server.log" 2>&1 &
   server=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return; sleep 0.2; done
@@ -60,6 +72,27 @@ stop_server() {
 }
 trap stop_server EXIT
 lg() { ./target/release/loadgen --addr "127.0.0.1:$port" --jwt-secret $secret --server-pid "$server" "$@"; }
+
+if [ "$mode" = soak ]; then
+  minutes="${1:-30}"
+  start_server 15
+  lg --json "$out/soak-$db-$minutes.json" soak --users 200 --idle 2000 --think-ms 1000 --minutes "$minutes"
+  stop_server
+  exit 0
+fi
+if [ "$mode" = stored ]; then
+  stored="$1"
+  start_server
+  lg --json "$out/chat-stored-0.json" chat --users 100 --seconds 20
+  stop_server
+  start_server
+  # Sessions of 500 finished exchanges each, as many as make $stored messages, then the
+  # statistics a running database would have (autovacuum may be off).
+  psql "postgres://postgres@127.0.0.1:5432/$pg_db" -q -v n="$stored" -f tests/bench-stored-messages.sql
+  lg --json "$out/chat-stored-$stored.json" chat --users 100 --seconds 20
+  stop_server
+  exit 0
+fi
 
 for n in "${users[@]}"; do
   start_server
