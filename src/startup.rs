@@ -419,10 +419,14 @@ async fn limit_handshakes(limit: Arc<RateLimit<IpAddr>>, req: Request, next: Nex
 
 /// CORS does not cover the websocket upgrade (nor a non-browser polling client that sends an
 /// Origin): a Socket.IO request from an origin not allowed is refused before any socket exists.
+/// A same-origin request (its `Origin` is its own `Host`'s) is always allowed: it is no other
+/// site acting through a browser.
 async fn check_origin(origins: AllowedOrigins, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/socket.io") {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
-            let allowed = origin.to_str().is_ok_and(|o| origins.allows(o));
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let allowed =
+                origin.to_str().is_ok_and(|o| origins.allows(o) || http::origin::is_same_origin(o, host));
             if !allowed {
                 return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
             }

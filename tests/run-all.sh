@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, installing what the tests need first:
 #   format and lint checks, Rust unit and integration tests (the store suite on SQLite and on
-#   PostgreSQL), and the Node end-to-end tests against the real server binary.
+#   PostgreSQL), and the Node end-to-end tests against the real server binary (with the Node,
+#   Python and browser clients: npm packages, a Python virtualenv and Chromium are installed).
 # PostgreSQL is expected on 127.0.0.1:5432 (TEST_POSTGRES_URL to change it); each test makes
 # its own database. With CI=true an unreachable PostgreSQL fails the run instead of skipping.
 set -euo pipefail
@@ -32,6 +33,16 @@ fi
 step "Node packages (client-demo)"
 if [ ! -d client-demo/node_modules ] || [ client-demo/package-lock.json -nt client-demo/node_modules/.package-lock.json ]; then
   (cd client-demo && npm ci --no-audit --no-fund)
+else
+  echo "up to date"
+fi
+
+step "Python clients (target/pyenv: python-socketio)"
+if [ ! -x target/pyenv/bin/python ] || [ client-demo/test/python/requirements.txt -nt target/pyenv/bin/python ]; then
+  mkdir -p target
+  python3 -m venv target/pyenv
+  target/pyenv/bin/python -m pip install -q -r client-demo/test/python/requirements.txt
+  touch target/pyenv/bin/python
 else
   echo "up to date"
 fi

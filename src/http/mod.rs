@@ -7,6 +7,7 @@ mod demo_page;
 mod dev;
 mod error;
 mod health;
+pub mod origin;
 mod posts;
 mod preferences;
 pub mod request_id;
