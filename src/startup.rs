@@ -106,12 +106,13 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        crate::telemetry::spawn_metrics_upkeep();
+        // Every setting is checked before the database is touched.
         refuse_unsafe_settings(&config)?;
+        let keys = Arc::new(jwt_keys(&config)?);
         let connections = connection_limits(&config)?;
+        crate::telemetry::spawn_metrics_upkeep();
         let ai = ai_service(&config);
         let store = open_store(&config).await?;
-        let keys = Arc::new(jwt_keys(&config)?);
         let cache = SessionCache::new(
             config.session_cache_capacity,
             Duration::from_secs(config.session_cache_ttl_secs),

@@ -14,7 +14,6 @@ use tokio::sync::Semaphore;
 use tracing::info;
 
 pub use address_policy::AddressPolicy;
-pub use readable::MAX_DEPTH;
 
 use crate::domain::PostExpanded;
 use crate::telemetry::Untrusted;
