@@ -83,7 +83,7 @@ pub struct Config {
     pub port: u16,
     /// Most client connections open at once (websockets included); past it new connections are
     /// closed at once. Unset: the open-files limit (raised to its hard limit at start) less a
-    /// tenth of it (at least 64), kept for the database, page fetches and the model provider.
+    /// twentieth of it (at least 64), kept for the database, page fetches and the model provider.
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Longest wait for a request's headers, and for the next request on a kept-alive

@@ -190,7 +190,7 @@ fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
 }
 
 /// The bounds on client connections; the open-files limit is raised to its hard limit first,
-/// and `MAX_CONNECTIONS` must leave a tenth of it (at least 64) for everything else.
+/// and `MAX_CONNECTIONS` must leave a twentieth of it (at least 64) for everything else.
 fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> {
     let fd_limit = connections::raise_fd_limit();
     let most = fd_limit.saturating_sub(connections::reserved_descriptors(fd_limit)).max(1);

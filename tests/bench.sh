@@ -6,7 +6,7 @@
 #     500 users pausing $THINK ms between answers (default: 2000 1000 750 500 250: latency at a
 #     load below saturation); fanout to 100 sockets; idle at each of $IDLE connections (default:
 #     2000 8000 16000 20000; each at most the server's connection cap, the open-file limit less
-#     a tenth, less 100: both processes need one per connection), and at 8000 with a browser's
+#     a twentieth, less 100: both processes need one per connection), and at 8000 with a browser's
 #     headers.
 #   tests/bench.sh soak [sqlite|postgres] [minutes]
 #     the long run instead: 2,000 idle sockets and 200 users pausing 1 s between answers, at the
@@ -28,7 +28,7 @@ read -r -a idle <<< "${IDLE:-2000 8000 16000 20000}"
 read -r -a think <<< "${THINK:-2000 1000 750 500 250}"
 # Each connection is a file descriptor on both sides: raise the limit where allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-max_idle=$(($(ulimit -n) * 9 / 10 - 100))
+max_idle=$(($(ulimit -n) * 19 / 20 - 100))
 cargo build --release --locked --bins
 out=target/bench
 mkdir -p "$out"

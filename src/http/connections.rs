@@ -24,9 +24,9 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 /// Descriptors kept free for everything but client connections (the database pool, page
-/// fetches, the model provider, files): a tenth of the limit, at least 64.
+/// fetches, the model provider, files): a twentieth of the limit, at least 64.
 pub fn reserved_descriptors(limit: u64) -> u64 {
-    (limit / 10).max(64).min(limit / 2)
+    (limit / 20).max(64).min(limit / 2)
 }
 
 /// Raises the soft limit on open files to the hard limit; returns the limit now in force.
