@@ -4,7 +4,8 @@
 //! # Layout
 //! The modules follow a message through the server:
 //! - [`socket`]: Socket.IO connections, the handshake, one handler per event, delivery to rooms.
-//! - [`http`]: the REST API (posts, sessions, messages, preferences, health).
+//! - [`http`]: the REST API (posts, sessions, messages, preferences, health) and the bounded
+//!   accept loop every connection comes through (`http::connections`).
 //! - [`middleware`]: checks before the chat layer (JWT auth); payload validation is the
 //!   [`domain`] types' `parse`.
 //! - [`chat`]: the controller (one exchange from acceptance to its terminal event, stop, join),
