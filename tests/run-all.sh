@@ -40,7 +40,11 @@ fi
 step "Python clients (target/pyenv: python-socketio)"
 if [ ! -x target/pyenv/bin/python ] || [ client-demo/test/python/requirements.txt -nt target/pyenv/bin/python ]; then
   mkdir -p target
-  python3 -m venv target/pyenv
+  if ! python3 -m venv target/pyenv && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    # Debian's python3 keeps venv in a package of its own.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/pyenv
+  fi
   target/pyenv/bin/python -m pip install -q -r client-demo/test/python/requirements.txt
   touch target/pyenv/bin/python
 else
