@@ -39,6 +39,8 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
   if (!browser) return t.skip("no Chromium here");
   const page = await browser.newPage();
   page.on("pageerror", (err) => assert.fail(`page error: ${err.message}`));
+  const consoleErrors = [];
+  page.on("console", (msg) => msg.type() === "error" && consoleErrors.push(msg.text()));
   await page.goto(server.url);
 
   // Sign in (dev mode) and create a session for a post with its text.
@@ -50,10 +52,18 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
   await page.fill("#post-text", samplePost.content);
   await page.click("#new-session button[type=submit]");
   await page.waitForSelector("#question:not([disabled])");
+  // Untitled until its first exchange: the session goes by its post's title.
+  await page.waitForSelector(`#sessions li:text('${samplePost.title}')`);
+
+  // Shift+Enter breaks the line; Enter sends.
+  await page.fill("#question", "first line");
+  await page.press("#question", "Shift+Enter");
+  assert.equal(await page.inputValue("#question"), "first line\n");
+  assert.equal(await page.locator("li.user").count(), 0, "nothing sent");
 
   // An answer streams: text appears while Stop is still enabled, then it ends.
   await page.fill("#question", longQuestion);
-  await page.click("#send");
+  await page.press("#question", "Enter");
   await page.waitForSelector("li.assistant.streaming");
   await page.waitForFunction(() => document.querySelector("li.assistant.streaming .text")?.textContent.length > 0);
   const partial = await assistantText(page);
@@ -92,6 +102,7 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
   await page.waitForFunction(() => document.querySelector("li.assistant.streaming .text")?.textContent.length > 10);
   await page.reload();
   await page.waitForSelector("li.assistant.streaming", { timeout: 10_000 });
+  assert.equal(await page.inputValue("#user"), "alice", "after a reload the page says who is signed in");
   await page.waitForSelector("li.assistant.streaming", { state: "detached", timeout: 20_000 });
   const resumed = await assistantText(page);
   const token = await devToken(server.url, "alice");
@@ -103,6 +114,7 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
 
   // The session got its title from the first exchange.
   assert.match(await page.textContent("#session-title"), /How does Rust keep idle connections cheap/);
+  assert.deepEqual(consoleErrors, [], "no error in the console (no favicon 404)");
 
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: path.join(artifacts, "demo-page.png"), fullPage: true });

@@ -175,9 +175,21 @@ function connect() {
   });
 }
 
+/** The user a JWT speaks for (its `sub`), or null when it cannot be read. */
+function tokenUser(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).sub ?? null;
+  } catch {
+    return null;
+  }
+}
+
 async function signedIn(token) {
   state.token = token;
   persist();
+  // After a reload too, the user field says who is signed in.
+  $("user").value = tokenUser(token) ?? $("user").value;
   showError(null);
   $("status").textContent = "connecting…";
   connect();
@@ -192,7 +204,9 @@ async function loadSessions() {
   list.replaceChildren();
   for (const s of sessions) {
     const li = document.createElement("li");
-    li.textContent = s.title || "Untitled session";
+    // Until its first exchange names it, a session goes by its post's title.
+    li.textContent = s.title || "…";
+    if (!s.title) api("GET", `/api/posts/${s.postId}`).then((post) => (li.textContent = post.title), () => (li.textContent = "Untitled session"));
     li.dataset.sessionId = s.id;
     li.classList.toggle("active", s.id === state.sessionId);
     li.onclick = () => openSession(s.id);
@@ -299,6 +313,13 @@ $("composer").onsubmit = async (e) => {
   $("question").value = "";
   if (!state.answer || state.answer.messageId !== ack.messageId) startAnswer(ack.messageId);
 };
+// Enter sends; Shift+Enter breaks the line (and an IME's Enter completes its word).
+$("question").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
 $("stop").onclick = () => state.socket.emit("chat:stop", { sessionId: state.sessionId });
 $("preferences").onsubmit = async (e) => {
   e.preventDefault();
