@@ -82,10 +82,15 @@ mod tests {
 
     #[test]
     fn of_the_extensions_only_the_upgrade_is_kept() {
+        // An upgrade handle as hyper makes one (here one that never upgrades).
+        let upgrade = hyper::upgrade::on(&mut axum::http::Request::new(()));
         let mut extensions = Extensions::new();
         extensions.insert(OriginalUri(Uri::from_static("/socket.io/?EIO=4")));
         extensions.insert(42u32);
+        extensions.insert(upgrade);
         let kept = kept_extensions(&mut extensions);
-        assert!(kept.is_empty());
+        assert!(kept.get::<OnUpgrade>().is_some(), "the upgrade handle is kept");
+        assert_eq!(kept.len(), 1, "and nothing else");
+        assert!(kept_extensions(&mut Extensions::new()).is_empty());
     }
 }
