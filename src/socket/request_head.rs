@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn of_the_extensions_only_the_upgrade_is_kept() {
         // An upgrade handle as hyper makes one (here one that never upgrades).
-        let upgrade = hyper::upgrade::on(&mut axum::http::Request::new(()));
+        let upgrade = hyper::upgrade::on(axum::http::Request::new(()));
         let mut extensions = Extensions::new();
         extensions.insert(OriginalUri(Uri::from_static("/socket.io/?EIO=4")));
         extensions.insert(42u32);
