@@ -132,9 +132,10 @@ impl Application {
             http::router(http_state, config.max_payload_bytes).layer(socket_layer),
             &config,
         );
-        let demo_token = match config.dev_mode() {
-            true => Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?),
-            false => None,
+        let demo_token = if config.dev_mode() {
+            Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)
+        } else {
+            None
         };
         let listener = TcpListener::bind(config.listen_addr()?).await?;
         Ok(Self {

@@ -65,6 +65,7 @@ impl Scan {
         let mut tokenizer = Tokenizer::new(Scan::default(), Default::default());
         let mut input = BufferQueue::new();
         input.push_back(StrTendril::from(html));
+        // Always `Done`: the sink never hands a script back to run.
         let _ = tokenizer.feed(&mut input);
         tokenizer.end();
         tokenizer.sink

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
+use tracing::warn;
 
 use super::events::{self, ErrorPayload};
 use crate::chat::ChatError;
@@ -55,9 +56,12 @@ impl TokenExpiries {
                 for sid in expiries.take_expired(now_secs()) {
                     if let Some(socket) = io.get_socket(sid) {
                         let payload = ErrorPayload::new(&ChatError::Unauthorized, None, None);
-                        // Best effort: the disconnect below is what matters.
-                        let _ = socket.emit(events::CHAT_ERROR, &payload);
-                        let _ = socket.disconnect();
+                        if let Err(e) = socket.emit(events::CHAT_ERROR, &payload) {
+                            warn!(%sid, error = %e, "chat:error not sent to a socket whose token expired");
+                        }
+                        if let Err(e) = socket.disconnect() {
+                            warn!(%sid, error = %e, "could not disconnect a socket whose token expired");
+                        }
                     }
                 }
             }

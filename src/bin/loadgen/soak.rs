@@ -87,11 +87,11 @@ async fn sample(cli: &Cli, plan: &SoakPlan, answers: &AtomicU64) -> Vec<Sample> 
 fn report(plan: &SoakPlan, samples: &[Sample], answers: u64, violations: u64) -> Report {
     let measured: Vec<&Sample> = samples.iter().filter(|s| s.at > plan.warmup).collect();
     let five_minutes = (300.0 / plan.sample_every.as_secs_f64()).round() as usize;
-    let window = five_minutes.min(measured.len() / 5).max(1).min(measured.len().max(1));
+    let window = five_minutes.min(measured.len() / 5).max(1).min(measured.len());
     let mean =
         |part: &[&Sample]| part.iter().map(|s| s.answers_per_sec).sum::<f64>() / part.len().max(1) as f64;
-    let first = mean(&measured[..window.min(measured.len())]);
-    let last = mean(&measured[measured.len().saturating_sub(window)..]);
+    let first = mean(&measured[..window]);
+    let last = mean(&measured[measured.len() - window..]);
     let rss_start = measured.first().map_or(0.0, |s| s.rss_mib);
     let rss_end = measured.last().map_or(0.0, |s| s.rss_mib);
     let percent = |from: f64, to: f64| if from > 0.0 { (to - from) / from * 100.0 } else { 0.0 };
