@@ -156,6 +156,15 @@ pub struct Config {
     /// most relevant to the question.
     #[arg(long, env = "POST_TOKEN_BUDGET", default_value_t = 6_000)]
     pub post_token_budget: usize,
+    /// Most tokens an answer (or a post) may take; sent as `max_tokens`. An answer cut there is
+    /// stored complete and marked `cut`.
+    #[arg(long, env = "ANSWER_MAX_TOKENS", default_value_t = 1_024)]
+    pub answer_max_tokens: u32,
+    /// The model's context window in tokens; every prompt is built to fit it with room for the
+    /// answer. Unset: 128000 for `openai`, 4096 for `ollama` (its default `num_ctx`), 128000 for
+    /// `local`.
+    #[arg(long, env = "MODEL_CONTEXT_TOKENS")]
+    pub model_context_tokens: Option<u32>,
     /// How long the intent classifier (real providers only) may take before the rules decide (ms).
     #[arg(long, env = "INTENT_TIMEOUT_MS", default_value_t = 3_000)]
     pub intent_timeout_ms: u64,
@@ -358,6 +367,26 @@ impl Config {
         (self.jwt_max_lifetime_secs > 0).then_some(self.jwt_max_lifetime_secs)
     }
 
+    /// The model's window and the answer's room in it; refused when the answer would leave the
+    /// prompt less than half the window.
+    pub fn context_window(&self) -> Result<crate::ai::ContextWindow, String> {
+        let context_tokens = self.model_context_tokens.unwrap_or(match self.ai_provider {
+            AiProvider::Ollama => 4_096,
+            AiProvider::Openai | AiProvider::Local => 128_000,
+        });
+        if !(512..=10_000_000).contains(&context_tokens) {
+            return Err(format!("MODEL_CONTEXT_TOKENS={context_tokens}: must be 512 to 10000000"));
+        }
+        if self.answer_max_tokens < 16 || self.answer_max_tokens > context_tokens / 2 {
+            return Err(format!(
+                "ANSWER_MAX_TOKENS={}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
+                self.answer_max_tokens,
+                context_tokens / 2
+            ));
+        }
+        Ok(crate::ai::ContextWindow { context_tokens, answer_tokens: self.answer_max_tokens })
+    }
+
     pub fn local_ai_pacing(&self) -> Duration {
         Duration::from_millis(self.local_ai_pacing_ms)
     }
@@ -402,6 +431,20 @@ mod tests {
         assert_eq!(parse(&["--max-answers-generating", "3"]).answers_generating(), Some(3));
         let off = ["--local-ai-pacing-ms", "0", "--max-answers-generating", "0"];
         assert_eq!(parse(&off).answers_generating(), None, "0 turns the bound off");
+    }
+
+    #[test]
+    fn the_context_window_has_a_default_per_provider_and_refuses_what_cannot_work() {
+        let window = |args: &[&str]| parse(args).context_window();
+        assert_eq!(window(&[]).unwrap().context_tokens, 128_000);
+        assert_eq!(window(&["--ai-provider", "ollama"]).unwrap().context_tokens, 4_096);
+        assert_eq!(window(&[]).unwrap().answer_tokens, 1_024);
+        let small = window(&["--model-context-tokens", "1024", "--answer-max-tokens", "1000"]).unwrap_err();
+        assert!(small.starts_with("ANSWER_MAX_TOKENS=1000"), "{small}");
+        assert!(window(&["--model-context-tokens", "100"])
+            .unwrap_err()
+            .starts_with("MODEL_CONTEXT_TOKENS=100"));
+        assert!(window(&["--answer-max-tokens", "0"]).is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Application {
         let keys = Arc::new(jwt_keys(&config)?);
         let connections = connection_limits(&config)?;
         crate::telemetry::spawn_metrics_upkeep();
-        let ai = ai_service(&config);
+        let ai = ai_service(&config)?;
         let store = open_store(&config).await?;
         let cache = SessionCache::new(
             config.session_cache_capacity,
@@ -218,17 +218,27 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
     })
 }
 
-fn ai_service(config: &Config) -> AiService {
+fn ai_service(config: &Config) -> Result<AiService, StartupError> {
+    let window = config.context_window().map_err(StartupError::Setting)?;
     let ai_settings = AiSettings {
         post_token_budget: config.post_token_budget,
+        window,
         intent_timeout: Duration::from_millis(config.intent_timeout_ms),
+        first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
+        token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
     };
     let ai = match config.ai_endpoint() {
         None => AiService::local(config.local_ai_pacing(), ai_settings),
         Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
     };
-    info!(provider = ?config.ai_provider, model = ai.model(), "AI service ready");
-    ai
+    info!(
+        provider = ?config.ai_provider,
+        model = ai.model(),
+        context_tokens = window.context_tokens,
+        answer_max_tokens = window.answer_tokens,
+        "AI service ready"
+    );
+    Ok(ai)
 }
 
 /// The store, migrated, with the answers a crash left `streaming` marked `interrupted`.
@@ -258,8 +268,6 @@ fn chat_controller(
     };
     let settings = ChatSettings {
         answer_timeout: Duration::from_secs(config.answer_timeout_secs),
-        first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
-        token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
         summary_every: config.summary_every,
         join_history: config.join_history_messages,
         watch_grace: Duration::from_secs(config.watch_grace_secs),

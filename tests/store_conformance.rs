@@ -60,6 +60,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
                 posts: &posts,
                 status: MessageStatus::Complete,
                 usage: Some(TokenUsage::reported(120, 7)),
+                cut: true,
             },
         )
         .await
@@ -69,6 +70,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(done.ai_response, "Answer.");
     assert_eq!(done.posts, posts);
     assert_eq!(done.usage, Some(TokenUsage::reported(120, 7)));
+    assert!(done.cut, "an answer cut at ANSWER_MAX_TOKENS is marked");
     assert_eq!(done.user_message, "What? {x}");
     assert_eq!(done.client_message_id.as_ref().map(|c| c.as_str()), Some("k1"));
 }
@@ -114,7 +116,13 @@ async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
     store
         .finish_message(
             done.id,
-            FinishedAnswer { ai_response: "x", posts: &[], status: MessageStatus::Complete, usage: None },
+            FinishedAnswer {
+                ai_response: "x",
+                posts: &[],
+                status: MessageStatus::Complete,
+                usage: None,
+                cut: false,
+            },
         )
         .await
         .unwrap();
@@ -162,7 +170,13 @@ async fn tokens_used_today_add_up_per_user(store: Arc<dyn Store>) {
         store
             .finish_message(
                 m.id,
-                FinishedAnswer { ai_response: "a", posts: &[], status: MessageStatus::Complete, usage },
+                FinishedAnswer {
+                    ai_response: "a",
+                    posts: &[],
+                    status: MessageStatus::Complete,
+                    usage,
+                    cut: false,
+                },
             )
             .await
             .unwrap();
@@ -211,6 +225,7 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
                 posts: &[],
                 status: MessageStatus::Complete,
                 usage: Some(TokenUsage::reported(10, 2)),
+                cut: true,
             },
         ),
         (
@@ -220,6 +235,7 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
                 posts: &posts,
                 status: MessageStatus::Stopped,
                 usage: None,
+                cut: false,
             },
         ),
     ];
@@ -229,9 +245,13 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
     assert_eq!(in_a[1].ai_response, "Answer {y}.");
     assert_eq!(in_a[1].status, MessageStatus::Complete);
     assert_eq!(in_a[1].usage, Some(TokenUsage::reported(10, 2)));
+    assert!(in_a[1].cut);
     let in_b = store.recent_messages(b.id, 10, None).await.unwrap();
     let three = in_b.iter().find(|m| m.id == batch[3].id).unwrap();
-    assert_eq!((three.status, three.posts.clone(), three.usage), (MessageStatus::Stopped, posts, None));
+    assert_eq!(
+        (three.status, three.posts.clone(), three.usage, three.cut),
+        (MessageStatus::Stopped, posts, None, false)
+    );
     let two = in_b.iter().find(|m| m.id == batch[2].id).unwrap();
     assert_eq!(two.status, MessageStatus::Streaming, "not in the finished batch: untouched");
 }
@@ -247,8 +267,13 @@ async fn recent_exchanges_of_several_sessions_come_in_one_statement(store: Arc<d
         let message = new_message(b.id, &format!("b{n}"), None);
         store.insert_message(&message).await.unwrap();
         let answer = format!("answer {n}");
-        let finished =
-            FinishedAnswer { ai_response: &answer, posts: &[], status: MessageStatus::Complete, usage: None };
+        let finished = FinishedAnswer {
+            ai_response: &answer,
+            posts: &[],
+            status: MessageStatus::Complete,
+            usage: None,
+            cut: false,
+        };
         store.finish_message(message.id, finished).await.unwrap();
     }
     let rows = store.recent_exchanges(&[a.id, b.id, c.id], 3).await.unwrap();
@@ -294,6 +319,7 @@ async fn gathered_writes_give_each_answer_its_own_outcome(store: Arc<dyn Store>)
                     posts: &[],
                     status: MessageStatus::Complete,
                     usage: None,
+                    cut: false,
                 };
                 writes.finish(message.id, end).await.unwrap();
             }

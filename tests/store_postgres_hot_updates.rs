@@ -41,6 +41,7 @@ async fn finishing_an_answer_updates_its_row_in_place() {
                     posts: &[],
                     status: MessageStatus::Complete,
                     usage: None,
+                    cut: false,
                 };
                 (m.id, answer)
             })

@@ -96,6 +96,7 @@ async fn postgres_a_batched_statement_waiting_for_a_lock_holds_back_no_other() {
                 posts: &[],
                 status: postchat::domain::MessageStatus::Complete,
                 usage: None,
+                cut: false,
             };
             batched.finish(blocked.id, end).await
         }

@@ -63,7 +63,7 @@ export function collectAnswer(socket, { onToken } = {}) {
   let messageId = null;
   let done;
   const finished = new Promise((resolve) => (done = resolve));
-  const names = ["chat:stream:start", "chat:stream:token", ...TERMINAL];
+  const names = ["chat:stream:start", "chat:stream:token", "chat:stream:status", ...TERMINAL];
   const handlers = names.map((name) => {
     const handler = (payload) => {
       if (messageId && payload.messageId && payload.messageId !== messageId) return;

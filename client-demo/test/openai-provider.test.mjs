@@ -1,5 +1,6 @@
-// AI_PROVIDER=openai against a fake OpenAI-compatible server speaking real SSE: what the socket
-// client receives and what is stored, for a normal stream and for each way a provider fails.
+// AI_PROVIDER=openai against a fake OpenAI-compatible server that behaves like the real ones
+// (helpers/fake-openai.mjs): what the socket client receives and what is stored, for a normal
+// stream and for each way a provider fails, is busy, or is smaller than hoped.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { api, ask, connect, createSession, devToken, request } from "../lib/client.mjs";
@@ -46,9 +47,10 @@ test("a normal stream is forwarded token by token, empty chunks skipped, and sto
   assert.equal(result.terminal.payload.content, "Hello from the model.");
   assert.equal(result.stored.status, "complete");
   assert.equal(result.stored.aiResponse, "Hello from the model.");
-  const sent = fake.requests.at(-1).body;
+  const sent = fake.requests.findLast((r) => r.kind === "answer").body;
   assert.equal(sent.model, "fake-model");
   assert.equal(sent.stream, true);
+  assert.equal(sent.max_tokens, 1024, "ANSWER_MAX_TOKENS is sent");
   assert.equal(sent.messages[0].role, "system");
   assert.match(sent.messages[0].content, /untrusted/);
   assert.match(sent.messages[0].content, /Tokio schedules tasks/);
@@ -64,10 +66,36 @@ test("a slow stream arrives in order with every token", async () => {
   assert.equal(result.stored.status, "complete");
 });
 
-test("a 429 passes on the wait the provider names as retryAfterMs", async () => {
+test("a 429 is asked again after its Retry-After, each wait told to the room, then its wait is retryAfterMs", async () => {
+  const before = fake.requests.length;
   const result = await askIn("trigger status-429");
+  assertOneTerminal(result);
   assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
-  assert.equal(result.terminal.payload.retryAfterMs, 2000);
+  assert.equal(result.terminal.payload.retryAfterMs, 1000, "the Retry-After header, not a guess");
+  const waits = result.events.filter((e) => e.name === "chat:stream:status");
+  assert.equal(waits.length, 3, "three waits, each told");
+  for (const w of waits) {
+    assert.deepEqual(w.payload, { sessionId: result.terminal.payload.sessionId, messageId: result.ack.messageId, state: "waiting", retryAfterMs: 1000 });
+  }
+  assert.equal(fake.requests.slice(before).filter((r) => r.kind === "answer").length, 4, "asked once and again three times");
+});
+
+test("a provider busy for longer than FIRST_TOKEN_TIMEOUT_SECS is not waited for: AI_UNAVAILABLE with its wait", async () => {
+  const started = Date.now();
+  const result = await askIn("trigger busy-long");
+  assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
+  assert.equal(result.terminal.payload.retryAfterMs, 60000);
+  assert.equal(result.events.filter((e) => e.name === "chat:stream:status").length, 0);
+  assert.ok(Date.now() - started < 4000, "no silent wait");
+});
+
+test("a provider busy once: the wait is told, then the answer streams", async () => {
+  const result = await askIn("trigger busy-once");
+  assert.equal(result.terminal.name, "chat:stream:end");
+  const names = result.events.map((e) => e.name);
+  assert.ok(names.indexOf("chat:stream:status") < names.indexOf("chat:stream:token"), names.join());
+  assert.equal(result.terminal.payload.content, "Hello from the model.");
+  assert.equal(result.stored.status, "complete");
 });
 
 for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500", "AI_UNAVAILABLE"]]) {
@@ -81,7 +109,7 @@ for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500",
     assert.equal(result.terminal.payload.messageId, result.ack.messageId);
     assert.doesNotMatch(result.terminal.payload.message, /exploded|slow down/, "provider bodies are not shown");
     assert.equal(result.stored.status, "error");
-    assert.ok(fake.requests.length - before >= 2, "the client retried before giving up");
+    assert.ok(fake.requests.length - before >= 2, "asked again before giving up");
   });
 }
 
@@ -104,29 +132,59 @@ test("a malformed chunk ends with AI_ERROR and keeps the tokens before it", asyn
   assert.equal(result.stored.aiResponse, result.tokens.map((t) => t.token).join(""));
 });
 
-test("a 200 that is not SSE is an error, not an empty answer", async () => {
+test("a 200 that is a whole completion instead of a stream is read as one answer, not an empty one", async () => {
   const result = await askIn("reply not-sse");
   assertOneTerminal(result);
-  assert.equal(result.terminal.payload.code, "AI_ERROR");
-  assert.equal(result.tokens.length, 0);
-  assert.equal(result.stored.status, "error");
+  assert.equal(result.terminal.name, "chat:stream:end");
+  assert.equal(result.terminal.payload.content, "not a stream");
+  assert.equal(result.stored.status, "complete");
 });
 
-test("social posts from the model are fitted to their limits, with the preferences in the prompt", async () => {
+test("an empty completion is asked for once more", async () => {
+  const result = await askIn("answer empty-once");
+  assert.equal(result.terminal.name, "chat:stream:end");
+  assert.equal(result.terminal.payload.content, "Hello from the model.");
+  const always = await askIn("answer empty-always");
+  assert.equal(always.terminal.payload.code, "AI_ERROR");
+  assert.equal(always.stored.status, "error");
+});
+
+test("an answer stopped at ANSWER_MAX_TOKENS is stored complete and marked cut", async () => {
+  const result = await askIn("give me a long-answer");
+  assert.equal(result.terminal.name, "chat:stream:end");
+  assert.equal(result.terminal.payload.cut, true);
+  assert.equal(result.stored.status, "complete");
+  assert.equal(result.stored.cut, true);
+  const normal = await askIn("What does Tokio do?");
+  assert.equal(normal.terminal.payload.cut, undefined);
+  assert.equal(normal.stored.cut, undefined);
+});
+
+test("social posts stream as they are written, then come fitted to their limits, with the preferences in the prompt", async () => {
   await api(server.url, token, "PUT", "/api/preferences", { voice: "wry and warm", style: "storytelling", platforms: ["twitter", "bluesky"], hashtags: true, emoji: false });
+  const before = fake.requests.length;
   const result = await askIn("Write social posts about this");
   assertOneTerminal(result);
   assert.equal(result.terminal.name, "chat:social:generated");
-  const { posts } = result.terminal.payload;
+  const { posts, content } = result.terminal.payload;
   assert.deepEqual(posts.map((p) => p.platform), ["twitter", "bluesky"]);
+  assert.ok(result.tokens.length > 10, "the posts streamed");
+  assert.equal(result.tokens.map((t) => t.token).join(""), content, "content is the text streamed");
+  assert.match(content, /^X \(Twitter\):\nA twitter post about the article\./);
+  assert.match(content, /\n\nBluesky:\nA bluesky post about the article\./);
+  assert.doesNotMatch(content, /[{}"]/, "no JSON is shown");
   assert.ok(posts[0].characterCount <= 280, "the over-long tweet was shortened");
-  assert.equal(posts[0].content, "Short twitter post.", "regenerated once with the overflow named");
-  const retry = fake.requests.at(-1).body.messages.at(-1).content;
-  assert.match(retry, /twitter post counts \d+ of its 280 limit/);
+  assert.equal(posts[0].content, "Short twitter post.", "rewritten once within its limit");
+  const asked = fake.requests.slice(before);
+  const shorten = asked.find((r) => r.kind === "shorten");
+  assert.match(shorten.body.messages.at(-1).content, /counts \d+ characters; its limit is 280/);
   assert.equal(result.stored.usage.estimated, false);
-  assert.equal(result.stored.usage.promptTokens, 240, "both calls are counted");
+  assert.equal(result.stored.usage.promptTokens, 200, "both calls are counted");
   assert.deepEqual(posts[0].hashtags, ["#rust", "#chat"]);
-  const system = fake.requests.at(-2).body.messages[0].content;
+  const postsRequest = asked.find((r) => r.kind === "posts");
+  assert.equal(postsRequest.body.stream, true);
+  assert.equal(postsRequest.body.response_format.type, "json_object");
+  const system = postsRequest.body.messages[0].content;
   assert.match(system, /wry and warm/);
   assert.match(system, /storytelling/);
   assert.match(system, /twitter \(limit 280\)/);
@@ -168,14 +226,32 @@ test("a provider that refuses connections gives AI_UNAVAILABLE", async () => {
   }
 });
 
-test("unreadable posts are asked for again, never shown raw", async () => {
+test("posts that do not come back as JSON are asked for one platform at a time as plain text, streamed, never shown raw", async () => {
+  await api(server.url, token, "PUT", "/api/preferences", { voice: "plain", style: "short", platforms: ["linkedin", "mastodon"], hashtags: true, emoji: false });
   const before = fake.requests.length;
   const result = await askIn("Write social posts about this posts-garbage");
   assert.equal(result.terminal.name, "chat:social:generated");
-  assert.doesNotMatch(result.terminal.payload.content, /lovely posts/);
-  assert.ok(result.terminal.payload.posts.length > 0);
-  const asks = fake.requests.slice(before).map((r) => r.body.messages.at(-1).content);
-  assert.ok(asks.some((a) => /not the JSON asked for/.test(a)), JSON.stringify(asks));
+  const { posts, content } = result.terminal.payload;
+  assert.doesNotMatch(content, /lovely posts/);
+  assert.deepEqual(posts.map((p) => [p.platform, p.content, p.hashtags]), [
+    ["linkedin", "Plain linkedin post about Tokio. #rust", ["#rust"]],
+    ["mastodon", "Plain mastodon post about Tokio. #rust", ["#rust"]],
+  ]);
+  assert.equal(content, "LinkedIn:\nHere is your post:\nPlain linkedin post about Tokio. #rust\n\nMastodon:\nHere is your post:\nPlain mastodon post about Tokio. #rust");
+  assert.equal(result.tokens.map((t) => t.token).join(""), content);
+  const plain = fake.requests.slice(before).filter((r) => r.kind === "post");
+  assert.equal(plain.length, 2, "one request per platform");
+  assert.ok(plain.every((r) => r.body.stream === true && !r.body.response_format));
+  assert.equal(result.stored.status, "complete");
+});
+
+test("platforms the model left out of its JSON are asked for as plain text", async () => {
+  await api(server.url, token, "PUT", "/api/preferences", { voice: "plain", style: "short", platforms: ["linkedin", "mastodon"], hashtags: true, emoji: false });
+  const before = fake.requests.length;
+  const result = await askIn("Write social posts about this posts-partial");
+  assert.deepEqual(result.terminal.payload.posts.map((p) => p.platform), ["linkedin", "mastodon"]);
+  assert.match(result.terminal.payload.posts[1].content, /^Plain mastodon post/);
+  assert.deepEqual(fake.requests.slice(before).filter((r) => r.kind === "post").length, 1);
 });
 
 test("a message the rules are unsure of goes to the classifier, which can make it a request for posts", async () => {

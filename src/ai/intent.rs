@@ -227,6 +227,27 @@ pub struct ClassifierReply {
     pub platforms: Vec<Platform>,
 }
 
+/// The classifier's decision, from its reply: the JSON asked for (in a fence or with prose
+/// around it), or, from an endpoint that takes no response format, a plain reply naming a label.
+pub fn read_classifier_reply(reply: &str) -> Option<IntentRequest> {
+    let json = reply.find('{').zip(reply.rfind('}')).filter(|(a, b)| a < b).map(|(a, b)| &reply[a..=b]);
+    let parsed = json.and_then(|j| serde_json::from_str::<ClassifierReply>(j).ok());
+    let (intent, platforms) = match parsed {
+        Some(reply) => (reply.intent, reply.platforms),
+        None => {
+            let lower = reply.to_lowercase();
+            let intent = match (lower.contains("social_post"), lower.contains("question")) {
+                (true, false) => IntentType::SocialPost,
+                (false, true) => IntentType::Question,
+                _ => return None,
+            };
+            (intent, named_platforms(&format!(" {lower} ")))
+        }
+    };
+    let platforms = if intent == IntentType::SocialPost { platforms } else { Vec::new() };
+    Some(IntentRequest { intent, platforms, confident: true })
+}
+
 /// The JSON schema the classifier must answer with.
 pub fn classifier_schema() -> serde_json::Value {
     serde_json::json!({
@@ -280,6 +301,18 @@ mod tests {
         assert_eq!(req.intent, IntentType::Question);
         assert!(req.platforms.is_empty());
         assert!(!req.confident);
+    }
+
+    #[test]
+    fn classifier_replies_are_read_as_json_or_as_a_named_label() {
+        let json =
+            read_classifier_reply(r#"Sure: {"intent":"social_post","platforms":["bluesky"]}"#).unwrap();
+        assert_eq!((json.intent, json.platforms), (IntentType::SocialPost, vec![Platform::Bluesky]));
+        let plain = read_classifier_reply("social_post (for LinkedIn)").unwrap();
+        assert_eq!((plain.intent, plain.platforms), (IntentType::SocialPost, vec![Platform::Linkedin]));
+        assert_eq!(read_classifier_reply("question").unwrap().intent, IntentType::Question);
+        assert!(read_classifier_reply("I think it is a question or a social_post").is_none());
+        assert!(read_classifier_reply("no idea").is_none());
     }
 
     #[test]

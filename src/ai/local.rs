@@ -27,15 +27,18 @@ use crate::domain::Platform;
 #[derive(Debug, Clone)]
 pub struct LocalEngine {
     pacing: Duration,
+    /// Most words an answer streams (`ANSWER_MAX_TOKENS`; the engine counts words as tokens).
+    max_words: usize,
 }
 
 impl LocalEngine {
     pub const MODEL_NAME: &'static str = "local-extractive";
     const ANSWER_SENTENCES: usize = 3;
 
-    /// `pacing` is the pause between streamed words (zero for full speed).
-    pub fn new(pacing: Duration) -> Self {
-        Self { pacing }
+    /// `pacing` is the pause between streamed words (zero for full speed); an answer stops
+    /// after `max_tokens` words, its last chunk saying so as OpenAI does (`finish_reason`).
+    pub fn new(pacing: Duration, max_tokens: u32) -> Self {
+        Self { pacing, max_words: usize::try_from(max_tokens).unwrap_or(usize::MAX).max(1) }
     }
 
     fn respond(&self, messages: &[LlmMessage]) -> Result<String, LLMError> {
@@ -43,6 +46,8 @@ impl LocalEngine {
         match sections.task() {
             Some("answer") => Ok(answer(&sections, human)),
             Some("social_posts") => Ok(social_posts(&sections)),
+            Some("social_post") => Ok(social_post(&sections)),
+            Some("shorten") => Ok(shorten(&sections)),
             Some("summary") => Ok(summary(messages)),
             Some("title") => Ok(title(&sections, human)),
             other => Err(LLMError::OtherError(format!("{} cannot do task {other:?}", Self::MODEL_NAME))),
@@ -61,11 +66,16 @@ impl LLM for LocalEngine {
         messages: &[LlmMessage],
     ) -> Result<Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send>>, LLMError> {
         let text = self.respond(messages)?;
-        let pacing = self.pacing;
+        let (pacing, max_words) = (self.pacing, self.max_words);
         Ok(Box::pin(async_stream::stream! {
-            for word in text.split_inclusive(' ') {
+            for (i, word) in text.split_inclusive(' ').enumerate() {
                 if !pacing.is_zero() {
                     tokio::time::sleep(pacing).await;
+                }
+                if i + 1 == max_words {
+                    let cut = json!({ "choices": [{ "finish_reason": "length" }] });
+                    yield Ok(StreamData::new(cut, None, word));
+                    break;
                 }
                 yield Ok(StreamData::new(json!(null), None, word));
             }
@@ -155,6 +165,30 @@ fn social_posts(sections: &Sections) -> String {
         })
         .collect();
     json!({ "posts": posts }).to_string()
+}
+
+/// One post as plain text for the platform the prompt names (the posts fallback).
+fn social_post(sections: &Sections) -> String {
+    let named = sections.get("platform").unwrap_or("").to_lowercase();
+    let platform = Platform::ALL
+        .iter()
+        .copied()
+        .find(|p| named.starts_with(&p.display_name().to_lowercase()))
+        .unwrap_or(Platform::Twitter);
+    let mut one = sections.clone();
+    one.set("platforms", platform.as_str());
+    let json = social_posts(&one);
+    let reply: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    reply["posts"][0]["content"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The post, cut to its limit.
+fn shorten(sections: &Sections) -> String {
+    let post = sections.get("post").unwrap_or("");
+    match sections.get("platform").and_then(|p| p.parse::<Platform>().ok()) {
+        Some(platform) => platform.fit(post),
+        None => post.to_owned(),
+    }
 }
 
 fn opener(voice: &str, emoji: bool) -> String {
@@ -275,7 +309,7 @@ mod tests {
             LlmMessage::new_system_message(sections(content)),
             LlmMessage::new_human_message("What does Tokio run?"),
         ];
-        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        let reply = LocalEngine::new(Duration::ZERO, 1_000).generate(&msgs).await.unwrap().generation;
         assert_eq!(reply, "Tokio runs async tasks on a thread pool.");
     }
 
@@ -285,7 +319,7 @@ mod tests {
             LlmMessage::new_system_message(sections("Rust is fast.")),
             LlmMessage::new_human_message("Who won the football match?"),
         ];
-        let reply = LocalEngine::new(Duration::ZERO).generate(&msgs).await.unwrap().generation;
+        let reply = LocalEngine::new(Duration::ZERO, 1_000).generate(&msgs).await.unwrap().generation;
         assert!(reply.starts_with("The post does not seem to cover that"), "{reply}");
     }
 
@@ -296,11 +330,29 @@ mod tests {
             LlmMessage::new_system_message(sections(content)),
             LlmMessage::new_human_message("tokio tasks"),
         ];
-        let engine = LocalEngine::new(Duration::ZERO);
+        let engine = LocalEngine::new(Duration::ZERO, 1_000);
         let tokens: Vec<String> =
             engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
         assert!(tokens.len() > 3);
         assert_eq!(tokens.concat(), content);
+    }
+
+    #[tokio::test]
+    async fn an_answer_stops_at_its_token_cap_and_says_so() {
+        let content = "Tokio runs async tasks on a thread pool.";
+        let msgs = vec![
+            LlmMessage::new_system_message(sections(content)),
+            LlmMessage::new_human_message("tokio tasks"),
+        ];
+        let chunks: Vec<StreamData> = LocalEngine::new(Duration::ZERO, 3)
+            .stream(&msgs)
+            .await
+            .unwrap()
+            .map(|d| d.unwrap())
+            .collect()
+            .await;
+        assert_eq!(chunks.iter().map(|c| c.content.as_str()).collect::<String>(), "Tokio runs async ");
+        assert_eq!(chunks.last().unwrap().value["choices"][0]["finish_reason"], "length");
     }
 
     #[test]

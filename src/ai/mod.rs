@@ -1,69 +1,58 @@
-//! The AI service: intent detection, streamed answers, social posts and session summaries,
-//! on top of langchain-rust's `LLM` trait, the seam every provider plugs into.
+//! The AI service: intent detection, streamed answers, streamed social posts and session
+//! summaries, on top of langchain-rust's `LLM` trait, the seam every provider plugs into.
 //!
-//! The prompts are built once (`prompt.rs`) and sent to whichever `LLM` is configured: an
-//! OpenAI-compatible endpoint (`openai_compatible.rs`) or the offline `local` engine
-//! (`local.rs`), which reads the same prompts, so the server runs the same path either way.
+//! The prompts are built once (`prompt.rs`), within the model's window (`window.rs`), and sent
+//! to whichever `LLM` is configured: an OpenAI-compatible endpoint (`openai_compatible`) or the
+//! offline `local` engine (`local.rs`), which reads the same prompts, so the server runs the
+//! same path either way. `call.rs` runs one streamed request: waits on a busy provider (told to
+//! the user), deadlines, cost.
 
+mod answer;
 mod bm25;
 mod budget;
+mod call;
 mod intent;
 mod local;
 mod openai_compatible;
+mod posts;
+mod posts_scanner;
 mod prompt;
 mod social;
+mod usage;
+mod window;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
 use langchain_rust::language_models::llm::LLM;
-use langchain_rust::language_models::{GenerateResult, LLMError};
-use langchain_rust::schemas::Message as LlmMessage;
+use langchain_rust::language_models::LLMError;
 use tracing::warn;
 
-use crate::domain::{Exchange, IntentType, Platform, Post, Preferences, SocialPost, TokenUsage};
+use crate::domain::{Exchange, IntentType, Platform, Post, Preferences, SocialPost};
 
 pub use budget::count_tokens;
 pub use intent::{detect_intent, IntentRequest};
 pub use local::LocalEngine;
 pub use openai_compatible::Endpoint;
+pub use usage::UsageMeter;
+pub use window::ContextWindow;
 
-/// A piece of an answer as it arrives: text (possibly empty) and, at the end, the provider's
-/// token counts when it reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    pub text: String,
-    pub usage: Option<TokenUsage>,
-}
-
-/// The answer as it arrives.
-pub type TokenStream = Pin<Box<dyn Stream<Item = Result<Chunk, AiError>> + Send>>;
-
-/// A streaming answer and the prompt's size, to estimate usage when the provider does not say.
-pub struct AnswerStream {
-    pub chunks: TokenStream,
-    pub prompt_tokens: u32,
-}
-
-/// Posts and what they cost.
-pub struct SocialAnswer {
-    pub posts: Vec<SocialPost>,
-    pub usage: TokenUsage,
-}
+use openai_compatible::{CallOptions, Format, Provider, ProviderError, RefusalKind};
 
 /// Why the model could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AiError {
-    /// The provider could not be reached or refused (connect error, 5xx, 429); `retry_after`
+    /// The provider could not be reached or is busy (connect error, 5xx, 429); `retry_after`
     /// when it said when to come back.
     #[error("the AI provider is unavailable: {message}")]
     Unavailable { message: String, retry_after: Option<Duration> },
     /// The provider did not answer in time.
     #[error("the AI provider timed out")]
     Timeout,
-    /// The provider answered with something unusable (malformed stream, empty answer).
+    /// The prompt is over the model's context window (trimmed and asked again once first).
+    #[error("the prompt is over the model's context window: {0}")]
+    ContextTooLong(String),
+    /// The provider answered with something unusable (malformed stream, empty answer, refusal).
     #[error("the AI provider failed: {0}")]
     Failed(String),
 }
@@ -76,8 +65,18 @@ impl AiError {
 
 impl From<LLMError> for AiError {
     fn from(err: LLMError) -> Self {
-        if let Some(classified) = openai_compatible::classify(&err) {
-            return classified;
+        match ProviderError::inside(&err) {
+            Some(ProviderError::Unreachable(e)) => return AiError::unavailable(e.clone()),
+            Some(ProviderError::Malformed(e)) => return AiError::Failed(e.clone()),
+            Some(ProviderError::Refused(refusal)) => {
+                let message = format!("provider answered {}: {}", refusal.status, refusal.message);
+                return match refusal.kind() {
+                    RefusalKind::Busy => AiError::Unavailable { message, retry_after: refusal.retry_after },
+                    RefusalKind::ContextTooLong => AiError::ContextTooLong(message),
+                    RefusalKind::FormatUnsupported | RefusalKind::Refused => AiError::Failed(message),
+                };
+            }
+            None => {}
         }
         match err {
             LLMError::RequestError(e) => AiError::unavailable(e.to_string()),
@@ -103,16 +102,51 @@ pub struct AiContext {
 pub struct AiSettings {
     /// Most tokens of post content in a prompt; longer posts keep their most relevant parts.
     pub post_token_budget: usize,
+    /// The model's context window and the room kept in it for an answer.
+    pub window: ContextWindow,
     /// How long the intent classifier may take before the rules decide.
     pub intent_timeout: Duration,
+    /// Longest wait for a call's first token, waits on a busy provider included.
+    pub first_token_timeout: Duration,
+    /// Longest gap between two tokens.
+    pub token_idle_timeout: Duration,
+}
+
+/// What the user sees of an answer while it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// More of the answer (of the posts: their text, under each platform's name).
+    Text(&'a str),
+    /// The provider is busy: the answer is asked for again after this wait.
+    Waiting { retry_after: Duration },
+}
+
+/// Where an answer's progress goes (the session's room).
+pub type Show<'a> = &'a (dyn Fn(Progress<'_>) + Send + Sync);
+
+/// What one message asks the model for.
+pub struct Request<'a> {
+    pub ctx: &'a AiContext,
+    /// The user's message.
+    pub text: &'a str,
+    pub intent: IntentType,
+    /// The posts asked for (social posts), in order.
+    pub platforms: &'a [Platform],
+}
+
+/// A finished answer: its posts (social posts) and whether it stopped at `ANSWER_MAX_TOKENS`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    pub posts: Option<Vec<SocialPost>>,
+    pub cut: bool,
 }
 
 /// The configured model behind the chains this server runs.
 #[derive(Clone)]
 pub struct AiService {
-    /// Streams answers.
+    /// Streams answers (plain text, at most `ANSWER_MAX_TOKENS`).
     llm: Arc<dyn LLM>,
-    /// Writes posts (asked for JSON).
+    /// Streams posts, asked for as JSON.
     posts_llm: Arc<dyn LLM>,
     /// Classifies messages the rules are unsure of (none for the offline engine).
     classifier: Option<Arc<dyn LLM>>,
@@ -123,7 +157,7 @@ pub struct AiService {
 impl AiService {
     /// The offline extractive engine (`AI_PROVIDER=local`).
     pub fn local(pacing: Duration, settings: AiSettings) -> Self {
-        let engine: Arc<dyn LLM> = Arc::new(LocalEngine::new(pacing));
+        let engine: Arc<dyn LLM> = Arc::new(LocalEngine::new(pacing, settings.window.answer_tokens));
         Self {
             llm: engine.clone(),
             posts_llm: engine,
@@ -135,10 +169,20 @@ impl AiService {
 
     /// An OpenAI-compatible endpoint (`AI_PROVIDER=openai` or `ollama`).
     pub fn openai_compatible(endpoint: &Endpoint, settings: AiSettings) -> Self {
+        let provider = Provider::new(endpoint.clone());
+        let answer_tokens = Some(settings.window.answer_tokens);
+        let answers = CallOptions { max_tokens: answer_tokens, stream_usage: true, ..CallOptions::default() };
+        let posts = CallOptions { format: Format::JsonObject, ..answers.clone() };
+        let classifier = CallOptions {
+            temperature: Some(0.0),
+            max_tokens: Some(60),
+            format: Format::JsonSchema { name: "intent", schema: intent::classifier_schema() },
+            stream_usage: false,
+        };
         Self {
-            llm: Arc::new(openai_compatible::chat_model(endpoint)),
-            posts_llm: Arc::new(openai_compatible::posts_model(endpoint)),
-            classifier: Some(Arc::new(openai_compatible::classifier_model(endpoint))),
+            llm: Arc::new(provider.model(answers)),
+            posts_llm: Arc::new(provider.model(posts)),
+            classifier: Some(Arc::new(provider.model(classifier))),
             model: endpoint.model.clone(),
             settings,
         }
@@ -163,16 +207,12 @@ impl AiService {
         .await;
         let parsed = match reply {
             Err(_) => Err("timed out".to_owned()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(result)) => serde_json::from_str::<intent::ClassifierReply>(result.generation.trim())
-                .map_err(|e| format!("reply is not the JSON asked for: {e}")),
+            Ok(Err(e)) => Err(AiError::from(e).to_string()),
+            Ok(Ok(result)) => intent::read_classifier_reply(&result.generation)
+                .ok_or_else(|| "the reply names no intent".to_owned()),
         };
         match parsed {
-            Ok(reply) => IntentRequest {
-                platforms: if reply.intent == IntentType::SocialPost { reply.platforms } else { vec![] },
-                intent: reply.intent,
-                confident: true,
-            },
+            Ok(decided) => decided,
             Err(reason) => {
                 warn!(%reason, "intent classifier failed: the rules decide");
                 rules
@@ -180,80 +220,27 @@ impl AiService {
         }
     }
 
-    /// Streams the answer to a question about the post. Empty chunks are skipped; the user's
-    /// text goes in as a message of its own, never into a template.
-    pub async fn answer_stream(&self, ctx: &AiContext, question: &str) -> Result<AnswerStream, AiError> {
-        let content =
-            budget::fit_to_budget(&ctx.post.expanded.content, question, self.settings.post_token_budget);
-        let messages = prompt::answer(ctx, question, &content);
-        let prompt_tokens = prompt_tokens(&messages);
-        let stream = self.llm.stream(&messages).await?;
-        let chunks = stream.filter_map(|item| async move {
-            match item {
-                Err(e) => Some(Err(AiError::from(e))),
-                Ok(data) => {
-                    let usage =
-                        data.tokens.map(|t| TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
-                    (!data.content.is_empty() || usage.is_some())
-                        .then_some(Ok(Chunk { text: data.content, usage }))
-                }
-            }
-        });
-        Ok(AnswerStream { chunks: Box::pin(chunks), prompt_tokens })
-    }
-
-    /// Writes one post per entry of `platforms`. Unreadable JSON is asked for once more; posts
-    /// over their limits are regenerated once with the overflow named; what still does not fit
-    /// is shortened at a sentence or word boundary.
-    pub async fn social_posts(
+    /// Writes the answer to `request`, showing it as it is written: a question's answer, or
+    /// the posts asked for. What the calls cost goes to `meter` as it is spent.
+    pub async fn write(
         &self,
-        ctx: &AiContext,
-        request: &str,
-        platforms: &[Platform],
-    ) -> Result<SocialAnswer, AiError> {
-        let content = budget::fit_to_budget(
-            &ctx.post.expanded.content,
-            &ctx.post.title,
-            self.settings.post_token_budget,
-        );
-        let mut messages = prompt::social_posts(ctx, request, platforms, &content);
-        let mut usage = TokenUsage::default();
-
-        let reply = self.generate(&messages, &mut usage).await?;
-        let drafts = match social::parse_drafts(&reply, platforms) {
-            Ok(drafts) => drafts,
-            Err(e) => {
-                warn!(error = %e, "posts unreadable: asking again");
-                messages.push(LlmMessage::new_ai_message(&reply));
-                messages.push(LlmMessage::new_human_message(
-                    "That reply was not the JSON asked for. Reply with the JSON object only.",
-                ));
-                let retry = self.generate(&messages, &mut usage).await?;
-                social::parse_drafts(&retry, platforms)?
-            }
-        };
-        let drafts = match social::overflow_note(&drafts) {
-            None => drafts,
-            Some(note) => {
-                messages.push(LlmMessage::new_ai_message(drafts_json(&drafts)));
-                messages.push(LlmMessage::new_human_message(note));
-                match self
-                    .generate(&messages, &mut usage)
-                    .await
-                    .and_then(|r| social::parse_drafts(&r, platforms))
-                {
-                    Ok(shorter) if shorter.len() == drafts.len() => shorter,
-                    Ok(_) | Err(_) => drafts,
-                }
-            }
-        };
-        Ok(SocialAnswer { posts: drafts.iter().map(social::Draft::fitted).collect(), usage })
+        request: &Request<'_>,
+        meter: &UsageMeter,
+        show: Show<'_>,
+    ) -> Result<Written, AiError> {
+        match request.intent {
+            IntentType::Question => self.answer(request, meter, show).await,
+            IntentType::SocialPost => self.posts(request, meter, show).await,
+        }
     }
 
     /// A new running summary of the conversation, from the old one and the recent exchanges.
     pub async fn summarize(&self, ctx: &AiContext) -> Result<String, AiError> {
-        let messages = prompt::summary(ctx);
-        let reply = self.llm.generate(&messages).await?;
+        let mut trimmed = ctx.clone();
+        let budget = self.settings.window.prompt_budget();
+        let keep = window::newest_that_fit(&ctx.history, budget / 2).len();
+        trimmed.history.drain(..ctx.history.len() - keep);
+        let reply = self.llm.generate(&prompt::summary(&trimmed)).await?;
         let summary = reply.generation.trim().to_owned();
         if summary.is_empty() {
             return Err(AiError::Failed("empty summary".into()));
@@ -270,30 +257,7 @@ impl AiService {
         }
         Ok(title.trim().to_owned())
     }
-
-    /// One whole completion from the posts model, adding what it cost to `usage`.
-    async fn generate(&self, messages: &[LlmMessage], usage: &mut TokenUsage) -> Result<String, AiError> {
-        let GenerateResult { tokens, generation, .. } = self.posts_llm.generate(messages).await?;
-        let cost = match tokens {
-            Some(t) => TokenUsage::reported(t.prompt_tokens, t.completion_tokens),
-            None => TokenUsage::estimated(prompt_tokens(messages), count_tokens(&generation) as u32),
-        };
-        *usage = usage.plus(cost);
-        Ok(generation)
-    }
 }
 
 /// Longest session title kept.
 const MAX_TITLE_CHARS: usize = 80;
-
-fn prompt_tokens(messages: &[LlmMessage]) -> u32 {
-    messages.iter().map(|m| count_tokens(&m.content) as u32 + 4).sum()
-}
-
-fn drafts_json(drafts: &[social::Draft]) -> String {
-    let posts: Vec<_> = drafts
-        .iter()
-        .map(|d| serde_json::json!({ "platform": d.platform.as_str(), "content": d.content, "hashtags": d.hashtags }))
-        .collect();
-    serde_json::json!({ "posts": posts }).to_string()
-}

@@ -1,9 +1,8 @@
-//! Reading the model's social posts: JSON in (repaired when it can be), one draft per post
-//! asked for, and what is over its platform's limit.
+//! Reading the model's social posts: JSON in (repaired when it can be) or one plain-text post
+//! per platform, one draft per post asked for, and what is over its platform's limit.
 
 use serde::Deserialize;
 
-use super::AiError;
 use crate::domain::{Platform, SocialPost};
 
 #[derive(Deserialize)]
@@ -11,12 +10,25 @@ struct Reply {
     posts: Vec<RawPost>,
 }
 
-#[derive(Deserialize)]
-struct RawPost {
-    platform: String,
-    content: String,
+/// A post as the model wrote it, before it is matched to what was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RawPost {
+    pub platform: String,
+    pub content: String,
     #[serde(default)]
-    hashtags: Vec<String>,
+    pub hashtags: Vec<String>,
+}
+
+impl RawPost {
+    /// A post written as plain text for `platform`: its hashtags are the `#words` in it.
+    pub fn plain(platform: Platform, text: &str) -> Self {
+        let hashtags = text
+            .split_whitespace()
+            .filter(|w| w.starts_with('#'))
+            .map(|w| w.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_').to_owned())
+            .collect();
+        RawPost { platform: platform.as_str().to_owned(), content: text.trim().to_owned(), hashtags }
+    }
 }
 
 /// One post as the model wrote it, before fitting.
@@ -33,29 +45,30 @@ impl Draft {
         self.platform.count(self.content.trim()).saturating_sub(self.platform.limit())
     }
 
-    /// The post as sent: shortened to fit, measured as the platform counts.
+    /// The post as sent: shortened to fit, measured as the platform counts it.
     pub fn fitted(&self) -> SocialPost {
         SocialPost::fitted(self.platform, &self.content, self.hashtags.clone())
     }
 }
 
-/// Parses the model's reply (`{"posts":[…]}` or a bare array; in a Markdown fence or with prose
-/// around it) into one draft per requested post, in the requested order (a platform asked for
-/// twice takes the first two posts for it). A reply with none of them is an error, never shown.
-pub fn parse_drafts(reply: &str, platforms: &[Platform]) -> Result<Vec<Draft>, AiError> {
-    let raw = candidates(reply)
-        .into_iter()
-        .find_map(|json| {
-            serde_json::from_str::<Reply>(json)
-                .map(|r| r.posts)
-                .or_else(|_| serde_json::from_str::<Vec<RawPost>>(json))
-                .ok()
-        })
-        .ok_or_else(|| AiError::Failed("the model's posts are not valid JSON".into()))?;
+/// The posts of a whole reply (`{"posts":[…]}` or a bare array; in a Markdown fence or with
+/// prose around it); `None` when it is not that JSON.
+pub fn read_reply(reply: &str) -> Option<Vec<RawPost>> {
+    candidates(reply).into_iter().find_map(|json| {
+        serde_json::from_str::<Reply>(json)
+            .map(|r| r.posts)
+            .or_else(|_| serde_json::from_str::<Vec<RawPost>>(json))
+            .ok()
+    })
+}
+
+/// For each post asked for, in order, the draft written for it, if any: a platform asked for
+/// twice takes the first two posts for it; empty posts count as missing.
+pub fn pick(raw: &[RawPost], platforms: &[Platform]) -> Vec<Option<Draft>> {
     let mut used = vec![false; raw.len()];
-    let drafts: Vec<Draft> = platforms
+    platforms
         .iter()
-        .filter_map(|&platform| {
+        .map(|&platform| {
             let i = raw.iter().enumerate().position(|(i, r)| {
                 !used[i]
                     && r.platform.trim().eq_ignore_ascii_case(platform.as_str())
@@ -64,15 +77,11 @@ pub fn parse_drafts(reply: &str, platforms: &[Platform]) -> Result<Vec<Draft>, A
             used[i] = true;
             Some(Draft {
                 platform,
-                content: raw[i].content.clone(),
+                content: raw[i].content.trim().to_owned(),
                 hashtags: normalize_hashtags(&raw[i].hashtags),
             })
         })
-        .collect();
-    if drafts.is_empty() {
-        return Err(AiError::Failed("the model wrote no post for the requested platforms".into()));
-    }
-    Ok(drafts)
+        .collect()
 }
 
 /// The reply itself, without a code fence, and the outermost JSON object or array in it.
@@ -103,71 +112,84 @@ fn normalize_hashtags(tags: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// What to tell the model about posts over their limits, or `None` when all fit.
-pub fn overflow_note(drafts: &[Draft]) -> Option<String> {
-    let over: Vec<String> = drafts
-        .iter()
-        .filter(|d| d.overflow() > 0)
-        .map(|d| {
-            format!(
-                "the {} post counts {} of its {} limit",
-                d.platform.as_str(),
-                d.platform.count(d.content.trim()),
-                d.platform.limit()
-            )
-        })
-        .collect();
-    (!over.is_empty()).then(|| {
-        format!(
-            "Some posts are too long: {}. Rewrite those shorter and reply with the whole JSON again.",
-            over.join("; ")
-        )
-    })
+/// A model's plain-text post without what small models wrap it in: a leading "Here is …:" line,
+/// quotes around it, a trailing "Let me know…" line.
+pub fn clean_plain(text: &str) -> String {
+    let mut lines: Vec<&str> = text.trim().lines().collect();
+    let chatter = |line: &str| {
+        let l = line.trim().to_lowercase();
+        l.starts_with("here is")
+            || l.starts_with("here's")
+            || l.starts_with("sure")
+            || l.starts_with("let me know")
+            || l.starts_with("i hope")
+    };
+    if lines.len() > 1 && lines.first().is_some_and(|l| chatter(l)) {
+        lines.remove(0);
+    }
+    if lines.len() > 1 && lines.last().is_some_and(|l| chatter(l)) {
+        lines.pop();
+    }
+    let joined = lines.join("\n");
+    let trimmed = joined.trim();
+    trimmed.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(trimmed).trim().to_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn drafts(reply: &str, platforms: &[Platform]) -> Vec<Option<Draft>> {
+        pick(&read_reply(reply).unwrap(), platforms)
+    }
+
     #[test]
-    fn parses_drafts_in_requested_order() {
+    fn picks_drafts_in_requested_order() {
         let reply = r#"{"posts":[{"platform":"linkedin","content":"Long read","hashtags":["rust"]},
             {"platform":"twitter","content":"Short","hashtags":[]}]}"#;
-        let drafts = parse_drafts(reply, &[Platform::Twitter, Platform::Linkedin]).unwrap();
-        assert_eq!(drafts[0].platform, Platform::Twitter);
-        assert_eq!(drafts[1].hashtags, vec!["#rust"]);
+        let d = drafts(reply, &[Platform::Twitter, Platform::Linkedin, Platform::Bluesky]);
+        assert_eq!(d[0].as_ref().unwrap().platform, Platform::Twitter);
+        assert_eq!(d[1].as_ref().unwrap().hashtags, vec!["#rust"]);
+        assert_eq!(d[2], None, "a platform not written is missing");
     }
 
     #[test]
     fn a_platform_asked_twice_takes_two_posts() {
         let reply = r#"[{"platform":"twitter","content":"one"},{"platform":"twitter","content":"two"}]"#;
-        let drafts = parse_drafts(reply, &[Platform::Twitter, Platform::Twitter]).unwrap();
-        assert_eq!(drafts.iter().map(|d| d.content.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        let d = drafts(reply, &[Platform::Twitter, Platform::Twitter]);
+        assert_eq!(
+            d.iter().map(|d| d.as_ref().unwrap().content.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
     }
 
     #[test]
     fn repairs_fences_and_prose_around_the_json() {
         let fenced = "```json\n[{\"platform\":\"bluesky\",\"content\":\"hi\"}]\n```";
-        assert_eq!(parse_drafts(fenced, &[Platform::Bluesky]).unwrap()[0].content, "hi");
+        assert_eq!(drafts(fenced, &[Platform::Bluesky])[0].as_ref().unwrap().content, "hi");
         let chatty =
             "Sure! Here they are: {\"posts\":[{\"platform\":\"bluesky\",\"content\":\"hi\"}]} Enjoy.";
-        assert_eq!(parse_drafts(chatty, &[Platform::Bluesky]).unwrap()[0].content, "hi");
+        assert_eq!(drafts(chatty, &[Platform::Bluesky])[0].as_ref().unwrap().content, "hi");
     }
 
     #[test]
-    fn malformed_json_is_an_error_not_a_post() {
-        assert!(matches!(parse_drafts("Sure! Here you go", &[Platform::Twitter]), Err(AiError::Failed(_))));
+    fn malformed_json_is_none_not_a_post() {
+        assert!(read_reply("Sure! Here you go").is_none());
     }
 
     #[test]
-    fn overflow_is_named_per_platform() {
-        let drafts = vec![
-            Draft { platform: Platform::Twitter, content: "x".repeat(300), hashtags: vec![] },
-            Draft { platform: Platform::Linkedin, content: "fine".into(), hashtags: vec![] },
-        ];
-        let note = overflow_note(&drafts).unwrap();
-        assert!(note.contains("twitter post counts 300 of its 280 limit"), "{note}");
-        assert!(!note.contains("linkedin"));
-        assert!(drafts[0].fitted().character_count <= 280);
+    fn plain_posts_lose_their_wrapping_and_keep_their_hashtags() {
+        let text = "Here is your tweet:\n\"Rust is fast. #rust #async!\"\nLet me know if you want changes.";
+        let raw = RawPost::plain(Platform::Twitter, &clean_plain(text));
+        assert_eq!(raw.content, "Rust is fast. #rust #async!");
+        assert_eq!(raw.hashtags, vec!["#rust", "#async"]);
+        assert_eq!(clean_plain("Just the post."), "Just the post.");
+    }
+
+    #[test]
+    fn overflow_is_measured_and_fitted() {
+        let draft = Draft { platform: Platform::Twitter, content: "x".repeat(300), hashtags: vec![] };
+        assert_eq!(draft.overflow(), 20);
+        assert!(draft.fitted().character_count <= 280);
     }
 }

@@ -4,8 +4,8 @@ use crate::domain::{IntentType, MessageId, SessionId, SocialPost};
 
 use super::ChatError;
 
-/// One event of an answer's life, in the order PROTOCOL.md fixes: `Start`, `Token`s, then
-/// exactly one of `End`, `SocialGenerated` or `Failed`.
+/// One event of an answer's life, in the order PROTOCOL.md fixes: `Start`, `Token`s (and
+/// `Waiting`s), then exactly one of `End`, `SocialGenerated` or `Failed`.
 #[derive(Debug)]
 pub enum AnswerEvent<'a> {
     Start {
@@ -19,12 +19,20 @@ pub enum AnswerEvent<'a> {
         token: &'a str,
         seq: u64,
     },
+    /// The provider is busy; the answer is asked for again after `retry_after`.
+    Waiting {
+        session_id: SessionId,
+        message_id: MessageId,
+        retry_after: std::time::Duration,
+    },
     End {
         session_id: SessionId,
         message_id: MessageId,
         intent: IntentType,
         content: &'a str,
         stopped: bool,
+        /// The answer stopped at `ANSWER_MAX_TOKENS`.
+        cut: bool,
     },
     SocialGenerated {
         session_id: SessionId,
@@ -44,6 +52,7 @@ impl AnswerEvent<'_> {
         match self {
             AnswerEvent::Start { session_id, .. }
             | AnswerEvent::Token { session_id, .. }
+            | AnswerEvent::Waiting { session_id, .. }
             | AnswerEvent::End { session_id, .. }
             | AnswerEvent::SocialGenerated { session_id, .. }
             | AnswerEvent::Failed { session_id, .. } => *session_id,

@@ -1,14 +1,13 @@
 //! One answer, from `chat:stream:start` to its one terminal event. It belongs to the session,
 //! not to a socket: a client that disconnects does not stop it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::{info, instrument, warn, Instrument};
 
-use crate::ai::{count_tokens, AiContext, AiError};
-use crate::domain::{IntentType, MessageStatus, Platform, SocialPost, TokenUsage};
+use crate::ai::{AiContext, AiError, Progress, Request, UsageMeter, Written};
+use crate::domain::{IntentType, MessageStatus, Platform};
 use crate::store::FinishedAnswer;
 
 use super::controller::ChatController;
@@ -25,31 +24,12 @@ pub(super) struct AnswerJob {
     pub(super) platforms: Vec<Platform>,
     /// What the model calls cost so far; kept outside `generate` so a stopped or failed answer
     /// still records it.
-    pub(super) usage: Mutex<Cost>,
-}
-
-/// The cost of an answer as it is known: the prompt's estimated size once sent, and the
-/// provider's count when it reports one.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Cost {
-    prompt_estimate: Option<u32>,
-    reported: Option<TokenUsage>,
-}
-
-impl Cost {
-    /// The usage to store: reported, else estimated from the prompt and the text generated;
-    /// `None` when the model was never called.
-    fn usage(self, content: &str) -> Option<TokenUsage> {
-        self.reported
-            .or_else(|| self.prompt_estimate.map(|p| TokenUsage::estimated(p, count_tokens(content) as u32)))
-    }
+    pub(super) usage: UsageMeter,
 }
 
 /// How an answer ended, before it is stored and announced.
 enum Outcome {
-    Answered {
-        posts: Option<Vec<SocialPost>>,
-    },
+    Answered(Written),
     /// `chat:stop`.
     Stopped,
     /// Nobody watched the session for the grace period.
@@ -94,6 +74,7 @@ impl Drop for Terminal {
                     posts: &[],
                     status: MessageStatus::Error,
                     usage: None,
+                    cut: false,
                 };
                 if let Err(e) = controller.sessions.finish_message(message_id, finished).await {
                     warn!(error = %e, "could not store the broken answer");
@@ -108,11 +89,6 @@ impl AnswerJob {
         let tasks = self.controller.tasks.clone();
         let span = tracing::info_span!("answer", message_id = %self.guard.answer().message_id);
         tasks.spawn(self.run().instrument(span));
-    }
-
-    fn cost(&self) -> std::sync::MutexGuard<'_, Cost> {
-        // Plain data: a panic elsewhere cannot leave it half-written.
-        self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
@@ -139,18 +115,18 @@ impl AnswerJob {
         };
 
         let content = answer.content();
-        let (status, posts) = match &outcome {
-            Outcome::Answered { posts } => (MessageStatus::Complete, posts.as_deref().unwrap_or(&[])),
-            Outcome::Stopped => (MessageStatus::Stopped, &[][..]),
-            Outcome::Failed(_) => (MessageStatus::Error, &[][..]),
-            Outcome::ShutDown | Outcome::Abandoned => (MessageStatus::Interrupted, &[][..]),
+        let (status, posts, cut) = match &outcome {
+            Outcome::Answered(w) => (MessageStatus::Complete, w.posts.as_deref().unwrap_or(&[]), w.cut),
+            Outcome::Stopped => (MessageStatus::Stopped, &[][..], false),
+            Outcome::Failed(_) => (MessageStatus::Error, &[][..], false),
+            Outcome::ShutDown | Outcome::Abandoned => (MessageStatus::Interrupted, &[][..], false),
         };
-        let usage = self.cost().usage(&content);
+        let usage = self.usage.total();
         if let Some(usage) = usage {
             let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
             self.controller.budget.charge(&self.entry.session.owner, crate::domain::now(), tokens);
         }
-        let finished = FinishedAnswer { ai_response: &content, posts, status, usage };
+        let finished = FinishedAnswer { ai_response: &content, posts, status, usage, cut };
         let stored = self.controller.sessions.finish_message(message_id, finished).await;
         // Free the session before announcing the end, so a client may send its next message as
         // soon as it sees the terminal event.
@@ -159,15 +135,25 @@ impl AnswerJob {
         let shutdown_error = ChatError::ShuttingDown;
         let event = match (&stored, &outcome) {
             (Err(e), _) => AnswerEvent::Failed { session_id, message_id, error: e },
-            (Ok(()), Outcome::Answered { posts: Some(posts) }) => {
+            (Ok(()), Outcome::Answered(Written { posts: Some(posts), .. })) => {
                 AnswerEvent::SocialGenerated { session_id, message_id, content: &content, posts }
             }
-            (Ok(()), Outcome::Answered { posts: None }) => {
-                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: false }
-            }
-            (Ok(()), Outcome::Stopped | Outcome::Abandoned) => {
-                AnswerEvent::End { session_id, message_id, intent, content: &content, stopped: true }
-            }
+            (Ok(()), Outcome::Answered(Written { posts: None, cut })) => AnswerEvent::End {
+                session_id,
+                message_id,
+                intent,
+                content: &content,
+                stopped: false,
+                cut: *cut,
+            },
+            (Ok(()), Outcome::Stopped | Outcome::Abandoned) => AnswerEvent::End {
+                session_id,
+                message_id,
+                intent,
+                content: &content,
+                stopped: true,
+                cut: false,
+            },
             (Ok(()), Outcome::Failed(e)) => AnswerEvent::Failed { session_id, message_id, error: e },
             (Ok(()), Outcome::ShutDown) => {
                 AnswerEvent::Failed { session_id, message_id, error: &shutdown_error }
@@ -180,6 +166,7 @@ impl AnswerJob {
             let kind = match e {
                 AiError::Unavailable { .. } => "unavailable",
                 AiError::Timeout => "timeout",
+                AiError::ContextTooLong(_) => "context_too_long",
                 AiError::Failed(_) => "failed",
             };
             metrics::counter!("postchat_provider_failures_total", "kind" => kind).increment(1);
@@ -223,84 +210,29 @@ impl AnswerJob {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),
         };
+        let platforms = match answer.intent {
+            IntentType::Question => &[][..],
+            IntentType::SocialPost if self.platforms.is_empty() => &ctx.preferences.platforms,
+            IntentType::SocialPost => &self.platforms,
+        };
+        let request = Request { ctx: &ctx, text: &self.question, intent: answer.intent, platforms };
         let job_started = std::time::Instant::now();
-        let deliver = |token: &str| {
-            answer.append(token, |seq| {
+        let (session_id, message_id) = (answer.session_id, answer.message_id);
+        let show = |progress: Progress<'_>| match progress {
+            Progress::Text(token) => answer.append(token, |seq| {
                 if seq == 0 {
                     metrics::histogram!("postchat_first_token_seconds")
                         .record(job_started.elapsed().as_secs_f64());
                 }
-                c.audience.deliver(AnswerEvent::Token {
-                    session_id: answer.session_id,
-                    message_id: answer.message_id,
-                    token,
-                    seq,
-                })
-            })
+                c.audience.deliver(AnswerEvent::Token { session_id, message_id, token, seq })
+            }),
+            Progress::Waiting { retry_after } => {
+                c.audience.deliver(AnswerEvent::Waiting { session_id, message_id, retry_after })
+            }
         };
-        let outcome = match answer.intent {
-            IntentType::Question => {
-                let asked = std::time::Instant::now();
-                let first_token = tokio::time::Instant::now() + c.settings.first_token_timeout;
-                let opened =
-                    tokio::time::timeout_at(first_token, c.ai.answer_stream(&ctx, &self.question)).await;
-                let mut stream = match opened {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return Outcome::Failed(e.into()),
-                    Err(_) => return Outcome::Failed(AiError::Timeout.into()),
-                };
-                self.cost().prompt_estimate = Some(stream.prompt_tokens);
-                let mut received = false;
-                loop {
-                    let deadline = if received {
-                        tokio::time::Instant::now() + c.settings.token_idle_timeout
-                    } else {
-                        first_token
-                    };
-                    match tokio::time::timeout_at(deadline, stream.chunks.next()).await {
-                        Err(_) => return Outcome::Failed(AiError::Timeout.into()),
-                        Ok(None) => break,
-                        Ok(Some(Err(e))) => return Outcome::Failed(e.into()),
-                        Ok(Some(Ok(chunk))) => {
-                            if let Some(usage) = chunk.usage {
-                                self.cost().reported = Some(usage);
-                            }
-                            if !chunk.text.is_empty() {
-                                if !received {
-                                    let waited = asked.elapsed().as_secs_f64();
-                                    metrics::histogram!("postchat_provider_first_token_seconds")
-                                        .record(waited);
-                                }
-                                received = true;
-                                deliver(&chunk.text);
-                            }
-                        }
-                    }
-                }
-                if answer.content().trim().is_empty() {
-                    return Outcome::Failed(
-                        AiError::Failed("the model returned an empty answer".into()).into(),
-                    );
-                }
-                Outcome::Answered { posts: None }
-            }
-            IntentType::SocialPost => {
-                let platforms =
-                    if self.platforms.is_empty() { &ctx.preferences.platforms } else { &self.platforms };
-                // Posts come whole (each is checked before anyone sees it), bounded by the
-                // answer's overall timeout.
-                let social = match c.ai.social_posts(&ctx, &self.question, platforms).await {
-                    Ok(social) => social,
-                    Err(e) => return Outcome::Failed(e.into()),
-                };
-                self.cost().reported = Some(social.usage);
-                // The readable rendering streams like any answer (a few words a packet: it is
-                // all there already); the posts come with the end.
-                for chunk in word_chunks(&render_posts(&social.posts), SOCIAL_WORDS_PER_TOKEN) {
-                    deliver(chunk);
-                }
-                Outcome::Answered { posts: Some(social.posts) }
-            }
+        let written = match c.ai.write(&request, &self.usage, &show).await {
+            Ok(written) => written,
+            Err(e) => return Outcome::Failed(e.into()),
         };
         if self.entry.session.title.is_empty() {
             self.name_session(&ctx);
@@ -308,7 +240,7 @@ impl AnswerJob {
         if summary_due(&self.entry, &ctx, c.settings.summary_every) {
             self.refresh_summary(ctx);
         }
-        outcome
+        Outcome::Answered(written)
     }
 
     /// Names an untitled session after its first exchange, in the background, and tells its room.
@@ -352,67 +284,5 @@ impl AnswerJob {
                 warn!(error = %e, "session summary not refreshed");
             }
         });
-    }
-}
-
-/// Words per streamed chunk of a social-post rendering.
-const SOCIAL_WORDS_PER_TOKEN: usize = 8;
-
-/// `text` in pieces of `n` words (each with the whitespace after it), together the whole text.
-fn word_chunks(text: &str, n: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        // Cut where the (n+1)-th word starts.
-        let mut words = 0;
-        let mut previous_was_space = true;
-        let mut cut = rest.len();
-        for (at, c) in rest.char_indices() {
-            let space = c.is_whitespace();
-            if !space && previous_was_space {
-                if words == n.max(1) {
-                    cut = at;
-                    break;
-                }
-                words += 1;
-            }
-            previous_was_space = space;
-        }
-        let (chunk, tail) = rest.split_at(cut);
-        rest = tail;
-        Some(chunk)
-    })
-}
-
-/// Posts as one readable text: a heading per platform, then the post.
-pub fn render_posts(posts: &[SocialPost]) -> String {
-    posts
-        .iter()
-        .map(|p| {
-            format!(
-                "{} ({}/{}):\n{}",
-                p.platform.display_name(),
-                p.character_count,
-                p.platform.limit(),
-                p.content
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn word_chunks_cover_the_text_exactly() {
-        let text = "one two  three\n\nfour five six seven";
-        let chunks: Vec<&str> = word_chunks(text, 3).collect();
-        assert_eq!(chunks, vec!["one two  three\n\n", "four five six ", "seven"]);
-        assert_eq!(word_chunks("", 2).count(), 0);
-        assert_eq!(word_chunks("日本語のテキスト", 2).collect::<String>(), "日本語のテキスト");
     }
 }

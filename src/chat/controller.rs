@@ -28,10 +28,6 @@ use super::{
 pub struct ChatSettings {
     /// Longest an answer may take in all (the watchdog for a provider that never ends).
     pub answer_timeout: Duration,
-    /// Longest wait for the first token.
-    pub first_token_timeout: Duration,
-    /// Longest gap between two tokens.
-    pub token_idle_timeout: Duration,
     /// Refresh the session summary every this many exchanges (0: never).
     pub summary_every: usize,
     /// How many messages the `chat:join` ack carries.

@@ -90,7 +90,7 @@ impl ChatError {
             ChatError::SlowConsumer => ErrorCode::SlowConsumer,
             ChatError::Ai(AiError::Unavailable { .. }) => ErrorCode::AiUnavailable,
             ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
-            ChatError::Ai(AiError::Failed(_)) => ErrorCode::AiError,
+            ChatError::Ai(AiError::Failed(_) | AiError::ContextTooLong(_)) => ErrorCode::AiError,
             ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
             ChatError::Store(_) => ErrorCode::Internal,
         }
@@ -129,6 +129,7 @@ impl ChatError {
             ChatError::Ai(AiError::Unavailable { .. }) => "the AI provider is unavailable",
             ChatError::Ai(AiError::Timeout) => "the AI provider timed out",
             ChatError::Ai(AiError::Failed(_)) => "the AI provider failed to answer",
+            ChatError::Ai(AiError::ContextTooLong(_)) => "the conversation is too long for the model",
             ChatError::Store(StoreError::Unavailable(_)) => "storage is unavailable",
             ChatError::Store(_) | ChatError::Internal => "internal error",
             other => return other.to_string(),

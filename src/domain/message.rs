@@ -153,6 +153,9 @@ pub struct Message {
     pub status: MessageStatus,
     /// Model tokens the answer cost; `None` until it ends (or when it never reached the model).
     pub usage: Option<TokenUsage>,
+    /// The answer stopped at `ANSWER_MAX_TOKENS` (complete, but cut short).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub cut: bool,
     #[serde(skip)]
     pub client_message_id: Option<ClientMessageId>,
     pub created_at: DateTime<Utc>,

@@ -21,6 +21,9 @@ pub const STREAM_TOKEN: &str = "chat:stream:token";
 pub const STREAM_END: &str = "chat:stream:end";
 pub const SOCIAL_GENERATED: &str = "chat:social:generated";
 pub const CHAT_ERROR: &str = "chat:error";
+/// The provider is busy: the answer is asked for again after `retryAfterMs` (an addition to
+/// PROTOCOL.md, documented in docs/protocol.md).
+pub const STREAM_STATUS: &str = "chat:stream:status";
 /// An addition to the shared contract: a session's title was set.
 pub const SESSION_UPDATED: &str = "chat:session:updated";
 
@@ -119,6 +122,20 @@ pub struct StreamEnd<'a> {
     pub content: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// The answer stopped at `ANSWER_MAX_TOKENS`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+}
+
+/// `chat:stream:status`: what an answer is waiting for.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStatus {
+    pub session_id: SessionId,
+    pub message_id: MessageId,
+    /// `waiting`: the provider is busy.
+    pub state: &'static str,
+    pub retry_after_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -314,16 +331,18 @@ mod tests {
     }
 
     #[test]
-    fn stream_end_omits_stopped_unless_true() {
+    fn stream_end_omits_stopped_and_cut_unless_true() {
         let end = StreamEnd {
             session_id: SessionId::new(),
             message_id: MessageId::new(),
             intent_type: IntentType::Question,
             content: "x",
             stopped: false,
+            cut: false,
         };
         let v = serde_json::to_value(&end).unwrap();
         assert!(v.get("stopped").is_none());
+        assert!(v.get("cut").is_none());
         assert_eq!(v["intentType"], "question");
     }
 }

@@ -17,7 +17,7 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{error, warn};
 
 use super::events::{
-    self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamToken,
+    self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamStatus, StreamToken,
 };
 use super::outbox::{Delivered, Outbox, Sent, Waiting};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
@@ -249,10 +249,20 @@ impl AnswerAudience for SessionRooms {
             AnswerEvent::Token { session_id, message_id, token, seq } => {
                 self.send_token(session_id, message_id, token, seq)
             }
-            AnswerEvent::End { session_id, message_id, intent, content, stopped } => self.send(
+            AnswerEvent::Waiting { session_id, message_id, retry_after } => self.send(
+                session_id,
+                events::STREAM_STATUS,
+                &StreamStatus {
+                    session_id,
+                    message_id,
+                    state: "waiting",
+                    retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                },
+            ),
+            AnswerEvent::End { session_id, message_id, intent, content, stopped, cut } => self.send(
                 session_id,
                 events::STREAM_END,
-                &StreamEnd { session_id, message_id, intent_type: intent, content, stopped },
+                &StreamEnd { session_id, message_id, intent_type: intent, content, stopped, cut },
             ),
             AnswerEvent::SocialGenerated { session_id, message_id, content, posts } => self.send(
                 session_id,

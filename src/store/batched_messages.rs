@@ -44,6 +44,7 @@ struct Finished {
     posts: Vec<SocialPost>,
     status: MessageStatus,
     usage: Option<TokenUsage>,
+    cut: bool,
 }
 
 impl Finished {
@@ -53,6 +54,7 @@ impl Finished {
             posts: &self.posts,
             status: self.status,
             usage: self.usage,
+            cut: self.cut,
         }
     }
 }
@@ -93,6 +95,7 @@ impl BatchedMessages {
             posts: answer.posts.to_vec(),
             status: answer.status,
             usage: answer.usage,
+            cut: answer.cut,
         };
         queue(&self.finishes, finished).await
     }
@@ -278,6 +281,7 @@ mod tests {
             posts: Vec::new(),
             status: MessageStatus::Complete,
             usage: None,
+            cut: false,
         };
         finishes.send(pending(finished)).await.unwrap();
         recents.send(pending(Recent { session_id, limit: 10 })).await.unwrap();

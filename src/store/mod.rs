@@ -99,6 +99,8 @@ pub struct FinishedAnswer<'a> {
     pub status: MessageStatus,
     /// What the answer cost, when it reached the model.
     pub usage: Option<TokenUsage>,
+    /// The answer stopped at `ANSWER_MAX_TOKENS`.
+    pub cut: bool,
 }
 
 impl FinishedAnswer<'_> {

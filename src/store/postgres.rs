@@ -52,9 +52,10 @@ const INSERT_MESSAGES: &str = "INSERT INTO messages \
      ON CONFLICT DO NOTHING RETURNING id";
 const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, posts = v.posts, \
      status = v.status, updated_at = $5, prompt_tokens = v.prompt_tokens, \
-     completion_tokens = v.completion_tokens, usage_estimated = v.usage_estimated \
-     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[]) \
-      AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated) \
+     completion_tokens = v.completion_tokens, usage_estimated = v.usage_estimated, cut = v.cut \
+     FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[], \
+      $9::bool[]) \
+      AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut) \
      WHERE messages.id = v.id";
 /// Each session's newest exchanges through the (session, created_at) index, however long the
 /// session.
@@ -112,6 +113,7 @@ impl PostgresStore {
             .bind(answers.iter().map(|(_, a)| a.usage_columns().0).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.usage_columns().1).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.usage_columns().2).collect::<Vec<_>>())
+            .bind(answers.iter().map(|(_, a)| a.cut).collect::<Vec<_>>())
             .execute(&self.pool)
             .await?;
         Ok(())

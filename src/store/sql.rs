@@ -49,8 +49,8 @@ pub(super) const UPDATE_SESSION_SUMMARY: &str =
 
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, chat_session_id, client_message_id, user_message, ai_response, \
-     intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, created_at, \
-     updated_at";
+     intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut, \
+     created_at, updated_at";
 /// What [`ExchangeRow`] reads: an answer's context needs no more.
 pub(super) const EXCHANGE_COLUMNS: &str = "id, chat_session_id, user_message, ai_response, created_at";
 pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
@@ -59,7 +59,7 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
-     completion_tokens = $7, usage_estimated = $8 WHERE id = $1";
+     completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1";
 pub(super) fn find_message_by_client_id() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \
@@ -174,6 +174,7 @@ pub(super) struct MessageRow {
     prompt_tokens: Option<i64>,
     completion_tokens: Option<i64>,
     usage_estimated: Option<bool>,
+    cut: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -203,6 +204,7 @@ impl TryFrom<MessageRow> for Message {
                 }),
                 _ => None,
             },
+            cut: row.cut,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -416,6 +418,7 @@ macro_rules! impl_store_for {
                     .bind(answer.usage_columns().0)
                     .bind(answer.usage_columns().1)
                     .bind(answer.usage_columns().2)
+                    .bind(answer.cut)
                     .execute(&self.pool)
                     .await?;
                 Ok(())

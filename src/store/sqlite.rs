@@ -59,11 +59,11 @@ const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
 const INSERT_MESSAGES_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING id";
 /// `finish_messages`: this, then a `VALUES` row per answer, then `FINISH_MESSAGES_TAIL`.
 const FINISH_MESSAGES_HEAD: &str = "WITH v (id, ai_response, posts, status, updated_at, \
-     prompt_tokens, completion_tokens, usage_estimated) AS (";
+     prompt_tokens, completion_tokens, usage_estimated, cut) AS (";
 const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_response, \
      posts = v.posts, status = v.status, updated_at = v.updated_at, \
      prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
-     usage_estimated = v.usage_estimated FROM v WHERE messages.id = v.id";
+     usage_estimated = v.usage_estimated, cut = v.cut FROM v WHERE messages.id = v.id";
 
 /// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
 /// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through
@@ -134,7 +134,8 @@ impl SqliteStore {
                 .push_bind(now)
                 .push_bind(answer.usage_columns().0)
                 .push_bind(answer.usage_columns().1)
-                .push_bind(answer.usage_columns().2);
+                .push_bind(answer.usage_columns().2)
+                .push_bind(answer.cut);
         });
         query.push(FINISH_MESSAGES_TAIL);
         query.build().execute(&self.pool).await?;

@@ -1,114 +1,95 @@
-// A fake OpenAI-compatible server on 127.0.0.1 speaking real SSE, so the server's real HTTP
-// client path runs. The scenario is picked by a word in the last user message:
-//   normal (default) · slow · stall · malformed · not-sse · status-429 · status-500
-// It records each request's body and whether the client closed the connection mid-answer.
+// A fake OpenAI-compatible server on 127.0.0.1 that behaves like the real ones: real SSE (with
+// `finish_reason` and usage in the last chunk), whole completions when `stream` is false, 429
+// with `Retry-After`, context-length refusals, JSON mode, plain-text replies, and llama.cpp's
+// refusal of `json_schema`. What each request is (answer, classifier, posts, post, shorten,
+// summary, title) is read from its system prompt; the scenario from a word in the last user
+// message:
+//   normal (default) · slow · flood · stall · malformed · not-sse · status-429 · status-500 ·
+//   busy-once (one 429 with Retry-After: 1, then an answer) · busy-long (Retry-After: 60) ·
+//   empty-once / empty-always (a stream with no text) · long-answer (cut at max_tokens) ·
+//   posts-garbage (posts as prose, not JSON) · posts-partial (JSON with the first post only)
+// Options: `tokenDelayMs`; `contextWindowChars` (refuse prompts longer than this, as OpenAI's
+// context_length_exceeded); `schemaRefused` (answer json_schema requests as llama.cpp does).
+// It records each request's kind and body, and whether the client closed the connection early.
 import http from "node:http";
 
-function chunk(model, content, extra = {}) {
+const PLATFORMS = ["twitter", "linkedin", "bluesky", "mastodon", "threads", "facebook", "instagram"];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function kindOf(body) {
+  const system = body.messages?.find((m) => m.role === "system")?.content ?? "";
+  if (body.response_format?.type === "json_schema" || system.startsWith("Classify the user's message")) return "classifier";
+  if (system.includes("[[task]]\nsocial_posts")) return "posts";
+  if (system.includes("[[task]]\nsocial_post")) return "post";
+  if (system.includes("[[task]]\nshorten")) return "shorten";
+  if (system.includes("[[task]]\nsummary")) return "summary";
+  if (system.includes("[[task]]\ntitle")) return "title";
+  return "answer";
+}
+
+function chunk(model, content, finishReason = null) {
   return {
-    id: "chatcmpl-fake",
-    object: "chat.completion.chunk",
-    created: 1,
-    model,
-    choices: [{ index: 0, delta: content === null ? {} : { content }, finish_reason: null }],
-    ...extra,
+    id: "chatcmpl-fake", object: "chat.completion.chunk", created: 1, model,
+    choices: [{ index: 0, delta: content === null ? {} : { content }, finish_reason: finishReason }],
   };
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
+export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0, schemaRefused = false } = {}) {
   const requests = [];
+  const seen = new Map();
   const server = http.createServer(async (req, res) => {
-    let body = "";
-    for await (const part of req) body += part;
-    const json = body ? JSON.parse(body) : {};
-    const record = { path: req.url, body: json, closedEarly: false, finished: false };
+    let raw = "";
+    for await (const part of req) raw += part;
+    const body = raw ? JSON.parse(raw) : {};
+    const kind = kindOf(body);
+    const record = { path: req.url, body, kind, closedEarly: false, finished: false };
     requests.push(record);
-    res.on("close", () => {
-      if (!record.finished) record.closedEarly = true;
-    });
-    const lastUser = [...(json.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
-    const text = typeof lastUser === "string" ? lastUser : JSON.stringify(lastUser);
-    const scenario = ["flood", "slow", "stall", "malformed", "not-sse", "status-429", "status-500"].find((s) => text.includes(s)) ?? "normal";
-    const model = json.model ?? "fake";
+    res.on("close", () => { if (!record.finished) record.closedEarly = true; });
+    const lastUser = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
+    const scenario = ["flood", "slow", "stall", "malformed", "not-sse", "status-429", "status-500", "busy-once", "busy-long",
+      "empty-once", "empty-always", "long-answer", "posts-garbage", "posts-partial"].find((s) => lastUser.includes(s)) ?? "normal";
+    const model = body.model ?? "fake";
+    const times = (seen.get(`${kind}:${lastUser}`) ?? 0) + 1;
+    seen.set(`${kind}:${lastUser}`, times);
+    const refuse = (status, error, headers = {}) => {
+      record.finished = true;
+      res.writeHead(status, { "content-type": "application/json", ...headers });
+      res.end(JSON.stringify({ error }));
+    };
 
-    if (scenario === "status-429") {
-      res.writeHead(429, { "content-type": "application/json", "retry-after": "0" });
-      return res.end(JSON.stringify({ error: { message: "Rate limit reached. Please try again in 2s.", type: "rate_limit_error", param: null, code: null } }));
+    if (schemaRefused && body.response_format?.type === "json_schema") {
+      // llama.cpp's server (llama-cpp-python's too) takes only text and json_object.
+      return refuse(500, { message: "1 validation error: response_format.type Input should be 'text' or 'json_object'", type: "server_error" });
+    }
+    if (contextWindowChars && JSON.stringify(body.messages).length > contextWindowChars) {
+      return refuse(400, { message: `This model's maximum context length is ${contextWindowChars} characters.`, type: "invalid_request_error", code: "context_length_exceeded" });
+    }
+    if (scenario === "status-429" || scenario === "busy-long" || (scenario === "busy-once" && times === 1)) {
+      const wait = scenario === "busy-long" ? "60" : "1";
+      return refuse(429, { message: "Rate limit reached. Please try again in 2s.", type: "rate_limit_error" }, { "retry-after": wait });
     }
     if (scenario === "status-500") {
+      record.finished = true;
       res.writeHead(500, { "content-type": "text/plain" });
       return res.end("upstream exploded");
     }
-    if (!json.stream && json.response_format?.type === "json_schema") {
-      // The intent classifier.
-      record.kind = "classifier";
-      record.finished = true;
-      const named = [...text.matchAll(/\b(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram)\b/gi)].map((m) => m[1].toLowerCase());
-      const reply = text.includes("classifier-garbage")
-        ? "I think it is a question"
-        : JSON.stringify({ intent: "social_post", platforms: named });
-      res.writeHead(200, { "content-type": "application/json" });
-      return res.end(JSON.stringify({
-        id: "c", object: "chat.completion", created: 1, model,
-        choices: [{ index: 0, message: { role: "assistant", content: reply }, finish_reason: "stop" }],
-        usage: { prompt_tokens: 30, completion_tokens: 8, total_tokens: 38 },
-      }));
-    }
-    if (!json.stream) {
-      // A whole completion (social posts, summaries): echo back JSON posts for the platforms named.
-      const platforms = [...text.matchAll(/\b(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram)\b/g)].map((m) => m[1]);
-      const system = json.messages?.find((m) => m.role === "system")?.content ?? "";
-      const wanted = [...system.matchAll(/^(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram) \(limit/gm)].map((m) => m[1]);
-      const posts = (wanted.length ? wanted : platforms).map((platform) => ({
-        platform,
-        content: `A ${platform} post about the article. ${"Very long. ".repeat(platform === "twitter" ? 60 : 1)}`,
-        hashtags: ["rust", "#chat"],
-      }));
-      const allText = JSON.stringify(json.messages ?? []);
-      let content = JSON.stringify({ posts });
-      if (system.includes("Summarize")) content = "They talked about Rust.";
-      else if (text.includes("too long")) content = JSON.stringify({ posts: posts.map((p) => ({ ...p, content: `Short ${p.platform} post.` })) });
-      else if (allText.includes("posts-garbage") && !text.includes("not the JSON")) content = "Here are some lovely posts for you!";
-      record.kind = system.includes("Summarize") ? "summary" : "posts";
+
+    const { text, finishReason } = replyText(kind, body, lastUser, scenario, times);
+    if (!body.stream) {
       record.finished = true;
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(JSON.stringify({
         id: "chatcmpl-fake", object: "chat.completion", created: 1, model,
-        choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
-        usage: { prompt_tokens: 120, completion_tokens: 40, total_tokens: 160 },
+        choices: [{ index: 0, message: { role: "assistant", content: text ?? "Hello from the model." }, finish_reason: finishReason }],
+        usage: { prompt_tokens: 30, completion_tokens: 8, total_tokens: 38 },
       }));
     }
     if (scenario === "not-sse") {
       record.finished = true;
       res.writeHead(200, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ id: "x", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "not a stream" } }] }));
+      return res.end(JSON.stringify({ id: "x", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "not a stream" }, finish_reason: "stop" }] }));
     }
-
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-    const send = (data) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
-    const words =
-      scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `)
-      : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(2000)} `)
-      : ["Hello ", "from ", "the ", "model."];
-    const delay = scenario === "slow" ? 100 : scenario === "flood" ? 0 : tokenDelayMs;
-    for (const [i, word] of words.entries()) {
-      if (res.destroyed) return;
-      send(chunk(model, word));
-      if (delay > 0 || i % 50 === 0) await sleep(delay);
-      if (scenario === "stall" && i === 2) return; // never another byte
-      if (scenario === "malformed" && i === 1) {
-        send("{this is not json");
-        record.finished = true;
-        return res.end();
-      }
-      if (i === 0) send(chunk(model, "")); // an empty chunk, to be skipped
-    }
-    send({ ...chunk(model, null), choices: [], usage: { prompt_tokens: 100, completion_tokens: words.length, total_tokens: 100 + words.length } });
-    send("[DONE]");
-    record.finished = true;
-    res.end();
+    await streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address();
@@ -117,4 +98,72 @@ export async function startFakeOpenAI({ tokenDelayMs = 5 } = {}) {
     requests,
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
+}
+
+/** What the model writes for a request of `kind`, and why it stopped. */
+function replyText(kind, body, lastUser, scenario, times) {
+  const system = body.messages?.find((m) => m.role === "system")?.content ?? "";
+  const stop = (text) => ({ text, finishReason: "stop" });
+  switch (kind) {
+    case "classifier": {
+      const named = [...lastUser.matchAll(/\b(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram)\b/gi)].map((m) => m[1].toLowerCase());
+      if (lastUser.includes("classifier-garbage")) return stop("I think it is a question");
+      const decision = JSON.stringify({ intent: "social_post", platforms: named });
+      // Without a response format, a small model wraps its JSON in prose.
+      return stop(body.response_format ? decision : `Sure! ${decision}`);
+    }
+    case "posts": {
+      const wanted = [...system.matchAll(/^(twitter|linkedin|bluesky|mastodon|threads|facebook|instagram) \(limit/gm)].map((m) => m[1]);
+      if (scenario === "posts-garbage") return stop("Here are some lovely posts for you!");
+      const posts = wanted.map((platform) => ({
+        platform,
+        content: `A ${platform} post about the article. ${"Very long. ".repeat(platform === "twitter" ? 60 : 1)}`,
+        hashtags: ["rust", "#chat"],
+      }));
+      return stop(JSON.stringify({ posts: scenario === "posts-partial" ? posts.slice(0, 1) : posts }));
+    }
+    case "post": {
+      const platform = PLATFORMS.find((p) => system.toLowerCase().includes(`[[platform]]\n${p === "twitter" ? "x (twitter)" : p}`)) ?? "unknown";
+      return stop(`Here is your post:\nPlain ${platform} post about Tokio. #rust`);
+    }
+    case "shorten": {
+      const platform = system.match(/\[\[platform\]\]\n(\w+)/)?.[1] ?? "unknown";
+      return stop(`Short ${platform} post.`);
+    }
+    case "summary": return stop("They talked about Rust.");
+    case "title": return stop("A fake title");
+    default:
+      if (scenario === "empty-always" || (scenario === "empty-once" && times === 1)) return stop("");
+      if (scenario === "long-answer") return { text: "This answer goes on and on and", finishReason: "length" };
+      return stop(null); // the scenario's words
+  }
+}
+
+/** Streams `text` (or, for answers, the scenario's words) as SSE chunks, usage last. */
+async function streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs) {
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  const send = (data) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
+  const words = text !== null
+    ? (text.match(/\S*\s*/g) ?? []).filter(Boolean)
+    : scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `)
+    : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(2000)} `)
+    : ["Hello ", "from ", "the ", "model."];
+  const delay = scenario === "slow" ? 100 : scenario === "flood" ? 0 : tokenDelayMs;
+  for (const [i, word] of words.entries()) {
+    if (res.destroyed) return;
+    send(chunk(model, word));
+    if (delay > 0 || i % 50 === 0) await sleep(delay);
+    if (scenario === "stall" && i === 2) return; // never another byte
+    if (scenario === "malformed" && i === 1) {
+      send("{this is not json");
+      record.finished = true;
+      return res.end();
+    }
+    if (i === 0) send(chunk(model, "")); // an empty chunk, to be skipped
+  }
+  send(chunk(model, null, finishReason));
+  send({ ...chunk(model, null), choices: [], usage: { prompt_tokens: 100, completion_tokens: words.length, total_tokens: 100 + words.length } });
+  send("[DONE]");
+  record.finished = true;
+  res.end();
 }

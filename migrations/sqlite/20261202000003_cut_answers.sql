@@ -1,0 +1,2 @@
+-- An answer that stopped at ANSWER_MAX_TOKENS: stored complete, marked as cut.
+ALTER TABLE messages ADD COLUMN cut INTEGER NOT NULL DEFAULT 0;

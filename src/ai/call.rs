@@ -1,0 +1,137 @@
+//! One request to the model, streamed: asked again while the provider is busy (each wait shown
+//! to the user, all of them within the first-token deadline), then read chunk by chunk within
+//! the first-token and idle deadlines, its cost kept in the answer's meter.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use langchain_rust::language_models::llm::LLM;
+use langchain_rust::schemas::{Message as LlmMessage, StreamData};
+use tokio::time::Instant;
+
+use super::window::prompt_tokens;
+use super::{AiError, AiService, Progress, Show, UsageMeter};
+use crate::domain::TokenUsage;
+
+/// Most times a busy provider is asked again for one request.
+const MAX_RETRIES: u32 = 3;
+
+/// The wait before asking again when the provider names none: 0.5 s, 1 s, 2 s.
+fn backoff(retry: u32) -> Duration {
+    Duration::from_millis(500) * 2u32.pow(retry.saturating_sub(1).min(4))
+}
+
+/// How a streamed request ended.
+pub(super) struct CallEnd {
+    /// The whole text the model wrote.
+    pub text: String,
+    /// The model stopped at `max_tokens`.
+    pub cut: bool,
+}
+
+impl AiService {
+    /// Streams one completion of `messages`, giving each piece of text to `on_text`.
+    pub(super) async fn stream_call(
+        &self,
+        llm: &dyn LLM,
+        messages: &[LlmMessage],
+        meter: &UsageMeter,
+        show: Show<'_>,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<CallEnd, AiError> {
+        let asked = std::time::Instant::now();
+        let first_token = Instant::now() + self.settings.first_token_timeout;
+        let mut stream = open(llm, messages, first_token, show).await?;
+        // Counted once the provider took the request: a refused one costs nothing.
+        meter.sent(u32::try_from(prompt_tokens(messages)).unwrap_or(u32::MAX));
+        let mut end = CallEnd { text: String::new(), cut: false };
+        loop {
+            let deadline = if end.text.is_empty() {
+                first_token
+            } else {
+                Instant::now() + self.settings.token_idle_timeout
+            };
+            let data = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => return Err(AiError::Timeout),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(data))) => data,
+            };
+            if let Some(t) = &data.tokens {
+                meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
+            }
+            end.cut |= finished_at_length(&data);
+            if data.content.is_empty() {
+                continue;
+            }
+            if end.text.is_empty() {
+                metrics::histogram!("postchat_provider_first_token_seconds")
+                    .record(asked.elapsed().as_secs_f64());
+            }
+            meter.received(&data.content);
+            on_text(&data.content);
+            end.text.push_str(&data.content);
+        }
+        meter.closed();
+        Ok(end)
+    }
+
+    /// One whole completion of `messages` (no stream), asked again while the provider is busy.
+    pub(super) async fn generate_call(
+        &self,
+        llm: &dyn LLM,
+        messages: &[LlmMessage],
+        meter: &UsageMeter,
+        show: Show<'_>,
+    ) -> Result<String, AiError> {
+        let mut on_text = |_: &str| {};
+        self.stream_call(llm, messages, meter, show, &mut on_text).await.map(|end| end.text)
+    }
+}
+
+type DataStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<StreamData, langchain_rust::language_models::LLMError>> + Send>,
+>;
+
+/// Opens the stream, asking again after the provider's `Retry-After` (or a backoff) while it is
+/// busy and the wait ends before `deadline`; otherwise its unavailability, with its wait.
+async fn open(
+    llm: &dyn LLM,
+    messages: &[LlmMessage],
+    deadline: Instant,
+    show: Show<'_>,
+) -> Result<DataStream, AiError> {
+    let mut retries = 0;
+    loop {
+        let err = match tokio::time::timeout_at(deadline, llm.stream(messages)).await {
+            Err(_) => return Err(AiError::Timeout),
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => AiError::from(e),
+        };
+        let AiError::Unavailable { retry_after, .. } = &err else { return Err(err) };
+        retries += 1;
+        let wait = retry_after.unwrap_or_else(|| backoff(retries));
+        if retries > MAX_RETRIES || Instant::now() + wait >= deadline {
+            return Err(err);
+        }
+        metrics::counter!("postchat_provider_retries_total").increment(1);
+        show(Progress::Waiting { retry_after: wait });
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The chunk's `finish_reason` is `length`: the model stopped at `max_tokens`.
+fn finished_at_length(data: &StreamData) -> bool {
+    data.value["choices"][0]["finish_reason"].as_str() == Some("length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+    }
+}
