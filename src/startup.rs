@@ -219,6 +219,9 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
 }
 
 fn ai_service(config: &Config) -> Result<AiService, StartupError> {
+    let started = std::time::Instant::now();
+    crate::ai::train_intent_classifier();
+    info!(took_ms = started.elapsed().as_millis() as u64, "intent classifier trained");
     let window = config.context_window().map_err(StartupError::Setting)?;
     let ai_settings = AiSettings {
         post_token_budget: config.post_token_budget,

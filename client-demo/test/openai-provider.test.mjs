@@ -59,7 +59,7 @@ test("a normal stream is forwarded token by token, empty chunks skipped, and sto
 });
 
 test("a slow stream arrives in order with every token", async () => {
-  const result = await askIn("slow please");
+  const result = await askIn("What does it say about the scheduler? (slow)");
   assertOneTerminal(result);
   assert.equal(result.tokens.length, 40);
   assert.deepEqual(result.tokens.map((t) => t.seq), [...Array(40).keys()]);
@@ -68,7 +68,7 @@ test("a slow stream arrives in order with every token", async () => {
 
 test("a 429 is asked again after its Retry-After, each wait told to the room, then its wait is retryAfterMs", async () => {
   const before = fake.requests.length;
-  const result = await askIn("trigger status-429");
+  const result = await askIn("What does it say about the scheduler? (status-429)");
   assertOneTerminal(result);
   assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
   assert.equal(result.terminal.payload.retryAfterMs, 1000, "the Retry-After header, not a guess");
@@ -82,7 +82,7 @@ test("a 429 is asked again after its Retry-After, each wait told to the room, th
 
 test("a provider busy for longer than FIRST_TOKEN_TIMEOUT_SECS is not waited for: AI_UNAVAILABLE with its wait", async () => {
   const started = Date.now();
-  const result = await askIn("trigger busy-long");
+  const result = await askIn("What does it say about the scheduler? (busy-long)");
   assert.equal(result.terminal.payload.code, "AI_UNAVAILABLE");
   assert.equal(result.terminal.payload.retryAfterMs, 60000);
   assert.equal(result.events.filter((e) => e.name === "chat:stream:status").length, 0);
@@ -90,7 +90,7 @@ test("a provider busy for longer than FIRST_TOKEN_TIMEOUT_SECS is not waited for
 });
 
 test("a provider busy once: the wait is told, then the answer streams", async () => {
-  const result = await askIn("trigger busy-once");
+  const result = await askIn("What does it say about the scheduler? (busy-once)");
   assert.equal(result.terminal.name, "chat:stream:end");
   const names = result.events.map((e) => e.name);
   assert.ok(names.indexOf("chat:stream:status") < names.indexOf("chat:stream:token"), names.join());
@@ -101,7 +101,7 @@ test("a provider busy once: the wait is told, then the answer streams", async ()
 for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500", "AI_UNAVAILABLE"]]) {
   test(`${scenario} ends the answer with ${code}, retryable, and stores it as error`, async () => {
     const before = fake.requests.length;
-    const result = await askIn(`trigger ${scenario}`);
+    const result = await askIn(`What does it say about the scheduler? (${scenario})`);
     assertOneTerminal(result);
     assert.equal(result.terminal.name, "chat:error");
     assert.equal(result.terminal.payload.code, code);
@@ -114,7 +114,7 @@ for (const [scenario, code] of [["status-429", "AI_UNAVAILABLE"], ["status-500",
 }
 
 test("a stall after some tokens ends with AI_TIMEOUT and keeps the partial answer", async () => {
-  const result = await askIn("stall now");
+  const result = await askIn("What does it say about the scheduler? (stall)");
   assertOneTerminal(result);
   assert.equal(result.terminal.payload.code, "AI_TIMEOUT");
   assert.equal(result.terminal.payload.retryable, true);
@@ -124,7 +124,7 @@ test("a stall after some tokens ends with AI_TIMEOUT and keeps the partial answe
 });
 
 test("a malformed chunk ends with AI_ERROR and keeps the tokens before it", async () => {
-  const result = await askIn("send malformed");
+  const result = await askIn("What does it say about the scheduler? (malformed)");
   assertOneTerminal(result);
   assert.equal(result.terminal.payload.code, "AI_ERROR");
   assert.equal(result.terminal.payload.retryable, false);
@@ -133,7 +133,7 @@ test("a malformed chunk ends with AI_ERROR and keeps the tokens before it", asyn
 });
 
 test("a 200 that is a whole completion instead of a stream is read as one answer, not an empty one", async () => {
-  const result = await askIn("reply not-sse");
+  const result = await askIn("What does it say about the scheduler? (not-sse)");
   assertOneTerminal(result);
   assert.equal(result.terminal.name, "chat:stream:end");
   assert.equal(result.terminal.payload.content, "not a stream");
@@ -141,16 +141,16 @@ test("a 200 that is a whole completion instead of a stream is read as one answer
 });
 
 test("an empty completion is asked for once more", async () => {
-  const result = await askIn("answer empty-once");
+  const result = await askIn("What does it say about the scheduler? (empty-once)");
   assert.equal(result.terminal.name, "chat:stream:end");
   assert.equal(result.terminal.payload.content, "Hello from the model.");
-  const always = await askIn("answer empty-always");
+  const always = await askIn("What does it say about the scheduler? (empty-always)");
   assert.equal(always.terminal.payload.code, "AI_ERROR");
   assert.equal(always.stored.status, "error");
 });
 
 test("an answer stopped at ANSWER_MAX_TOKENS is stored complete and marked cut", async () => {
-  const result = await askIn("give me a long-answer");
+  const result = await askIn("What does it say about the scheduler? (long-answer)");
   assert.equal(result.terminal.name, "chat:stream:end");
   assert.equal(result.terminal.payload.cut, true);
   assert.equal(result.stored.status, "complete");
@@ -195,7 +195,7 @@ test("chat:stop closes the provider's request and stores the partial answer as s
   const { session } = await createSession(server.url, token, samplePost);
   const socket = await connect(server.url, token);
   const ended = new Promise((r) => socket.once("chat:stream:end", r));
-  await request(socket, "chat:message", { sessionId: session.id, content: "slow answer please" });
+  await request(socket, "chat:message", { sessionId: session.id, content: "What does it say about the scheduler? (slow)" });
   await new Promise((r) => socket.once("chat:stream:token", r));
   const upstream = fake.requests.at(-1);
   const started = Date.now();
@@ -254,9 +254,9 @@ test("platforms the model left out of its JSON are asked for as plain text", asy
   assert.deepEqual(fake.requests.slice(before).filter((r) => r.kind === "post").length, 1);
 });
 
-test("a message the rules are unsure of goes to the classifier, which can make it a request for posts", async () => {
+test("a message the trained classifier is unsure of goes to the classifier, which can make it a request for posts", async () => {
   const before = fake.requests.length;
-  const result = await askIn("a bluesky thing for this");
+  const result = await askIn("bluesky?");
   assert.equal(result.terminal.name, "chat:social:generated");
   assert.deepEqual(result.terminal.payload.posts.map((p) => p.platform), ["bluesky"]);
   const classifier = fake.requests.slice(before).find((r) => r.kind === "classifier");
@@ -264,13 +264,13 @@ test("a message the rules are unsure of goes to the classifier, which can make i
   assert.equal(classifier.body.temperature, 0);
   assert.ok(classifier.body.max_tokens <= 100 || classifier.body.max_completion_tokens <= 100);
   assert.equal(classifier.body.response_format.json_schema.name, "intent");
-  assert.equal(classifier.body.messages.at(-1).content, "a bluesky thing for this");
+  assert.equal(classifier.body.messages.at(-1).content, "bluesky?");
 });
 
-test("a classifier reply that is not JSON falls back to the rules", async () => {
+test("a classifier reply that is not JSON falls back to the trained classifier", async () => {
   const before = fake.requests.length;
-  const result = await askIn("classifier-garbage: does it mention twitter");
-  assert.equal(result.terminal.name, "chat:stream:end", "the rules say question");
+  const result = await askIn("classifier-garbage twitter?");
+  assert.equal(result.terminal.name, "chat:stream:end", "the trained classifier says question");
   assert.ok(fake.requests.slice(before).some((r) => r.kind === "classifier"));
 });
 

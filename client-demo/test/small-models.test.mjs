@@ -88,11 +88,11 @@ test("a server that refuses json_schema (llama.cpp) is asked with json_object at
   await withServer({ fakeOptions: { schemaRefused: true }, env: {} }, async ({ fake, server, token }) => {
     const { session } = await createSession(server.url, token, samplePost);
     const socket = await connect(server.url, token);
-    const first = await ask(socket, session.id, "a bluesky thing for this");
+    const first = await ask(socket, session.id, "bluesky?");
     assert.equal(first.terminal.name, "chat:social:generated", "the classifier decided, not the rules");
     const classified = fake.requests.filter((r) => r.kind === "classifier");
     assert.deepEqual(classified.map((r) => r.body.response_format?.type), ["json_schema", "json_object"]);
-    const second = await ask(socket, session.id, "a mastodon thing for this");
+    const second = await ask(socket, session.id, "mastodon?");
     assert.deepEqual(second.terminal.payload.posts.map((p) => p.platform), ["mastodon"]);
     const after = fake.requests.filter((r) => r.kind === "classifier").slice(2);
     assert.deepEqual(after.map((r) => r.body.response_format?.type), ["json_object"], "remembered: one request");

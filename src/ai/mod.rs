@@ -31,7 +31,12 @@ use tracing::warn;
 use crate::domain::{Exchange, IntentType, Platform, Post, Preferences, SocialPost};
 
 pub use budget::count_tokens;
-pub use intent::{detect_intent, IntentRequest};
+pub use intent::{detect_intent, labelled, IntentRequest};
+
+/// Trains the intent classifier now (milliseconds) rather than on the first message.
+pub fn train_intent_classifier() {
+    detect_intent("");
+}
 pub use local::LocalEngine;
 pub use openai_compatible::Endpoint;
 pub use usage::UsageMeter;

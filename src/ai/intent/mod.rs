@@ -1,8 +1,13 @@
 //! Intent detection: is this a question about the post, or a request for social posts, for
-//! which platforms and how many? Rules decide the clear cases; a message the rules are unsure
-//! of goes to the model's classifier when there is one (`AiService::detect_intent`).
+//! which platforms and how many? A small trained classifier (`model.rs`, trained on
+//! `tune.tsv`) decides; platform words and numbers say which posts. A message the classifier is
+//! unsure of goes to the model's classifier when there is one (`AiService::detect_intent`).
+
+mod model;
 
 use serde::Deserialize;
+
+pub use model::labelled;
 
 use crate::domain::{IntentType, Platform};
 
@@ -13,158 +18,87 @@ pub struct IntentRequest {
     /// One entry per post asked for, in the order named ("three tweets and a LinkedIn post":
     /// twitter ×3, linkedin); empty means "the user's default platforms".
     pub platforms: Vec<Platform>,
-    /// False when the rules guessed (a platform is named but nothing asks for a post, or the
-    /// other way round): a classifier may decide better.
+    /// False when the trained classifier was unsure: a model classifier may decide better.
     pub confident: bool,
 }
 
 /// Most posts of one platform a message may ask for.
 const MAX_PER_PLATFORM: usize = 5;
 
-/// Words that name a platform, with the platform they name.
+/// Words that name a platform, with the platform they name (matched in the normalized text:
+/// lowercase, punctuation as spaces, a space at each end).
 const PLATFORM_WORDS: &[(&str, Platform)] = &[
     ("tweet", Platform::Twitter),
     ("twitter", Platform::Twitter),
+    ("twet", Platform::Twitter),
+    (" tuit", Platform::Twitter),
     ("ツイート", Platform::Twitter),
     (" x post", Platform::Twitter),
     (" x thread", Platform::Twitter),
     (" for x ", Platform::Twitter),
-    (" for x.", Platform::Twitter),
     (" on x ", Platform::Twitter),
-    (" on x.", Platform::Twitter),
+    (" para x ", Platform::Twitter),
+    (" en x ", Platform::Twitter),
+    (" no x ", Platform::Twitter),
+    (" pour x ", Platform::Twitter),
+    (" für x ", Platform::Twitter),
+    (" auf x ", Platform::Twitter),
+    ("bird app", Platform::Twitter),
     ("linkedin", Platform::Linkedin),
+    ("linkdin", Platform::Linkedin),
+    ("linked in", Platform::Linkedin),
+    (" li post", Platform::Linkedin),
     ("threads post", Platform::Threads),
     (" for threads", Platform::Threads),
     (" on threads", Platform::Threads),
+    (" para threads", Platform::Threads),
+    (" pour threads", Platform::Threads),
+    (" für threads", Platform::Threads),
+    (" no threads", Platform::Threads),
+    (" post threads", Platform::Threads),
     ("bluesky", Platform::Bluesky),
     ("bsky", Platform::Bluesky),
     ("skeet", Platform::Bluesky),
     ("mastodon", Platform::Mastodon),
     ("toot", Platform::Mastodon),
+    ("pouet", Platform::Mastodon),
+    ("tröt", Platform::Mastodon),
     ("fediverse", Platform::Mastodon),
     ("facebook", Platform::Facebook),
+    (" fb ", Platform::Facebook),
     ("instagram", Platform::Instagram),
     (" insta ", Platform::Instagram),
     (" ig ", Platform::Instagram),
 ];
 
-/// Words that mean "a social-media post" without naming a platform.
-const SOCIAL_WORDS: &[&str] = &[
-    "social media",
-    "social post",
-    "socials",
-    "caption",
-    "posts for",
-    "post for",
-    "posts about",
-    "a post about",
-    "post about this",
-    "promo",
-    "announcement",
-    "thread about",
-    "réseaux sociaux",
-    "redes sociales",
-    "soziale medien",
-    "publication",
-    "publicación",
-    "beitrag",
-    "投稿",
-];
+/// How far from an even chance the trained classifier must be for its decision to stand
+/// without a model classifier (when there is one).
+const SURE_MARGIN: f32 = 0.3;
 
-/// Words that ask for something to be written.
-const REQUEST_WORDS: &[&str] = &[
-    "write",
-    "draft",
-    "create",
-    "generate",
-    "make me",
-    "make a",
-    "compose",
-    "craft",
-    "give me",
-    "prepare",
-    "produce",
-    "turn this",
-    "turn it",
-    "can you do",
-    "i need",
-    "i want",
-    "help me",
-    "suggest",
-    "come up with",
-    "share this",
-    "post this",
-    "tweet this",
-    "tweet about",
-    "need a",
-    "need some",
-    "would make a good",
-    "in a tweet",
-    "as a tweet",
-    "in a post",
-    "as a post",
-    "could you",
-    "please",
-    "rédige",
-    "écris",
-    "ecris",
-    "escribe",
-    "escribir",
-    "redacta",
-    "schreib",
-    "erstelle",
-    "crea ",
-    "genera",
-    "scrivi",
-    "書いて",
-    "作って",
-];
+/// Messages of fewer words are too short to be sure of ("bluesky?", "x"), whatever the score.
+const SURE_FROM_WORDS: usize = 3;
 
-/// Words that mark a question about the article itself.
-const QUESTION_WORDS: &[&str] = &[
-    "what does",
-    "what is",
-    "what are",
-    "why ",
-    "how does",
-    "how do",
-    "who ",
-    "when ",
-    "where ",
-    "which ",
-    "does the",
-    "is the",
-    "explain",
-    "summar",
-    "according to",
-    "mention",
-    "say about",
-    "qu'est",
-    "pourquoi",
-    "qué ",
-    "por qué",
-    "warum",
-    "was ist",
-];
-
-/// Classifies a message by rules.
+/// Classifies a message: the trained model decides the intent, the platform words which posts.
 pub fn detect_intent(text: &str) -> IntentRequest {
-    let lower = format!(" {} ", text.to_lowercase().replace(['?', '!', ',', ';', ':'], " "));
-    let platforms = named_platforms(&lower);
-    let names_social = !platforms.is_empty() || SOCIAL_WORDS.iter().any(|w| lower.contains(w));
-    let asks_to_write = REQUEST_WORDS.iter().any(|w| lower.contains(w));
-    let asks_about = QUESTION_WORDS.iter().any(|w| lower.contains(w));
-    let (intent, confident) = match (names_social, asks_to_write) {
-        (true, true) => (IntentType::SocialPost, !asks_about || !platforms.is_empty()),
-        (false, _) => (IntentType::Question, true),
-        // A platform or post is named but nothing asks for one: most often a question about it.
-        (true, false) => (IntentType::Question, false),
+    let social = model::trained().social_probability(text);
+    let intent = if social >= 0.5 { IntentType::SocialPost } else { IntentType::Question };
+    let platforms = match intent {
+        IntentType::SocialPost => named_platforms(&normalized(text)),
+        IntentType::Question => Vec::new(),
     };
+    let words = text.split_whitespace().count();
     IntentRequest {
         intent,
-        platforms: if intent == IntentType::SocialPost { platforms } else { Vec::new() },
-        confident,
+        platforms,
+        confident: (social - 0.5).abs() >= SURE_MARGIN && words >= SURE_FROM_WORDS,
     }
+}
+
+/// Lowercase, punctuation as spaces, a space at each end: platform words match whole.
+fn normalized(text: &str) -> String {
+    let spaced: String =
+        text.to_lowercase().chars().map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' }).collect();
+    format!(" {} ", spaced.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The platforms named, each repeated as many times as asked ("two tweets"), in order.
@@ -201,10 +135,20 @@ fn count_before(prefix: &str) -> usize {
         ("several", 3),
         ("deux", 2),
         ("trois", 3),
+        ("quatre", 4),
+        ("cinq", 5),
         ("dos", 2),
         ("tres", 3),
+        ("cuatro", 4),
+        ("cinco", 5),
+        ("dois", 2),
+        ("duas", 2),
+        ("três", 3),
+        ("quatro", 4),
         ("zwei", 2),
         ("drei", 3),
+        ("vier", 4),
+        ("fünf", 5),
     ];
     prefix
         .split_whitespace()
@@ -296,11 +240,20 @@ mod tests {
     }
 
     #[test]
-    fn a_question_that_only_names_a_platform_is_an_unsure_question() {
+    fn a_question_that_names_a_platform_is_a_question() {
         let req = detect_intent("Does the article mention Twitter?");
         assert_eq!(req.intent, IntentType::Question);
         assert!(req.platforms.is_empty());
-        assert!(!req.confident);
+    }
+
+    #[test]
+    fn nicknames_and_other_languages_name_platforms() {
+        let req = detect_intent("make a post for insta and a toot");
+        assert_eq!(req.platforms, vec![Platform::Instagram, Platform::Mastodon]);
+        let req = detect_intent("Escribe dos tuits sobre este artículo");
+        assert_eq!(req.platforms, vec![Platform::Twitter, Platform::Twitter]);
+        let req = detect_intent("Can I get a short X post?");
+        assert_eq!(req.platforms, vec![Platform::Twitter]);
     }
 
     #[test]
