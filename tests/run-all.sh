@@ -2,7 +2,9 @@
 # Runs every test of the project, installing what the tests need first:
 #   format and lint checks, Rust unit and integration tests (the store suite on SQLite and on
 #   PostgreSQL), and the Node end-to-end tests against the real server binary (with the Node,
-#   Python and browser clients: npm packages, a Python virtualenv and Chromium are installed).
+#   Python and browser clients: npm packages, a Python virtualenv and Chromium are installed;
+#   and with a real model: llama-cpp-python's server, built once per machine into
+#   ~/.cache/postchat, about 10 minutes the first time).
 # PostgreSQL is expected on 127.0.0.1:5432 (TEST_POSTGRES_URL to change it); each test makes
 # its own database. With CI=true an unreachable PostgreSQL fails the run instead of skipping.
 set -euo pipefail
@@ -50,6 +52,9 @@ if [ ! -x target/pyenv/bin/python ] || [ client-demo/test/python/requirements.tx
 else
   echo "up to date"
 fi
+
+step "Real model (tests/real-model: llama.cpp's server and SmolLM2, built once per machine)"
+bash tests/real-model/setup.sh
 
 step "Chromium (browser test)"
 if [ -x /usr/bin/chromium ]; then

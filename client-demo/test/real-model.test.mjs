@@ -1,0 +1,93 @@
+// Against a real OpenAI-compatible server and a real small model (llama-cpp-python's server
+// with SmolLM2-135M-Instruct, a 4,096-token window): what a user of a small local model gets.
+// Slow (the model runs on the CPU; the first run on a machine also builds llama.cpp), but run
+// in CI like every other test.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { api, ask, connect, createSession, devToken } from "../lib/client.mjs";
+import { startServer, samplePost, twitterLength } from "./helpers/server.mjs";
+import { startRealModel } from "./helpers/real-model.mjs";
+
+let model;
+let server;
+let token;
+before(async () => {
+  model = await startRealModel({ contextTokens: 4096 });
+  server = await startServer({
+    env: {
+      AI_PROVIDER: "openai", AI_BASE_URL: model.url, AI_MODEL: model.model, AI_API_KEY: "unused",
+      MODEL_CONTEXT_TOKENS: "4096", ANSWER_MAX_TOKENS: "160",
+      FIRST_TOKEN_TIMEOUT_SECS: "120", TOKEN_IDLE_TIMEOUT_SECS: "60", ANSWER_TIMEOUT_SECS: "600",
+      HISTORY_MESSAGES: "20", INTENT_TIMEOUT_MS: "8000",
+    },
+  });
+  token = await devToken(server.url, "alice");
+}, { timeout: 45 * 60_000 });
+after(async () => {
+  await server?.stop();
+  await model?.stop();
+});
+
+function terminalOf(result) {
+  return `${result.terminal.name} ${JSON.stringify(result.terminal.payload).slice(0, 300)}`;
+}
+
+// First, while the model is idle: later tests leave titles and summaries for it to write.
+test("a message the trained classifier is unsure of goes to the model, which takes no json_schema: it falls back cleanly", async () => {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  for (const text of ["bluesky?", "mastodon?"]) {
+    const result = await ask(socket, session.id, text);
+    assert.ok(["chat:stream:end", "chat:social:generated"].includes(result.terminal.name), terminalOf(result));
+  }
+  socket.close();
+  assert.match(server.logs(), /refuses this response format/, "json_schema refused once, remembered");
+  assert.equal(server.logs().match(/refuses this response format/g).length, 1, "only the first message paid");
+});
+
+test("a question streams from the real model and is stored with its usage", async () => {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  const result = await ask(socket, session.id, "What does the article say about Tokio?");
+  socket.close();
+  assert.equal(result.terminal.name, "chat:stream:end", terminalOf(result));
+  assert.ok(result.tokens.length > 1, "streamed in pieces");
+  assert.equal(result.tokens.map((t) => t.token).join(""), result.terminal.payload.content);
+  const stored = (await api(server.url, token, "GET", `/api/sessions/${session.id}/messages`)).body.messages.at(-1);
+  assert.equal(stored.status, "complete");
+  assert.equal(stored.aiResponse, result.terminal.payload.content);
+  assert.ok(stored.usage.promptTokens > 50 && stored.usage.completionTokens > 0, JSON.stringify(stored.usage));
+});
+
+test("posts arrive for every platform asked for, within their limits, streamed", async () => {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  const result = await ask(socket, session.id, "Write a tweet and a LinkedIn post about this article");
+  socket.close();
+  assert.equal(result.terminal.name, "chat:social:generated", terminalOf(result));
+  const { posts, content } = result.terminal.payload;
+  assert.deepEqual(posts.map((p) => p.platform), ["twitter", "linkedin"]);
+  for (const post of posts) assert.ok(post.content.trim().length > 0, JSON.stringify(post));
+  assert.ok(twitterLength(posts[0].content) <= 280);
+  assert.ok(posts[1].characterCount <= 3000);
+  assert.ok(result.tokens.length > 1, "the posts streamed");
+  assert.equal(result.tokens.map((t) => t.token).join(""), content);
+  assert.doesNotMatch(content, /"platform"\s*:/, "no raw JSON shown");
+});
+
+test("a 20-exchange session never fails for the model's window", async () => {
+  const { session } = await createSession(server.url, token, samplePost);
+  const socket = await connect(server.url, token);
+  try {
+    for (let i = 0; i < 20; i++) {
+      const result = await ask(socket, session.id, `Question ${i + 1}: what else does the article say about chat servers and their connections?`);
+      assert.equal(result.terminal.name, "chat:stream:end", `exchange ${i + 1}: ${terminalOf(result)}`);
+    }
+  } finally {
+    socket.close();
+  }
+  const messages = (await api(server.url, token, "GET", `/api/sessions/${session.id}/messages?limit=50`)).body.messages;
+  assert.equal(messages.length, 20);
+  assert.ok(messages.every((m) => m.status === "complete"), JSON.stringify(messages.map((m) => m.status)));
+});
+
