@@ -1,5 +1,6 @@
 // The demo page in headless Chromium (Debian's, driven by playwright-core): sign in, create a
-// session, watch an answer stream, stop one, get social post cards, and reload mid-answer.
+// session, watch an answer stream, stop one, watch posts grow and become cards, reload
+// mid-answer, and see the wait while the provider is busy.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
@@ -8,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { api, devToken } from "../lib/client.mjs";
 import { startServer, samplePost, LIMITS } from "./helpers/server.mjs";
+import { startFakeOpenAI } from "./helpers/fake-openai.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const artifacts = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../target/browser");
@@ -85,6 +87,11 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
   // Social posts as cards, each within its platform's limit.
   await page.fill("#question", "Write a tweet, a Bluesky post and a LinkedIn post about this");
   await page.click("#send");
+  // The posts grow as they stream, under each platform's name, before the cards replace them.
+  await page.waitForFunction(() => /X \(Twitter\):\n\S/.test(document.querySelector("li.assistant.streaming .text")?.textContent ?? ""));
+  const growing = await assistantText(page);
+  await page.waitForFunction((before) => (document.querySelector("li.assistant.streaming .text")?.textContent.length ?? 0) > before, growing.length);
+  assert.doesNotMatch(growing, /[{}]|"platform"/, "the posts' text, not their JSON");
   await page.waitForSelector("li.assistant:last-child .card", { timeout: 20_000 });
   const cards = await page.locator("li.assistant:last-child .card").evaluateAll((els) =>
     els.map((el) => ({ platform: el.dataset.platform, count: el.querySelector(".count").textContent })),
@@ -118,6 +125,35 @@ test("the demo page streams, stops, shows post cards and resumes after a reload"
 
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: path.join(artifacts, "demo-page.png"), fullPage: true });
+});
+
+test("while the provider is busy the page counts down to the next try, then the answer streams", async (t) => {
+  if (!browser) return t.skip("no Chromium here");
+  const fake = await startFakeOpenAI();
+  const busy = await startServer({ env: { AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k", FIRST_TOKEN_TIMEOUT_SECS: "10" } });
+  const page = await browser.newPage();
+  try {
+    await page.goto(busy.url);
+    await page.fill("#user", "dave");
+    await page.click("#dev-signin");
+    await page.waitForSelector("#status:text('connected')");
+    await page.fill("#post-url", samplePost.url);
+    await page.fill("#post-text", samplePost.content);
+    await page.click("#new-session button[type=submit]");
+    await page.waitForSelector("#question:not([disabled])");
+    // The fake answers 429 with Retry-After: 1 once, then streams.
+    await page.fill("#question", "What does the article say about the scheduler? (busy-once)");
+    await page.click("#send");
+    await page.waitForSelector("li.assistant.streaming .note.waiting");
+    assert.match(await page.textContent("li.assistant.streaming .note.waiting"), /The AI provider is busy: asking again in [01] s…/);
+    await page.waitForSelector("li.assistant:not(.streaming)", { timeout: 10_000 });
+    assert.equal(await page.locator("li.assistant .note.waiting").count(), 0, "the wait is over");
+    assert.equal(await assistantText(page), "Hello from the model.");
+  } finally {
+    await page.close();
+    await busy.stop();
+    await fake.close();
+  }
 });
 
 test("a rate-limited message shows when to retry", async (t) => {

@@ -103,6 +103,7 @@ function renderMessage(m) {
   li.dataset.messageId = m.id;
   if (m.posts?.length) cards(li, m.posts);
   if (m.status !== "complete" && m.status !== "streaming") note(li, m.status);
+  if (m.cut) note(li, CUT_NOTE);
   return li;
 }
 
@@ -125,6 +126,7 @@ function startAnswer(messageId, content = "", seq = -1) {
 function finishAnswer(payload, extra) {
   const answer = state.answer;
   if (!answer || answer.messageId !== payload.messageId) return;
+  stopWaiting(answer);
   answer.li.classList.remove("streaming");
   answer.li.querySelector(".text").textContent = payload.content ?? answer.li.querySelector(".text").textContent;
   if (extra) extra(answer.li);
@@ -139,8 +141,36 @@ function onToken(t) {
   if (t.seq <= answer.seq) return; // already in the resumed text
   let token = t.token;
   if (first <= answer.seq) token = ""; // a coalesced event overlapping the snapshot: rare, resync at the end
+  stopWaiting(answer);
   answer.li.querySelector(".text").textContent += token;
   answer.seq = t.seq;
+}
+
+const CUT_NOTE = "cut short: the answer reached its length limit";
+
+/** chat:stream:status: the provider is busy; a countdown until it is asked again. */
+function onStatus(s) {
+  const answer = state.answer;
+  if (!answer || answer.messageId !== s.messageId || s.state !== "waiting") return;
+  let waiting = answer.li.querySelector(".waiting");
+  if (!waiting) {
+    waiting = document.createElement("span");
+    waiting.className = "note waiting";
+    answer.li.append(waiting);
+  }
+  const until = Date.now() + s.retryAfterMs;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    waiting.textContent = `The AI provider is busy: asking again in ${left} s…`;
+  };
+  clearInterval(answer.countdown);
+  tick();
+  answer.countdown = setInterval(tick, 250);
+}
+
+function stopWaiting(answer) {
+  clearInterval(answer.countdown);
+  answer.li.querySelector(".waiting")?.remove();
 }
 
 // ---- socket ----
@@ -163,7 +193,11 @@ function connect() {
   });
   socket.on("chat:stream:start", (p) => p.sessionId === state.sessionId && startAnswer(p.messageId));
   socket.on("chat:stream:token", onToken);
-  socket.on("chat:stream:end", (p) => finishAnswer(p, (li) => p.stopped && note(li, "stopped")));
+  socket.on("chat:stream:status", onStatus);
+  socket.on("chat:stream:end", (p) => finishAnswer(p, (li) => {
+    if (p.stopped) note(li, "stopped");
+    if (p.cut) note(li, CUT_NOTE);
+  }));
   socket.on("chat:social:generated", (p) => finishAnswer(p, (li) => cards(li, p.posts)));
   socket.on("chat:error", (e) => {
     if (e.messageId) finishAnswer({ messageId: e.messageId }, (li) => note(li, `error: ${e.code}`));

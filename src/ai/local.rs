@@ -161,10 +161,20 @@ fn social_posts(sections: &Sections) -> String {
                 .map(|n| compose(platform, &opener, title, &key[..n], url, &tags))
                 .find(|c| platform.fits(c))
                 .unwrap_or_else(|| compose(platform, &opener, title, &[], url, &tags));
-            json!({ "platform": platform.as_str(), "content": content, "hashtags": tags })
+            post_json(platform, &content, &tags)
         })
         .collect();
-    json!({ "posts": posts }).to_string()
+    format!("{{\"posts\":[{}]}}", posts.join(","))
+}
+
+/// One post as JSON with its keys in the order the prompt shows (serde_json sorts them), so
+/// the platform is known before its text streams, as with a model following the prompt.
+fn post_json(platform: Platform, content: &str, tags: &[String]) -> String {
+    // Strings and lists of strings always serialize.
+    let platform = serde_json::to_string(platform.as_str()).unwrap_or_default();
+    let content = serde_json::to_string(content).unwrap_or_default();
+    let tags = serde_json::to_string(tags).unwrap_or_default();
+    format!("{{\"platform\":{platform},\"content\":{content},\"hashtags\":{tags}}}")
 }
 
 /// One post as plain text for the platform the prompt names (the posts fallback).
@@ -353,6 +363,17 @@ mod tests {
             .await;
         assert_eq!(chunks.iter().map(|c| c.content.as_str()).collect::<String>(), "Tokio runs async ");
         assert_eq!(chunks.last().unwrap().value["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn posts_name_their_platform_before_their_text() {
+        let sections = Sections::parse(
+            "x\n\n[[task]]\nsocial_posts\n\n[[post_title]]\nFast servers\n\n[[post_content]]\nRust is fast.\n\n[[platforms]]\ntwitter (limit 280)\nbluesky (limit 300)",
+        );
+        let reply = social_posts(&sections);
+        assert!(reply.starts_with(r#"{"posts":[{"platform":"twitter","content":"#), "{reply}");
+        let parsed: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(parsed["posts"][1]["platform"], "bluesky");
     }
 
     #[test]
