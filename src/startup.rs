@@ -19,7 +19,9 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::ai::{AiService, AiSettings};
-use crate::chat::{ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget};
+use crate::chat::{
+    AnswerSettings, ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget,
+};
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
@@ -270,10 +272,12 @@ fn chat_controller(
         bytes: config.slow_consumer_bytes,
     };
     let settings = ChatSettings {
-        answer_timeout: Duration::from_secs(config.answer_timeout_secs),
-        summary_every: config.summary_every,
+        answers: AnswerSettings {
+            answer_timeout: Duration::from_secs(config.answer_timeout_secs),
+            watch_grace: Duration::from_secs(config.watch_grace_secs),
+            summary_every: config.summary_every,
+        },
         join_history: config.join_history_messages,
-        watch_grace: Duration::from_secs(config.watch_grace_secs),
         answers_generating: config.answers_generating(),
     };
     let rooms = Arc::new(SessionRooms::new(io.clone(), slow_consumer));

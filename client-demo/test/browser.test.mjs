@@ -33,6 +33,17 @@ after(async () => {
   await server?.stop();
 });
 
+/** Signs `user` in (dev mode) on the open page and creates a session for the sample post. */
+async function signInWithASession(page, user) {
+  await page.fill("#user", user);
+  await page.click("#dev-signin");
+  await page.waitForSelector("#status:text('connected')");
+  await page.fill("#post-url", samplePost.url);
+  await page.fill("#post-text", samplePost.content);
+  await page.click("#new-session button[type=submit]");
+  await page.waitForSelector("#question:not([disabled])");
+}
+
 async function assistantText(page) {
   return page.locator("li.assistant .text").last().textContent();
 }
@@ -134,13 +145,7 @@ test("while the provider is busy the page counts down to the next try, then the 
   const page = await browser.newPage();
   try {
     await page.goto(busy.url);
-    await page.fill("#user", "dave");
-    await page.click("#dev-signin");
-    await page.waitForSelector("#status:text('connected')");
-    await page.fill("#post-url", samplePost.url);
-    await page.fill("#post-text", samplePost.content);
-    await page.click("#new-session button[type=submit]");
-    await page.waitForSelector("#question:not([disabled])");
+    await signInWithASession(page, "dave");
     // The fake answers 429 with Retry-After: 1 once, then streams.
     await page.fill("#question", "What does the article say about the scheduler? (busy-once)");
     await page.click("#send");
@@ -162,13 +167,7 @@ test("a rate-limited message shows when to retry", async (t) => {
   const page = await browser.newPage();
   try {
     await page.goto(limited.url);
-    await page.fill("#user", "carol");
-    await page.click("#dev-signin");
-    await page.waitForSelector("#status:text('connected')");
-    await page.fill("#post-url", samplePost.url);
-    await page.fill("#post-text", samplePost.content);
-    await page.click("#new-session button[type=submit]");
-    await page.waitForSelector("#question:not([disabled])");
+    await signInWithASession(page, "carol");
     await page.fill("#question", "What does Tokio do?");
     await page.click("#send");
     await page.waitForSelector("li.assistant:not(.streaming)");

@@ -33,7 +33,7 @@ test("a database outage gives STORAGE_UNAVAILABLE without a model call, and the 
     const calls = fake.requests.length;
     assert.equal((await fetch(`${server.url}/readyz`)).status, 503);
     const started = Date.now();
-    const ack = await request(socket, "chat:message", { sessionId: session.id, content: "Still there?" });
+    const ack = await request(socket, "chat:message", { sessionId: session.id, content: "Is the article still there for me?" });
     assert.equal(ack.ok, false);
     assert.equal(ack.error.code, "STORAGE_UNAVAILABLE");
     assert.equal(ack.error.retryable, true);

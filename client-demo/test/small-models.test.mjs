@@ -99,3 +99,17 @@ test("a server that refuses json_schema (llama.cpp) is asked with json_object at
     socket.close();
   });
 });
+
+test("an answer cap or context window that cannot work is refused at start, naming it", async () => {
+  const { runToExit } = await import("./helpers/server.mjs");
+  for (const [env, name] of [
+    [{ ANSWER_MAX_TOKENS: "0" }, "ANSWER_MAX_TOKENS=0"],
+    [{ MODEL_CONTEXT_TOKENS: "1024", ANSWER_MAX_TOKENS: "900" }, "ANSWER_MAX_TOKENS=900"],
+    [{ MODEL_CONTEXT_TOKENS: "100" }, "MODEL_CONTEXT_TOKENS=100"],
+    [{ ANSWER_MAX_TOKENS: "lots" }, "ANSWER_MAX_TOKENS"],
+  ]) {
+    const { code, output } = await runToExit({ env });
+    assert.notEqual(code, 0, JSON.stringify(env));
+    assert.match(output, new RegExp(name), output);
+  }
+});

@@ -141,7 +141,7 @@ test("a reader that stops reading is cut off as a slow consumer while the other 
     stalled.on("chat:error", (e) => stalledErrors.push(e));
     stalled.io.engine.transport.ws._socket.pause(); // stops reading from the TCP socket
     const answer = collectAnswer(reader);
-    const ack = await request(reader, "chat:message", { sessionId: session.id, content: "flood me" });
+    const ack = await request(reader, "chat:message", { sessionId: session.id, content: "What does the article say about the scheduler? (flood)" });
     answer.setMessageId(ack.messageId);
     const events = await answer.finished;
     const end = events.at(-1);
@@ -194,7 +194,7 @@ test("a tab that fell behind catches up with every event in order, the next answ
     }
     behind.io.engine.transport.ws._socket.pause(); // stops reading: its queue fills, then its outbox
     const flood = collectAnswer(asker);
-    const first = await request(asker, "chat:message", { sessionId: session.id, content: "flood me" });
+    const first = await request(asker, "chat:message", { sessionId: session.id, content: "What does the article say about the scheduler? (flood)" });
     flood.setMessageId(first.messageId);
     assert.equal((await flood.finished).at(-1).name, "chat:stream:end");
     assert.equal(await socketsBehind(server), 1, "the paused tab has an outbox");
@@ -252,9 +252,9 @@ test("SIGTERM lets short answers finish, ends the long one with SERVER_SHUTDOWN,
     socket.on("chat:error", record("error"));
   });
   // Two short answers (4 tokens, 300 ms apart) and a long one (40 tokens, 100 ms apart).
-  await request(socket, "chat:message", { sessionId: sessions[0].id, content: "short one" });
-  await request(socket, "chat:message", { sessionId: sessions[1].id, content: "short two" });
-  await request(socket, "chat:message", { sessionId: sessions[2].id, content: "slow long one" });
+  await request(socket, "chat:message", { sessionId: sessions[0].id, content: "What does the article say about Tokio?" });
+  await request(socket, "chat:message", { sessionId: sessions[1].id, content: "What does the article say about Rust?" });
+  await request(socket, "chat:message", { sessionId: sessions[2].id, content: "What does the article say about the scheduler? (slow)" });
   await new Promise((r) => socket.once("chat:stream:token", r));
   const exited = server.stop({ keepData: true });
   await sleep(200);

@@ -5,18 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, instrument};
 
-use crate::ai::AiService;
+use crate::ai::{AiService, IntentRequest};
 use crate::domain::{
-    ClientMessageId, Message, MessageId, MessageStatus, MessageText, Platform, SessionId, UserId,
+    ClientMessageId, IntentType, Message, MessageId, MessageStatus, MessageText, Platform, SessionId, UserId,
 };
 use crate::store::{NewMessage, StoreError};
 use crate::telemetry::Untrusted;
 
-use super::answer_job::AnswerJob;
+use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard};
 use super::{
     AnswerAudience, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot,
@@ -26,14 +24,10 @@ use super::{
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
 pub struct ChatSettings {
-    /// Longest an answer may take in all (the watchdog for a provider that never ends).
-    pub answer_timeout: Duration,
-    /// Refresh the session summary every this many exchanges (0: never).
-    pub summary_every: usize,
+    /// How each answer runs.
+    pub answers: AnswerSettings,
     /// How many messages the `chat:join` ack carries.
     pub join_history: u32,
-    /// An answer nobody has watched for this long is cancelled and stored as interrupted.
-    pub watch_grace: Duration,
     /// Most answers generated at once (`None`: no bound); see [`GenerationSlots`].
     pub answers_generating: Option<usize>,
 }
@@ -71,21 +65,18 @@ pub struct JoinedSession {
     pub in_flight: Option<InFlightSnapshot>,
 }
 
+/// The chat logic: which messages are answered, and the sessions' stop and join.
 pub struct ChatController {
-    pub(super) sessions: Arc<ChatSessionService>,
-    pub(super) ai: AiService,
-    pub(super) inflight: Arc<InFlightAnswers>,
-    pub(super) audience: Arc<dyn AnswerAudience>,
-    pub(super) settings: ChatSettings,
-    /// Answers run here, so shutdown can wait for them.
-    pub(super) tasks: TaskTracker,
-    /// Cancelled when shutdown's grace period is over: answers still running end then.
-    pub(super) shutdown: CancellationToken,
+    sessions: Arc<ChatSessionService>,
+    /// Detects each message's intent.
+    ai: AiService,
+    inflight: Arc<InFlightAnswers>,
+    /// Runs the answers.
+    answers: Arc<AnswerRunner>,
+    /// Model tokens each user may spend a day: checked here, charged by the answers.
+    budget: Arc<TokenBudget>,
+    join_history: u32,
     accepting: AtomicBool,
-    /// Model tokens each user may spend a day.
-    pub(super) budget: TokenBudget,
-    /// Bounds the answers generated at once.
-    pub(super) generation: GenerationSlots,
 }
 
 impl ChatController {
@@ -96,17 +87,23 @@ impl ChatController {
         settings: ChatSettings,
         budget: TokenBudget,
     ) -> Arc<Self> {
+        let budget = Arc::new(budget);
+        let answers = AnswerRunner::new(
+            sessions.clone(),
+            ai.clone(),
+            audience,
+            settings.answers,
+            budget.clone(),
+            GenerationSlots::new(settings.answers_generating),
+        );
         Arc::new(Self {
             sessions,
             ai,
             inflight: Arc::new(InFlightAnswers::default()),
-            audience,
-            generation: GenerationSlots::new(settings.answers_generating),
-            settings,
-            tasks: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-            accepting: AtomicBool::new(true),
+            answers: Arc::new(answers),
             budget,
+            join_history: settings.join_history,
+            accepting: AtomicBool::new(true),
         })
     }
 
@@ -137,36 +134,38 @@ impl ChatController {
         }
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
-        let claim = Claim {
-            session_id: req.session_id,
-            message_id,
-            intent: intent.intent,
-            client_message_id: req.client_message_id.clone(),
-            user_message: req.content.as_str().to_owned(),
-        };
-        let guard: InFlightGuard = match self.inflight.reserve(claim) {
+        let guard = match self.inflight.reserve(claim_for(&req, message_id, intent.intent)) {
             Ok(guard) => guard,
-            Err(ChatError::Busy) => {
-                // A retry of the message being answered right now is a duplicate, not BUSY.
-                if let (Some(key), Some(current)) =
-                    (&req.client_message_id, self.inflight.get(req.session_id))
-                {
-                    if current.client_message_id.as_ref() == Some(key) {
-                        if current.user_message != req.content.as_str() {
-                            return Err(ChatError::Conflict);
-                        }
-                        return Ok(AcceptedMessage {
-                            message_id: current.message_id,
-                            duplicate: true,
-                            job: None,
-                        });
-                    }
-                }
-                // So is a retry of an earlier message that is already answered.
-                return self.stored_duplicate(&req).await?.ok_or(ChatError::Busy);
-            }
+            Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
             Err(e) => return Err(e),
         };
+        self.store_and_answer(req, message_id, entry, guard, intent).await
+    }
+
+    /// The session is answering: a retry of the message being answered, or of an earlier one
+    /// already answered, is a duplicate; anything else is `BUSY`.
+    async fn busy_unless_retry(&self, req: &SendMessage) -> Result<AcceptedMessage, ChatError> {
+        if let (Some(key), Some(current)) = (&req.client_message_id, self.inflight.get(req.session_id)) {
+            if current.client_message_id.as_ref() == Some(key) {
+                if current.user_message != req.content.as_str() {
+                    return Err(ChatError::Conflict);
+                }
+                return Ok(AcceptedMessage { message_id: current.message_id, duplicate: true, job: None });
+            }
+        }
+        self.stored_duplicate(req).await?.ok_or(ChatError::Busy)
+    }
+
+    /// Stores the accepted message and readies its answer (or, when its key turns out to be
+    /// taken, treats it as the retry it is).
+    async fn store_and_answer(
+        self: &Arc<Self>,
+        req: SendMessage,
+        message_id: MessageId,
+        entry: Arc<SessionEntry>,
+        guard: InFlightGuard,
+        intent: IntentRequest,
+    ) -> Result<AcceptedMessage, ChatError> {
         let new = NewMessage {
             id: message_id,
             session_id: req.session_id,
@@ -185,18 +184,8 @@ impl ChatController {
             Err(e) => return Err(e.into()),
         }
         info!(%message_id, intent = intent.intent.as_str(), "message accepted");
-        Ok(AcceptedMessage {
-            message_id,
-            duplicate: false,
-            job: Some(AnswerJob {
-                controller: self.clone(),
-                entry,
-                guard,
-                question: new.user_message,
-                platforms: intent.platforms,
-                usage: Default::default(),
-            }),
-        })
+        let job = self.answers.job(entry, guard, new.user_message, intent.platforms);
+        Ok(AcceptedMessage { message_id, duplicate: false, job: Some(job) })
     }
 
     /// The stored message `req` repeats (same `clientMessageId`), as its duplicate; `None` when
@@ -242,14 +231,7 @@ impl ChatController {
                 Err(e) => return Err(e),
             };
             info!(message_id = %first.id, "answering a stored message that nothing answered");
-            accepted.job = Some(AnswerJob {
-                controller: self.clone(),
-                entry,
-                guard,
-                question: first.user_message,
-                platforms,
-                usage: Default::default(),
-            });
+            accepted.job = Some(self.answers.job(entry, guard, first.user_message, platforms));
         }
         Ok(accepted)
     }
@@ -288,7 +270,7 @@ impl ChatController {
     ) -> Result<JoinedSession, ChatError> {
         let entry = self.sessions.session(user, session_id).await?;
         let in_flight = self.inflight.join_watching(session_id, join);
-        let messages = self.sessions.messages(user, session_id, self.settings.join_history, None).await?;
+        let messages = self.sessions.messages(user, session_id, self.join_history, None).await?;
         Ok(JoinedSession { entry, messages, in_flight })
     }
 
@@ -306,13 +288,18 @@ impl ChatController {
     /// `SERVER_SHUTDOWN` (their partial text stored) and waits for them to record that.
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            info!(in_flight = self.inflight.len(), "grace period over: ending answers still running");
-            self.shutdown.cancel();
-            // Ending is prompt (store the partial answer, emit); bound it all the same.
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
-        }
+        self.answers.drain(grace, || self.inflight.len()).await;
+    }
+}
+
+/// The in-flight claim of a new message.
+fn claim_for(req: &SendMessage, message_id: MessageId, intent: IntentType) -> Claim {
+    Claim {
+        session_id: req.session_id,
+        message_id,
+        intent,
+        client_message_id: req.client_message_id.clone(),
+        user_message: req.content.as_str().to_owned(),
     }
 }
 

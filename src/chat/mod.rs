@@ -4,8 +4,8 @@
 //! Nothing here knows socketioxide or axum: the socket layer calls in with parsed requests and
 //! hears back through [`AnswerAudience`], the port to a session's room.
 
+mod answer;
 mod answer_events;
-mod answer_job;
 mod controller;
 mod error;
 mod generation_slots;
@@ -14,6 +14,7 @@ mod session_cache;
 mod session_service;
 mod token_budget;
 
+pub use answer::AnswerSettings;
 pub use answer_events::{AnswerAudience, AnswerEvent};
 pub use controller::{AcceptedMessage, ChatController, ChatSettings, JoinedSession, SendMessage};
 pub use error::{ChatError, ErrorCode};

@@ -1,0 +1,111 @@
+//! Answers: each one runs from `chat:stream:start` to its one terminal event. An answer belongs
+//! to the session, not to a socket: a client that disconnects does not stop it.
+//!
+//! [`AnswerRunner`] holds what every answer needs (the session service, the AI service, the
+//! room, the tasks shutdown waits for); the controller holds the runner and hands it each
+//! accepted message as an [`AnswerJob`]. `run.rs` is an answer's life in steps, `outcome.rs`
+//! how it ended (stored status, terminal event, metrics), `terminal.rs` the guarantee of one
+//! terminal event.
+
+mod outcome;
+mod run;
+mod terminal;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, Instrument};
+
+use crate::ai::{AiService, UsageMeter};
+use crate::domain::Platform;
+
+use super::inflight::InFlightGuard;
+use super::{AnswerAudience, ChatSessionService, GenerationSlots, SessionEntry, TokenBudget};
+
+/// Tunables of an answer's run (from the config).
+#[derive(Debug, Clone)]
+pub struct AnswerSettings {
+    /// Longest an answer may take in all (the watchdog for a provider that never ends).
+    pub answer_timeout: Duration,
+    /// An answer nobody has watched for this long is cancelled and stored as interrupted.
+    pub watch_grace: Duration,
+    /// Refresh the session summary every this many exchanges (0: never).
+    pub summary_every: usize,
+}
+
+/// What every answer's run needs.
+pub(super) struct AnswerRunner {
+    sessions: Arc<ChatSessionService>,
+    ai: AiService,
+    audience: Arc<dyn AnswerAudience>,
+    settings: AnswerSettings,
+    /// Model tokens each user may spend a day: answers charge it as they end.
+    budget: Arc<TokenBudget>,
+    /// Bounds the answers generated at once.
+    generation: GenerationSlots,
+    /// Answers (and their background titles and summaries) run here, so shutdown can wait.
+    tasks: TaskTracker,
+    /// Cancelled when shutdown's grace period is over: answers still running end then.
+    shutdown: CancellationToken,
+}
+
+/// One accepted message's answer, ready to run.
+pub(super) struct AnswerJob {
+    runner: Arc<AnswerRunner>,
+    entry: Arc<SessionEntry>,
+    guard: InFlightGuard,
+    question: String,
+    /// Platforms the user named (social posts); empty for their defaults.
+    platforms: Vec<Platform>,
+    /// What the model calls cost so far; kept outside `generate` so a stopped or failed answer
+    /// still records it.
+    usage: UsageMeter,
+}
+
+impl AnswerRunner {
+    pub(super) fn new(
+        sessions: Arc<ChatSessionService>,
+        ai: AiService,
+        audience: Arc<dyn AnswerAudience>,
+        settings: AnswerSettings,
+        budget: Arc<TokenBudget>,
+        generation: GenerationSlots,
+    ) -> Self {
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown }
+    }
+
+    /// The answer to `question`, holding the session's in-flight claim until it ends.
+    pub(super) fn job(
+        self: &Arc<Self>,
+        entry: Arc<SessionEntry>,
+        guard: InFlightGuard,
+        question: String,
+        platforms: Vec<Platform>,
+    ) -> AnswerJob {
+        AnswerJob { runner: self.clone(), entry, guard, question, platforms, usage: UsageMeter::default() }
+    }
+
+    /// Waits for answers in flight to finish, up to `grace`; then ends the rest with
+    /// `SERVER_SHUTDOWN` (their partial text stored) and waits for them to record that.
+    pub(super) async fn drain(&self, grace: Duration, in_flight: impl Fn() -> usize) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            info!(in_flight = in_flight(), "grace period over: ending answers still running");
+            self.shutdown.cancel();
+            // Ending is prompt (store the partial answer, emit); bound it all the same.
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        }
+    }
+}
+
+impl AnswerJob {
+    /// Runs the answer in the background (shutdown waits for it).
+    pub(super) fn spawn(self) {
+        let tasks = self.runner.tasks.clone();
+        let span = tracing::info_span!("answer", message_id = %self.guard.answer().message_id);
+        tasks.spawn(self.run().instrument(span));
+    }
+}

@@ -1,0 +1,180 @@
+//! An answer's life in steps: announce the start, generate until it ends one way or another,
+//! store it, free the session, announce the end.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, instrument, warn};
+
+use super::outcome::{AnswerId, Outcome};
+use super::terminal::Terminal;
+use super::AnswerJob;
+use crate::ai::{AiContext, AiError, Progress, Request};
+use crate::chat::session_service::summary_due;
+use crate::chat::{AnswerEvent, ChatError};
+use crate::domain::IntentType;
+use crate::store::FinishedAnswer;
+
+impl AnswerJob {
+    #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
+    pub(super) async fn run(self) {
+        let answer = self.guard.answer().clone();
+        let id =
+            AnswerId { session_id: answer.session_id, message_id: answer.message_id, intent: answer.intent };
+        let started = Instant::now();
+        metrics::gauge!("postchat_answers_in_flight").increment(1.0);
+        let terminal = Terminal::new(self.runner.clone(), answer.clone());
+        self.runner.audience.deliver(AnswerEvent::Start {
+            session_id: id.session_id,
+            message_id: id.message_id,
+            intent: id.intent,
+        });
+        let outcome = self.outcome().await;
+        let content = answer.content();
+        let stored = self.store(&outcome, &content).await;
+        // Free the session before announcing the end, so a client may send its next message as
+        // soon as it sees the terminal event.
+        drop(self.guard);
+        let event = outcome.terminal_event(&id, &content, &stored);
+        outcome.record(&event, started.elapsed(), content.len());
+        terminal.deliver(event);
+    }
+
+    /// Generates until the answer is written, stopped, abandoned, timed out or shut down.
+    async fn outcome(&self) -> Outcome {
+        let timeout = self.runner.settings.answer_timeout;
+        tokio::select! {
+            biased;
+            _ = self.guard.answer().stopped() => Outcome::Stopped,
+            _ = self.runner.shutdown.cancelled() => Outcome::ShutDown,
+            _ = self.abandoned() => Outcome::Abandoned,
+            result = tokio::time::timeout(timeout, self.generate()) => match result {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::Failed(AiError::Timeout.into()),
+            },
+        }
+    }
+
+    /// Stores how the answer ended, with what it cost (charged to the user's daily budget).
+    async fn store(&self, outcome: &Outcome, content: &str) -> Result<(), ChatError> {
+        let usage = self.usage.total();
+        if let Some(usage) = usage {
+            let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
+            self.runner.budget.charge(&self.entry.session.owner, crate::domain::now(), tokens);
+        }
+        let finished = FinishedAnswer {
+            ai_response: content,
+            posts: outcome.posts(),
+            status: outcome.status(),
+            usage,
+            cut: outcome.cut(),
+        };
+        self.runner.sessions.finish_message(self.guard.answer().message_id, finished).await
+    }
+
+    /// Resolves once nobody has watched the session for the grace period.
+    async fn abandoned(&self) {
+        let grace = self.runner.settings.watch_grace;
+        let session_id = self.entry.session.id;
+        let check = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut unwatched_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(check).await;
+            if self.runner.audience.watchers(session_id) > 0 {
+                unwatched_since = None;
+                continue;
+            }
+            let since = *unwatched_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= grace {
+                info!(grace_secs = grace.as_secs_f64(), "nobody watched the answer: cancelling it");
+                return;
+            }
+        }
+    }
+
+    /// Writes the answer, delivering each token as it comes; then names and summarizes the
+    /// session in the background when due.
+    async fn generate(&self) -> Outcome {
+        let runner = &self.runner;
+        let answer = self.guard.answer();
+        // Held until the text is complete: storing it and the terminal event come after.
+        let _slot = runner.generation.take().await;
+        let ctx = match runner.sessions.build_ai_context(&self.entry, answer.message_id).await {
+            Ok(ctx) => ctx,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let platforms = match answer.intent {
+            IntentType::Question => &[][..],
+            IntentType::SocialPost if self.platforms.is_empty() => &ctx.preferences.platforms,
+            IntentType::SocialPost => &self.platforms,
+        };
+        let request = Request { ctx: &ctx, text: &self.question, intent: answer.intent, platforms };
+        let started = Instant::now();
+        let (session_id, message_id) = (answer.session_id, answer.message_id);
+        let show = |progress: Progress<'_>| match progress {
+            Progress::Text(token) => answer.append(token, |seq| {
+                if seq == 0 {
+                    metrics::histogram!("postchat_first_token_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+                runner.audience.deliver(AnswerEvent::Token { session_id, message_id, token, seq })
+            }),
+            Progress::Waiting { retry_after } => {
+                runner.audience.deliver(AnswerEvent::Waiting { session_id, message_id, retry_after })
+            }
+        };
+        let written = match runner.ai.write(&request, &self.usage, &show).await {
+            Ok(written) => written,
+            Err(e) => return Outcome::Failed(e.into()),
+        };
+        if self.entry.session.title.is_empty() {
+            self.name_session(&ctx);
+        }
+        if summary_due(&self.entry, &ctx, runner.settings.summary_every) {
+            self.refresh_summary(ctx);
+        }
+        Outcome::Answered(written)
+    }
+
+    /// Names an untitled session after its first exchange, in the background, and tells its room.
+    fn name_session(&self, ctx: &AiContext) {
+        let runner = self.runner.clone();
+        let entry = self.entry.clone();
+        let question = self.question.clone();
+        let ctx = ctx.clone();
+        self.runner.tasks.spawn(async move {
+            let titled = match runner.ai.title(&ctx, &question).await {
+                Ok(title) => runner.sessions.update_title(&entry, title.clone()).await.map(|()| title),
+                Err(e) => Err(e.into()),
+            };
+            match titled {
+                Ok(title) => runner.audience.session_updated(entry.session.id, &title),
+                Err(e) => warn!(error = %e, "session not named"),
+            }
+        });
+    }
+
+    /// Refreshes the session summary in the background: it never delays an answer.
+    fn refresh_summary(&self, mut ctx: AiContext) {
+        let runner = self.runner.clone();
+        let entry = self.entry.clone();
+        let answer = self.guard.answer().clone();
+        let question = self.question.clone();
+        self.runner.tasks.spawn(async move {
+            // Include this exchange, which is not in the history it was built from.
+            ctx.history.push(crate::domain::Exchange {
+                id: answer.message_id,
+                session_id: answer.session_id,
+                user_message: question,
+                ai_response: answer.content(),
+                created_at: crate::domain::now(),
+            });
+            let result = match runner.ai.summarize(&ctx).await {
+                Ok(summary) => runner.sessions.update_summary(&entry, summary).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "session summary not refreshed");
+            }
+        });
+    }
+}

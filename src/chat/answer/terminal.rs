@@ -1,0 +1,57 @@
+//! The promise of exactly one terminal event per answer, even when its task dies.
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::AnswerRunner;
+use crate::chat::inflight::InFlightAnswer;
+use crate::chat::{AnswerEvent, ChatError};
+use crate::domain::MessageStatus;
+use crate::store::FinishedAnswer;
+
+/// Announces an answer's end exactly once: `deliver` consumes it, and if the job dies before
+/// (a panic), dropping it tells the room `INTERNAL` and stores the text so far as an error.
+pub(super) struct Terminal {
+    runner: Arc<AnswerRunner>,
+    answer: Arc<InFlightAnswer>,
+    delivered: bool,
+}
+
+impl Terminal {
+    pub(super) fn new(runner: Arc<AnswerRunner>, answer: Arc<InFlightAnswer>) -> Self {
+        Self { runner, answer, delivered: false }
+    }
+
+    pub(super) fn deliver(mut self, event: AnswerEvent<'_>) {
+        self.delivered = true;
+        self.runner.audience.deliver(event);
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        if self.delivered {
+            return;
+        }
+        let runner = self.runner.clone();
+        let (session_id, message_id) = (self.answer.session_id, self.answer.message_id);
+        warn!(%message_id, "answer ended without a terminal event: reporting INTERNAL");
+        runner.audience.deliver(AnswerEvent::Failed { session_id, message_id, error: &ChatError::Internal });
+        let content = self.answer.content();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let finished = FinishedAnswer {
+                    ai_response: &content,
+                    posts: &[],
+                    status: MessageStatus::Error,
+                    usage: None,
+                    cut: false,
+                };
+                if let Err(e) = runner.sessions.finish_message(message_id, finished).await {
+                    warn!(error = %e, "could not store the broken answer");
+                }
+            });
+        }
+    }
+}
