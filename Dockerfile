@@ -1,10 +1,12 @@
 # The postchat server: built in a Rust image, run in a slim Debian one.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 # engineioxide with our one patch (vendor/README.md), used through [patch.crates-io].
 COPY vendor ./vendor
 COPY src ./src
+# The workspace names the load generator; it is not built here.
+COPY tools ./tools
 COPY migrations ./migrations
 # The dev-mode demo page is embedded in the binary.
 COPY client-demo/web ./client-demo/web

@@ -29,7 +29,7 @@ read -r -a think <<< "${THINK:-2000 1000 750 500 250}"
 # Each connection is a file descriptor on both sides: raise the limit where allowed.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 max_idle=$(($(ulimit -n) * 19 / 20 - 100))
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 out=target/bench
 mkdir -p "$out"
 secret=bench-secret-0123456789abcdef-0123456789
