@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
 /// The command line: the server (default) or the `token` subcommand.
 #[derive(Debug, Parser)]
@@ -72,6 +73,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret from the command line or the environment: kept in a type that never prints.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
+
 /// The server's settings.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -112,8 +118,8 @@ pub struct Config {
     pub database_statement_timeout_ms: u64,
 
     /// HS256 secret for JWTs; unset means dev mode (random secret kept in DATA_DIR).
-    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<SecretString>,
     /// The one algorithm tokens may use: HS256 (JWT_SECRET), RS256 or EdDSA (JWT_PUBLIC_KEY_FILE).
     #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithmName::Hs256)]
     pub jwt_algorithm: JwtAlgorithmName,
@@ -144,8 +150,8 @@ pub struct Config {
     #[arg(long, env = "AI_BASE_URL")]
     pub ai_base_url: Option<String>,
     /// API key of the `openai` provider.
-    #[arg(long, env = "AI_API_KEY", hide_env_values = true)]
-    pub ai_api_key: Option<String>,
+    #[arg(long, env = "AI_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub ai_api_key: Option<SecretString>,
     /// Model name for the `openai` and `ollama` providers.
     #[arg(long, env = "AI_MODEL")]
     pub ai_model: Option<String>,
@@ -357,7 +363,7 @@ impl Config {
         };
         Some(Endpoint {
             base_url: self.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
-            api_key: self.ai_api_key.clone().unwrap_or_else(|| key.to_owned()),
+            api_key: self.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
             model: self.ai_model.clone().unwrap_or_else(|| model.to_owned()),
         })
     }
@@ -365,6 +371,30 @@ impl Config {
     /// The cap on a token's remaining lifetime (`JWT_MAX_LIFETIME_SECS`, 0: none).
     pub fn jwt_max_lifetime(&self) -> Option<u64> {
         (self.jwt_max_lifetime_secs > 0).then_some(self.jwt_max_lifetime_secs)
+    }
+
+    /// Refuses a number outside the range it works in, naming the variable (nothing is
+    /// clamped silently).
+    pub fn check_ranges(&self) -> Result<(), String> {
+        let ranges: [(&str, u64, u64, u64); 11] = [
+            ("DATABASE_MAX_CONNECTIONS", self.database_max_connections.into(), 1, 1_000),
+            ("SOCKET_QUEUE_PACKETS", self.socket_queue_packets as u64, 16, 1_000_000),
+            ("WS_READ_BUFFER_BYTES", self.ws_read_buffer_bytes as u64, 256, 16 << 20),
+            ("MAX_PAYLOAD_BYTES", self.max_payload_bytes as u64, 1_024, 64 << 20),
+            ("MAX_MESSAGE_CHARS", self.max_message_chars as u64, 1, 1_000_000),
+            ("ANSWER_TIMEOUT_SECS", self.answer_timeout_secs, 1, 86_400),
+            ("FIRST_TOKEN_TIMEOUT_SECS", self.first_token_timeout_secs, 1, 3_600),
+            ("TOKEN_IDLE_TIMEOUT_SECS", self.token_idle_timeout_secs, 1, 3_600),
+            ("SESSION_CACHE_CAPACITY", self.session_cache_capacity as u64, 1, 100_000_000),
+            ("HISTORY_MESSAGES", self.history_messages.into(), 0, 1_000),
+            ("JOIN_HISTORY_MESSAGES", self.join_history_messages.into(), 0, 1_000),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{name}={value}: must be {min} to {max}"));
+            }
+        }
+        Ok(())
     }
 
     /// The model's window and the answer's room in it; refused when the answer would leave the
@@ -445,6 +475,32 @@ mod tests {
             .unwrap_err()
             .starts_with("MODEL_CONTEXT_TOKENS=100"));
         assert!(window(&["--answer-max-tokens", "0"]).is_err());
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_by_name_not_clamped() {
+        assert_eq!(parse(&[]).check_ranges(), Ok(()));
+        let small_queue = parse(&["--socket-queue-packets", "8"]).check_ranges().unwrap_err();
+        assert_eq!(small_queue, "SOCKET_QUEUE_PACKETS=8: must be 16 to 1000000");
+        assert!(parse(&["--ws-read-buffer-bytes", "100"])
+            .check_ranges()
+            .unwrap_err()
+            .starts_with("WS_READ_BUFFER_BYTES=100"));
+        assert!(parse(&["--database-max-connections", "0"])
+            .check_ranges()
+            .unwrap_err()
+            .starts_with("DATABASE_MAX_CONNECTIONS=0"));
+        assert!(parse(&["--first-token-timeout-secs", "0"]).check_ranges().is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c =
+            parse(&["--jwt-secret", "hunter2-hunter2-hunter2-hunter2-x", "--ai-api-key", "sk-secret-key"]);
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("sk-secret-key"), "{printed}");
+        let endpoint = Config { ai_provider: AiProvider::Openai, ..c }.ai_endpoint().unwrap();
+        assert!(!format!("{endpoint:?}").contains("sk-secret-key"));
     }
 
     #[test]

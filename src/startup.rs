@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use secrecy::ExposeSecret;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -76,7 +77,7 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
             .with_clock_skew(config.jwt_clock_skew_secs)
             .with_max_lifetime(config.jwt_max_lifetime()));
     }
-    let secret = match &config.jwt_secret {
+    let secret = match config.jwt_secret.as_ref().map(|s| s.expose_secret()) {
         Some(secret) if secret.len() < MIN_SECRET_BYTES => {
             return Err(AuthError::BadKey(format!(
                 "JWT_SECRET is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518, section \
@@ -122,8 +123,8 @@ impl Application {
         let sessions = Arc::new(ChatSessionService::new(store.clone(), cache, config.history_messages));
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
-            queue_packets: config.socket_queue_packets.max(16),
-            ws_read_buffer_bytes: config.ws_read_buffer_bytes.max(256),
+            queue_packets: config.socket_queue_packets,
+            ws_read_buffer_bytes: config.ws_read_buffer_bytes,
             max_message_chars: config.max_message_chars,
         };
         let (socket_layer, io) = socket::layer(&limits);
@@ -185,6 +186,7 @@ fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
     if config.redis_url.is_some() {
         return Err(StartupError::RedisUnsupported);
     }
+    config.check_ranges().map_err(StartupError::Setting)?;
     let ip = config.listen_addr()?.ip();
     if config.dev_mode() && !ip.is_loopback() && !config.insecure_dev_mode_on_network {
         return Err(StartupError::DevModeOnNetwork(ip));
@@ -249,7 +251,7 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
 /// The store, migrated, with the answers a crash left `streaming` marked `interrupted`.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     let pool = PoolOptions {
-        max_connections: config.database_max_connections.max(1),
+        max_connections: config.database_max_connections,
         acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
         statement_timeout: Duration::from_millis(config.database_statement_timeout_ms),
     };

@@ -324,8 +324,9 @@ test("page fetches ignore HTTP_PROXY; POST_FETCH_PROXY sends them through the pr
   }
 });
 
-test("a bad MAX_CONNECTIONS or HTTP_HEADER_TIMEOUT_SECS is refused at start, naming it", async () => {
-  for (const [name, value] of [["MAX_CONNECTIONS", "0"], ["MAX_CONNECTIONS", "100000000"], ["HTTP_HEADER_TIMEOUT_SECS", "0"]]) {
+test("a number out of its range is refused at start, naming it, never clamped", async () => {
+  for (const [name, value] of [["MAX_CONNECTIONS", "0"], ["MAX_CONNECTIONS", "100000000"], ["HTTP_HEADER_TIMEOUT_SECS", "0"],
+    ["SOCKET_QUEUE_PACKETS", "8"], ["WS_READ_BUFFER_BYTES", "100"], ["DATABASE_MAX_CONNECTIONS", "0"], ["FIRST_TOKEN_TIMEOUT_SECS", "0"]]) {
     const { code, output } = await runToExit({ env: { [name]: value } });
     assert.notEqual(code, 0, `${name}=${value}`);
     assert.match(output, new RegExp(`${name}=${value}: must be`), output);

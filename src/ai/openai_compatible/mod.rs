@@ -23,23 +23,19 @@ use futures::{Stream, StreamExt};
 use langchain_rust::language_models::llm::LLM;
 use langchain_rust::language_models::{GenerateResult, LLMError, TokenUsage};
 use langchain_rust::schemas::{Message as LlmMessage, MessageType, StreamData};
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tracing::warn;
 
 pub use refusal::{Refusal, RefusalKind};
 
 /// Where an OpenAI-compatible provider is and which model to use.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     pub base_url: String,
-    pub api_key: String,
+    /// Never printed (`SecretString`'s `Debug` says `[REDACTED]`).
+    pub api_key: SecretString,
     pub model: String,
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("base_url", &self.base_url).field("model", &self.model).finish()
-    }
 }
 
 impl Endpoint {
@@ -203,7 +199,7 @@ impl OpenAiCompatible {
                 .provider
                 .http
                 .post(&url)
-                .bearer_auth(&endpoint.api_key)
+                .bearer_auth(endpoint.api_key.expose_secret())
                 .json(&self.body(messages, stream, &format))
                 .send()
                 .await
