@@ -15,6 +15,7 @@
 #     chat at 100 users on PostgreSQL, on an empty database and on one holding 1,000,000 (default)
 #     stored messages of 2,000 sessions: throughput must not depend on what is stored.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
+# POSTCHAT_BIN=path runs another build of the server (an earlier commit, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=scenarios
@@ -54,7 +55,7 @@ start_server() {
     JWT_SECRET=$secret RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
     RATE_LIMIT_POSTS_PER_MINUTE=0 RATE_LIMIT_SESSIONS_PER_MINUTE=0 \
     MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=$pacing SUMMARY_EVERY=0 RUST_LOG=warn \
-    ./target/release/postchat >> "$out/server.log" 2>&1 &
+    "${POSTCHAT_BIN:-./target/release/postchat}" >> "$out/server.log" 2>&1 &
   server=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return; sleep 0.2; done
   echo "the server did not start (see $out/server.log)" >&2

@@ -1,6 +1,8 @@
 //! Shared test helpers: fresh databases on both backends.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::sync::Arc;
 use std::time::Duration;
 
