@@ -10,15 +10,19 @@
 //!   [`domain`] types' `parse`.
 //! - [`chat`]: the controller (one exchange from acceptance to its terminal event, stop, join),
 //!   the session service (ownership, AI context, persistence) and its cache, in-flight answers.
-//! - [`ai`]: intent detection, streamed answers and social posts on langchain-rust's `LLM` trait,
-//!   with the offline `local` engine.
+//! - [`ai`]: intent detection (a trained classifier), streamed answers and streamed social posts
+//!   within the model's window, on langchain-rust's `LLM` trait: our OpenAI-compatible client or
+//!   the offline `local` engine.
 //! - [`store`]: the storage seam with its PostgreSQL and SQLite backends, metered, and the
 //!   answers' statements batched across answers.
 //! - [`expansion`]: fetching a post's page (readable text, title) from public addresses only.
 //! - [`domain`]: validated values and entities, no I/O.
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
 //!
-//! Dependencies point one way: socket/http → middleware → chat → ai/store → domain.
+//! Dependencies point one way: socket/http → middleware → chat → ai/store → domain. Inside
+//! [`chat`], the controller holds the answers' runner; an answer never reaches back into it.
+//!
+//! `tests/common/app.rs` builds this whole application in-process for the Rust tests.
 
 pub mod ai;
 pub mod chat;

@@ -15,16 +15,24 @@ async fn a_question_streams_in_order_and_is_stored() {
     let answer = ask(&mut socket, &session, "How does Tokio schedule tasks?").await;
     assert_eq!(answer.ack["ok"], true);
     assert_eq!(answer.events[0].0, "chat:stream:start");
-    let seqs: Vec<u64> =
-        answer.events.iter().filter(|(n, _)| n == "chat:stream:token").filter_map(|(_, p)| p["seq"].as_u64()).collect();
+    let seqs: Vec<u64> = answer
+        .events
+        .iter()
+        .filter(|(n, _)| n == "chat:stream:token")
+        .filter_map(|(_, p)| p["seq"].as_u64())
+        .collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "seq gapless from 0");
     let (name, end) = answer.terminal();
     assert_eq!(name, "chat:stream:end");
     assert_eq!(end["content"].as_str(), Some(answer.tokens().as_str()));
-    let (status, history) = app.request(Method::GET, &format!("/api/sessions/{session}/messages"), "alice", None).await;
+    let (status, history) =
+        app.request(Method::GET, &format!("/api/sessions/{session}/messages"), "alice", None).await;
     assert_eq!(status, 200);
     let stored = &history["messages"][0];
-    assert_eq!((stored["status"].as_str(), stored["aiResponse"].as_str()), (Some("complete"), Some(answer.tokens().as_str())));
+    assert_eq!(
+        (stored["status"].as_str(), stored["aiResponse"].as_str()),
+        (Some("complete"), Some(answer.tokens().as_str()))
+    );
 }
 
 #[tokio::test]
@@ -35,7 +43,8 @@ async fn a_request_for_posts_streams_them_and_ends_with_checked_posts() {
     let answer = ask(&mut socket, &session, "Write a tweet and a LinkedIn post about this").await;
     let (name, generated) = answer.terminal();
     assert_eq!(name, "chat:social:generated");
-    let platforms: Vec<&str> = generated["posts"].as_array().unwrap().iter().filter_map(|p| p["platform"].as_str()).collect();
+    let platforms: Vec<&str> =
+        generated["posts"].as_array().unwrap().iter().filter_map(|p| p["platform"].as_str()).collect();
     assert_eq!(platforms, ["twitter", "linkedin"]);
     assert!(answer.tokens().starts_with("X (Twitter):\n"), "{}", answer.tokens());
     assert_eq!(generated["content"].as_str(), Some(answer.tokens().as_str()));
@@ -70,9 +79,11 @@ async fn join_acks_the_history_and_a_second_message_while_answering_is_busy() {
     let app = TestApp::spawn(&["--local-ai-pacing-ms", "20"]).await;
     let session = app.session("alice").await;
     let mut socket = app.socket("alice").await;
-    let first = emit(&mut socket, "chat:message", json!({ "sessionId": session, "content": "What is Tokio?" })).await;
+    let first =
+        emit(&mut socket, "chat:message", json!({ "sessionId": session, "content": "What is Tokio?" })).await;
     assert_eq!(first["ok"], true);
-    let second = emit(&mut socket, "chat:message", json!({ "sessionId": session, "content": "And Rust?" })).await;
+    let second =
+        emit(&mut socket, "chat:message", json!({ "sessionId": session, "content": "And Rust?" })).await;
     assert_eq!(second["error"]["code"], "BUSY");
     let mut other_tab = app.socket("alice").await;
     let joined = emit(&mut other_tab, "chat:join", json!({ "sessionId": session })).await;

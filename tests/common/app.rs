@@ -16,6 +16,15 @@ use serde_json::{json, Value};
 /// The HS256 secret of every test app.
 pub const SECRET: &str = "test-app-secret-0123456789abcdef-0123";
 
+/// Settings of a test app unless the test gives its own: the limits off, the offline engine at
+/// full speed.
+const TEST_DEFAULTS: [[&str; 2]; 4] = [
+    ["--local-ai-pacing-ms", "0"],
+    ["--rate-limit-messages-per-minute", "0"],
+    ["--rate-limit-posts-per-minute", "0"],
+    ["--rate-limit-sessions-per-minute", "0"],
+];
+
 pub struct TestApp {
     /// `127.0.0.1:port`.
     pub addr: String,
@@ -37,7 +46,11 @@ impl Answer {
     }
 
     pub fn tokens(&self) -> String {
-        self.events.iter().filter(|(n, _)| n == "chat:stream:token").filter_map(|(_, p)| p["token"].as_str()).collect()
+        self.events
+            .iter()
+            .filter(|(n, _)| n == "chat:stream:token")
+            .filter_map(|(_, p)| p["token"].as_str())
+            .collect()
     }
 }
 
@@ -48,8 +61,11 @@ impl TestApp {
         let data = tempfile::tempdir().expect("a temporary folder");
         let dir = data.path().to_str().expect("a UTF-8 temporary path").to_owned();
         let mut args = vec!["postchat", "--port", "0", "--data-dir", &dir, "--jwt-secret", SECRET];
-        args.extend(["--local-ai-pacing-ms", "0", "--rate-limit-messages-per-minute", "0"]);
-        args.extend(["--rate-limit-posts-per-minute", "0", "--rate-limit-sessions-per-minute", "0"]);
+        for [flag, value] in TEST_DEFAULTS {
+            if !settings.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend(settings);
         let config = Cli::try_parse_from(args).expect("test settings parse").config;
         let keys = jwt_keys(&config).expect("the test secret is accepted");
@@ -69,7 +85,13 @@ impl TestApp {
     }
 
     /// An HTTP request as `user`: the status and the JSON body (`null` when empty).
-    pub async fn request(&self, method: reqwest::Method, path: &str, user: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request =
             self.http.request(method, format!("http://{}{path}", self.addr)).bearer_auth(self.token(user));
         if let Some(body) = body {
@@ -111,7 +133,9 @@ pub async fn emit(socket: &mut Socket, event: &str, payload: Value) -> Value {
     let id = socket.emit_with_ack(event, &payload).await;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), socket.recv()).await {
-            Ok(Some(Incoming::Ack(ack, body))) if ack == id => return serde_json::from_str(&body).unwrap_or(Value::Null),
+            Ok(Some(Incoming::Ack(ack, body))) if ack == id => {
+                return serde_json::from_str(&body).unwrap_or(Value::Null)
+            }
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the socket closed before the ack of {event}"),
             Err(_) => panic!("no ack of {event} within 10 s"),
@@ -136,7 +160,8 @@ pub async fn ask(socket: &mut Socket, session_id: &str, content: &str) -> Answer
             Incoming::Ack(..) => {}
             Incoming::Event(name, body) => {
                 let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let terminal = matches!(name.as_str(), "chat:stream:end" | "chat:social:generated" | "chat:error");
+                let terminal =
+                    matches!(name.as_str(), "chat:stream:end" | "chat:social:generated" | "chat:error");
                 events.push((name, body));
                 if terminal && !ack.is_null() {
                     return Answer { ack, events };

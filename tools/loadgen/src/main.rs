@@ -10,7 +10,7 @@
 //! run with any violation exits non-zero, so a benchmark is also a correctness check under load.
 
 mod scenarios;
-mod sio;
+
 mod soak;
 mod stats;
 

@@ -8,9 +8,9 @@ use postchat::middleware::auth::JwtKeys;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::sio::{Incoming, Payload, Socket, BROWSER_HEADERS};
 use crate::stats::{Latencies, Report};
 use crate::Cli;
+use loadgen::sio::{Incoming, Payload, Socket, BROWSER_HEADERS};
 
 fn token(cli: &Cli, user: &str) -> Result<String, String> {
     let keys = JwtKeys::hs256(cli.jwt_secret.as_bytes(), None, None);
