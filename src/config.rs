@@ -56,9 +56,9 @@ pub enum JwtAlgorithmName {
     EdDsa,
 }
 
-impl From<JwtAlgorithmName> for crate::middleware::auth::JwtAlgorithm {
+impl From<JwtAlgorithmName> for crate::auth::JwtAlgorithm {
     fn from(name: JwtAlgorithmName) -> Self {
-        use crate::middleware::auth::JwtAlgorithm;
+        use crate::auth::JwtAlgorithm;
         match name {
             JwtAlgorithmName::Hs256 => JwtAlgorithm::Hs256,
             JwtAlgorithmName::Rs256 => JwtAlgorithm::Rs256,

@@ -6,8 +6,9 @@
 //! - [`socket`]: Socket.IO connections, the handshake, one handler per event, delivery to rooms.
 //! - [`http`]: the REST API (posts, sessions, messages, preferences, health) and the bounded
 //!   accept loop every connection comes through (`http::connections`).
-//! - [`middleware`]: checks before the chat layer (JWT auth); payload validation is the
-//!   [`domain`] types' `parse`.
+//! - [`auth`]: who is asking (JWT verification and, in dev mode, issuing).
+//! - [`limits`]: whether they may now (rates per user and per address, sockets per user).
+//!   Payload validation is the [`domain`] types' `parse`, called at each edge.
 //! - [`chat`]: the controller (one exchange from acceptance to its terminal event, stop, join),
 //!   the session service (ownership, AI context, persistence) and its cache, in-flight answers.
 //! - [`ai`]: intent detection (a trained classifier), streamed answers and streamed social posts
@@ -19,18 +20,19 @@
 //! - [`domain`]: validated values and entities, no I/O.
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
 //!
-//! Dependencies point one way: socket/http → middleware → chat → ai/store → domain. Inside
+//! Dependencies point one way: socket/http → auth, limits → chat → ai/store → domain. Inside
 //! [`chat`], the controller holds the answers' runner; an answer never reaches back into it.
 //!
 //! `tests/common/app.rs` builds this whole application in-process for the Rust tests.
 
 pub mod ai;
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod expansion;
 pub mod http;
-pub mod middleware;
+pub mod limits;
 pub mod shutdown;
 pub mod socket;
 pub mod startup;

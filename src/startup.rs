@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::ai::{AiService, AiSettings};
+use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
     AnswerSettings, ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget,
 };
@@ -28,9 +29,8 @@ use crate::domain::UserId;
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
 use crate::http::connections::{self, ConnectionLimits};
 use crate::http::{self, HttpState, WriteQuotas};
-use crate::middleware::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
-use crate::middleware::connection_limit::SocketsPerUser;
-use crate::middleware::rate_limit::RateLimit;
+use crate::limits::RateLimit;
+use crate::limits::SocketsPerUser;
 use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState, TokenExpiries};
 use crate::store::{self, PoolOptions, Store, StoreError};
 use crate::telemetry::Untrusted;

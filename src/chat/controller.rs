@@ -107,10 +107,6 @@ impl ChatController {
         })
     }
 
-    pub fn sessions(&self) -> &Arc<ChatSessionService> {
-        &self.sessions
-    }
-
     pub fn inflight(&self) -> &InFlightAnswers {
         &self.inflight
     }
@@ -272,6 +268,21 @@ impl ChatController {
         let in_flight = self.inflight.join_watching(session_id, join);
         let messages = self.sessions.messages(user, session_id, self.join_history, None).await?;
         Ok(JoinedSession { entry, messages, in_flight })
+    }
+
+    /// Stops a socket watching a session: `leave` takes it out of the session's room, once the
+    /// session is known to be the user's (`NOT_FOUND` otherwise).
+    pub async fn leave(
+        &self,
+        user: &UserId,
+        session_id: SessionId,
+        leave: impl FnOnce(),
+    ) -> Result<(), ChatError> {
+        if !self.sessions.exists(user, session_id).await? {
+            return Err(ChatError::NotFound);
+        }
+        leave();
+        Ok(())
     }
 
     /// Refuses new messages (and new sockets) from now on: the first step of shutdown.

@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use tracing::debug;
 
 use super::ApiError;
+use crate::auth::{bearer, JwtKeys};
 use crate::domain::UserId;
-use crate::middleware::auth::{bearer, JwtKeys};
 
 /// The authenticated user of a request.
 pub struct AuthUser(pub UserId);

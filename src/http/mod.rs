@@ -19,11 +19,11 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::{get, post};
 use axum::Router;
 
+use crate::auth::JwtKeys;
 use crate::chat::ChatSessionService;
 use crate::domain::UserId;
 use crate::expansion::PostExpander;
-use crate::middleware::auth::JwtKeys;
-use crate::middleware::rate_limit::RateLimit;
+use crate::limits::RateLimit;
 
 pub use error::ApiError;
 

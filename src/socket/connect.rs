@@ -5,8 +5,8 @@ use serde_json::Value;
 use socketioxide::extract::SocketRef;
 use tracing::debug;
 
+use crate::auth::{bearer, query_token, AuthError, JwtKeys};
 use crate::domain::UserId;
-use crate::middleware::auth::{bearer, query_token, AuthError, JwtKeys};
 
 /// When the socket's token stops being accepted (seconds since the epoch, skew included): past
 /// it, the socket's next event is answered UNAUTHORIZED and the socket is disconnected.
@@ -15,7 +15,7 @@ pub struct TokenExpiry(pub u64);
 
 impl TokenExpiry {
     pub fn has_passed(self) -> bool {
-        crate::middleware::auth::now_secs() > self.0
+        crate::auth::now_secs() > self.0
     }
 }
 

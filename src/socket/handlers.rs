@@ -29,9 +29,25 @@ impl Failure {
     }
 }
 
-/// Registers the chat events on a newly connected socket: one handler that dispatches on the
-/// event's name. (socketioxide keeps, per socket, a map of the handlers given to `on`, each
-/// boxed: 0.4 KiB of every connection for four events; its fallback is one box and no map.)
+/// `socket.on(event, …)` with the payload as a JSON value (`None` when it is not JSON) and the
+/// shared state, running `$run(state, socket, payload, ack)`.
+macro_rules! on_event {
+    ($socket:expr, $state:expr, $event:expr, |$st:ident, $s:ident, $data:ident, $ack:ident| $run:expr) => {{
+        let shared = $state.clone();
+        $socket.on($event, move |$s: SocketRef, TryData(payload): TryData<Value>, $ack: AckSender| {
+            let $st = shared.clone();
+            let $data = payload.ok();
+            async move { $run.await }
+        });
+    }};
+}
+
+/// Registers the chat events on a newly connected socket, one handler per event (the router:
+/// event → auth and limits → payload parsed into its domain type → controller), and a fallback
+/// that answers any other event `INVALID_INPUT`. Payloads arrive as JSON values and are parsed
+/// by `events::parse_*` into typed requests, so a malformed one is `INVALID_INPUT` naming the
+/// field at fault and the handler still runs (`Data<T>` would skip it; serde's own messages
+/// name no field the contract knows).
 pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
     debug!(sid = %socket.id, user_id = %Untrusted(user.as_str()), "socket connected");
     metrics::gauge!("postchat_sockets_connected").increment(1.0);
@@ -48,21 +64,34 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
             }
         }
     });
-    socket.on_fallback(
-        move |s: SocketRef, Event(name): Event, TryData(data): TryData<Value>, ack: AckSender| {
-            let state = state.clone();
-            async move {
-                let data = data.ok();
-                match name.as_str() {
-                    events::CHAT_MESSAGE => chat_message(&state, s, data, ack).await,
-                    events::CHAT_STOP => reply(events::CHAT_STOP, &state, s, data, ack, chat_stop).await,
-                    events::CHAT_JOIN => reply(events::CHAT_JOIN, &state, s, data, ack, chat_join).await,
-                    events::CHAT_LEAVE => reply(events::CHAT_LEAVE, &state, s, data, ack, chat_leave).await,
-                    _ => unknown_event(s, &name, ack),
-                }
-            }
-        },
-    );
+    on_event!(socket, state, events::CHAT_MESSAGE, |state, s, data, ack| chat_message(&state, s, data, ack));
+    on_event!(socket, state, events::CHAT_STOP, |state, s, data, ack| reply(
+        events::CHAT_STOP,
+        &state,
+        s,
+        data,
+        ack,
+        chat_stop
+    ));
+    on_event!(socket, state, events::CHAT_JOIN, |state, s, data, ack| reply(
+        events::CHAT_JOIN,
+        &state,
+        s,
+        data,
+        ack,
+        chat_join
+    ));
+    on_event!(socket, state, events::CHAT_LEAVE, |state, s, data, ack| reply(
+        events::CHAT_LEAVE,
+        &state,
+        s,
+        data,
+        ack,
+        chat_leave
+    ));
+    socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
+        unknown_event(s, &name, ack)
+    });
 }
 
 /// Runs `handler(state, socket, user, payload)` for `event` and acks its result (an error is
@@ -211,14 +240,13 @@ async fn chat_leave(
     data: Option<Value>,
 ) -> Result<OkAck, Failure> {
     let session_id = session_payload(data)?;
-    match state.controller.sessions().exists(&user, session_id).await {
-        Ok(true) => {
-            s.leave(events::room(session_id));
-            Ok(OkAck { ok: true })
-        }
-        Ok(false) => Err(Failure::new(ChatError::NotFound, Some(session_id))),
-        Err(e) => Err(Failure::new(e, Some(session_id))),
-    }
+    let room = events::room(session_id);
+    state
+        .controller
+        .leave(&user, session_id, || s.leave(room))
+        .await
+        .map(|()| OkAck { ok: true })
+        .map_err(|e| Failure::new(e, Some(session_id)))
 }
 
 /// The `sessionId` of a payload when it is well formed, so an error about another field can

@@ -18,11 +18,11 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
 
+use crate::auth::JwtKeys;
 use crate::chat::ChatController;
 use crate::domain::UserId;
-use crate::middleware::auth::JwtKeys;
-use crate::middleware::connection_limit::SocketsPerUser;
-use crate::middleware::rate_limit::RateLimit;
+use crate::limits::RateLimit;
+use crate::limits::SocketsPerUser;
 
 pub use request_head::keep_socket_head;
 pub use rooms::{SessionRooms, SlowConsumer};

@@ -13,8 +13,8 @@ use socketioxide::SocketIo;
 use tracing::warn;
 
 use super::events::{self, ErrorPayload};
+use crate::auth::now_secs;
 use crate::chat::ChatError;
-use crate::middleware::auth::now_secs;
 
 /// The sockets' token expiries, soonest first: (expiry in seconds since the epoch, socket).
 #[derive(Default)]

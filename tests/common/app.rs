@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use loadgen::sio::{Incoming, Socket};
+use postchat::auth::JwtKeys;
 use postchat::config::Cli;
 use postchat::domain::UserId;
-use postchat::middleware::auth::JwtKeys;
 use postchat::startup::{jwt_keys, Application};
 use serde_json::{json, Value};
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postchat::auth::JwtKeys;
 use postchat::domain::UserId;
-use postchat::middleware::auth::JwtKeys;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
