@@ -22,7 +22,8 @@ use tracing::info;
 use crate::ai::{AiService, AiSettings};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
-    AnswerSettings, ChatController, ChatSessionService, ChatSettings, SessionCache, TokenBudget,
+    AnswerSettings, ChatController, ChatSessionService, ChatSettings, PostService, PreferenceService,
+    SessionCache, TokenBudget,
 };
 use crate::config::{AllowedOrigins, Config};
 use crate::domain::UserId;
@@ -116,11 +117,7 @@ impl Application {
         crate::telemetry::spawn_metrics_upkeep();
         let ai = ai_service(&config)?;
         let store = open_store(&config).await?;
-        let cache = SessionCache::new(
-            config.session_cache_capacity,
-            Duration::from_secs(config.session_cache_ttl_secs),
-        );
-        let sessions = Arc::new(ChatSessionService::new(store.clone(), cache, config.history_messages));
+        let chat = ChatServices::new(&config, store.clone());
         let limits = SocketLimits {
             max_payload_bytes: config.max_payload_bytes,
             queue_packets: config.socket_queue_packets,
@@ -128,9 +125,9 @@ impl Application {
             max_message_chars: config.max_message_chars,
         };
         let (socket_layer, io) = socket::layer(&limits);
-        let controller = chat_controller(&config, sessions.clone(), ai, &io);
+        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io);
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
-        let http_state = http_state(&config, sessions, keys.clone())?;
+        let http_state = http_state(&config, chat, keys.clone())?;
         let router = with_request_layers(
             http::router(http_state, config.max_payload_bytes).layer(socket_layer),
             &config,
@@ -309,11 +306,31 @@ fn register_sockets(
     socket::register(io, Arc::new(socket_state), keys);
 }
 
-fn http_state(
-    config: &Config,
+/// The services of the chat layer, over one store and one cache.
+struct ChatServices {
     sessions: Arc<ChatSessionService>,
-    keys: Arc<JwtKeys>,
-) -> Result<HttpState, StartupError> {
+    posts: Arc<PostService>,
+    preferences: Arc<PreferenceService>,
+}
+
+impl ChatServices {
+    fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        let ttl = Duration::from_secs(config.session_cache_ttl_secs);
+        let cache = Arc::new(SessionCache::new(config.session_cache_capacity, ttl));
+        let posts = Arc::new(PostService::new(store.clone()));
+        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone()));
+        let sessions = ChatSessionService::new(
+            store,
+            cache,
+            posts.clone(),
+            preferences.clone(),
+            config.history_messages,
+        );
+        Self { sessions: Arc::new(sessions), posts, preferences }
+    }
+}
+
+fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result<HttpState, StartupError> {
     let policy = AddressPolicy::parse(&config.post_fetch_allow).map_err(StartupError::FetchAllow)?;
     let proxy = match &config.post_fetch_proxy {
         None => None,
@@ -339,7 +356,9 @@ fn http_state(
         page_fetches: quota(config.rate_limit_page_fetches_per_minute),
     };
     Ok(HttpState {
-        sessions,
+        sessions: chat.sessions,
+        posts: chat.posts,
+        preferences: chat.preferences,
         expander: Arc::new(PostExpander::new(policy, limits)),
         keys,
         dev_tokens: config.dev_mode(),

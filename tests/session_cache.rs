@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use postchat::chat::{ChatError, ChatSessionService, SessionCache};
+use postchat::chat::{ChatError, ChatSessionService, PostService, PreferenceService, SessionCache};
 use postchat::domain::{
     ChatSession, ClientMessageId, Exchange, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
     UserId,
@@ -120,8 +120,22 @@ impl Store for CountingStore {
 
 struct Fixture {
     service: ChatSessionService,
+    posts: PostService,
+    preferences: Arc<PreferenceService>,
     store: Arc<CountingStore>,
     _db: common::TestDb,
+}
+
+/// The session service over `store` with a fresh cache, and its preference service.
+fn services(
+    store: Arc<CountingStore>,
+    capacity: usize,
+    ttl: Duration,
+) -> (ChatSessionService, Arc<PreferenceService>) {
+    let cache = Arc::new(SessionCache::new(capacity, ttl));
+    let posts = Arc::new(PostService::new(store.clone()));
+    let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone()));
+    (ChatSessionService::new(store, cache, posts, preferences.clone(), 10), preferences)
 }
 
 async fn fixture(ttl: Duration, capacity: usize) -> Fixture {
@@ -131,8 +145,8 @@ async fn fixture(ttl: Duration, capacity: usize) -> Fixture {
         session_reads: AtomicUsize::new(0),
         preference_reads: AtomicUsize::new(0),
     });
-    let service = ChatSessionService::new(store.clone(), SessionCache::new(capacity, ttl), 10);
-    Fixture { service, store, _db: db }
+    let (service, preferences) = services(store.clone(), capacity, ttl);
+    Fixture { service, posts: PostService::new(store.clone()), preferences, store, _db: db }
 }
 
 fn alice() -> UserId {
@@ -141,8 +155,8 @@ fn alice() -> UserId {
 
 async fn new_session(f: &Fixture, owner: &UserId) -> SessionId {
     let post = f
-        .service
-        .create_post(owner, "https://example.com".into(), "T".into(), PostExpanded::default())
+        .posts
+        .create(owner, "https://example.com".into(), "T".into(), PostExpanded::default())
         .await
         .unwrap();
     f.service.create_session(owner, post.id, None).await.unwrap().id
@@ -150,7 +164,7 @@ async fn new_session(f: &Fixture, owner: &UserId) -> SessionId {
 
 /// A session read after a cold start, as after a restart: the cache is empty.
 async fn cold_service(f: &Fixture) -> ChatSessionService {
-    ChatSessionService::new(f.store.clone(), SessionCache::new(100, Duration::from_secs(3600)), 10)
+    services(f.store.clone(), 100, Duration::from_secs(3600)).0
 }
 
 #[tokio::test]
@@ -198,8 +212,8 @@ async fn a_summary_update_writes_through_to_the_cache() {
 async fn preferences_write_through_to_the_cache() {
     let f = fixture(Duration::from_secs(3600), 100).await;
     let prefs = Preferences { voice: "casual".into(), ..Preferences::default() };
-    f.service.put_preferences(&alice(), prefs.clone()).await.unwrap();
-    assert_eq!(*f.service.preferences(&alice()).await.unwrap(), prefs);
+    f.preferences.put(&alice(), prefs.clone()).await.unwrap();
+    assert_eq!(*f.preferences.of(&alice()).await.unwrap(), prefs);
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 0);
 }
 

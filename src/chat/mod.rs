@@ -1,5 +1,6 @@
 //! The chat layer: the controller that runs each exchange, the session service that knows what
-//! a session is about, and the in-flight answers.
+//! a session is about (with the post and preference services beside it), and the in-flight
+//! answers.
 //!
 //! Nothing here knows socketioxide or axum: the socket layer calls in with parsed requests and
 //! hears back through [`AnswerAudience`], the port to a session's room.
@@ -10,6 +11,8 @@ mod controller;
 mod error;
 mod generation_slots;
 mod inflight;
+mod post_service;
+mod preference_service;
 mod session_cache;
 mod session_service;
 mod token_budget;
@@ -20,6 +23,8 @@ pub use controller::{AcceptedMessage, ChatController, ChatSettings, JoinedSessio
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
 pub use inflight::{InFlightAnswers, InFlightSnapshot};
+pub use post_service::PostService;
+pub use preference_service::PreferenceService;
 pub use session_cache::{CacheStats, SessionCache, SessionEntry};
 pub use session_service::ChatSessionService;
 pub use token_budget::TokenBudget;

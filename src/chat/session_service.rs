@@ -1,19 +1,16 @@
-//! The chat session service: what sessions, posts and preferences exist and who owns them,
-//! the AI context of an exchange, and the saving of exchanges. Reads go through the session
-//! cache; writes go to the store and then the cache.
+//! The chat session service: what sessions exist and who owns them, the AI context of an
+//! exchange, and the saving of exchanges. Reads go through the session cache; writes go to the
+//! store and then the cache. Posts and preferences have services of their own.
 
 use std::sync::Arc;
 
 use tracing::instrument;
 
 use crate::ai::AiContext;
-use crate::domain::{
-    ChatSession, ClientMessageId, Message, MessageId, Post, PostExpanded, PostId, Preferences, SessionId,
-    UserId,
-};
+use crate::domain::{ChatSession, ClientMessageId, Message, MessageId, PostId, SessionId, UserId};
 use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
-use super::{ChatError, SessionCache, SessionEntry};
+use super::{ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
 
 /// Statements (inserts, reads and finishes together) that may run at once for answers. Under
 /// load fewer, larger batches do more than many small ones; 4 gave the most answers per second
@@ -24,15 +21,25 @@ pub struct ChatSessionService {
     store: Arc<dyn Store>,
     /// Every answer's insert, context read and update, batched across answers.
     batched: BatchedMessages,
-    cache: SessionCache,
+    cache: Arc<SessionCache>,
+    /// A session is about one of its owner's posts.
+    posts: Arc<PostService>,
+    /// The owner's preferences go into every answer's context.
+    preferences: Arc<PreferenceService>,
     /// How many earlier exchanges go into the AI context.
     history_limit: u32,
 }
 
 impl ChatSessionService {
-    pub fn new(store: Arc<dyn Store>, cache: SessionCache, history_limit: u32) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<SessionCache>,
+        posts: Arc<PostService>,
+        preferences: Arc<PreferenceService>,
+        history_limit: u32,
+    ) -> Self {
         let batched = BatchedMessages::new(store.clone(), ANSWER_STATEMENTS);
-        Self { store, batched, cache, history_limit }
+        Self { store, batched, cache, posts, preferences, history_limit }
     }
 
     pub fn cache(&self) -> &SessionCache {
@@ -43,35 +50,6 @@ impl ChatSessionService {
         self.store.ping().await
     }
 
-    // ---- posts ----
-
-    pub async fn create_post(
-        &self,
-        owner: &UserId,
-        url: String,
-        title: String,
-        expanded: PostExpanded,
-    ) -> Result<Post, ChatError> {
-        let post = Post {
-            id: PostId::new(),
-            owner: owner.clone(),
-            url,
-            title,
-            expanded,
-            created_at: crate::domain::now(),
-        };
-        self.store.insert_post(&post).await?;
-        Ok(post)
-    }
-
-    /// The post, when it exists and belongs to `owner`.
-    pub async fn post(&self, owner: &UserId, id: PostId) -> Result<Post, ChatError> {
-        match self.store.get_post(id).await? {
-            Some(post) if &post.owner == owner => Ok(post),
-            _ => Err(ChatError::NotFound),
-        }
-    }
-
     // ---- sessions ----
 
     pub async fn create_session(
@@ -80,7 +58,7 @@ impl ChatSessionService {
         post_id: PostId,
         title: Option<String>,
     ) -> Result<ChatSession, ChatError> {
-        let post = self.post(owner, post_id).await?;
+        let post = self.posts.owned(owner, post_id).await?;
         let now = crate::domain::now();
         let session = ChatSession {
             id: SessionId::new(),
@@ -203,28 +181,6 @@ impl ChatSessionService {
         Ok(self.store.tokens_used_since(user, since).await?)
     }
 
-    // ---- preferences ----
-
-    pub async fn preferences(&self, user: &UserId) -> Result<Arc<Preferences>, ChatError> {
-        if let Some(prefs) = self.cache.preferences(user) {
-            return Ok(prefs);
-        }
-        let prefs = Arc::new(self.store.get_preferences(user).await?.unwrap_or_default());
-        self.cache.put_preferences(user.clone(), prefs.clone());
-        Ok(prefs)
-    }
-
-    pub async fn put_preferences(
-        &self,
-        user: &UserId,
-        prefs: Preferences,
-    ) -> Result<Arc<Preferences>, ChatError> {
-        self.store.put_preferences(user, &prefs).await?;
-        let prefs = Arc::new(prefs);
-        self.cache.put_preferences(user.clone(), prefs.clone());
-        Ok(prefs)
-    }
-
     // ---- context ----
 
     /// What the model needs for the exchange `current`: the post, the session summary, the
@@ -236,7 +192,7 @@ impl ChatSessionService {
         entry: &SessionEntry,
         current: MessageId,
     ) -> Result<AiContext, ChatError> {
-        let preferences = self.preferences(&entry.session.owner).await?;
+        let preferences = self.preferences.of(&entry.session.owner).await?;
         let mut history = self.batched.recent(entry.session.id, self.history_limit + 1).await?;
         history.retain(|m| m.id != current);
         if history.len() > self.history_limit as usize {

@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::auth::JwtKeys;
-use crate::chat::ChatSessionService;
+use crate::chat::{ChatSessionService, PostService, PreferenceService};
 use crate::domain::UserId;
 use crate::expansion::PostExpander;
 use crate::limits::RateLimit;
@@ -31,6 +31,8 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct HttpState {
     pub sessions: Arc<ChatSessionService>,
+    pub posts: Arc<PostService>,
+    pub preferences: Arc<PreferenceService>,
     /// Fetches a post's page when only its URL is given.
     pub expander: Arc<PostExpander>,
     pub keys: Arc<JwtKeys>,

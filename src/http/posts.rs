@@ -103,7 +103,7 @@ pub async fn create(
         "" => url.clone(),
         t => t.to_owned(),
     };
-    let post = state.sessions.create_post(&user, url, title, expanded).await?;
+    let post = state.posts.create(&user, url, title, expanded).await?;
     Ok((StatusCode::CREATED, Json(post.into())))
 }
 
@@ -113,5 +113,5 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<PostBody>, ApiError> {
     let id = PostId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    Ok(Json(state.sessions.post(&user, id).await?.into()))
+    Ok(Json(state.posts.owned(&user, id).await?.into()))
 }

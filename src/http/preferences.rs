@@ -12,7 +12,7 @@ pub async fn get_mine(
     State(state): State<HttpState>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<Preferences>, ApiError> {
-    Ok(Json((*state.sessions.preferences(&user).await?).clone()))
+    Ok(Json((*state.preferences.of(&user).await?).clone()))
 }
 
 pub async fn put_mine(
@@ -21,5 +21,5 @@ pub async fn put_mine(
     AppJson(prefs): AppJson<Preferences>,
 ) -> Result<Json<Preferences>, ApiError> {
     let prefs = prefs.validated()?;
-    Ok(Json((*state.sessions.put_preferences(&user, prefs).await?).clone()))
+    Ok(Json((*state.preferences.put(&user, prefs).await?).clone()))
 }
