@@ -11,6 +11,7 @@ pub mod origin;
 mod posts;
 mod preferences;
 pub mod request_id;
+pub mod request_layers;
 mod sessions;
 
 use std::sync::Arc;

@@ -7,3 +7,20 @@ mod sockets_per_user;
 
 pub use rate_limit::RateLimit;
 pub use sockets_per_user::SocketsPerUser;
+
+use std::sync::Arc;
+
+/// Every minute, forgets keys whose rate allowance is full again.
+pub fn spawn_cleanup<K: std::hash::Hash + Eq + Clone + Send + Sync + 'static>(limit: Arc<RateLimit<K>>) {
+    let weak = Arc::downgrade(&limit);
+    drop(limit);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            // Ends with the server: the limiter is dropped with it.
+            let Some(limit) = weak.upgrade() else { break };
+            limit.forget_idle();
+        }
+    });
+}
