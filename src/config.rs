@@ -78,9 +78,31 @@ fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(value))
 }
 
-/// The server's settings.
+/// The server's settings, grouped by concern (each group's flags under its own heading in
+/// `--help`).
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerConfig,
+    #[command(flatten, next_help_heading = "Database")]
+    pub database: DatabaseConfig,
+    #[command(flatten, next_help_heading = "Auth")]
+    pub auth: AuthConfig,
+    #[command(flatten, next_help_heading = "AI")]
+    pub ai: AiConfig,
+    #[command(flatten, next_help_heading = "Limits")]
+    pub limits: LimitsConfig,
+    #[command(flatten, next_help_heading = "Streams")]
+    pub streams: StreamsConfig,
+    #[command(flatten, next_help_heading = "Sessions")]
+    pub sessions: SessionsConfig,
+    #[command(flatten, next_help_heading = "Post fetching")]
+    pub post_fetch: PostFetchConfig,
+}
+
+/// Where and how the server listens and stops.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
     /// Address to listen on.
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -103,6 +125,24 @@ pub struct Config {
     /// Folder for the default SQLite database and the dev-mode JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
+    #[arg(long, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Redis for several server processes sharing rooms and streams (not available yet: a set
+    /// value stops the server at start rather than run processes that do not see each other).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// At shutdown, how long answers in flight may take to finish (s).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Log lines as text or JSON (the filter is RUST_LOG, default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The database and its pool.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://…`; default: a SQLite file in DATA_DIR.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
@@ -116,7 +156,11 @@ pub struct Config {
     /// STORAGE_UNAVAILABLE (ms; 0: no limit).
     #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
     pub database_statement_timeout_ms: u64,
+}
 
+/// Who may connect: the JWTs accepted.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
     /// HS256 secret for JWTs; unset means dev mode (random secret kept in DATA_DIR).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, value_parser = secret)]
     pub jwt_secret: Option<SecretString>,
@@ -139,10 +183,11 @@ pub struct Config {
     /// no cap.
     #[arg(long, env = "JWT_MAX_LIFETIME_SECS", default_value_t = 0)]
     pub jwt_max_lifetime_secs: u64,
-    /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
-    #[arg(long, env = "CORS_ORIGINS")]
-    pub cors_origins: Option<String>,
+}
 
+/// The model: provider, window, prompts and how long it may take.
+#[derive(Debug, Clone, Args)]
+pub struct AiConfig {
     /// Where answers come from.
     #[arg(long, env = "AI_PROVIDER", value_enum, default_value_t = AiProvider::Local)]
     pub ai_provider: AiProvider,
@@ -189,7 +234,11 @@ pub struct Config {
     /// otherwise (see [`Config::answers_generating`]).
     #[arg(long, env = "MAX_ANSWERS_GENERATING")]
     pub max_answers_generating: Option<usize>,
+}
 
+/// What one user or address may do, and how fast.
+#[derive(Debug, Clone, Args)]
+pub struct LimitsConfig {
     /// Per-user `chat:message` rate (per minute); 0 turns the limit off.
     #[arg(long, env = "RATE_LIMIT_MESSAGES_PER_MINUTE", default_value_t = 20)]
     pub rate_limit_messages_per_minute: u32,
@@ -217,37 +266,20 @@ pub struct Config {
     /// Model tokens (prompt and completion) one user may spend a day (UTC); 0 for no budget.
     #[arg(long, env = "DAILY_TOKEN_BUDGET", default_value_t = 500_000)]
     pub daily_token_budget: u64,
-    /// Redis for several server processes sharing rooms and streams (not available yet: a set
-    /// value stops the server at start rather than run processes that do not see each other).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+}
 
+/// Sockets and the answers they watch: sizes, queues, the slow and the absent.
+#[derive(Debug, Clone, Args)]
+pub struct StreamsConfig {
     /// An answer nobody watches (no socket in its session) for this long is cancelled (s).
     #[arg(long, env = "WATCH_GRACE_SECS", default_value_t = 60)]
     pub watch_grace_secs: u64,
     /// A socket that cannot take tokens for this long is disconnected as a slow consumer (s).
     #[arg(long, env = "SLOW_CONSUMER_SECS", default_value_t = 10)]
     pub slow_consumer_secs: u64,
-
     /// A socket this many bytes behind (events waiting in its outbox) is a slow consumer too.
     #[arg(long, env = "SLOW_CONSUMER_BYTES", default_value_t = 1 << 20)]
     pub slow_consumer_bytes: usize,
-
-    /// Addresses (or CIDR networks), comma-separated, that post expansion may fetch from besides
-    /// public ones; private, loopback and link-local ones are refused otherwise.
-    #[arg(long, env = "POST_FETCH_ALLOW", default_value = "")]
-    pub post_fetch_allow: String,
-    /// Proxy for page fetches (`http://host:port`). Unset: pages are fetched directly, whatever
-    /// HTTP_PROXY says, since a proxy resolves and connects by itself, past the address checks.
-    #[arg(long, env = "POST_FETCH_PROXY")]
-    pub post_fetch_proxy: Option<String>,
-    /// Largest page post expansion reads (bytes).
-    #[arg(long, env = "POST_FETCH_MAX_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub post_fetch_max_bytes: usize,
-    /// Longest a page fetch may take, redirects included (ms).
-    #[arg(long, env = "POST_FETCH_TIMEOUT_MS", default_value_t = 10_000)]
-    pub post_fetch_timeout_ms: u64,
-
     /// Longest `content` of a chat message (characters).
     #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = 8_000)]
     pub max_message_chars: usize,
@@ -261,7 +293,11 @@ pub struct Config {
     /// what clients send is small (larger messages take several reads).
     #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 512)]
     pub ws_read_buffer_bytes: usize,
+}
 
+/// Sessions: their cache, history and summaries.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsConfig {
     /// How long a session stays in the session cache (s).
     #[arg(long, env = "SESSION_CACHE_TTL_SECS", default_value_t = 3_600)]
     pub session_cache_ttl_secs: u64,
@@ -277,13 +313,25 @@ pub struct Config {
     /// Refresh the session summary every this many exchanges (0: never).
     #[arg(long, env = "SUMMARY_EVERY", default_value_t = 5)]
     pub summary_every: usize,
+}
 
-    /// At shutdown, how long answers in flight may take to finish (s).
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
-    pub shutdown_grace_secs: u64,
-    /// Log lines as text or JSON (the filter is RUST_LOG, default `info`).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+/// Fetching a post's page when only its URL is given.
+#[derive(Debug, Clone, Args)]
+pub struct PostFetchConfig {
+    /// Addresses (or CIDR networks), comma-separated, that post expansion may fetch from besides
+    /// public ones; private, loopback and link-local ones are refused otherwise.
+    #[arg(long, env = "POST_FETCH_ALLOW", default_value = "")]
+    pub post_fetch_allow: String,
+    /// Proxy for page fetches (`http://host:port`). Unset: pages are fetched directly, whatever
+    /// HTTP_PROXY says, since a proxy resolves and connects by itself, past the address checks.
+    #[arg(long, env = "POST_FETCH_PROXY")]
+    pub post_fetch_proxy: Option<String>,
+    /// Largest page post expansion reads (bytes).
+    #[arg(long, env = "POST_FETCH_MAX_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub post_fetch_max_bytes: usize,
+    /// Longest a page fetch may take, redirects included (ms).
+    #[arg(long, env = "POST_FETCH_TIMEOUT_MS", default_value_t = 10_000)]
+    pub post_fetch_timeout_ms: u64,
 }
 
 /// Which browser origins may connect.
@@ -305,17 +353,18 @@ impl AllowedOrigins {
 impl Config {
     /// No JWT_SECRET and no public key: the server makes its own secret and hands out tokens.
     pub fn dev_mode(&self) -> bool {
-        self.jwt_secret.is_none() && self.jwt_algorithm == JwtAlgorithmName::Hs256
+        self.auth.jwt_secret.is_none() && self.auth.jwt_algorithm == JwtAlgorithmName::Hs256
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
+        self.database
+            .database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("postchat.db").display()))
+            .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("postchat.db").display()))
     }
 
     pub fn allowed_origins(&self) -> AllowedOrigins {
-        match self.cors_origins.as_deref().map(str::trim) {
+        match self.server.cors_origins.as_deref().map(str::trim) {
             Some("*") => AllowedOrigins::Any,
             Some(list) => AllowedOrigins::List(
                 list.split(',')
@@ -334,10 +383,10 @@ impl Config {
     /// (docs/benchmarks.md measures 3 to 24 per core).
     pub fn answers_generating(&self) -> Option<usize> {
         const PER_CORE: usize = 6;
-        match self.max_answers_generating {
+        match self.ai.max_answers_generating {
             Some(0) => None,
             Some(n) => Some(n),
-            None if self.ai_provider == AiProvider::Local && self.local_ai_pacing_ms == 0 => {
+            None if self.ai.ai_provider == AiProvider::Local && self.ai.local_ai_pacing_ms == 0 => {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 Some(PER_CORE * cores)
             }
@@ -346,48 +395,48 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
-        format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.server.host, self.server.port)
             .parse()
-            .or_else(|_| format!("[{}]:{}", self.host, self.port).parse())
+            .or_else(|_| format!("[{}]:{}", self.server.host, self.server.port).parse())
     }
 
     /// The endpoint of an `openai` or `ollama` provider (`None` for `local`), with each
     /// provider's defaults for what is not set.
     pub fn ai_endpoint(&self) -> Option<crate::ai::Endpoint> {
         use crate::ai::Endpoint;
-        let (base, model, key) = match self.ai_provider {
+        let (base, model, key) = match self.ai.ai_provider {
             AiProvider::Local => return None,
             AiProvider::Openai => (Endpoint::OPENAI_BASE_URL, Endpoint::OPENAI_MODEL, ""),
             // Ollama ignores the key, but the OpenAI client wants one.
             AiProvider::Ollama => (Endpoint::OLLAMA_BASE_URL, Endpoint::OLLAMA_MODEL, "ollama"),
         };
         Some(Endpoint {
-            base_url: self.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
-            api_key: self.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
-            model: self.ai_model.clone().unwrap_or_else(|| model.to_owned()),
+            base_url: self.ai.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
+            api_key: self.ai.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
+            model: self.ai.ai_model.clone().unwrap_or_else(|| model.to_owned()),
         })
     }
 
     /// The cap on a token's remaining lifetime (`JWT_MAX_LIFETIME_SECS`, 0: none).
     pub fn jwt_max_lifetime(&self) -> Option<u64> {
-        (self.jwt_max_lifetime_secs > 0).then_some(self.jwt_max_lifetime_secs)
+        (self.auth.jwt_max_lifetime_secs > 0).then_some(self.auth.jwt_max_lifetime_secs)
     }
 
     /// Refuses a number outside the range it works in, naming the variable (nothing is
     /// clamped silently).
     pub fn check_ranges(&self) -> Result<(), String> {
         let ranges: [(&str, u64, u64, u64); 11] = [
-            ("DATABASE_MAX_CONNECTIONS", self.database_max_connections.into(), 1, 1_000),
-            ("SOCKET_QUEUE_PACKETS", self.socket_queue_packets as u64, 16, 1_000_000),
-            ("WS_READ_BUFFER_BYTES", self.ws_read_buffer_bytes as u64, 256, 16 << 20),
-            ("MAX_PAYLOAD_BYTES", self.max_payload_bytes as u64, 1_024, 64 << 20),
-            ("MAX_MESSAGE_CHARS", self.max_message_chars as u64, 1, 1_000_000),
-            ("ANSWER_TIMEOUT_SECS", self.answer_timeout_secs, 1, 86_400),
-            ("FIRST_TOKEN_TIMEOUT_SECS", self.first_token_timeout_secs, 1, 3_600),
-            ("TOKEN_IDLE_TIMEOUT_SECS", self.token_idle_timeout_secs, 1, 3_600),
-            ("SESSION_CACHE_CAPACITY", self.session_cache_capacity as u64, 1, 100_000_000),
-            ("HISTORY_MESSAGES", self.history_messages.into(), 0, 1_000),
-            ("JOIN_HISTORY_MESSAGES", self.join_history_messages.into(), 0, 1_000),
+            ("DATABASE_MAX_CONNECTIONS", self.database.database_max_connections.into(), 1, 1_000),
+            ("SOCKET_QUEUE_PACKETS", self.streams.socket_queue_packets as u64, 16, 1_000_000),
+            ("WS_READ_BUFFER_BYTES", self.streams.ws_read_buffer_bytes as u64, 256, 16 << 20),
+            ("MAX_PAYLOAD_BYTES", self.streams.max_payload_bytes as u64, 1_024, 64 << 20),
+            ("MAX_MESSAGE_CHARS", self.streams.max_message_chars as u64, 1, 1_000_000),
+            ("ANSWER_TIMEOUT_SECS", self.ai.answer_timeout_secs, 1, 86_400),
+            ("FIRST_TOKEN_TIMEOUT_SECS", self.ai.first_token_timeout_secs, 1, 3_600),
+            ("TOKEN_IDLE_TIMEOUT_SECS", self.ai.token_idle_timeout_secs, 1, 3_600),
+            ("SESSION_CACHE_CAPACITY", self.sessions.session_cache_capacity as u64, 1, 100_000_000),
+            ("HISTORY_MESSAGES", self.sessions.history_messages.into(), 0, 1_000),
+            ("JOIN_HISTORY_MESSAGES", self.sessions.join_history_messages.into(), 0, 1_000),
         ];
         for (name, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -400,25 +449,25 @@ impl Config {
     /// The model's window and the answer's room in it; refused when the answer would leave the
     /// prompt less than half the window.
     pub fn context_window(&self) -> Result<crate::ai::ContextWindow, String> {
-        let context_tokens = self.model_context_tokens.unwrap_or(match self.ai_provider {
+        let context_tokens = self.ai.model_context_tokens.unwrap_or(match self.ai.ai_provider {
             AiProvider::Ollama => 4_096,
             AiProvider::Openai | AiProvider::Local => 128_000,
         });
         if !(512..=10_000_000).contains(&context_tokens) {
             return Err(format!("MODEL_CONTEXT_TOKENS={context_tokens}: must be 512 to 10000000"));
         }
-        if self.answer_max_tokens < 16 || self.answer_max_tokens > context_tokens / 2 {
+        if self.ai.answer_max_tokens < 16 || self.ai.answer_max_tokens > context_tokens / 2 {
             return Err(format!(
                 "ANSWER_MAX_TOKENS={}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
-                self.answer_max_tokens,
+                self.ai.answer_max_tokens,
                 context_tokens / 2
             ));
         }
-        Ok(crate::ai::ContextWindow { context_tokens, answer_tokens: self.answer_max_tokens })
+        Ok(crate::ai::ContextWindow { context_tokens, answer_tokens: self.ai.answer_max_tokens })
     }
 
     pub fn local_ai_pacing(&self) -> Duration {
-        Duration::from_millis(self.local_ai_pacing_ms)
+        Duration::from_millis(self.ai.local_ai_pacing_ms)
     }
 }
 
@@ -435,11 +484,11 @@ mod tests {
     #[test]
     fn defaults_follow_the_operators_contract() {
         let c = parse(&[]);
-        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 3000));
-        assert_eq!(c.ai_provider, AiProvider::Local);
+        assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.1", 3000));
+        assert_eq!(c.ai.ai_provider, AiProvider::Local);
         assert!(c.database_url().starts_with("sqlite://"));
-        assert_eq!(c.max_payload_bytes, 65_536);
-        assert_eq!(c.session_cache_ttl_secs, 3_600);
+        assert_eq!(c.streams.max_payload_bytes, 65_536);
+        assert_eq!(c.sessions.session_cache_ttl_secs, 3_600);
     }
 
     #[test]
@@ -499,7 +548,9 @@ mod tests {
             parse(&["--jwt-secret", "hunter2-hunter2-hunter2-hunter2-x", "--ai-api-key", "sk-secret-key"]);
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("sk-secret-key"), "{printed}");
-        let endpoint = Config { ai_provider: AiProvider::Openai, ..c }.ai_endpoint().unwrap();
+        let mut c = c;
+        c.ai.ai_provider = AiProvider::Openai;
+        let endpoint = c.ai_endpoint().unwrap();
         assert!(!format!("{endpoint:?}").contains("sk-secret-key"));
     }
 

@@ -18,7 +18,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config;
-    telemetry::init(config.log_format);
+    telemetry::init(config.server.log_format);
 
     if let Some(Command::Token { user, ttl_hours }) = cli.command {
         let token = UserId::parse(&user).map_err(|e| e.to_string()).and_then(|user| {
@@ -44,11 +44,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = format!("http://{}:{}", config.host, app.port());
+    let url = format!("http://{}:{}", config.server.host, app.port());
     if let Some(token) = &app.demo_token {
         println!(
             "dev mode (no JWT_SECRET): tokens are signed with the secret in {}",
-            config.data_dir.display()
+            config.server.data_dir.display()
         );
         println!("demo token for user 'demo': {token}");
         println!("demo page: {url}/  (sign in as any user)");

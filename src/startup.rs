@@ -56,20 +56,20 @@ pub enum StartupError {
 /// The JWT keys of this config: a public key for RS256/EdDSA, `JWT_SECRET` for HS256, or in dev
 /// mode the secret kept in the data folder.
 pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
-    let (aud, iss) = (config.jwt_audience.clone(), config.jwt_issuer.clone());
-    let algorithm = config.jwt_algorithm.into();
+    let (aud, iss) = (config.auth.jwt_audience.clone(), config.auth.jwt_issuer.clone());
+    let algorithm = config.auth.jwt_algorithm.into();
     if algorithm != JwtAlgorithm::Hs256 {
-        let path = config
-            .jwt_public_key_file
-            .as_ref()
-            .ok_or_else(|| AuthError::BadKey("JWT_PUBLIC_KEY_FILE is required for RS256 and EdDSA".into()))?;
+        let path =
+            config.auth.jwt_public_key_file.as_ref().ok_or_else(|| {
+                AuthError::BadKey("JWT_PUBLIC_KEY_FILE is required for RS256 and EdDSA".into())
+            })?;
         let pem = std::fs::read(path)
             .map_err(|e| AuthError::BadKey(format!("cannot read {}: {e}", path.display())))?;
         return Ok(JwtKeys::public_key(algorithm, &pem, aud, iss)?
-            .with_clock_skew(config.jwt_clock_skew_secs)
+            .with_clock_skew(config.auth.jwt_clock_skew_secs)
             .with_max_lifetime(config.jwt_max_lifetime()));
     }
-    let secret = match config.jwt_secret.as_ref().map(|s| s.expose_secret()) {
+    let secret = match config.auth.jwt_secret.as_ref().map(|s| s.expose_secret()) {
         Some(secret) if secret.len() < MIN_SECRET_BYTES => {
             return Err(AuthError::BadKey(format!(
                 "JWT_SECRET is {} bytes; HS256 needs at least {MIN_SECRET_BYTES} (RFC 7518, section \
@@ -78,11 +78,11 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
             )))
         }
         Some(secret) => secret.as_bytes().to_vec(),
-        None => dev_secret(&config.data_dir)
+        None => dev_secret(&config.server.data_dir)
             .map_err(|e| AuthError::BadKey(format!("cannot keep the dev secret: {e}")))?,
     };
     Ok(JwtKeys::hs256(&secret, aud, iss)
-        .with_clock_skew(config.jwt_clock_skew_secs)
+        .with_clock_skew(config.auth.jwt_clock_skew_secs)
         .with_max_lifetime(config.jwt_max_lifetime()))
 }
 
@@ -110,17 +110,17 @@ impl Application {
         let store = open_store(&config).await?;
         let chat = ChatServices::new(&config, store.clone());
         let limits = SocketLimits {
-            max_payload_bytes: config.max_payload_bytes,
-            queue_packets: config.socket_queue_packets,
-            ws_read_buffer_bytes: config.ws_read_buffer_bytes,
-            max_message_chars: config.max_message_chars,
+            max_payload_bytes: config.streams.max_payload_bytes,
+            queue_packets: config.streams.socket_queue_packets,
+            ws_read_buffer_bytes: config.streams.ws_read_buffer_bytes,
+            max_message_chars: config.streams.max_message_chars,
         };
         let (socket_layer, io) = socket::layer(&limits);
         let controller = chat_controller(&config, chat.sessions.clone(), ai, &io);
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
         let http_state = http_state(&config, chat, keys.clone())?;
         let router = with_request_layers(
-            http::router(http_state, config.max_payload_bytes).layer(socket_layer),
+            http::router(http_state, config.streams.max_payload_bytes).layer(socket_layer),
             &config,
         );
         let demo_token = if config.dev_mode() {
@@ -136,7 +136,7 @@ impl Application {
             io,
             controller,
             store,
-            grace: Duration::from_secs(config.shutdown_grace_secs),
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
             demo_token,
         })
     }
@@ -171,12 +171,12 @@ impl Application {
 /// Settings the server refuses to start with: a feature not built yet, or dev mode (tokens for
 /// anyone who asks) reachable from the network without the operator saying so.
 fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
-    if config.redis_url.is_some() {
+    if config.server.redis_url.is_some() {
         return Err(StartupError::RedisUnsupported);
     }
     config.check_ranges().map_err(StartupError::Setting)?;
     let ip = config.listen_addr()?.ip();
-    if config.dev_mode() && !ip.is_loopback() && !config.insecure_dev_mode_on_network {
+    if config.dev_mode() && !ip.is_loopback() && !config.server.insecure_dev_mode_on_network {
         return Err(StartupError::DevModeOnNetwork(ip));
     }
     Ok(())
@@ -187,7 +187,7 @@ fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
 fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> {
     let fd_limit = connections::raise_fd_limit();
     let most = fd_limit.saturating_sub(connections::reserved_descriptors(fd_limit)).max(1);
-    let max_open = match config.max_connections {
+    let max_open = match config.server.max_connections {
         None => most,
         Some(n) if n >= 1 && n as u64 <= most => n as u64,
         Some(n) => {
@@ -197,16 +197,16 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
             )))
         }
     };
-    if !(1..=3_600).contains(&config.http_header_timeout_secs) {
+    if !(1..=3_600).contains(&config.server.http_header_timeout_secs) {
         return Err(StartupError::Setting(format!(
             "HTTP_HEADER_TIMEOUT_SECS={}: must be 1 to 3600",
-            config.http_header_timeout_secs
+            config.server.http_header_timeout_secs
         )));
     }
     info!(max_connections = max_open, fd_limit, "client connections bounded");
     Ok(ConnectionLimits {
         max_open: usize::try_from(max_open).unwrap_or(usize::MAX),
-        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+        header_timeout: Duration::from_secs(config.server.http_header_timeout_secs),
     })
 }
 
@@ -216,18 +216,18 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
     info!(took_ms = started.elapsed().as_millis() as u64, "intent classifier trained");
     let window = config.context_window().map_err(StartupError::Setting)?;
     let ai_settings = AiSettings {
-        post_token_budget: config.post_token_budget,
+        post_token_budget: config.ai.post_token_budget,
         window,
-        intent_timeout: Duration::from_millis(config.intent_timeout_ms),
-        first_token_timeout: Duration::from_secs(config.first_token_timeout_secs),
-        token_idle_timeout: Duration::from_secs(config.token_idle_timeout_secs),
+        intent_timeout: Duration::from_millis(config.ai.intent_timeout_ms),
+        first_token_timeout: Duration::from_secs(config.ai.first_token_timeout_secs),
+        token_idle_timeout: Duration::from_secs(config.ai.token_idle_timeout_secs),
     };
     let ai = match config.ai_endpoint() {
         None => AiService::local(config.local_ai_pacing(), ai_settings),
         Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
     };
     info!(
-        provider = ?config.ai_provider,
+        provider = ?config.ai.ai_provider,
         model = ai.model(),
         context_tokens = window.context_tokens,
         answer_max_tokens = window.answer_tokens,
@@ -239,9 +239,9 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
 /// The store, migrated, with the answers a crash left `streaming` marked `interrupted`.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
     let pool = PoolOptions {
-        max_connections: config.database_max_connections,
-        acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
-        statement_timeout: Duration::from_millis(config.database_statement_timeout_ms),
+        max_connections: config.database.database_max_connections,
+        acquire_timeout: Duration::from_millis(config.database.database_acquire_timeout_ms),
+        statement_timeout: Duration::from_millis(config.database.database_statement_timeout_ms),
     };
     let store = store::connect(&config.database_url(), &pool).await?;
     let interrupted = store.interrupt_streaming().await?;
@@ -258,20 +258,20 @@ fn chat_controller(
     io: &SocketIo,
 ) -> Arc<ChatController> {
     let slow_consumer = SlowConsumer {
-        after: Duration::from_secs(config.slow_consumer_secs),
-        bytes: config.slow_consumer_bytes,
+        after: Duration::from_secs(config.streams.slow_consumer_secs),
+        bytes: config.streams.slow_consumer_bytes,
     };
     let settings = ChatSettings {
         answers: AnswerSettings {
-            answer_timeout: Duration::from_secs(config.answer_timeout_secs),
-            watch_grace: Duration::from_secs(config.watch_grace_secs),
-            summary_every: config.summary_every,
+            answer_timeout: Duration::from_secs(config.ai.answer_timeout_secs),
+            watch_grace: Duration::from_secs(config.streams.watch_grace_secs),
+            summary_every: config.sessions.summary_every,
         },
-        join_history: config.join_history_messages,
+        join_history: config.sessions.join_history_messages,
         answers_generating: config.answers_generating(),
     };
     let rooms = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
-    ChatController::new(sessions, ai, rooms, settings, TokenBudget::new(config.daily_token_budget))
+    ChatController::new(sessions, ai, rooms, settings, TokenBudget::new(config.limits.daily_token_budget))
 }
 
 /// The socket events, behind the per-user limits and the token expiry sweep.
@@ -282,15 +282,17 @@ fn register_sockets(
     limits: SocketLimits,
     keys: Arc<JwtKeys>,
 ) {
-    let message_limit =
-        Arc::new(RateLimit::new(config.rate_limit_messages_per_minute, config.rate_limit_burst));
+    let message_limit = Arc::new(RateLimit::new(
+        config.limits.rate_limit_messages_per_minute,
+        config.limits.rate_limit_burst,
+    ));
     limits::spawn_cleanup(message_limit.clone());
     let token_expiries = Arc::new(TokenExpiries::default());
     token_expiries.spawn_sweep(io.clone());
     let socket_state = SocketState {
         controller,
         message_limit,
-        sockets_per_user: SocketsPerUser::new(config.max_sockets_per_user),
+        sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user),
         token_expiries,
         limits,
     };
@@ -306,8 +308,8 @@ struct ChatServices {
 
 impl ChatServices {
     fn new(config: &Config, store: Arc<dyn Store>) -> Self {
-        let ttl = Duration::from_secs(config.session_cache_ttl_secs);
-        let cache = Arc::new(SessionCache::new(config.session_cache_capacity, ttl));
+        let ttl = Duration::from_secs(config.sessions.session_cache_ttl_secs);
+        let cache = Arc::new(SessionCache::new(config.sessions.session_cache_capacity, ttl));
         let posts = Arc::new(PostService::new(store.clone()));
         let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone()));
         let sessions = ChatSessionService::new(
@@ -315,23 +317,24 @@ impl ChatServices {
             cache,
             posts.clone(),
             preferences.clone(),
-            config.history_messages,
+            config.sessions.history_messages,
         );
         Self { sessions: Arc::new(sessions), posts, preferences }
     }
 }
 
 fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result<HttpState, StartupError> {
-    let policy = AddressPolicy::parse(&config.post_fetch_allow).map_err(StartupError::FetchAllow)?;
-    let proxy = match &config.post_fetch_proxy {
+    let policy =
+        AddressPolicy::parse(&config.post_fetch.post_fetch_allow).map_err(StartupError::FetchAllow)?;
+    let proxy = match &config.post_fetch.post_fetch_proxy {
         None => None,
         Some(raw) => Some(
             reqwest::Url::parse(raw).map_err(|e| StartupError::Setting(format!("POST_FETCH_PROXY: {e}")))?,
         ),
     };
     let limits = FetchLimits {
-        max_bytes: config.post_fetch_max_bytes,
-        timeout: Duration::from_millis(config.post_fetch_timeout_ms),
+        max_bytes: config.post_fetch.post_fetch_max_bytes,
+        timeout: Duration::from_millis(config.post_fetch.post_fetch_timeout_ms),
         max_redirects: 5,
         proxy,
     };
@@ -342,9 +345,9 @@ fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result
         limit
     };
     let quotas = WriteQuotas {
-        posts: quota(config.rate_limit_posts_per_minute),
-        sessions: quota(config.rate_limit_sessions_per_minute),
-        page_fetches: quota(config.rate_limit_page_fetches_per_minute),
+        posts: quota(config.limits.rate_limit_posts_per_minute),
+        sessions: quota(config.limits.rate_limit_sessions_per_minute),
+        page_fetches: quota(config.limits.rate_limit_page_fetches_per_minute),
     };
     Ok(HttpState {
         sessions: chat.sessions,
@@ -361,8 +364,8 @@ fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result
 /// handshake limit per address from the config.
 fn with_request_layers(router: Router, config: &Config) -> Router {
     let handshakes_per_ip = Arc::new(RateLimit::new(
-        config.rate_limit_connections_per_minute,
-        config.rate_limit_connections_burst,
+        config.limits.rate_limit_connections_per_minute,
+        config.limits.rate_limit_connections_burst,
     ));
     limits::spawn_cleanup(handshakes_per_ip.clone());
     http::request_layers::wrap(router, config.allowed_origins(), handshakes_per_ip)
