@@ -56,17 +56,6 @@ pub enum JwtAlgorithmName {
     EdDsa,
 }
 
-impl From<JwtAlgorithmName> for crate::auth::JwtAlgorithm {
-    fn from(name: JwtAlgorithmName) -> Self {
-        use crate::auth::JwtAlgorithm;
-        match name {
-            JwtAlgorithmName::Hs256 => JwtAlgorithm::Hs256,
-            JwtAlgorithmName::Rs256 => JwtAlgorithm::Rs256,
-            JwtAlgorithmName::EdDsa => JwtAlgorithm::EdDsa,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -400,23 +389,6 @@ impl Config {
             .or_else(|_| format!("[{}]:{}", self.server.host, self.server.port).parse())
     }
 
-    /// The endpoint of an `openai` or `ollama` provider (`None` for `local`), with each
-    /// provider's defaults for what is not set.
-    pub fn ai_endpoint(&self) -> Option<crate::ai::Endpoint> {
-        use crate::ai::Endpoint;
-        let (base, model, key) = match self.ai.ai_provider {
-            AiProvider::Local => return None,
-            AiProvider::Openai => (Endpoint::OPENAI_BASE_URL, Endpoint::OPENAI_MODEL, ""),
-            // Ollama ignores the key, but the OpenAI client wants one.
-            AiProvider::Ollama => (Endpoint::OLLAMA_BASE_URL, Endpoint::OLLAMA_MODEL, "ollama"),
-        };
-        Some(Endpoint {
-            base_url: self.ai.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
-            api_key: self.ai.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
-            model: self.ai.ai_model.clone().unwrap_or_else(|| model.to_owned()),
-        })
-    }
-
     /// The cap on a token's remaining lifetime (`JWT_MAX_LIFETIME_SECS`, 0: none).
     pub fn jwt_max_lifetime(&self) -> Option<u64> {
         (self.auth.jwt_max_lifetime_secs > 0).then_some(self.auth.jwt_max_lifetime_secs)
@@ -443,27 +415,31 @@ impl Config {
                 return Err(format!("{name}={value}: must be {min} to {max}"));
             }
         }
-        Ok(())
+        self.check_window()
     }
 
-    /// The model's window and the answer's room in it; refused when the answer would leave the
-    /// prompt less than half the window.
-    pub fn context_window(&self) -> Result<crate::ai::ContextWindow, String> {
-        let context_tokens = self.ai.model_context_tokens.unwrap_or(match self.ai.ai_provider {
+    /// The model's context window in tokens: `MODEL_CONTEXT_TOKENS`, else the provider's default.
+    pub fn context_tokens(&self) -> u32 {
+        self.ai.model_context_tokens.unwrap_or(match self.ai.ai_provider {
             AiProvider::Ollama => 4_096,
             AiProvider::Openai | AiProvider::Local => 128_000,
-        });
+        })
+    }
+
+    /// The window must hold the answer and leave the prompt at least half of it.
+    fn check_window(&self) -> Result<(), String> {
+        let context_tokens = self.context_tokens();
         if !(512..=10_000_000).contains(&context_tokens) {
             return Err(format!("MODEL_CONTEXT_TOKENS={context_tokens}: must be 512 to 10000000"));
         }
-        if self.ai.answer_max_tokens < 16 || self.ai.answer_max_tokens > context_tokens / 2 {
+        let answer = self.ai.answer_max_tokens;
+        if answer < 16 || answer > context_tokens / 2 {
             return Err(format!(
-                "ANSWER_MAX_TOKENS={}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
-                self.ai.answer_max_tokens,
+                "ANSWER_MAX_TOKENS={answer}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
                 context_tokens / 2
             ));
         }
-        Ok(crate::ai::ContextWindow { context_tokens, answer_tokens: self.ai.answer_max_tokens })
+        Ok(())
     }
 
     pub fn local_ai_pacing(&self) -> Duration {
@@ -514,10 +490,11 @@ mod tests {
 
     #[test]
     fn the_context_window_has_a_default_per_provider_and_refuses_what_cannot_work() {
-        let window = |args: &[&str]| parse(args).context_window();
-        assert_eq!(window(&[]).unwrap().context_tokens, 128_000);
-        assert_eq!(window(&["--ai-provider", "ollama"]).unwrap().context_tokens, 4_096);
-        assert_eq!(window(&[]).unwrap().answer_tokens, 1_024);
+        let window = |args: &[&str]| parse(args).check_ranges();
+        assert_eq!(parse(&[]).context_tokens(), 128_000);
+        assert_eq!(parse(&["--ai-provider", "ollama"]).context_tokens(), 4_096);
+        assert_eq!(parse(&[]).ai.answer_max_tokens, 1_024);
+        assert!(window(&[]).is_ok());
         let small = window(&["--model-context-tokens", "1024", "--answer-max-tokens", "1000"]).unwrap_err();
         assert!(small.starts_with("ANSWER_MAX_TOKENS=1000"), "{small}");
         assert!(window(&["--model-context-tokens", "100"])
@@ -548,10 +525,6 @@ mod tests {
             parse(&["--jwt-secret", "hunter2-hunter2-hunter2-hunter2-x", "--ai-api-key", "sk-secret-key"]);
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("sk-secret-key"), "{printed}");
-        let mut c = c;
-        c.ai.ai_provider = AiProvider::Openai;
-        let endpoint = c.ai_endpoint().unwrap();
-        assert!(!format!("{endpoint:?}").contains("sk-secret-key"));
     }
 
     #[test]

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::ai::{AiService, AiSettings};
+use crate::ai::{AiService, AiSettings, ContextWindow, Endpoint};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
     AnswerSettings, ChatController, ChatSessionService, ChatSettings, PostService, PreferenceService,
     SessionCache, TokenBudget,
 };
-use crate::config::Config;
+use crate::config::{AiProvider, Config, JwtAlgorithmName};
 use crate::domain::UserId;
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
 use crate::http::connections::{self, ConnectionLimits};
@@ -57,7 +57,7 @@ pub enum StartupError {
 /// mode the secret kept in the data folder.
 pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
     let (aud, iss) = (config.auth.jwt_audience.clone(), config.auth.jwt_issuer.clone());
-    let algorithm = config.auth.jwt_algorithm.into();
+    let algorithm = jwt_algorithm(config.auth.jwt_algorithm);
     if algorithm != JwtAlgorithm::Hs256 {
         let path =
             config.auth.jwt_public_key_file.as_ref().ok_or_else(|| {
@@ -168,6 +168,32 @@ impl Application {
     }
 }
 
+/// The one algorithm tokens may use, as the auth layer names it.
+fn jwt_algorithm(name: JwtAlgorithmName) -> JwtAlgorithm {
+    match name {
+        JwtAlgorithmName::Hs256 => JwtAlgorithm::Hs256,
+        JwtAlgorithmName::Rs256 => JwtAlgorithm::Rs256,
+        JwtAlgorithmName::EdDsa => JwtAlgorithm::EdDsa,
+    }
+}
+
+/// The endpoint of an `openai` or `ollama` provider (`None` for `local`), with each
+/// provider's defaults for what is not set.
+fn ai_endpoint(config: &Config) -> Option<Endpoint> {
+    let ai = &config.ai;
+    let (base, model, key) = match ai.ai_provider {
+        AiProvider::Local => return None,
+        AiProvider::Openai => (Endpoint::OPENAI_BASE_URL, Endpoint::OPENAI_MODEL, ""),
+        // Ollama ignores the key, but the OpenAI client wants one.
+        AiProvider::Ollama => (Endpoint::OLLAMA_BASE_URL, Endpoint::OLLAMA_MODEL, "ollama"),
+    };
+    Some(Endpoint {
+        base_url: ai.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
+        api_key: ai.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
+        model: ai.ai_model.clone().unwrap_or_else(|| model.to_owned()),
+    })
+}
+
 /// Settings the server refuses to start with: a feature not built yet, or dev mode (tokens for
 /// anyone who asks) reachable from the network without the operator saying so.
 fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
@@ -214,7 +240,9 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
     let started = std::time::Instant::now();
     crate::ai::train_intent_classifier();
     info!(took_ms = started.elapsed().as_millis() as u64, "intent classifier trained");
-    let window = config.context_window().map_err(StartupError::Setting)?;
+    // In range: `check_ranges` ran first.
+    let window =
+        ContextWindow { context_tokens: config.context_tokens(), answer_tokens: config.ai.answer_max_tokens };
     let ai_settings = AiSettings {
         post_token_budget: config.ai.post_token_budget,
         window,
@@ -222,7 +250,7 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
         first_token_timeout: Duration::from_secs(config.ai.first_token_timeout_secs),
         token_idle_timeout: Duration::from_secs(config.ai.token_idle_timeout_secs),
     };
-    let ai = match config.ai_endpoint() {
+    let ai = match ai_endpoint(config) {
         None => AiService::local(config.local_ai_pacing(), ai_settings),
         Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
     };

@@ -319,6 +319,16 @@ mod tests {
     }
 
     #[test]
+    fn the_api_key_never_prints() {
+        let endpoint = Endpoint {
+            base_url: "u".into(),
+            api_key: SecretString::from("sk-secret-key"),
+            model: "m".into(),
+        };
+        assert!(!format!("{endpoint:?}").contains("sk-secret-key"));
+    }
+
+    #[test]
     fn a_provider_error_survives_the_trip_through_langchain_rust() {
         let err: LLMError = ProviderError::Malformed("x".into()).into();
         assert!(matches!(ProviderError::inside(&err), Some(ProviderError::Malformed(_))));
