@@ -109,12 +109,7 @@ impl Application {
         let ai = ai_service(&config)?;
         let store = open_store(&config).await?;
         let chat = ChatServices::new(&config, store.clone());
-        let limits = SocketLimits {
-            max_payload_bytes: config.streams.max_payload_bytes,
-            queue_packets: config.streams.socket_queue_packets,
-            ws_read_buffer_bytes: config.streams.ws_read_buffer_bytes,
-            max_message_chars: config.streams.max_message_chars,
-        };
+        let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
         let controller = chat_controller(&config, chat.sessions.clone(), ai, &io);
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
@@ -123,11 +118,7 @@ impl Application {
             http::router(http_state, config.streams.max_payload_bytes).layer(socket_layer),
             &config,
         );
-        let demo_token = if config.dev_mode() {
-            Some(keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)?)
-        } else {
-            None
-        };
+        let demo_token = config.dev_mode().then(|| demo_token(&keys)).transpose()?;
         let listener = TcpListener::bind(config.listen_addr()?).await?;
         Ok(Self {
             listener,
@@ -166,6 +157,20 @@ impl Application {
         info!("stopped");
         Ok(())
     }
+}
+
+fn socket_limits(config: &Config) -> SocketLimits {
+    SocketLimits {
+        max_payload_bytes: config.streams.max_payload_bytes,
+        queue_packets: config.streams.socket_queue_packets,
+        ws_read_buffer_bytes: config.streams.ws_read_buffer_bytes,
+        max_message_chars: config.streams.max_message_chars,
+    }
+}
+
+/// Dev mode's token for user `demo`, printed at start.
+fn demo_token(keys: &JwtKeys) -> Result<String, AuthError> {
+    keys.issue(&UserId::parse("demo").expect("'demo' is a valid user id"), 24 * 3600)
 }
 
 /// The one algorithm tokens may use, as the auth layer names it.

@@ -29,6 +29,32 @@ pub(super) struct CallEnd {
     pub cut: bool,
 }
 
+impl CallEnd {
+    /// Takes in one chunk: its usage, whether it says the model was cut, and its text.
+    fn take(
+        &mut self,
+        data: StreamData,
+        meter: &UsageMeter,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        asked: std::time::Instant,
+    ) {
+        if let Some(t) = &data.tokens {
+            meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
+        }
+        self.cut |= finished_at_length(&data);
+        if data.content.is_empty() {
+            return;
+        }
+        if self.text.is_empty() {
+            metrics::histogram!("postchat_provider_first_token_seconds")
+                .record(asked.elapsed().as_secs_f64());
+        }
+        meter.received(&data.content);
+        on_text(&data.content);
+        self.text.push_str(&data.content);
+    }
+}
+
 impl AiService {
     /// Streams one completion of `messages`, giving each piece of text to `on_text`.
     pub(super) async fn stream_call(
@@ -57,20 +83,7 @@ impl AiService {
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(Some(Ok(data))) => data,
             };
-            if let Some(t) = &data.tokens {
-                meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
-            }
-            end.cut |= finished_at_length(&data);
-            if data.content.is_empty() {
-                continue;
-            }
-            if end.text.is_empty() {
-                metrics::histogram!("postchat_provider_first_token_seconds")
-                    .record(asked.elapsed().as_secs_f64());
-            }
-            meter.received(&data.content);
-            on_text(&data.content);
-            end.text.push_str(&data.content);
+            end.take(data, meter, on_text, asked);
         }
         meter.closed();
         Ok(end)
