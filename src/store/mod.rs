@@ -8,6 +8,7 @@ mod batched_messages;
 mod metered;
 mod postgres;
 mod sql;
+mod sql_store;
 mod sqlite;
 
 use std::sync::Arc;

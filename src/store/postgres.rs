@@ -1,25 +1,20 @@
 //! The PostgreSQL backend.
 
-use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgQueryResult};
 use sqlx::types::Json;
 use sqlx::Connection;
+use sqlx::Postgres;
 
-use super::sql::{self, impl_store_for, EXCHANGE_COLUMNS};
+use super::sql::{self, EXCHANGE_COLUMNS};
+use super::sql_store::{Dialect, SqlStore};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
-use crate::domain::{
-    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId,
-    SocialPost, UserId,
-};
+use crate::domain::{Exchange, MessageId, SessionId};
 
 /// Chat data in PostgreSQL (`migrations/postgres`).
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
-impl PostgresStore {
+impl SqlStore<Postgres> {
     /// Connects and applies the PostgreSQL migrations.
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Self, StoreError> {
         let connect = url.parse::<PgConnectOptions>()?.statement_cache_capacity(STATEMENT_CACHE);
@@ -37,8 +32,6 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 }
-
-impl_store_for!(PostgresStore);
 
 /// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
 /// went in.
@@ -71,11 +64,16 @@ fn recent_exchanges_of() -> String {
 /// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
 /// a column of the batch is an array parameter, so one prepared statement (and, after its first
 /// runs, one cached plan) serves every batch size.
-impl PostgresStore {
+#[async_trait::async_trait]
+impl Dialect for Postgres {
     /// Larger batches cost no more statements, only rows (docs/benchmarks.md).
     const MAX_BATCH: usize = 256;
 
-    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn insert_many(pool: &PgPool, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let stored: Vec<uuid::Uuid> = sqlx::query_scalar(INSERT_MESSAGES)
             .bind(messages.iter().map(|m| m.id.as_uuid()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.session_id.as_uuid()).collect::<Vec<_>>())
@@ -85,25 +83,28 @@ impl PostgresStore {
             .bind(messages.iter().map(|m| m.user_message.as_str()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.intent_type.as_str()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
     async fn recent_exchanges_of(
-        &self,
+        pool: &PgPool,
         sessions: &[SessionId],
         limit: u32,
     ) -> Result<Vec<Exchange>, StoreError> {
         let rows = sqlx::query_as::<_, sql::ExchangeRow>(&recent_exchanges_of())
             .bind(sessions.iter().map(|s| s.as_uuid()).collect::<Vec<_>>())
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         Ok(rows.into_iter().map(Exchange::from).collect())
     }
 
-    async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+    async fn finish_many(
+        pool: &PgPool,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<(), StoreError> {
         sqlx::query(FINISH_MESSAGES)
             .bind(answers.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.ai_response).collect::<Vec<_>>())
@@ -114,7 +115,7 @@ impl PostgresStore {
             .bind(answers.iter().map(|(_, a)| a.usage_columns().1).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.usage_columns().2).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.cut).collect::<Vec<_>>())
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }

@@ -2,25 +2,22 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteQueryResult, SqliteSynchronous,
+};
 use sqlx::types::Json;
+use sqlx::Sqlite;
 
-use super::sql::{self, impl_store_for, EXCHANGE_COLUMNS};
+use super::sql::{self, EXCHANGE_COLUMNS};
+use super::sql_store::{Dialect, SqlStore};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
-use crate::domain::{
-    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId,
-    SocialPost, UserId,
-};
+use crate::domain::{Exchange, MessageId, SessionId, SocialPost};
 
 /// Chat data in a SQLite file (`migrations/sqlite`).
-#[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating when missing, with its folder) the database file and applies the SQLite
     /// migrations. WAL lets readers run beside the one writer; the busy timeout (the statement
     /// timeout, 5 s without one) queues writers instead of failing them at once.
@@ -47,8 +44,6 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 }
-
-impl_store_for!(SqliteStore);
 
 /// `insert_messages`: this, then a `VALUES` row per message, then `INSERT_MESSAGES_TAIL`.
 const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
@@ -78,12 +73,17 @@ fn recent_exchanges_part() -> String {
 /// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
 /// SQLite has no arrays, so each answer is a row of `VALUES` (or a part of a `UNION ALL`), and
 /// each batch size a statement of its own.
-impl SqliteStore {
+#[async_trait::async_trait]
+impl Dialect for Sqlite {
     /// Each size is a prepared statement per connection (`STATEMENT_CACHE` has room for all of
     /// them); up to 256 gave fewer answers per second, not more (docs/benchmarks.md).
     const MAX_BATCH: usize = 32;
 
-    async fn insert_many(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    async fn insert_many(pool: &SqlitePool, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let mut query = sqlx::QueryBuilder::new(INSERT_MESSAGES_HEAD);
         query.push_values(messages, |mut row, m| {
             row.push_bind(m.id.as_uuid())
@@ -98,12 +98,12 @@ impl SqliteStore {
                 .push_bind(m.created_at);
         });
         query.push(INSERT_MESSAGES_TAIL);
-        let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(pool).await?;
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
     async fn recent_exchanges_of(
-        &self,
+        pool: &SqlitePool,
         sessions: &[SessionId],
         limit: u32,
     ) -> Result<Vec<Exchange>, StoreError> {
@@ -119,11 +119,14 @@ impl SqliteStore {
             query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
         }
         query.push(" ORDER BY created_at, id");
-        let rows = query.build_query_as::<sql::ExchangeRow>().fetch_all(&self.pool).await?;
+        let rows = query.build_query_as::<sql::ExchangeRow>().fetch_all(pool).await?;
         Ok(rows.into_iter().map(Exchange::from).collect())
     }
 
-    async fn finish_many(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+    async fn finish_many(
+        pool: &SqlitePool,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<(), StoreError> {
         let now = crate::domain::now();
         let mut query = sqlx::QueryBuilder::new(FINISH_MESSAGES_HEAD);
         query.push_values(answers, |mut row, (id, answer)| {
@@ -138,7 +141,7 @@ impl SqliteStore {
                 .push_bind(answer.cut);
         });
         query.push(FINISH_MESSAGES_TAIL);
-        query.build().execute(&self.pool).await?;
+        query.build().execute(pool).await?;
         Ok(())
     }
 }
