@@ -369,7 +369,7 @@ impl Config {
     /// The bound on answers generated at once (`None`: none), `MAX_ANSWERS_GENERATING` or its
     /// default for the provider: only the local engine at full speed computes answers on the
     /// server's cores, where more answers at once than a few per core only queue the acks
-    /// (docs/benchmarks.md measures 3 to 24 per core).
+    /// (docs/benchmarks.md measures several bounds per core).
     pub fn answers_generating(&self) -> Option<usize> {
         const PER_CORE: usize = 6;
         match self.ai.max_answers_generating {

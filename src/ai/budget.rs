@@ -27,8 +27,9 @@ const REMEMBER_FROM_BYTES: usize = 16;
 const REMEMBERED_COUNTS: usize = 16_384;
 
 /// Counts already made, by a (randomly keyed) hash of the text. The post, its summary and the
-/// session's history go into every prompt of a session, and tiktoken's regex was a third of the
-/// server's CPU under load (docs/benchmarks.md) when they were counted again for each answer.
+/// session's history go into every prompt of a session, and tiktoken's regex was a large part
+/// of the server's CPU under load when they were counted again for each answer (the profile is
+/// in docs/benchmarks.md).
 struct RememberedCounts {
     hasher: RandomState,
     counts: Mutex<SizedCache<u64, usize>>,

@@ -6,8 +6,7 @@
 //! every answer generated at once adds to the queue that the next message's ack waits in (its
 //! socket read, its insert, the ack's write). Bounded, the wait moves after
 //! `chat:stream:start`, to the first token, which is where a model's queue shows anyway
-//! (docs/benchmarks.md: at 500 users sending back to back, ack p99 about 60 → 10–13 ms, for a
-//! third to two fifths of the throughput).
+//! (docs/benchmarks.md has what it gains in ack latency and costs in throughput).
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 

@@ -206,7 +206,7 @@ pub struct PoolOptions {
 /// A pooled connection idle for less than this is handed out without a ping first. sqlx pings
 /// before every acquire by default (and again on every release, which stays): a round trip to
 /// the database on the path of every statement, the ack's insert too; without it the server
-/// delivered about a tenth more at 500 users on PostgreSQL (docs/benchmarks.md). A connection
+/// delivered more at 500 users on PostgreSQL (docs/benchmarks.md). A connection
 /// the database dropped while it sat idle longer (a restart, an idle timeout) is still found
 /// before use, as HikariCP does with its `aliveBypassWindowMs`, also 500 ms.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(500);
