@@ -90,3 +90,65 @@ async fn join_acks_the_history_and_a_second_message_while_answering_is_busy() {
     assert_eq!(joined["ok"], true);
     assert_eq!(joined["inFlight"]["messageId"], first["messageId"], "the answer in flight is resumable");
 }
+
+#[tokio::test]
+async fn a_client_message_id_retry_is_the_same_message_and_other_content_under_it_conflicts() {
+    let app = TestApp::spawn(&[]).await;
+    let session = app.session("alice").await;
+    let mut socket = app.socket("alice").await;
+    let payload = json!({ "sessionId": session, "content": "What is Tokio?", "clientMessageId": "k1" });
+    let first = emit(&mut socket, "chat:message", payload.clone()).await;
+    assert_eq!(first["ok"], true);
+    let retry = emit(&mut socket, "chat:message", payload).await;
+    assert_eq!((retry["ok"].as_bool(), retry["duplicate"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(retry["messageId"], first["messageId"]);
+    let other = json!({ "sessionId": session, "content": "Something else", "clientMessageId": "k1" });
+    let conflict = emit(&mut socket, "chat:message", other).await;
+    assert_eq!(conflict["error"]["code"], "CONFLICT");
+}
+
+#[tokio::test]
+async fn chat_stop_ends_the_answer_stopped_and_stores_it_so() {
+    let app = TestApp::spawn(&["--local-ai-pacing-ms", "50"]).await;
+    let session = app.session("alice").await;
+    let mut socket = app.socket("alice").await;
+    let sent = emit(
+        &mut socket,
+        "chat:message",
+        json!({ "sessionId": session, "content": "How does Tokio schedule tasks?" }),
+    )
+    .await;
+    assert_eq!(sent["ok"], true);
+    let mut watcher = app.socket("alice").await;
+    emit(&mut watcher, "chat:join", json!({ "sessionId": session })).await;
+    let stop = emit(&mut socket, "chat:stop", json!({ "sessionId": session })).await;
+    assert_eq!((stop["ok"].as_bool(), stop["stopped"].as_bool()), (Some(true), Some(true)));
+    let end = loop {
+        match watcher.recv().await.expect("the watcher stays connected") {
+            loadgen::sio::Incoming::Event(name, body) if name == "chat:stream:end" => {
+                break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(end["stopped"], true);
+    let (_, history) =
+        app.request(Method::GET, &format!("/api/sessions/{session}/messages"), "alice", None).await;
+    assert_eq!(history["messages"][0]["status"], "stopped");
+}
+
+#[tokio::test]
+async fn preferences_round_trip_and_a_bad_one_is_refused_naming_the_field() {
+    let app = TestApp::spawn(&[]).await;
+    let prefs = json!({ "voice": "wry", "style": "short", "platforms": ["bluesky"], "hashtags": false, "emoji": true });
+    let (status, saved) = app.request(Method::PUT, "/api/preferences", "alice", Some(prefs)).await;
+    assert_eq!((status, saved["voice"].as_str()), (200, Some("wry")));
+    let (_, read) = app.request(Method::GET, "/api/preferences", "alice", None).await;
+    assert_eq!(read["platforms"], json!(["bluesky"]));
+    let bad = json!({ "voice": "wry", "style": "short", "platforms": ["myspace"], "hashtags": false, "emoji": true });
+    let (status, error) = app.request(Method::PUT, "/api/preferences", "alice", Some(bad)).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("INVALID_INPUT")));
+    assert!(error["error"]["message"].as_str().unwrap_or("").contains("platforms"), "{error}");
+    let (_, other) = app.request(Method::GET, "/api/preferences", "bob", None).await;
+    assert_ne!(other["voice"], "wry", "another user's preferences are their own");
+}
