@@ -397,7 +397,8 @@ impl Config {
     /// Refuses a number outside the range it works in, naming the variable (nothing is
     /// clamped silently).
     pub fn check_ranges(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 11] = [
+        let ranges: [(&str, u64, u64, u64); 12] = [
+            ("HTTP_HEADER_TIMEOUT_SECS", self.server.http_header_timeout_secs, 1, 3_600),
             ("DATABASE_MAX_CONNECTIONS", self.database.database_max_connections.into(), 1, 1_000),
             ("SOCKET_QUEUE_PACKETS", self.streams.socket_queue_packets as u64, 16, 1_000_000),
             ("WS_READ_BUFFER_BYTES", self.streams.ws_read_buffer_bytes as u64, 256, 16 << 20),

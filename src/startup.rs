@@ -228,12 +228,6 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
             )))
         }
     };
-    if !(1..=3_600).contains(&config.server.http_header_timeout_secs) {
-        return Err(StartupError::Setting(format!(
-            "HTTP_HEADER_TIMEOUT_SECS={}: must be 1 to 3600",
-            config.server.http_header_timeout_secs
-        )));
-    }
     info!(max_connections = max_open, fd_limit, "client connections bounded");
     Ok(ConnectionLimits {
         max_open: usize::try_from(max_open).unwrap_or(usize::MAX),

@@ -8,10 +8,6 @@ use tracing::warn;
 use super::window::{self, prompt_tokens};
 use super::{prompt, AiError, AiService, Progress, Request, Show, UsageMeter, Written};
 
-/// The share of the prompt budget used after the provider refused a prompt as too long (its
-/// tokenizer counts more than ours).
-const SQUEEZED_PERCENT: usize = 60;
-
 impl AiService {
     pub(super) async fn answer(
         &self,
@@ -29,11 +25,11 @@ impl AiService {
                     warn!(%reason, "the provider found the prompt too long: trimming it");
                     squeezed = true;
                 }
-                Ok(end) if end.text.trim().is_empty() && !asked_again_for_empty => {
+                Ok(end) if end.blank && !asked_again_for_empty => {
                     warn!("the model returned an empty answer: asking once more");
                     asked_again_for_empty = true;
                 }
-                Ok(end) if end.text.trim().is_empty() => {
+                Ok(end) if end.blank => {
                     return Err(AiError::Failed("the model returned an empty answer".into()))
                 }
                 Ok(end) => return Ok(Written { posts: None, cut: end.cut }),
@@ -50,19 +46,9 @@ impl AiService {
             ctx,
             request.text,
             fixed,
-            self.prompt_budget(squeezed),
+            self.settings.window.prompt_budget(squeezed),
             self.settings.post_token_budget,
         );
         prompt::answer(ctx, fitted.history, request.text, &fitted.content)
-    }
-
-    /// Tokens a prompt may take.
-    pub(super) fn prompt_budget(&self, squeezed: bool) -> usize {
-        let budget = self.settings.window.prompt_budget();
-        if squeezed {
-            budget * SQUEEZED_PERCENT / 100
-        } else {
-            budget
-        }
     }
 }

@@ -21,10 +21,13 @@ fn backoff(retry: u32) -> Duration {
     Duration::from_millis(500) * 2u32.pow(retry.saturating_sub(1).min(4))
 }
 
-/// How a streamed request ended.
+/// How a streamed request ended (its text went to `on_text`; the answer and the meter keep it).
+#[derive(Default)]
 pub(super) struct CallEnd {
-    /// The whole text the model wrote.
-    pub text: String,
+    /// Some text arrived: from then on the idle deadline applies, not the first token's.
+    pub received: bool,
+    /// Nothing but whitespace (or nothing at all) was written.
+    pub blank: bool,
     /// The model stopped at `max_tokens`.
     pub cut: bool,
 }
@@ -45,13 +48,14 @@ impl CallEnd {
         if data.content.is_empty() {
             return;
         }
-        if self.text.is_empty() {
+        if !self.received {
             metrics::histogram!("postchat_provider_first_token_seconds")
                 .record(asked.elapsed().as_secs_f64());
         }
         meter.received(&data.content);
         on_text(&data.content);
-        self.text.push_str(&data.content);
+        self.received = true;
+        self.blank &= data.content.trim().is_empty();
     }
 }
 
@@ -70,13 +74,10 @@ impl AiService {
         let mut stream = open(llm, messages, first_token, show).await?;
         // Counted once the provider took the request: a refused one costs nothing.
         meter.sent(u32::try_from(prompt_tokens(messages)).unwrap_or(u32::MAX));
-        let mut end = CallEnd { text: String::new(), cut: false };
+        let mut end = CallEnd { blank: true, ..CallEnd::default() };
         loop {
-            let deadline = if end.text.is_empty() {
-                first_token
-            } else {
-                Instant::now() + self.settings.token_idle_timeout
-            };
+            let deadline =
+                if !end.received { first_token } else { Instant::now() + self.settings.token_idle_timeout };
             let data = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_) => return Err(AiError::Timeout),
                 Ok(None) => break,
@@ -89,7 +90,7 @@ impl AiService {
         Ok(end)
     }
 
-    /// One whole completion of `messages` (no stream), asked again while the provider is busy.
+    /// The whole text of one completion of `messages`, shown to nobody.
     pub(super) async fn generate_call(
         &self,
         llm: &dyn LLM,
@@ -97,8 +98,10 @@ impl AiService {
         meter: &UsageMeter,
         show: Show<'_>,
     ) -> Result<String, AiError> {
-        let mut on_text = |_: &str| {};
-        self.stream_call(llm, messages, meter, show, &mut on_text).await.map(|end| end.text)
+        let mut text = String::new();
+        let mut on_text = |piece: &str| text.push_str(piece);
+        self.stream_call(llm, messages, meter, show, &mut on_text).await?;
+        Ok(text)
     }
 }
 

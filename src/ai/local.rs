@@ -120,48 +120,67 @@ fn answer(sections: &Sections, question: &str) -> String {
     }
 }
 
-fn social_posts(sections: &Sections) -> String {
-    let title = sections.get("post_title").unwrap_or("").trim();
-    let url = sections.get("post_url").unwrap_or("").trim();
-    let voice = sections.get("voice").unwrap_or("").to_lowercase();
-    let style = sections.get("style").unwrap_or("").to_lowercase();
-    let emoji = sections.get("emoji") == Some("yes");
-    let content = sections.get("post_content").unwrap_or("");
-    let tags = if sections.get("hashtags") == Some("yes") { hashtags(title, content) } else { vec![] };
-    let sentences = post_sentences(sections);
-    let key = best_sentences(&sentences, title, 3);
-    let opener = opener(&voice, emoji);
-    let concise = style.contains("concise") || style.contains("short");
+/// Posts composed from the post's own text, in the user's voice: what every post of one request
+/// shares.
+struct PostWriter<'a> {
+    title: &'a str,
+    url: &'a str,
+    opener: String,
+    tags: Vec<String>,
+    /// The post's most central sentences.
+    key: Vec<&'a str>,
+    concise: bool,
+}
 
+impl<'a> PostWriter<'a> {
+    fn new(sections: &'a Sections) -> Self {
+        let title = sections.get("post_title").unwrap_or("").trim();
+        let voice = sections.get("voice").unwrap_or("").to_lowercase();
+        let style = sections.get("style").unwrap_or("").to_lowercase();
+        let content = sections.get("post_content").unwrap_or("");
+        let tags = if sections.get("hashtags") == Some("yes") { hashtags(title, content) } else { vec![] };
+        Self {
+            title,
+            url: sections.get("post_url").unwrap_or("").trim(),
+            opener: opener(&voice, sections.get("emoji") == Some("yes")),
+            tags,
+            key: best_sentences(&post_sentences(sections), title, 3),
+            concise: style.contains("concise") || style.contains("short"),
+        }
+    }
+
+    /// The `repeat`-th post for `platform` (a second one leads with other sentences), with fewer
+    /// sentences until it fits; the server shortens what still does not.
+    fn write(&self, platform: Platform, repeat: usize) -> String {
+        let mut key = self.key.clone();
+        if !key.is_empty() {
+            let n = key.len();
+            key.rotate_left(repeat % n);
+        }
+        let long_form = matches!(platform, Platform::Linkedin | Platform::Facebook);
+        let wanted = if long_form && !self.concise { 3 } else { 1 };
+        let compose = |n: usize| compose(platform, &self.opener, self.title, &key[..n], self.url, &self.tags);
+        (0..=wanted.min(key.len()))
+            .rev()
+            .map(compose)
+            .find(|c| platform.fits(c))
+            .unwrap_or_else(|| compose(0))
+    }
+}
+
+fn social_posts(sections: &Sections) -> String {
+    let writer = PostWriter::new(sections);
     let platforms = sections
         .get("platforms")
         .unwrap_or("")
         .lines()
         .filter_map(|l| l.split_whitespace().next()?.parse::<Platform>().ok());
     let mut written: Vec<Platform> = Vec::new();
-    let posts: Vec<_> = platforms
+    let posts: Vec<String> = platforms
         .map(|platform| {
-            // A second post for the same platform leads with other sentences.
             let repeat = written.iter().filter(|p| **p == platform).count();
             written.push(platform);
-            let mut key = key.clone();
-            let sentences = key.len();
-            if sentences > 0 {
-                key.rotate_left(repeat % sentences);
-            }
-            let long_form = matches!(platform, Platform::Linkedin | Platform::Facebook);
-            let wanted = match (long_form, concise) {
-                (true, true) => 1,
-                (true, false) => 3,
-                (false, _) => 1,
-            };
-            // Fewer sentences until the post fits; the server shortens what still does not.
-            let content = (0..=wanted.min(key.len()))
-                .rev()
-                .map(|n| compose(platform, &opener, title, &key[..n], url, &tags))
-                .find(|c| platform.fits(c))
-                .unwrap_or_else(|| compose(platform, &opener, title, &[], url, &tags));
-            post_json(platform, &content, &tags)
+            post_json(platform, &writer.write(platform, repeat), &writer.tags)
         })
         .collect();
     format!("{{\"posts\":[{}]}}", posts.join(","))
@@ -185,11 +204,7 @@ fn social_post(sections: &Sections) -> String {
         .copied()
         .find(|p| named.starts_with(&p.display_name().to_lowercase()))
         .unwrap_or(Platform::Twitter);
-    let mut one = sections.clone();
-    one.set("platforms", platform.as_str());
-    let json = social_posts(&one);
-    let reply: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    reply["posts"][0]["content"].as_str().unwrap_or_default().to_owned()
+    PostWriter::new(sections).write(platform, 0)
 }
 
 /// The post, cut to its limit.
@@ -374,6 +389,15 @@ mod tests {
         assert!(reply.starts_with(r#"{"posts":[{"platform":"twitter","content":"#), "{reply}");
         let parsed: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(parsed["posts"][1]["platform"], "bluesky");
+    }
+
+    #[test]
+    fn a_single_plain_post_is_the_one_the_json_would_hold() {
+        let text = "x\n\n[[task]]\nsocial_post\n\n[[post_title]]\nFast servers\n\n[[post_content]]\nRust is fast.\n\n[[platform]]\nLinkedIn (limit 3000 characters)\n\n[[platforms]]\nlinkedin (limit 3000)";
+        let sections = Sections::parse(text);
+        let json: serde_json::Value = serde_json::from_str(&social_posts(&sections)).unwrap();
+        assert_eq!(social_post(&sections), json["posts"][0]["content"].as_str().unwrap());
+        assert!(social_post(&sections).starts_with("Worth reading: Fast servers"));
     }
 
     #[test]

@@ -242,7 +242,7 @@ impl AiService {
     /// A new running summary of the conversation, from the old one and the recent exchanges.
     pub async fn summarize(&self, ctx: &AiContext) -> Result<String, AiError> {
         let mut trimmed = ctx.clone();
-        let budget = self.settings.window.prompt_budget();
+        let budget = self.settings.window.prompt_budget(false);
         let keep = window::newest_that_fit(&ctx.history, budget / 2).len();
         trimmed.history.drain(..ctx.history.len() - keep);
         let reply = self.llm.generate(&prompt::summary(&trimmed)).await?;

@@ -51,15 +51,17 @@ impl AiService {
         loop {
             let messages = self.posts_messages(request, squeezed);
             let mut scanner = PostsScanner::default();
+            let mut reply = String::new();
             let mut shown_any = false;
             let mut on_text = |text: &str| {
+                reply.push_str(text);
                 let readable = scanner.feed(text);
                 if !readable.is_empty() {
                     shown_any = true;
                     show(Progress::Text(&readable));
                 }
             };
-            let end = match self.stream_call(&*self.posts_llm, &messages, meter, show, &mut on_text).await {
+            match self.stream_call(&*self.posts_llm, &messages, meter, show, &mut on_text).await {
                 Err(AiError::ContextTooLong(reason)) if !squeezed => {
                     warn!(%reason, "the provider found the prompt too long: trimming it");
                     squeezed = true;
@@ -67,7 +69,7 @@ impl AiService {
                 }
                 other => other?,
             };
-            let raw = social::read_reply(&end.text).unwrap_or_else(|| {
+            let raw = social::read_reply(&reply).unwrap_or_else(|| {
                 warn!(
                     read = scanner.posts().len(),
                     "the posts are not readable JSON: keeping those read whole"
@@ -92,16 +94,16 @@ impl AiService {
             format!("{}{}:\n", if after_other_posts { "\n\n" } else { "" }, platform.display_name());
         let messages = self.post_messages(request, platform);
         for _ in 0..2 {
-            let mut shown_heading = false;
+            let mut written = String::new();
             let mut on_text = |text: &str| {
-                if !shown_heading {
-                    shown_heading = true;
+                if written.is_empty() {
                     show(Progress::Text(&heading));
                 }
+                written.push_str(text);
                 show(Progress::Text(text));
             };
-            let end = self.stream_call(&*self.llm, &messages, meter, show, &mut on_text).await?;
-            let text = social::clean_plain(&end.text);
+            self.stream_call(&*self.llm, &messages, meter, show, &mut on_text).await?;
+            let text = social::clean_plain(&written);
             if !text.is_empty() {
                 return Ok(social::pick(&[RawPost::plain(platform, &text)], &[platform]).pop().flatten());
             }
@@ -131,7 +133,7 @@ impl AiService {
             ctx,
             &ctx.post.title,
             fixed,
-            self.prompt_budget(squeezed),
+            self.settings.window.prompt_budget(squeezed),
             self.settings.post_token_budget,
         );
         prompt::social_posts(ctx, fitted.history, text, platforms, &fitted.content)
@@ -144,7 +146,7 @@ impl AiService {
             ctx,
             &ctx.post.title,
             fixed,
-            self.prompt_budget(true),
+            self.settings.window.prompt_budget(true),
             self.settings.post_token_budget,
         );
         prompt::social_post(ctx, request.text, platform, &fitted.content)

@@ -97,8 +97,7 @@ impl PostsScanner {
     fn open_string(&mut self, shown: &mut String) {
         let role = self.role_of_next_string();
         self.text.clear();
-        if role == Role::Content {
-            let top = self.stack.last_mut().expect("a content string is in an object");
+        if let Some(top) = self.stack.last_mut().filter(|_| role == Role::Content) {
             top.has_content = true;
             if self.posts_shown > 0 {
                 shown.push_str("\n\n");

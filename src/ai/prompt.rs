@@ -72,14 +72,6 @@ impl Sections {
         self.entries.push((name.to_owned(), value.into()));
     }
 
-    /// Replaces a section's value, or adds the section.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        match self.entries.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => *v = value.into(),
-            None => self.push(name, value),
-        }
-    }
-
     /// The value of a section, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -16,15 +16,25 @@ pub struct ContextWindow {
     pub answer_tokens: u32,
 }
 
+/// The share of the prompt budget used after the provider refused a prompt as too long (its
+/// tokenizer counts more than ours).
+const SQUEEZED_PERCENT: usize = 60;
+
 /// Tokens a message costs beyond its text (role markers of the chat template).
 const PER_MESSAGE: usize = 8;
 
 impl ContextWindow {
     /// Tokens a prompt may take: the window less the answer's room, less a tenth for models
-    /// whose tokenizer counts more than ours (cl100k) and for their chat templates.
-    pub fn prompt_budget(&self) -> usize {
+    /// whose tokenizer counts more than ours (cl100k) and for their chat templates; once
+    /// `squeezed` (the provider refused a prompt as too long anyway), 60% of that.
+    pub fn prompt_budget(&self, squeezed: bool) -> usize {
         let room = self.context_tokens.saturating_sub(self.answer_tokens) as usize;
-        room - room / 10
+        let budget = room - room / 10;
+        if squeezed {
+            budget * SQUEEZED_PERCENT / 100
+        } else {
+            budget
+        }
     }
 }
 
@@ -151,7 +161,8 @@ mod tests {
     #[test]
     fn the_budget_keeps_room_for_the_answer_and_a_margin() {
         let window = ContextWindow { context_tokens: 4096, answer_tokens: 1024 };
-        assert_eq!(window.prompt_budget(), 3072 - 307);
-        assert_eq!(ContextWindow { context_tokens: 10, answer_tokens: 20 }.prompt_budget(), 0);
+        assert_eq!(window.prompt_budget(false), 3072 - 307);
+        assert_eq!(window.prompt_budget(true), (3072 - 307) * 60 / 100);
+        assert_eq!(ContextWindow { context_tokens: 10, answer_tokens: 20 }.prompt_budget(false), 0);
     }
 }

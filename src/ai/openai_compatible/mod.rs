@@ -251,6 +251,12 @@ fn text_of(value: &Value) -> String {
     text.unwrap_or_default().to_owned()
 }
 
+/// A chunk (or a whole completion) as langchain-rust streams it, the provider's JSON kept whole.
+fn stream_data(value: Value) -> StreamData {
+    let (usage, text) = (usage_of(&value), text_of(&value));
+    StreamData::new(value, usage, text)
+}
+
 type DataStream = Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send>>;
 
 #[async_trait]
@@ -284,7 +290,7 @@ impl LLM for OpenAiCompatible {
                 .ok_or_else(|| {
                     ProviderError::Malformed("a 200 that is neither a stream nor a completion".into())
                 })?;
-            let data = StreamData::new(value.clone(), usage_of(&value), text_of(&value));
+            let data = stream_data(value);
             return Ok(Box::pin(futures::stream::iter([Ok(data)])));
         }
         let chunks = sse::events(response.bytes_stream()).map(|event| match event {
@@ -292,7 +298,7 @@ impl LLM for OpenAiCompatible {
                 let refusal = Refusal::read(500, &http::HeaderMap::new(), value.to_string().as_bytes());
                 Err(ProviderError::Refused(refusal).into())
             }
-            Ok(value) => Ok(StreamData::new(value.clone(), usage_of(&value), text_of(&value))),
+            Ok(value) => Ok(stream_data(value)),
             Err(sse::SseError::Read(e)) => Err(ProviderError::Unreachable(e).into()),
             Err(sse::SseError::Malformed(e)) => Err(ProviderError::Malformed(e).into()),
         });
