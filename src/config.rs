@@ -117,10 +117,13 @@ pub struct ServerConfig {
     /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,
-    /// Redis for several server processes sharing rooms and streams (not available yet: a set
-    /// value stops the server at start rather than run processes that do not see each other).
+    /// Redis (`redis://host:port/db`) for cluster mode: several server processes sharing one
+    /// database and one Redis behave as one server. Unset: one process, no Redis.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so deployments (or test runs) can share a Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "postchat")]
+    pub redis_prefix: String,
     /// At shutdown, how long answers in flight may take to finish (s).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

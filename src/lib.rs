@@ -18,6 +18,8 @@
 //!   answers' statements batched across answers.
 //! - [`expansion`]: fetching a post's page (readable text, title) from public addresses only.
 //! - [`domain`]: validated values and entities, no I/O.
+//! - [`cluster`]: cluster mode (`REDIS_URL`): several processes as one server through Redis
+//!   (answer streams, leases, stop, shared limits and cache versions).
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
 //!
 //! Dependencies point one way: socket/http → auth, limits → chat → ai/store → domain. Inside
@@ -28,6 +30,7 @@
 pub mod ai;
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod expansion;

@@ -15,9 +15,10 @@ use tracing::info;
 use crate::ai::{AiService, AiSettings, ContextWindow, Endpoint};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
-    AnswerSettings, ChatController, ChatSessionService, ChatSettings, PostService, PreferenceService,
-    SessionCache, TokenBudget,
+    AnswerAudience, AnswerSettings, ChatController, ChatParts, ChatSessionService, ChatSettings,
+    InFlightAnswers, PostService, PreferenceService, SessionCache, TokenBudget,
 };
+use crate::cluster::{Cluster, ClusterAudience, Member};
 use crate::config::{AiProvider, Config, JwtAlgorithmName};
 use crate::domain::UserId;
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
@@ -36,8 +37,8 @@ pub enum StartupError {
     Listen(#[from] std::io::Error),
     #[error("invalid HOST/PORT: {0}")]
     Address(#[from] std::net::AddrParseError),
-    #[error("REDIS_URL is set, but sharing rooms and streams across processes is not available yet: run one process without REDIS_URL")]
-    RedisUnsupported,
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("POST_FETCH_ALLOW: {0}")]
     FetchAllow(String),
     #[error("JWT: {0}")]
@@ -107,11 +108,13 @@ impl Application {
         let connections = connection_limits(&config)?;
         crate::telemetry::spawn_metrics_upkeep();
         let ai = ai_service(&config)?;
-        let store = open_store(&config).await?;
+        let inflight = Arc::new(InFlightAnswers::default());
+        let cluster = join_cluster(&config, &inflight).await?;
+        let store = open_store(&config, cluster.is_some()).await?;
         let chat = ChatServices::new(&config, store.clone());
         let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
-        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io);
+        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster);
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
         let http_state = http_state(&config, chat, keys.clone())?;
         let router = with_request_layers(
@@ -199,12 +202,9 @@ fn ai_endpoint(config: &Config) -> Option<Endpoint> {
     })
 }
 
-/// Settings the server refuses to start with: a feature not built yet, or dev mode (tokens for
+/// Settings the server refuses to start with: out-of-range values, or dev mode (tokens for
 /// anyone who asks) reachable from the network without the operator saying so.
 fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
-    if config.server.redis_url.is_some() {
-        return Err(StartupError::RedisUnsupported);
-    }
     config.check_ranges().map_err(StartupError::Setting)?;
     let ip = config.listen_addr()?.ip();
     if config.dev_mode() && !ip.is_loopback() && !config.server.insecure_dev_mode_on_network {
@@ -263,15 +263,32 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
     Ok(ai)
 }
 
-/// The store, migrated, with the answers a crash left `streaming` marked `interrupted`.
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+/// Cluster mode's Redis connection, when `REDIS_URL` is set.
+async fn join_cluster(
+    config: &Config,
+    inflight: &Arc<InFlightAnswers>,
+) -> Result<Option<Arc<Cluster>>, StartupError> {
+    let Some(url) = &config.server.redis_url else { return Ok(None) };
+    // A session's stream outlives its last answer long enough for any reader to finish it.
+    let keep = Duration::from_secs(config.ai.answer_timeout_secs.max(3_600) + 600);
+    Ok(Some(Cluster::connect(url, &config.server.redis_prefix, inflight.clone(), keep).await?))
+}
+
+/// The store, migrated, with the answers a crash left `streaming` marked `interrupted`. In
+/// cluster mode only those older than any answer can last: the others may be other processes'
+/// answers in flight (a dead process's are swept through their leases).
+async fn open_store(config: &Config, cluster: bool) -> Result<Arc<dyn Store>, StartupError> {
     let pool = PoolOptions {
         max_connections: config.database.database_max_connections,
         acquire_timeout: Duration::from_millis(config.database.database_acquire_timeout_ms),
         statement_timeout: Duration::from_millis(config.database.database_statement_timeout_ms),
     };
     let store = store::connect(&config.database_url(), &pool).await?;
-    let interrupted = store.interrupt_streaming().await?;
+    let mut before = crate::domain::now();
+    if cluster {
+        before -= chrono::Duration::seconds(i64::try_from(config.ai.answer_timeout_secs).unwrap_or(i64::MAX / 2) + 60);
+    }
+    let interrupted = store.interrupt_streaming(before).await?;
     if interrupted > 0 {
         info!(interrupted, "answers left streaming by the last run are marked interrupted");
     }
@@ -283,6 +300,8 @@ fn chat_controller(
     sessions: Arc<ChatSessionService>,
     ai: AiService,
     io: &SocketIo,
+    inflight: Arc<InFlightAnswers>,
+    cluster: Option<Arc<Cluster>>,
 ) -> Arc<ChatController> {
     let slow_consumer = SlowConsumer {
         after: Duration::from_secs(config.streams.slow_consumer_secs),
@@ -297,8 +316,20 @@ fn chat_controller(
         join_history: config.sessions.join_history_messages,
         answers_generating: config.answers_generating(),
     };
-    let rooms = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
-    ChatController::new(sessions, ai, rooms, settings, TokenBudget::new(config.limits.daily_token_budget))
+    let rooms: Arc<dyn AnswerAudience> = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
+    let (audience, member) = match cluster {
+        None => (rooms, None),
+        Some(cluster) => {
+            let released = cluster.clone();
+            inflight.on_release(move |session, message| released.log().release(session, message));
+            let audience = Arc::new(ClusterAudience::new(rooms.clone(), cluster.clone(), inflight.clone()));
+            let follower = cluster.start(inflight.clone(), rooms, sessions.clone());
+            (audience as Arc<dyn AnswerAudience>, Some(Member { cluster, follower }))
+        }
+    };
+    let budget = TokenBudget::new(config.limits.daily_token_budget);
+    let parts = ChatParts { sessions, ai, audience, inflight, budget, cluster: member };
+    ChatController::new(parts, settings)
 }
 
 /// The socket events, behind the per-user limits and the token expiry sweep.

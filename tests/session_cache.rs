@@ -103,8 +103,11 @@ impl Store for CountingStore {
     ) -> Result<Vec<Message>, StoreError> {
         self.inner.recent_messages(s, limit, before).await
     }
-    async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        self.inner.interrupt_streaming().await
+    async fn interrupt_streaming(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.inner.interrupt_streaming(before).await
+    }
+    async fn interrupt_message(&self, id: MessageId, text: &str) -> Result<bool, StoreError> {
+        self.inner.interrupt_message(id, text).await
     }
     async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.tokens_used_since(user, since).await

@@ -127,10 +127,26 @@ async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store.insert_message(&new_message(session.id, "lost", None)).await.unwrap();
-    assert!(store.interrupt_streaming().await.unwrap() >= 1);
-    let statuses: Vec<MessageStatus> =
-        store.recent_messages(session.id, 10, None).await.unwrap().iter().map(|m| m.status).collect();
-    assert_eq!(statuses, vec![MessageStatus::Complete, MessageStatus::Interrupted]);
+    let statuses = |store: Arc<dyn Store>| async move {
+        let messages = store.recent_messages(session.id, 10, None).await.unwrap();
+        messages.iter().map(|m| m.status).collect::<Vec<MessageStatus>>()
+    };
+    // Cluster mode interrupts only what is older than any answer can last.
+    store.interrupt_streaming(postchat::domain::now() - chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(statuses(store.clone()).await, vec![MessageStatus::Complete, MessageStatus::Streaming]);
+    let later = postchat::domain::now() + chrono::Duration::seconds(1);
+    assert!(store.interrupt_streaming(later).await.unwrap() >= 1);
+    assert_eq!(statuses(store.clone()).await, vec![MessageStatus::Complete, MessageStatus::Interrupted]);
+}
+
+async fn one_streaming_message_is_interrupted_with_its_text_unless_it_ended(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("bob")).await;
+    let lost = new_message(session.id, "lost", None);
+    store.insert_message(&lost).await.unwrap();
+    assert!(store.interrupt_message(lost.id, "half an ans").await.unwrap());
+    let message = store.recent_messages(session.id, 1, None).await.unwrap().remove(0);
+    assert_eq!((message.status, message.ai_response.as_str()), (MessageStatus::Interrupted, "half an ans"));
+    assert!(!store.interrupt_message(lost.id, "again").await.unwrap(), "only a streaming answer is swept");
 }
 
 async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
@@ -375,6 +391,7 @@ on_both_backends!(
     recent_messages_are_oldest_first_limited_and_page_backwards,
     a_client_message_id_is_unique_per_session,
     streaming_messages_become_interrupted_at_start,
+    one_streaming_message_is_interrupted_with_its_text_unless_it_ended,
     preferences_are_upserted_per_user,
     the_session_summary_is_updated,
     tokens_used_today_add_up_per_user,

@@ -13,11 +13,14 @@ pub enum AnswerEvent<'a> {
         message_id: MessageId,
         intent: IntentType,
     },
+    /// One token, or (relayed from another process) `count` tokens concatenated, the last
+    /// numbered `seq`.
     Token {
         session_id: SessionId,
         message_id: MessageId,
         token: &'a str,
         seq: u64,
+        count: u64,
     },
     /// The provider is busy; the answer is asked for again after `retry_after`.
     Waiting {

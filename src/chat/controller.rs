@@ -15,7 +15,8 @@ use crate::store::{NewMessage, StoreError};
 use crate::telemetry::Untrusted;
 
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
-use super::inflight::{Claim, InFlightGuard};
+use super::inflight::{Claim, InFlightGuard, Origin};
+use crate::cluster::{Claimed, LeaseHolder, Member};
 use super::{
     AnswerAudience, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot,
     SessionEntry, TokenBudget,
@@ -77,16 +78,24 @@ pub struct ChatController {
     budget: Arc<TokenBudget>,
     join_history: u32,
     accepting: AtomicBool,
+    /// Cluster mode: the other processes, through Redis (`None`: one process).
+    cluster: Option<Member>,
+}
+
+/// What the controller is built from.
+pub struct ChatParts {
+    pub sessions: Arc<ChatSessionService>,
+    pub ai: AiService,
+    /// Everyone watching a session (in cluster mode, the local rooms and the session's stream).
+    pub audience: Arc<dyn AnswerAudience>,
+    pub inflight: Arc<InFlightAnswers>,
+    pub budget: TokenBudget,
+    pub cluster: Option<Member>,
 }
 
 impl ChatController {
-    pub fn new(
-        sessions: Arc<ChatSessionService>,
-        ai: AiService,
-        audience: Arc<dyn AnswerAudience>,
-        settings: ChatSettings,
-        budget: TokenBudget,
-    ) -> Arc<Self> {
+    pub fn new(parts: ChatParts, settings: ChatSettings) -> Arc<Self> {
+        let ChatParts { sessions, ai, audience, inflight, budget, cluster } = parts;
         let budget = Arc::new(budget);
         let answers = AnswerRunner::new(
             sessions.clone(),
@@ -95,15 +104,17 @@ impl ChatController {
             settings.answers,
             budget.clone(),
             GenerationSlots::new(settings.answers_generating),
+            cluster.as_ref().map(|m| m.cluster.clone()),
         );
         Arc::new(Self {
             sessions,
             ai,
-            inflight: Arc::new(InFlightAnswers::default()),
+            inflight,
             answers: Arc::new(answers),
             budget,
             join_history: settings.join_history,
             accepting: AtomicBool::new(true),
+            cluster,
         })
     }
 
@@ -135,7 +146,37 @@ impl ChatController {
             Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
             Err(e) => return Err(e),
         };
+        if let Some(holder) = self.claim_across(&guard).await? {
+            drop(guard);
+            return self.busy_elsewhere(&req, holder).await;
+        }
         self.store_and_answer(req, message_id, entry, guard, intent).await
+    }
+
+    /// Cluster mode: claims the session across processes for the answer `guard` holds here;
+    /// the holder when another process's answer has it.
+    async fn claim_across(&self, guard: &InFlightGuard) -> Result<Option<LeaseHolder>, ChatError> {
+        let Some(member) = &self.cluster else { return Ok(None) };
+        let answer = guard.answer();
+        let claimed =
+            member.cluster.claim(answer.session_id, answer.message_id, answer.client_message_id.as_ref()).await?;
+        Ok(match claimed {
+            Claimed::Yes => None,
+            Claimed::Taken(holder) => Some(holder),
+        })
+    }
+
+    /// Another process answers the session: a retry of the message it answers is a
+    /// duplicate (stored there just before, or about to be); anything else is handled as a
+    /// local `BUSY`.
+    async fn busy_elsewhere(&self, req: &SendMessage, holder: LeaseHolder) -> Result<AcceptedMessage, ChatError> {
+        if req.client_message_id.is_some() && req.client_message_id == holder.client_message_id {
+            if let Some(first) = self.stored_duplicate(req).await? {
+                return Ok(first);
+            }
+            return Ok(AcceptedMessage { message_id: holder.message_id, duplicate: true, job: None });
+        }
+        self.stored_duplicate(req).await?.ok_or(ChatError::Busy)
     }
 
     /// The session is answering: a retry of the message being answered, or of an earlier one
@@ -226,6 +267,10 @@ impl ChatController {
                 }
                 Err(e) => return Err(e),
             };
+            if let Some(holder) = self.claim_across(&guard).await? {
+                // Another process answers it (or another message) already.
+                return if holder.message_id == first.id { Ok(accepted) } else { Err(ChatError::Busy) };
+            }
             info!(message_id = %first.id, "answering a stored message that nothing answered");
             accepted.job = Some(self.answers.job(entry, guard, first.user_message, platforms));
         }
@@ -250,10 +295,30 @@ impl ChatController {
         self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
     }
 
-    /// Asks the session's in-flight answer to stop; `Ok(false)` when none was running.
+    /// Asks the session's in-flight answer to stop, wherever it is generated; `Ok(false)` when
+    /// none was running.
     pub async fn stop(&self, user: &UserId, session_id: SessionId) -> Result<bool, ChatError> {
         self.sessions.session(user, session_id).await?;
-        Ok(self.inflight.get(session_id).is_some_and(|answer| answer.stop()))
+        if let Some(answer) = self.inflight.get(session_id).filter(|a| a.origin == Origin::Here) {
+            return Ok(answer.stop());
+        }
+        let Some(member) = &self.cluster else { return Ok(false) };
+        match member.cluster.holder(session_id).await? {
+            Some(holder) if holder.process != member.cluster.id => {
+                member.cluster.request_stop(session_id, &holder).await?;
+                Ok(true)
+            }
+            // Free, or this process's answer that has just ended.
+            _ => Ok(false),
+        }
+    }
+
+    /// Cluster mode: makes sure this process follows the session (a socket here joined its
+    /// room by sending a message), without waiting.
+    pub fn watch_soon(&self, session_id: SessionId) {
+        if let Some(member) = &self.cluster {
+            member.follower.follow_soon(session_id);
+        }
     }
 
     /// Lets a socket watch a session: `join` adds it to the session's room at the moment that
@@ -265,6 +330,14 @@ impl ChatController {
         join: impl FnOnce(),
     ) -> Result<JoinedSession, ChatError> {
         let entry = self.sessions.session(user, session_id).await?;
+        if let Some(member) = &self.cluster {
+            // Caught up with the session's stream first, so the snapshot is exact. Without
+            // Redis, the join still works here (answers elsewhere cannot be followed anyway).
+            if let Err(e) = member.follower.follow(session_id).await {
+                tracing::warn!(error = %e, "joining without the cluster's view of the session");
+                member.follower.follow_soon(session_id);
+            }
+        }
         let in_flight = self.inflight.join_watching(session_id, join);
         let messages = self.sessions.messages(user, session_id, self.join_history, None).await?;
         Ok(JoinedSession { entry, messages, in_flight })

@@ -7,7 +7,7 @@ use crate::domain::InvalidInput;
 use crate::store::StoreError;
 
 /// The `code` of an error on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     Unauthorized,
@@ -22,6 +22,7 @@ pub enum ErrorCode {
     StorageUnavailable,
     SlowConsumer,
     ServerShutdown,
+    ClusterUnavailable,
     Internal,
 }
 
@@ -41,6 +42,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::SlowConsumer => "SLOW_CONSUMER",
             ErrorCode::ServerShutdown => "SERVER_SHUTDOWN",
+            ErrorCode::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -67,6 +69,16 @@ pub enum ChatError {
     /// The socket could not keep up with the stream.
     #[error("this connection could not keep up with the stream; reconnect and join the session to resume")]
     SlowConsumer,
+    /// Cluster mode: Redis, which the processes share, cannot be reached.
+    #[error("the servers cannot reach each other (Redis is unreachable); try again shortly")]
+    ClusterUnavailable,
+    /// Cluster mode: the process generating an answer stopped without ending it.
+    #[error("the server generating this answer stopped; the text so far is stored as interrupted")]
+    ProcessLost,
+    /// An error another process reported for an answer it generates (cluster mode), as its
+    /// clients see it there.
+    #[error("{message}")]
+    Relayed { code: ErrorCode, message: String, retry_after_ms: Option<u64> },
     /// A bug on our side; the cause is in the log.
     #[error("internal error")]
     Internal,
@@ -85,7 +97,9 @@ impl ChatError {
             ChatError::RateLimited { .. } => ErrorCode::RateLimited,
             ChatError::Busy => ErrorCode::Busy,
             ChatError::Conflict => ErrorCode::Conflict,
-            ChatError::ShuttingDown => ErrorCode::ServerShutdown,
+            ChatError::ShuttingDown | ChatError::ProcessLost => ErrorCode::ServerShutdown,
+            ChatError::ClusterUnavailable => ErrorCode::ClusterUnavailable,
+            ChatError::Relayed { code, .. } => *code,
             ChatError::Internal => ErrorCode::Internal,
             ChatError::SlowConsumer => ErrorCode::SlowConsumer,
             ChatError::Ai(AiError::Unavailable { .. }) => ErrorCode::AiUnavailable,
@@ -107,6 +121,7 @@ impl ChatError {
                 | ErrorCode::AiTimeout
                 | ErrorCode::StorageUnavailable
                 | ErrorCode::ServerShutdown
+                | ErrorCode::ClusterUnavailable
         )
     }
 
@@ -117,6 +132,7 @@ impl ChatError {
             | ChatError::Ai(AiError::Unavailable { retry_after: Some(retry_after), .. }) => {
                 Some(retry_after.as_millis().max(1) as u64)
             }
+            ChatError::Relayed { retry_after_ms, .. } => *retry_after_ms,
             _ => None,
         }
     }

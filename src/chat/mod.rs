@@ -19,10 +19,10 @@ mod token_budget;
 
 pub use answer::AnswerSettings;
 pub use answer_events::{AnswerAudience, AnswerEvent};
-pub use controller::{AcceptedMessage, ChatController, ChatSettings, JoinedSession, SendMessage};
+pub use controller::{AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, SendMessage};
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
-pub use inflight::{InFlightAnswers, InFlightSnapshot};
+pub use inflight::{Claim, InFlightAnswers, InFlightSnapshot, Origin};
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;
 pub use session_cache::{CacheStats, SessionCache, SessionEntry};

@@ -172,6 +172,12 @@ impl ChatSessionService {
         Ok(())
     }
 
+    /// Stores an answer whose process died as `interrupted` with `text`, unless it had ended
+    /// (cluster mode's sweeper); true when it was still streaming.
+    pub async fn interrupt_message(&self, id: MessageId, text: &str) -> Result<bool, ChatError> {
+        Ok(self.store.interrupt_message(id, text).await?)
+    }
+
     /// Model tokens `user` spent since `since` (the daily budget).
     pub async fn tokens_used_since(
         &self,

@@ -16,8 +16,9 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    pub fn new(message_id: MessageId, token: &str, seq: u64) -> Self {
-        Self { message_id, text: token.to_owned(), first_seq: seq, last_seq: seq }
+    /// Tokens `first_seq..=last_seq`, concatenated in `text`.
+    pub fn new(message_id: MessageId, text: &str, first_seq: u64, last_seq: u64) -> Self {
+        Self { message_id, text: text.to_owned(), first_seq, last_seq }
     }
 
     /// Adds the next token (its `seq` follows the last one).
@@ -38,7 +39,7 @@ mod tests {
 
     #[test]
     fn tokens_coalesce_with_their_range() {
-        let mut b = Backlog::new(MessageId::new(), "a ", 4);
+        let mut b = Backlog::new(MessageId::new(), "a ", 4, 4);
         b.push("b ", 5);
         b.push("c", 6);
         assert_eq!((b.text.as_str(), b.first_seq, b.last_seq, b.count()), ("a b c", 4, 6, 3));

@@ -171,6 +171,7 @@ async fn accept(
     match state.controller.accept_message(&user, req).await {
         Ok(accepted) => {
             s.join(events::room(session_id));
+            state.controller.watch_soon(session_id);
             let reply =
                 MessageAck { ok: true, message_id: accepted.message_id, duplicate: accepted.duplicate };
             tracing::Span::current().record("message_id", tracing::field::display(accepted.message_id));

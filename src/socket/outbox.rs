@@ -76,14 +76,15 @@ impl Outbox {
     }
 
     /// Queues a token: joined to the last waiting event when that holds this answer's tokens.
-    pub fn push_token(&mut self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
+    /// Queues `count` tokens (concatenated in `token`), the last numbered `seq`.
+    pub fn push_token(&mut self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64, count: u64) {
         self.bytes += token.len();
         match self.waiting.back_mut() {
             Some(Waiting::Tokens { backlog, .. }) if backlog.message_id == message_id => {
                 backlog.push(token, seq)
             }
             _ => {
-                let backlog = Backlog::new(message_id, token, seq);
+                let backlog = Backlog::new(message_id, token, seq + 1 - count.max(1), seq);
                 self.waiting.push_back(Waiting::Tokens { session_id, backlog });
             }
         }
@@ -171,11 +172,11 @@ mod tests {
     fn a_later_answer_waits_behind_the_earlier_answers_end() {
         let (session, first, second) = (SessionId::new(), MessageId::new(), MessageId::new());
         let mut outbox = Outbox::new();
-        outbox.push_token(session, first, "a", 7);
-        outbox.push_token(session, first, "b", 8);
+        outbox.push_token(session, first, "a", 7, 1);
+        outbox.push_token(session, first, "b", 8, 1);
         outbox.push_event(session, "chat:stream:end", raw("end 1"));
         outbox.push_event(session, "chat:stream:start", raw("start 2"));
-        outbox.push_token(session, second, "c", 0);
+        outbox.push_token(session, second, "c", 0, 1);
 
         let (offered, flushed) = flush_with_room(&mut outbox, 1);
         assert_eq!(offered, ["tokens 7..=8 ab"]);
@@ -191,9 +192,9 @@ mod tests {
     fn tokens_after_an_event_do_not_join_the_tokens_before_it() {
         let (session, answer) = (SessionId::new(), MessageId::new());
         let mut outbox = Outbox::new();
-        outbox.push_token(session, answer, "a", 0);
+        outbox.push_token(session, answer, "a", 0, 1);
         outbox.push_event(session, "chat:session:updated", raw("title"));
-        outbox.push_token(session, answer, "b", 1);
+        outbox.push_token(session, answer, "b", 1, 1);
         let (offered, _) = flush_with_room(&mut outbox, 10);
         assert_eq!(offered, ["tokens 0..=0 a", "chat:session:updated", "tokens 1..=1 b"]);
     }
@@ -210,7 +211,7 @@ mod tests {
     fn stuck_without_progress_or_past_the_size_not_while_it_takes_events() {
         let session = SessionId::new();
         let mut outbox = Outbox::new();
-        outbox.push_token(session, MessageId::new(), "abc", 0);
+        outbox.push_token(session, MessageId::new(), "abc", 0, 1);
         assert!(!outbox.is_stuck(Duration::from_secs(60), 10));
         assert!(outbox.is_stuck(Duration::ZERO, 10));
         assert!(outbox.is_stuck(Duration::from_secs(60), 2));

@@ -178,9 +178,10 @@ impl SessionRooms {
         self.outboxes.count(behind);
     }
 
-    fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64) {
+    /// Sends `count` tokens (one, or several relayed from another process) ending at `seq`.
+    fn send_token(&self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64, count: u64) {
         let sockets = self.sockets(session_id);
-        let single = StreamToken::single(session_id, message_id, token, seq);
+        let single = StreamToken { session_id, message_id, token, seq, count };
         // Watched by several sockets (tabs, devices): serialize the event once, not per socket.
         let shared = if sockets.len() > 1 { serde_json::value::to_raw_value(&single).ok() } else { None };
         let mut outboxes = self.outboxes.lock();
@@ -189,7 +190,7 @@ impl SessionRooms {
         let mut behind = Delivered::default();
         for socket in &sockets {
             if let Some(outbox) = outboxes.get_mut(&socket.id) {
-                outbox.push_token(session_id, message_id, token, seq);
+                outbox.push_token(session_id, message_id, token, seq, count);
                 behind += self.outboxes.flush(&mut outboxes, socket);
                 continue;
             }
@@ -202,7 +203,7 @@ impl SessionRooms {
                 Sent::Gone => {}
                 Sent::QueueFull => {
                     let mut outbox = Outbox::new();
-                    outbox.push_token(session_id, message_id, token, seq);
+                    outbox.push_token(session_id, message_id, token, seq, count);
                     self.outboxes.open(&mut outboxes, socket, outbox);
                 }
             }
@@ -246,8 +247,8 @@ impl AnswerAudience for SessionRooms {
                 events::STREAM_START,
                 &StreamStart { session_id, message_id, intent_type: intent },
             ),
-            AnswerEvent::Token { session_id, message_id, token, seq } => {
-                self.send_token(session_id, message_id, token, seq)
+            AnswerEvent::Token { session_id, message_id, token, seq, count } => {
+                self.send_token(session_id, message_id, token, seq, count)
             }
             AnswerEvent::Waiting { session_id, message_id, retry_after } => self.send(
                 session_id,

@@ -145,8 +145,12 @@ impl Store for MeteredStore {
     ) -> Result<Vec<Message>, StoreError> {
         self.timed("recent_messages", self.inner.recent_messages(session, limit, before)).await
     }
-    async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        self.timed("interrupt_streaming", self.inner.interrupt_streaming()).await
+    async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.timed("interrupt_streaming", self.inner.interrupt_streaming(created_before)).await
+    }
+
+    async fn interrupt_message(&self, id: MessageId, ai_response: &str) -> Result<bool, StoreError> {
+        self.timed("interrupt_message", self.inner.interrupt_message(id, ai_response)).await
     }
     async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {
         self.timed("tokens_used_since", self.inner.tokens_used_since(user, since)).await

@@ -176,8 +176,13 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
-    /// Marks every `streaming` message `interrupted` (at start: they were lost with a crash).
-    async fn interrupt_streaming(&self) -> Result<u64, StoreError>;
+    /// Marks every `streaming` message created before `created_before` `interrupted` (at
+    /// start: they were lost with a crash).
+    async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Marks one message `interrupted` with the text it got, if it is still `streaming`
+    /// (cluster mode: its process died); false when it had already ended.
+    async fn interrupt_message(&self, id: MessageId, ai_response: &str) -> Result<bool, StoreError>;
 
     /// Model tokens spent by `user`'s answers created since `since`.
     async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError>;

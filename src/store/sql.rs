@@ -81,7 +81,9 @@ pub(super) fn recent_messages_before() -> String {
     )
 }
 pub(super) const INTERRUPT_STREAMING: &str =
-    "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming'";
+    "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming' AND created_at < $2";
+pub(super) const INTERRUPT_MESSAGE: &str = "UPDATE messages \
+     SET status = 'interrupted', ai_response = $2, updated_at = $3 WHERE id = $1 AND status = 'streaming'";
 
 pub(super) const TOKENS_USED_SINCE: &str = "SELECT CAST(COALESCE(SUM(\
      COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)), 0) AS BIGINT) \

@@ -279,10 +279,23 @@ where
         Ok(messages)
     }
 
-    async fn interrupt_streaming(&self) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query(sql::INTERRUPT_STREAMING).bind(crate::domain::now()).execute(&self.pool).await?;
+    async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql::INTERRUPT_STREAMING)
+            .bind(crate::domain::now())
+            .bind(created_before)
+            .execute(&self.pool)
+            .await?;
         Ok(DB::rows_affected(&done))
+    }
+
+    async fn interrupt_message(&self, id: MessageId, ai_response: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::INTERRUPT_MESSAGE)
+            .bind(id.as_uuid())
+            .bind(ai_response)
+            .bind(crate::domain::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
     }
 
     async fn tokens_used_since(&self, user: &UserId, since: DateTime<Utc>) -> Result<u64, StoreError> {

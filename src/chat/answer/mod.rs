@@ -49,6 +49,8 @@ pub(super) struct AnswerRunner {
     tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over: answers still running end then.
     shutdown: CancellationToken,
+    /// Cluster mode: asked whether other processes' sockets watch a session.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One accepted message's answer, ready to run.
@@ -72,9 +74,10 @@ impl AnswerRunner {
         settings: AnswerSettings,
         budget: Arc<TokenBudget>,
         generation: GenerationSlots,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Self {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown }
+        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, cluster }
     }
 
     /// The answer to `question`, holding the session's in-flight claim until it ends.

@@ -44,7 +44,10 @@ impl AnswerJob {
         let timeout = self.runner.settings.answer_timeout;
         tokio::select! {
             biased;
-            _ = self.guard.answer().stopped() => Outcome::Stopped,
+            _ = self.guard.answer().stopped() => match self.guard.answer().is_lost() {
+                true => Outcome::Failed(ChatError::ClusterUnavailable),
+                false => Outcome::Stopped,
+            },
             _ = self.runner.shutdown.cancelled() => Outcome::ShutDown,
             _ = self.abandoned() => Outcome::Abandoned,
             result = tokio::time::timeout(timeout, self.generate()) => match result {
@@ -79,7 +82,7 @@ impl AnswerJob {
         let mut unwatched_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::time::sleep(check).await;
-            if self.runner.audience.watchers(session_id) > 0 {
+            if self.watched(session_id).await {
                 unwatched_since = None;
                 continue;
             }
@@ -88,6 +91,17 @@ impl AnswerJob {
                 info!(grace_secs = grace.as_secs_f64(), "nobody watched the answer: cancelling it");
                 return;
             }
+        }
+    }
+
+    /// Whether a socket watches the session here or (cluster mode) on another process.
+    async fn watched(&self, session_id: crate::domain::SessionId) -> bool {
+        if self.runner.audience.watchers(session_id) > 0 {
+            return true;
+        }
+        match &self.runner.cluster {
+            Some(cluster) => cluster.watched_elsewhere(session_id).await,
+            None => false,
         }
     }
 
@@ -116,7 +130,7 @@ impl AnswerJob {
                     metrics::histogram!("postchat_first_token_seconds")
                         .record(started.elapsed().as_secs_f64());
                 }
-                runner.audience.deliver(AnswerEvent::Token { session_id, message_id, token, seq })
+                runner.audience.deliver(AnswerEvent::Token { session_id, message_id, token, seq, count: 1 })
             }),
             Progress::Waiting { retry_after } => {
                 runner.audience.deliver(AnswerEvent::Waiting { session_id, message_id, retry_after })

@@ -1,0 +1,227 @@
+//! Appends every event of the answers generated here to their sessions' Redis streams.
+//!
+//! The audience hands events over synchronously (a token is delivered under the in-flight
+//! answer's lock, which cannot await Redis); one writer task takes whatever has queued, joins
+//! each answer's consecutive tokens into one entry (`count` tokens, the last one's `seq`), and
+//! sends it all as one pipeline. Order within a session is kept; nothing is dropped: when Redis
+//! fails, the answers whose events it did not take end with `CLUSTER_UNAVAILABLE` (their
+//! watchers elsewhere could not follow them any more).
+//!
+//! The session's lease is released here too, after the answer's terminal event, so another
+//! process cannot start the session's next answer before this one's end is in the stream.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::keys::Keys;
+use super::lease;
+use super::logged_event::LoggedEvent;
+use crate::chat::InFlightAnswers;
+use crate::domain::{MessageId, SessionId};
+
+/// How many queued entries one pipeline takes at most.
+const BATCH: usize = 2_048;
+/// A session's stream keeps what other answers logged in this last window (entries older
+/// than this are trimmed when an answer starts; the answer in flight is never trimmed).
+const TRIM_AFTER_MS: i64 = 60_000;
+
+/// The sending side: cheap, synchronous, never blocks.
+pub struct AnswerLog {
+    tx: mpsc::UnboundedSender<Entry>,
+    queued: metrics::Gauge,
+}
+
+enum Entry {
+    Event { session_id: SessionId, event: LoggedEvent },
+    Release { session_id: SessionId, message_id: MessageId },
+}
+
+/// What one pipeline sends, per session in order.
+enum Command {
+    Append { session_id: SessionId, event: LoggedEvent },
+    Release { session_id: SessionId, message_id: MessageId },
+}
+
+impl AnswerLog {
+    pub(super) fn start(
+        redis: ConnectionManager,
+        keys: Keys,
+        process: String,
+        inflight: Arc<InFlightAnswers>,
+        keep: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = metrics::gauge!("postchat_cluster_log_queued");
+        let writer = Writer {
+            redis,
+            keys,
+            process,
+            inflight,
+            keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
+            open: HashSet::new(),
+            deferred: HashSet::new(),
+            queued: queued.clone(),
+        };
+        tokio::spawn(writer.run(rx));
+        Self { tx, queued }
+    }
+
+    /// Queues an event of an answer generated here.
+    pub fn append(&self, session_id: SessionId, event: LoggedEvent) {
+        self.queued.increment(1.0);
+        // The writer lives as long as the runtime; after that nothing is delivered anyway.
+        let _ = self.tx.send(Entry::Event { session_id, event });
+    }
+
+    /// Releases the session's lease held for `message_id` (after its terminal event, if it
+    /// started).
+    pub fn release(&self, session_id: SessionId, message_id: MessageId) {
+        self.queued.increment(1.0);
+        let _ = self.tx.send(Entry::Release { session_id, message_id });
+    }
+}
+
+struct Writer {
+    redis: ConnectionManager,
+    keys: Keys,
+    process: String,
+    inflight: Arc<InFlightAnswers>,
+    keep_ms: u64,
+    /// Answers started in the log and not ended yet.
+    open: HashSet<MessageId>,
+    /// Their releases, held until their terminal event.
+    deferred: HashSet<MessageId>,
+    queued: metrics::Gauge,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Entry>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            self.queued.decrement(batch.len() as f64);
+            let commands = self.plan(batch.drain(..));
+            self.send(commands).await;
+        }
+    }
+
+    /// Orders the batch into commands: tokens coalesced per answer, releases after terminals.
+    fn plan(&mut self, entries: impl Iterator<Item = Entry>) -> Vec<Command> {
+        let mut commands: Vec<Command> = Vec::new();
+        let mut last_of_session: HashMap<SessionId, usize> = HashMap::new();
+        for entry in entries {
+            match entry {
+                Entry::Event { session_id, event } => {
+                    if let Some(&i) = last_of_session.get(&session_id) {
+                        if coalesce(&mut commands[i], &event) {
+                            continue;
+                        }
+                    }
+                    let message_id = event.message_id();
+                    let release = self.track(&event, message_id);
+                    last_of_session.insert(session_id, commands.len());
+                    commands.push(Command::Append { session_id, event });
+                    if let (true, Some(message_id)) = (release, message_id) {
+                        commands.push(Command::Release { session_id, message_id });
+                    }
+                }
+                Entry::Release { session_id, message_id } => {
+                    if self.open.contains(&message_id) {
+                        self.deferred.insert(message_id);
+                    } else {
+                        commands.push(Command::Release { session_id, message_id });
+                    }
+                }
+            }
+        }
+        commands
+    }
+
+    /// Notes starts and ends; true when a deferred release is due after this event.
+    fn track(&mut self, event: &LoggedEvent, message_id: Option<MessageId>) -> bool {
+        let Some(message_id) = message_id else { return false };
+        if matches!(event, LoggedEvent::Start { .. }) {
+            self.open.insert(message_id);
+        } else if event.is_terminal() {
+            self.open.remove(&message_id);
+            return self.deferred.remove(&message_id);
+        }
+        false
+    }
+
+    async fn send(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let mut streams = HashSet::new();
+        for command in &commands {
+            match command {
+                Command::Append { session_id, event } => {
+                    let key = self.keys.events(*session_id);
+                    let mut xadd = redis::cmd("XADD");
+                    xadd.arg(&key);
+                    if matches!(event, LoggedEvent::Start { .. }) {
+                        xadd.arg("MINID").arg("~").arg(format!("{}", super::now_ms() - TRIM_AFTER_MS));
+                    }
+                    let json = serde_json::to_string(event).unwrap_or_default();
+                    xadd.arg("*").arg("o").arg(&self.process).arg("e").arg(json);
+                    pipe.add_command(xadd).ignore();
+                    streams.insert(key);
+                }
+                Command::Release { session_id, message_id } => {
+                    pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id)).ignore();
+                }
+            }
+        }
+        for key in streams {
+            pipe.cmd("PEXPIRE").arg(key).arg(self.keep_ms).ignore();
+        }
+        let sent: redis::RedisResult<()> = pipe.query_async(&mut self.redis).await;
+        if let Err(e) = sent {
+            self.lose(&commands, &e);
+        }
+    }
+
+    /// Ends the answers whose events Redis did not take.
+    fn lose(&mut self, commands: &[Command], error: &redis::RedisError) {
+        let lost: HashSet<MessageId> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Append { event, .. } => event.message_id(),
+                Command::Release { .. } => None,
+            })
+            .collect();
+        warn!(error = %error, answers = lost.len(), "answer events not logged to Redis: ending those answers");
+        metrics::counter!("postchat_cluster_log_failures_total").increment(1);
+        for answer in self.inflight.local() {
+            if lost.contains(&answer.message_id) {
+                answer.lose();
+            }
+        }
+        for id in &lost {
+            self.open.remove(id);
+            self.deferred.remove(id);
+        }
+    }
+}
+
+/// Joins `event` into `command` when both are tokens of the same answer, the new ones next.
+fn coalesce(command: &mut Command, event: &LoggedEvent) -> bool {
+    let (Command::Append { event: LoggedEvent::Tokens { m, t, seq, count }, .. }, LoggedEvent::Tokens { m: m2, t: t2, seq: seq2, count: count2 }) =
+        (command, event)
+    else {
+        return false;
+    };
+    if m != m2 || *seq + count2 != *seq2 {
+        return false;
+    }
+    t.push_str(t2);
+    *seq = *seq2;
+    *count += count2;
+    true
+}

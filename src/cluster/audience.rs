@@ -1,0 +1,48 @@
+//! The audience of an answer generated here in cluster mode: the sockets here, as in one
+//! process, and the session's stream, for the sockets of every other process.
+
+use std::sync::Arc;
+
+use super::logged_event::LoggedEvent;
+use super::Cluster;
+use crate::chat::{AnswerAudience, AnswerEvent, InFlightAnswers};
+use crate::domain::SessionId;
+
+/// Delivers to the local rooms and logs to the session's stream.
+pub struct ClusterAudience {
+    local: Arc<dyn AnswerAudience>,
+    cluster: Arc<Cluster>,
+    /// To find a starting answer's message and key, which go into its logged start.
+    inflight: Arc<InFlightAnswers>,
+}
+
+impl ClusterAudience {
+    pub fn new(local: Arc<dyn AnswerAudience>, cluster: Arc<Cluster>, inflight: Arc<InFlightAnswers>) -> Self {
+        Self { local, cluster, inflight }
+    }
+}
+
+impl AnswerAudience for ClusterAudience {
+    fn deliver(&self, event: AnswerEvent<'_>) {
+        let session_id = event.session_id();
+        let logged = match &event {
+            AnswerEvent::Start { .. } => {
+                let answer = self.inflight.get(session_id);
+                let claim = answer.as_ref().map(|a| (&a.client_message_id, a.user_message.as_str()));
+                LoggedEvent::of(&event, claim)
+            }
+            _ => LoggedEvent::of(&event, None),
+        };
+        self.local.deliver(event);
+        self.cluster.log().append(session_id, logged);
+    }
+
+    fn session_updated(&self, session_id: SessionId, title: &str) {
+        self.local.session_updated(session_id, title);
+        self.cluster.log().append(session_id, LoggedEvent::Title { title: title.to_owned() });
+    }
+
+    fn watchers(&self, session_id: SessionId) -> usize {
+        self.local.watchers(session_id)
+    }
+}

@@ -1,0 +1,421 @@
+//! Follows the sessions this process's sockets watch: one task reads their Redis streams (and
+//! this process's control stream) with one blocking `XREAD`, each from the position it
+//! delivered last, so the events of answers generated elsewhere reach the sockets here in
+//! order, without gap or double, and a slow read catches up rather than loses anything.
+//!
+//! The answer in flight in a followed session is mirrored in [`InFlightAnswers`], fed only by
+//! this task, so `chat:join` here snapshots it exactly as it does a local answer: every token is
+//! in the snapshot or delivered after it. Starting to follow a session reads its stream back to
+//! the start of its answer in flight (the catch-up), before the join snapshots it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::lease::LeaseHolder;
+use super::logged_event::LoggedEvent;
+use super::{Cluster, LEASE_TTL, RENEW_EVERY};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, InFlightAnswers, Origin};
+use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId};
+
+/// Longest a blocking read waits before the follower does its upkeep.
+const BLOCK_MS: u64 = 1_000;
+/// Entries taken per stream per read.
+const READ_COUNT: usize = 1_024;
+/// A session nobody here has watched for this long is no longer followed.
+const UNFOLLOW_AFTER: Duration = Duration::from_secs(5);
+/// Longest `chat:join` waits for the catch-up.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The handle the chat layer uses: follow a session before a socket here watches it.
+pub struct Follower {
+    cluster: Arc<Cluster>,
+    requests: mpsc::UnboundedSender<(SessionId, Option<oneshot::Sender<()>>)>,
+    /// Sessions caught up and followed (a join needs no catch-up for them).
+    followed: Arc<Mutex<HashSet<SessionId>>>,
+}
+
+impl Follower {
+    pub(super) fn start(
+        cluster: Arc<Cluster>,
+        inflight: Arc<InFlightAnswers>,
+        audience: Arc<dyn AnswerAudience>,
+    ) -> Arc<Self> {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let followed = Arc::new(Mutex::new(HashSet::new()));
+        let reader = Reader {
+            cluster: cluster.clone(),
+            inflight,
+            audience,
+            requests: rx,
+            followed: followed.clone(),
+            positions: HashMap::new(),
+            unwatched_since: HashMap::new(),
+            control_position: "$".to_owned(),
+            last_upkeep: Instant::now(),
+        };
+        tokio::spawn(reader.run());
+        Arc::new(Self { cluster, requests, followed })
+    }
+
+    fn is_followed(&self, session_id: SessionId) -> bool {
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).contains(&session_id)
+    }
+
+    /// Follows the session and returns once this process has caught up with its stream (the
+    /// snapshot a join takes next is then exact).
+    pub async fn follow(&self, session_id: SessionId) -> Result<(), ChatError> {
+        if self.is_followed(session_id) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let _ = self.requests.send((session_id, Some(tx)));
+        self.wake().await?;
+        match tokio::time::timeout(FOLLOW_TIMEOUT, rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ChatError::ClusterUnavailable),
+        }
+    }
+
+    /// Follows the session from now on without waiting (a socket joined its room by sending
+    /// a message: later answers from other processes must reach it too).
+    pub fn follow_soon(self: &Arc<Self>, session_id: SessionId) {
+        if self.is_followed(session_id) {
+            return;
+        }
+        let _ = self.requests.send((session_id, None));
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.wake().await;
+        });
+    }
+
+    /// Ends the follower's blocking read at once (it reads this process's control stream).
+    async fn wake(&self) -> Result<(), ChatError> {
+        let sent: redis::RedisResult<String> = control_entry(&self.cluster, &self.cluster.id, "wake", "")
+            .query_async(&mut self.cluster.redis())
+            .await;
+        self.cluster.record(sent.is_ok());
+        sent.map(drop).map_err(|_| ChatError::ClusterUnavailable)
+    }
+}
+
+/// `XADD` to a process's control stream (kept short: it only carries requests in transit).
+fn control_entry(cluster: &Cluster, process: &str, field: &str, value: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(cluster.keys.control(process)).arg("MAXLEN").arg("~").arg(1_000).arg("*").arg(field).arg(value);
+    cmd
+}
+
+/// Asks `holder`'s process to stop its answer in `session_id`.
+pub(super) async fn request_stop(
+    cluster: &Cluster,
+    session_id: SessionId,
+    holder: &LeaseHolder,
+) -> redis::RedisResult<()> {
+    let value = format!("{session_id} {}", holder.message_id);
+    let _: String = control_entry(cluster, &holder.process, "stop", &value).query_async(&mut cluster.redis()).await?;
+    Ok(())
+}
+
+/// The reading task's state.
+struct Reader {
+    cluster: Arc<Cluster>,
+    inflight: Arc<InFlightAnswers>,
+    audience: Arc<dyn AnswerAudience>,
+    requests: mpsc::UnboundedReceiver<(SessionId, Option<oneshot::Sender<()>>)>,
+    followed: Arc<Mutex<HashSet<SessionId>>>,
+    /// Per followed session, the id of the last entry delivered.
+    positions: HashMap<SessionId, String>,
+    unwatched_since: HashMap<SessionId, Instant>,
+    control_position: String,
+    last_upkeep: Instant,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        loop {
+            let connected = self.cluster.dedicated(Duration::from_millis(BLOCK_MS + 2_000)).await;
+            let outcome = match connected {
+                Ok(mut conn) => self.follow_all(&mut conn).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = outcome {
+                self.cluster.record(false);
+                warn!(error = %e, "cluster follower lost Redis: ending mirrored answers, reconnecting");
+                self.end_mirrors();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+
+    /// Catches up with every followed session, then reads until Redis fails.
+    async fn follow_all(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        if self.control_position == "$" {
+            // A fixed position, so requests sent between two reads are not skipped.
+            let control = self.cluster.keys.control(&self.cluster.id);
+            let last: StreamRangeReply =
+                redis::cmd("XREVRANGE").arg(control).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+            self.control_position = last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        }
+        let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
+        for session_id in sessions {
+            self.catch_up(conn, session_id).await?;
+        }
+        self.cluster.record(true);
+        loop {
+            self.take_requests(conn).await?;
+            if self.last_upkeep.elapsed() >= RENEW_EVERY {
+                self.upkeep(conn).await?;
+            }
+            self.read(conn).await?;
+        }
+    }
+
+    /// Starts following the sessions asked for.
+    async fn take_requests(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        while let Ok((session_id, reply)) = self.requests.try_recv() {
+            if !self.positions.contains_key(&session_id) {
+                self.catch_up(conn, session_id).await?;
+                self.unwatched_since.insert(session_id, Instant::now());
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the session's stream back to its answer in flight, mirrors that answer, and
+    /// follows the session from the stream's last entry.
+    async fn catch_up(&mut self, conn: &mut MultiplexedConnection, session_id: SessionId) -> redis::RedisResult<()> {
+        let tail = read_tail(conn, &self.cluster.keys.events(session_id)).await?;
+        self.inflight.forget_mirror(session_id, None);
+        if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id) {
+            let claim = crate::chat::Claim {
+                session_id,
+                message_id: open.message_id,
+                intent: open.intent,
+                client_message_id: open.client_message_id,
+                user_message: open.user_message,
+            };
+            self.inflight.mirror(claim, open.origin, open.text, open.tokens);
+        }
+        self.positions.insert(session_id, tail.top);
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
+        Ok(())
+    }
+
+    /// One blocking read of the control stream and every followed session's stream.
+    async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        let control = self.cluster.keys.control(&self.cluster.id);
+        let followed: Vec<(SessionId, String)> = self.positions.iter().map(|(s, p)| (*s, p.clone())).collect();
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
+        let keys: HashMap<String, SessionId> =
+            followed.iter().map(|(s, _)| (self.cluster.keys.events(*s), *s)).collect();
+        for (session_id, _) in &followed {
+            cmd.arg(self.cluster.keys.events(*session_id));
+        }
+        cmd.arg(&self.control_position);
+        for (_, position) in &followed {
+            cmd.arg(position);
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            if stream.key == control {
+                self.control(&stream.ids);
+            } else if let Some(&session_id) = keys.get(&stream.key) {
+                self.deliver(session_id, &stream.ids);
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out requests from other processes (stop an answer generated here).
+    fn control(&mut self, entries: &[StreamId]) {
+        for entry in entries {
+            self.control_position.clone_from(&entry.id);
+            let Some(value) = entry.get::<String>("stop") else { continue };
+            let mut parts = value.split(' ');
+            let (Some(Ok(session_id)), Some(Ok(message_id))) =
+                (parts.next().map(SessionId::parse), parts.next().map(MessageId::parse))
+            else {
+                continue;
+            };
+            if let Some(answer) = self.inflight.get(session_id) {
+                if answer.message_id == message_id && answer.origin == Origin::Here {
+                    info!(%message_id, "stopping an answer at another process's request");
+                    answer.stop();
+                }
+            }
+        }
+    }
+
+    /// Delivers a followed session's new entries to the sockets here (entries this process
+    /// logged itself were delivered when generated).
+    fn deliver(&mut self, session_id: SessionId, entries: &[StreamId]) {
+        for entry in entries {
+            if let Some(position) = self.positions.get_mut(&session_id) {
+                position.clone_from(&entry.id);
+            }
+            let Some((origin, event)) = decode(entry) else { continue };
+            if origin == self.cluster.id {
+                continue;
+            }
+            self.apply(session_id, origin, &event);
+        }
+    }
+
+    fn apply(&self, session_id: SessionId, origin: String, event: &LoggedEvent) {
+        match event {
+            LoggedEvent::Start { m, i, c, u } => {
+                let claim = crate::chat::Claim {
+                    session_id,
+                    message_id: *m,
+                    intent: *i,
+                    client_message_id: c.clone(),
+                    user_message: u.clone(),
+                };
+                self.inflight.mirror(claim, origin, String::new(), 0);
+            }
+            LoggedEvent::Tokens { m, t, seq, count } => {
+                if let Some(answer) = self.inflight.get(session_id).filter(|a| a.message_id == *m) {
+                    let audience = &*self.audience;
+                    let deliver = || event.deliver(session_id, audience);
+                    if !answer.append_logged(t, *seq, *count, deliver) {
+                        error!(message_id = %m, seq, "tokens out of order in the answer stream: not delivered");
+                    }
+                    return;
+                }
+            }
+            event if event.is_terminal() => self.inflight.forget_mirror(session_id, event.message_id()),
+            _ => {}
+        }
+        event.deliver(session_id, &*self.audience);
+    }
+
+    /// Stops following sessions nobody here watches; tells Redis which ones are watched here
+    /// (an answer elsewhere is cancelled only when no process watches it).
+    async fn upkeep(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        self.last_upkeep = Instant::now();
+        let deadline = super::now_ms() + LEASE_TTL.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
+        for session_id in sessions {
+            let key = self.cluster.keys.watchers(session_id);
+            if self.audience.watchers(session_id) > 0 {
+                self.unwatched_since.remove(&session_id);
+                pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id).ignore();
+                pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
+                continue;
+            }
+            let since = *self.unwatched_since.entry(session_id).or_insert_with(Instant::now);
+            if since.elapsed() >= UNFOLLOW_AFTER {
+                self.unfollow(session_id);
+                pipe.cmd("ZREM").arg(&key).arg(&self.cluster.id).ignore();
+            }
+        }
+        pipe.cmd("SET").arg(self.cluster.keys.alive(&self.cluster.id)).arg(1).arg("PX").arg(LEASE_TTL.as_millis() as u64).ignore();
+        pipe.query_async::<()>(conn).await
+    }
+
+    fn unfollow(&mut self, session_id: SessionId) {
+        self.positions.remove(&session_id);
+        self.unwatched_since.remove(&session_id);
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
+        self.inflight.forget_mirror(session_id, None);
+    }
+
+    /// Redis is gone: the answers mirrored here cannot be followed any more. Their watchers
+    /// here are told (`CLUSTER_UNAVAILABLE`, retryable); a join after Redis is back catches up.
+    fn end_mirrors(&mut self) {
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for session_id in self.inflight.mirrored_sessions() {
+            let Some(answer) = self.inflight.get(session_id) else { continue };
+            self.inflight.forget_mirror(session_id, Some(answer.message_id));
+            let event =
+                AnswerEvent::Failed { session_id, message_id: answer.message_id, error: &ChatError::ClusterUnavailable };
+            self.audience.deliver(event);
+        }
+    }
+}
+
+/// The origin process and the event of a stream entry.
+fn decode(entry: &StreamId) -> Option<(String, LoggedEvent)> {
+    let origin = entry.get::<String>("o")?;
+    let json = entry.get::<String>("e")?;
+    match serde_json::from_str(&json) {
+        Ok(event) => Some((origin, event)),
+        Err(e) => {
+            error!(error = %e, id = %entry.id, "unreadable answer stream entry skipped");
+            None
+        }
+    }
+}
+
+/// What a session's stream ends with.
+pub(super) struct Tail {
+    /// The last entry's id (`0-0` for an empty stream): reading from here misses nothing.
+    pub top: String,
+    /// The answer in flight, when the stream's last answer has not ended.
+    pub open: Option<OpenAnswer>,
+}
+
+/// An answer in flight as its stream holds it so far.
+pub(super) struct OpenAnswer {
+    pub origin: String,
+    pub message_id: MessageId,
+    pub intent: IntentType,
+    pub client_message_id: Option<ClientMessageId>,
+    pub user_message: String,
+    pub text: String,
+    pub tokens: u64,
+}
+
+/// Reads a session's stream backwards to its last answer's start or end.
+pub(super) async fn read_tail(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+) -> redis::RedisResult<Tail> {
+    let mut top = None;
+    let mut tokens: Vec<(String, u64)> = Vec::new();
+    let mut end = "+".to_owned();
+    loop {
+        let page: StreamRangeReply =
+            redis::cmd("XREVRANGE").arg(key).arg(&end).arg("-").arg("COUNT").arg(512).query_async(conn).await?;
+        let Some(last) = page.ids.last() else { break };
+        end = format!("({}", last.id);
+        for entry in &page.ids {
+            top.get_or_insert_with(|| entry.id.clone());
+            let Some((origin, event)) = decode(entry) else { continue };
+            match event {
+                LoggedEvent::Tokens { t, seq, .. } => tokens.push((t, seq)),
+                LoggedEvent::Start { m, i, c, u } => {
+                    let text: String = tokens.iter().rev().map(|(t, _)| t.as_str()).collect();
+                    let count = tokens.first().map_or(0, |(_, seq)| seq + 1);
+                    let open = OpenAnswer {
+                        origin,
+                        message_id: m,
+                        intent: i,
+                        client_message_id: c,
+                        user_message: u,
+                        text,
+                        tokens: count,
+                    };
+                    return Ok(Tail { top: top.unwrap_or_default(), open: Some(open) });
+                }
+                event if event.is_terminal() => {
+                    return Ok(Tail { top: top.unwrap_or_default(), open: None });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Tail { top: top.unwrap_or_else(|| "0-0".to_owned()), open: None })
+}

@@ -1,0 +1,71 @@
+//! The Redis keys of cluster mode, all under one prefix (`REDIS_PREFIX`), so several
+//! deployments (or test runs) can share a Redis.
+
+use crate::domain::{SessionId, UserId};
+
+/// Key names.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    /// The stream of a session's answer events (every process watching it reads it).
+    pub fn events(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:events", self.prefix)
+    }
+
+    /// The lease of the answer a session has in flight (one per session).
+    pub fn lease(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:answer", self.prefix)
+    }
+
+    /// Every lease with its deadline, for the sweeper.
+    pub fn leases(&self) -> String {
+        format!("{}:answers", self.prefix)
+    }
+
+    /// The processes with sockets watching a session, each with a deadline.
+    pub fn watchers(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:watchers", self.prefix)
+    }
+
+    /// A process's control stream: stop requests from other processes.
+    pub fn control(&self, process: &str) -> String {
+        format!("{}:process:{process}:control", self.prefix)
+    }
+
+    /// The version of a session (bumped on every change: the caches' check).
+    pub fn session_version(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:version", self.prefix)
+    }
+
+    /// The version of a user's preferences.
+    pub fn preferences_version(&self, user: &UserId) -> String {
+        format!("{}:user:{}:preferences-version", self.prefix, user.as_str())
+    }
+
+    /// A rate limit's state for one key (GCRA's theoretical arrival time).
+    pub fn rate(&self, limit: &str, key: &str) -> String {
+        format!("{}:rate:{limit}:{key}", self.prefix)
+    }
+
+    /// The open sockets (or connections) counted against one key.
+    pub fn open(&self, what: &str, key: &str) -> String {
+        format!("{}:open:{what}:{key}", self.prefix)
+    }
+
+    /// A process's heartbeat (what it counts in [`open`](Self::open) sets dies with it).
+    pub fn alive(&self, process: &str) -> String {
+        format!("{}:process:{process}:alive", self.prefix)
+    }
+
+    /// Model tokens a user spent on one day.
+    pub fn tokens_spent(&self, user: &UserId, day: &str) -> String {
+        format!("{}:user:{}:tokens:{day}", self.prefix, user.as_str())
+    }
+}

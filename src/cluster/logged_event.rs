@@ -1,0 +1,137 @@
+//! An answer's event as its session's Redis stream holds it: the `AnswerEvent` of the process
+//! that generated it, owned, in JSON (field `e` of the stream entry; field `o` is the process).
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ErrorCode};
+use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId, SocialPost};
+
+/// One entry of a session's stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "k")]
+pub enum LoggedEvent {
+    /// `chat:stream:start`, with what a retry on another process is compared with.
+    #[serde(rename = "start")]
+    Start { m: MessageId, i: IntentType, c: Option<ClientMessageId>, u: String },
+    /// `count` tokens concatenated, the last numbered `seq`.
+    #[serde(rename = "tokens")]
+    Tokens { m: MessageId, t: String, seq: u64, count: u64 },
+    #[serde(rename = "waiting")]
+    Waiting { m: MessageId, ms: u64 },
+    #[serde(rename = "end")]
+    End { m: MessageId, i: IntentType, content: String, stopped: bool, cut: bool },
+    #[serde(rename = "posts")]
+    Posts { m: MessageId, content: String, posts: Vec<SocialPost> },
+    #[serde(rename = "failed")]
+    Failed { m: MessageId, code: ErrorCode, message: String, retry_after_ms: Option<u64> },
+    /// `chat:session:updated` (the session was named).
+    #[serde(rename = "title")]
+    Title { title: String },
+}
+
+impl LoggedEvent {
+    /// The event as logged. `user_message` and `client_message_id` go with a `Start`.
+    pub fn of(event: &AnswerEvent<'_>, claim: Option<(&Option<ClientMessageId>, &str)>) -> Self {
+        match *event {
+            AnswerEvent::Start { message_id, intent, .. } => {
+                let (c, u) = claim.map_or((None, String::new()), |(c, u)| (c.clone(), u.to_owned()));
+                LoggedEvent::Start { m: message_id, i: intent, c, u }
+            }
+            AnswerEvent::Token { message_id, token, seq, count, .. } => {
+                LoggedEvent::Tokens { m: message_id, t: token.to_owned(), seq, count }
+            }
+            AnswerEvent::Waiting { message_id, retry_after, .. } => LoggedEvent::Waiting {
+                m: message_id,
+                ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            },
+            AnswerEvent::End { message_id, intent, content, stopped, cut, .. } => {
+                LoggedEvent::End { m: message_id, i: intent, content: content.to_owned(), stopped, cut }
+            }
+            AnswerEvent::SocialGenerated { message_id, content, posts, .. } => {
+                LoggedEvent::Posts { m: message_id, content: content.to_owned(), posts: posts.to_vec() }
+            }
+            AnswerEvent::Failed { message_id, error, .. } => LoggedEvent::Failed {
+                m: message_id,
+                code: error.code(),
+                message: error.client_message(),
+                retry_after_ms: error.retry_after_ms(),
+            },
+        }
+    }
+
+    /// The answer it belongs to (`None` for a session event).
+    pub fn message_id(&self) -> Option<MessageId> {
+        match self {
+            LoggedEvent::Start { m, .. }
+            | LoggedEvent::Tokens { m, .. }
+            | LoggedEvent::Waiting { m, .. }
+            | LoggedEvent::End { m, .. }
+            | LoggedEvent::Posts { m, .. }
+            | LoggedEvent::Failed { m, .. } => Some(*m),
+            LoggedEvent::Title { .. } => None,
+        }
+    }
+
+    /// True for an answer's last event.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, LoggedEvent::End { .. } | LoggedEvent::Posts { .. } | LoggedEvent::Failed { .. })
+    }
+
+    /// Delivers it to this process's sockets watching `session_id`.
+    pub fn deliver(&self, session_id: SessionId, audience: &dyn AnswerAudience) {
+        let event = match self {
+            LoggedEvent::Title { title } => return audience.session_updated(session_id, title),
+            LoggedEvent::Start { m, i, .. } => AnswerEvent::Start { session_id, message_id: *m, intent: *i },
+            LoggedEvent::Tokens { m, t, seq, count } => {
+                AnswerEvent::Token { session_id, message_id: *m, token: t, seq: *seq, count: *count }
+            }
+            LoggedEvent::Waiting { m, ms } => AnswerEvent::Waiting {
+                session_id,
+                message_id: *m,
+                retry_after: std::time::Duration::from_millis(*ms),
+            },
+            LoggedEvent::End { m, i, content, stopped, cut } => AnswerEvent::End {
+                session_id,
+                message_id: *m,
+                intent: *i,
+                content,
+                stopped: *stopped,
+                cut: *cut,
+            },
+            LoggedEvent::Posts { m, content, posts } => {
+                AnswerEvent::SocialGenerated { session_id, message_id: *m, content, posts }
+            }
+            LoggedEvent::Failed { m, code, message, retry_after_ms } => {
+                let error =
+                    ChatError::Relayed { code: *code, message: message.clone(), retry_after_ms: *retry_after_ms };
+                return audience.deliver(AnswerEvent::Failed { session_id, message_id: *m, error: &error });
+            }
+        };
+        audience.deliver(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_survive_the_round_trip_through_json() {
+        let m = MessageId::new();
+        let events = [
+            LoggedEvent::Start { m, i: IntentType::Question, c: None, u: "why?".into() },
+            LoggedEvent::Tokens { m, t: "a b".into(), seq: 4, count: 2 },
+            LoggedEvent::Failed {
+                m,
+                code: ErrorCode::ClusterUnavailable,
+                message: "x".into(),
+                retry_after_ms: Some(5),
+            },
+            LoggedEvent::Title { title: "T".into() },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<LoggedEvent>(&json).unwrap(), event);
+        }
+    }
+}

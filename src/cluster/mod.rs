@@ -1,0 +1,206 @@
+//! Cluster mode (`REDIS_URL`): several server processes sharing one database and one Redis
+//! behave as one server (PROTOCOL.md, "Several processes"). docs/cluster.md has the design and
+//! why socketioxide's Redis adapter is not used.
+//!
+//! - [`answer_log`]: every event of an answer generated here is appended, in order, to its
+//!   session's Redis stream (batched, tokens coalesced).
+//! - [`follower`]: a process with sockets watching a session reads that stream from the
+//!   position it delivered last, so events reach them in order without gap or double, and
+//!   mirrors the answer in flight so `chat:join` here snapshots it `seq`-exact. It also reads
+//!   this process's control stream (stop requests from other processes).
+//! - [`lease`]: one answer per session across processes (a Redis lease its generator renews),
+//!   and the sweeper that stores a dead process's answers `interrupted`.
+//! - [`shared_limits`]: rate limits, sockets per user, connections and the daily token budget
+//!   counted in Redis, atomically (Lua).
+//! - [`cache_versions`]: a version per session and per user's preferences, checked on every
+//!   cache hit, so no process serves a copy another process has changed.
+//!
+//! Without `REDIS_URL` none of this exists and nothing needs Redis.
+
+mod answer_log;
+mod audience;
+
+mod follower;
+mod keys;
+mod lease;
+mod logged_event;
+
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tracing::{info, warn};
+
+use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers};
+use crate::domain::{ClientMessageId, MessageId, SessionId};
+
+pub use answer_log::AnswerLog;
+pub use audience::ClusterAudience;
+pub use follower::Follower;
+pub use keys::Keys;
+pub use lease::{Claimed, LeaseHolder};
+
+/// How long an answer's lease lives without renewal: a process dead for this long has its
+/// answers swept (stored `interrupted`, watchers told). Renewed every [`RENEW_EVERY`].
+pub const LEASE_TTL: Duration = Duration::from_secs(6);
+/// How often leases are renewed, watchers refreshed and expired leases swept.
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait for a Redis reply: Redis trouble is an error, never a hang.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// What the chat layer holds of cluster mode.
+#[derive(Clone)]
+pub struct Member {
+    pub cluster: Arc<Cluster>,
+    pub follower: Arc<Follower>,
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// This process's membership of the cluster: its Redis connection, its id, the key names.
+pub struct Cluster {
+    redis: ConnectionManager,
+    client: redis::Client,
+    /// This process's id, random per start.
+    pub id: String,
+    pub keys: Keys,
+    healthy: AtomicBool,
+    log: AnswerLog,
+}
+
+impl Cluster {
+    /// Connects to Redis (refusing to start when it cannot be reached) and starts the answer
+    /// log's writer. `answer_keep` is how long a session's stream outlives its last event.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        inflight: Arc<InFlightAnswers>,
+        answer_keep: Duration,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let mut redis = client.get_connection_manager_with_config(config).await?;
+        let _: String = redis::cmd("PING").query_async(&mut redis).await?;
+        let id = format!("{:016x}", rand::random::<u64>());
+        let keys = Keys::new(prefix);
+        let log = AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep);
+        info!(process = %id, prefix, "cluster mode: connected to Redis");
+        Ok(Arc::new(Self { redis, client, id, keys, healthy: AtomicBool::new(true), log }))
+    }
+
+    /// A connection that reconnects by itself (commands fail while Redis is away).
+    pub fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// The answer log: what the audience appends every event of a local answer to.
+    pub fn log(&self) -> &AnswerLog {
+        &self.log
+    }
+
+    /// Records whether the last Redis call worked (`/readyz`, and the log line on a change).
+    pub fn record(&self, ok: bool) {
+        let was = self.healthy.swap(ok, Ordering::AcqRel);
+        if was != ok {
+            if ok {
+                info!("Redis reachable again");
+            } else {
+                warn!("Redis unreachable");
+            }
+            metrics::gauge!("postchat_cluster_redis_up").set(if ok { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Pings Redis (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        let mut redis = self.redis();
+        let ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+        self.record(ok);
+        ok
+    }
+
+    /// Claims `session_id` for the answer `message_id` across processes.
+    pub async fn claim(
+        &self,
+        session_id: SessionId,
+        message_id: MessageId,
+        client_message_id: Option<&ClientMessageId>,
+    ) -> Result<Claimed, ChatError> {
+        let claimed = lease::claim(self, session_id, message_id, client_message_id).await;
+        self.record(claimed.is_ok());
+        claimed.map_err(|e| unavailable(&e))
+    }
+
+    /// Who holds the session's lease (the process generating its answer), if anyone.
+    pub async fn holder(&self, session_id: SessionId) -> Result<Option<LeaseHolder>, ChatError> {
+        let holder = lease::holder(self, session_id).await;
+        self.record(holder.is_ok());
+        holder.map_err(|e| unavailable(&e))
+    }
+
+    /// Asks the process `holder` names to stop the answer it generates.
+    pub async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<(), ChatError> {
+        let sent = follower::request_stop(self, session_id, holder).await;
+        self.record(sent.is_ok());
+        sent.map_err(|e| unavailable(&e))
+    }
+
+    /// Whether a socket on any other process watches the session (Redis trouble counts as
+    /// watched: an answer is not cancelled because the count could not be read).
+    pub async fn watched_elsewhere(&self, session_id: SessionId) -> bool {
+        let mut redis = self.redis();
+        let now = now_ms();
+        let watched: Result<u64, _> = redis::cmd("ZCOUNT")
+            .arg(self.keys.watchers(session_id))
+            .arg(now)
+            .arg("+inf")
+            .query_async(&mut redis)
+            .await;
+        self.record(watched.is_ok());
+        watched.map_or(true, |n| n > 0)
+    }
+
+    /// Starts the tasks of a member: the follower (reads the streams of watched sessions and
+    /// this process's control stream) and the lease keeper (renews, sweeps).
+    pub fn start(
+        self: &Arc<Self>,
+        inflight: Arc<InFlightAnswers>,
+        audience: Arc<dyn AnswerAudience>,
+        sessions: Arc<ChatSessionService>,
+    ) -> Arc<Follower> {
+        lease::spawn_keeper(self.clone(), inflight.clone(), sessions);
+        Follower::start(self.clone(), inflight, audience)
+    }
+
+    /// A plain connection of its own (the follower's blocking reads must not hold up the
+    /// shared connection).
+    async fn dedicated(&self, response_timeout: Duration) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+        self.client.get_multiplexed_async_connection_with_config(&config).await
+    }
+}
+
+/// `CLUSTER_UNAVAILABLE`, with the cause logged.
+fn unavailable(e: &redis::RedisError) -> ChatError {
+    warn!(error = %e, "Redis call failed");
+    ChatError::ClusterUnavailable
+}
+
+/// Wall-clock milliseconds (watcher deadlines; processes' clocks are assumed to agree to well
+/// under [`LEASE_TTL`]).
+fn now_ms() -> i64 {
+    crate::domain::now().timestamp_millis()
+}
