@@ -208,7 +208,19 @@ impl Reader {
         }
         self.positions.insert(session_id, tail.top);
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
-        Ok(())
+        // A socket here is about to watch it: counted across processes from now, not from the
+        // next upkeep.
+        let mut pipe = redis::pipe();
+        self.watched_here(&mut pipe, session_id);
+        pipe.query_async::<()>(conn).await
+    }
+
+    /// Tells Redis a socket here watches the session, until the next upkeep's renewal is due.
+    fn watched_here(&self, pipe: &mut redis::Pipeline, session_id: SessionId) {
+        let key = self.cluster.keys.watchers(session_id);
+        let deadline = super::now_ms() + LEASE_TTL.as_millis() as i64;
+        pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
     }
 
     /// One blocking read of the control stream and every followed session's stream.
@@ -304,21 +316,20 @@ impl Reader {
     /// (an answer elsewhere is cancelled only when no process watches it).
     async fn upkeep(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         self.last_upkeep = Instant::now();
-        let deadline = super::now_ms() + LEASE_TTL.as_millis() as i64;
         let mut pipe = redis::pipe();
         let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
         for session_id in sessions {
             let key = self.cluster.keys.watchers(session_id);
             if self.audience.watchers(session_id) > 0 {
                 self.unwatched_since.remove(&session_id);
-                pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id).ignore();
-                pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
+                self.watched_here(&mut pipe, session_id);
                 continue;
             }
+            // Not watched here from now on; still followed a while (a reconnecting tab).
+            pipe.cmd("ZREM").arg(&key).arg(&self.cluster.id).ignore();
             let since = *self.unwatched_since.entry(session_id).or_insert_with(Instant::now);
             if since.elapsed() >= UNFOLLOW_AFTER {
                 self.unfollow(session_id);
-                pipe.cmd("ZREM").arg(&key).arg(&self.cluster.id).ignore();
             }
         }
         pipe.cmd("SET").arg(self.cluster.keys.alive(&self.cluster.id)).arg(1).arg("PX").arg(LEASE_TTL.as_millis() as u64).ignore();

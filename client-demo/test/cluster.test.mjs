@@ -1,0 +1,225 @@
+// Cluster mode (REDIS_URL): several real processes sharing one PostgreSQL database and one
+// redis-server of the test's own, with clients on different processes as a balancer spreads
+// them (PROTOCOL.md, "Several processes").
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
+import { samplePost } from "./helpers/server.mjs";
+import { startProcesses } from "./helpers/processes.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const question = "How does Rust keep idle connections cheap and what does Tokio do?";
+
+/** Token events cover every `seq` from 0 exactly once; returns their text. */
+function assertGapless(tokens, who) {
+  let next = 0;
+  for (const t of tokens) {
+    assert.equal(t.seq - (t.count ?? 1) + 1, next, `${who}: no gap, no double at seq ${t.seq}`);
+    next = t.seq + 1;
+  }
+  return tokens.map((t) => t.token).join("");
+}
+
+const tokensOf = (events) => events.filter((e) => e.name === "chat:stream:token").map((e) => e.payload);
+
+async function history(url, token, sessionId) {
+  return (await api(url, token, "GET", `/api/sessions/${sessionId}/messages`)).body.messages;
+}
+
+/** Polls `check` every 100 ms until it returns a truthy value, for up to `ms`. */
+async function eventually(check, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await sleep(100);
+  }
+}
+
+/** Starts processes for one test and stops them after; skips when PostgreSQL is missing outside CI. */
+async function withProcesses(t, count, env, body) {
+  const cluster = await startProcesses(count, { env });
+  if (!cluster) return t.skip("PostgreSQL unreachable");
+  try {
+    await body(cluster);
+  } finally {
+    await cluster.stop();
+  }
+}
+
+test("every event of an answer reaches the session's sockets on every process, gapless, in order", async (t) => {
+  await withProcesses(t, 3, { LOCAL_AI_PACING_MS: "5" }, async (cluster) => {
+    const [a, b, c] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const sender = await connect(a.url, token);
+    const watchers = await Promise.all([connect(b.url, token), connect(c.url, token)]);
+    for (const w of watchers) assert.equal((await request(w, "chat:join", { sessionId: session.id })).ok, true);
+    const titled = watchers.map((w) => new Promise((resolve) => w.once("chat:session:updated", resolve)));
+    const watched = watchers.map((w) => collectAnswer(w));
+    const answer = await ask(sender, session.id, question);
+    assert.equal(answer.terminal.name, "chat:stream:end");
+    const content = answer.terminal.payload.content;
+    assert.equal(assertGapless(answer.tokens, "sender"), content);
+    for (const [i, w] of watched.entries()) {
+      const events = await w.finished;
+      assert.deepEqual(
+        events.map((e) => e.name).filter((n) => n !== "chat:stream:token"),
+        ["chat:stream:start", "chat:stream:end"],
+        `watcher ${i}: start, tokens, end`,
+      );
+      assert.equal(events[0].payload.messageId, answer.ack.messageId);
+      assert.equal(assertGapless(tokensOf(events), `watcher ${i}`), content);
+      assert.equal(events.at(-1).payload.content, content);
+    }
+    const titles = await Promise.all(titled);
+    assert.ok(titles.every((u) => u.sessionId === session.id && u.title.length > 0), "chat:session:updated everywhere");
+    [sender, ...watchers].forEach((s) => s.close());
+  });
+});
+
+test("one answer per session across processes: BUSY elsewhere, and a clientMessageId retry elsewhere is the same message", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "40" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    const payload = { sessionId: session.id, content: question, clientMessageId: "key-1" };
+    const running = collectAnswer(onA);
+    const first = await request(onA, "chat:message", payload);
+    assert.equal(first.ok, true);
+    running.setMessageId(first.messageId);
+    const busy = await request(onB, "chat:message", { sessionId: session.id, content: "And what about the scheduler?" });
+    assert.equal(busy.ok, false);
+    assert.equal(busy.error.code, "BUSY");
+    const retry = await request(onB, "chat:message", payload);
+    assert.deepEqual([retry.ok, retry.messageId, retry.duplicate], [true, first.messageId, true]);
+    const conflict = await request(onB, "chat:message", { ...payload, content: "something else entirely?" });
+    assert.equal(conflict.error?.code, "CONFLICT");
+    await running.finished;
+    // Once it ended, the other process takes the session's next message.
+    const next = await ask(onB, session.id, "What does it say about the scheduler?");
+    assert.equal(next.terminal.name, "chat:stream:end");
+    assert.equal((await history(b.url, token, session.id)).length, 2);
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("chat:stop on another process stops the answer where it is generated, within a second", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const watched = collectAnswer(onB);
+    const answer = collectAnswer(onA);
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    answer.setMessageId(ack.messageId);
+    await new Promise((r) => onB.once("chat:stream:token", r));
+    const asked = Date.now();
+    const stop = await request(onB, "chat:stop", { sessionId: session.id });
+    assert.deepEqual(stop, { ok: true, stopped: true });
+    const [mine, theirs] = await Promise.all([answer.finished, watched.finished]);
+    const took = Date.now() - asked;
+    assert.ok(took < 1000, `stopped within a second (took ${took} ms)`);
+    for (const events of [mine, theirs]) {
+      assert.equal(events.at(-1).name, "chat:stream:end");
+      assert.equal(events.at(-1).payload.stopped, true);
+    }
+    const stored = (await history(b.url, token, session.id))[0];
+    assert.equal(stored.status, "stopped");
+    assert.equal(stored.aiResponse, mine.at(-1).payload.content);
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("chat:join on another process mid-answer acks inFlight exactly and the live tokens follow from seq + 1", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "30" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const onA = await connect(a.url, token);
+    const answer = collectAnswer(onA);
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    answer.setMessageId(ack.messageId);
+    // Let a few tokens go by, then join from a socket on the other process.
+    for (let i = 0; i < 5; i++) await new Promise((r) => onA.once("chat:stream:token", r));
+    const onB = await connect(b.url, token);
+    const live = collectAnswer(onB);
+    live.setMessageId(ack.messageId);
+    const joined = await request(onB, "chat:join", { sessionId: session.id });
+    assert.equal(joined.ok, true);
+    const inFlight = joined.inFlight;
+    assert.equal(inFlight.messageId, ack.messageId);
+    assert.ok(inFlight.seq >= 4, `tokens so far are in the snapshot (seq ${inFlight.seq})`);
+    const events = await live.finished;
+    const tokens = tokensOf(events);
+    assert.equal(tokens[0].seq - (tokens[0].count ?? 1) + 1, inFlight.seq + 1, "live tokens start at seq + 1");
+    let next = inFlight.seq + 1;
+    for (const tk of tokens) {
+      assert.equal(tk.seq - (tk.count ?? 1) + 1, next, "no gap, no double");
+      next = tk.seq + 1;
+    }
+    const full = (await answer.finished).at(-1).payload.content;
+    assert.equal(inFlight.content + tokens.map((tk) => tk.token).join(""), full);
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("an answer is not cancelled while a socket on another process watches it", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "150", WATCH_GRACE_SECS: "1" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const watched = collectAnswer(onB);
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    watched.setMessageId(ack.messageId);
+    onA.close(); // nobody watches on the generating process any more
+    const events = await watched.finished;
+    assert.equal(events.at(-1).name, "chat:stream:end");
+    assert.notEqual(events.at(-1).payload.stopped, true);
+    assert.equal((await history(b.url, token, session.id))[0].status, "complete");
+
+    // With nobody watching anywhere, it is cancelled after the grace period.
+    const again = await request(onB, "chat:message", { sessionId: session.id, content: question });
+    onB.close();
+    const stored = await eventually(
+      async () => (await history(b.url, token, session.id)).find((m) => m.id === again.messageId && m.status !== "streaming"),
+      15_000,
+      "the unwatched answer ends",
+    );
+    assert.equal(stored.status, "interrupted");
+  });
+});
+
+test("a process killed mid-answer: another stores it interrupted within 15 s, tells its watchers, frees the session", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const watched = collectAnswer(onB);
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    watched.setMessageId(ack.messageId);
+    for (let i = 0; i < 3; i++) await new Promise((r) => onB.once("chat:stream:token", r));
+    const killed = Date.now();
+    a.process.kill("SIGKILL");
+    const events = await watched.finished;
+    const took = Date.now() - killed;
+    assert.ok(took < 15_000, `told within 15 s (took ${took} ms)`);
+    const terminal = events.at(-1);
+    assert.equal(terminal.name, "chat:error");
+    assert.equal(terminal.payload.code, "SERVER_SHUTDOWN");
+    const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
+    assert.equal(stored.status, "interrupted");
+    assert.equal(stored.aiResponse, assertGapless(tokensOf(events), "watcher"), "the text its watchers saw is stored");
+    const next = await ask(onB, session.id, "What does it say about the scheduler?");
+    assert.equal(next.terminal.name, "chat:stream:end", "the session takes a new message");
+    onB.close();
+  });
+});
