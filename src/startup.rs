@@ -114,9 +114,9 @@ impl Application {
         let chat = ChatServices::new(&config, store.clone());
         let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
-        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster);
+        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster.clone());
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
-        let http_state = http_state(&config, chat, keys.clone())?;
+        let http_state = http_state(&config, chat, keys.clone(), cluster)?;
         let router = with_request_layers(
             http::router(http_state, config.streams.max_payload_bytes).layer(socket_layer),
             &config,
@@ -381,7 +381,12 @@ impl ChatServices {
     }
 }
 
-fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result<HttpState, StartupError> {
+fn http_state(
+    config: &Config,
+    chat: ChatServices,
+    keys: Arc<JwtKeys>,
+    cluster: Option<Arc<Cluster>>,
+) -> Result<HttpState, StartupError> {
     let policy =
         AddressPolicy::parse(&config.post_fetch.post_fetch_allow).map_err(StartupError::FetchAllow)?;
     let proxy = match &config.post_fetch.post_fetch_proxy {
@@ -415,6 +420,7 @@ fn http_state(config: &Config, chat: ChatServices, keys: Arc<JwtKeys>) -> Result
         keys,
         dev_tokens: config.dev_mode(),
         quotas: Arc::new(quotas),
+        cluster,
     })
 }
 

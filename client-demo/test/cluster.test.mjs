@@ -223,3 +223,57 @@ test("a process killed mid-answer: another stores it interrupted within 15 s, te
     onB.close();
   });
 });
+
+async function ready(url) {
+  const res = await fetch(`${url}/readyz`);
+  return { status: res.status, body: await res.json() };
+}
+
+test("Redis down: /readyz 503 and CLUSTER_UNAVAILABLE, never a hang; Redis back: every process recovers by itself", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const watched = collectAnswer(onB);
+    const answer = collectAnswer(onA);
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    answer.setMessageId(ack.messageId);
+    watched.setMessageId(ack.messageId);
+    for (let i = 0; i < 3; i++) await new Promise((r) => onB.once("chat:stream:token", r));
+
+    await cluster.redis.stop();
+    // The answer in flight cannot be followed any more: both sides are told, with a code.
+    const [mine, theirs] = await Promise.all([answer.finished, watched.finished]);
+    assert.equal(mine.at(-1).payload.code, "CLUSTER_UNAVAILABLE");
+    assert.equal(theirs.at(-1).payload.code, "CLUSTER_UNAVAILABLE");
+    assert.equal(mine.at(-1).payload.retryable, true);
+    for (const server of [a, b]) {
+      assert.deepEqual(await ready(server.url), { status: 503, body: { status: "redis unavailable" } });
+    }
+    const asked = Date.now();
+    const refused = await request(onB, "chat:message", { sessionId: session.id, content: "What does it say about the scheduler?" });
+    assert.equal(refused.error?.code, "CLUSTER_UNAVAILABLE");
+    assert.ok(Date.now() - asked < 5000, "refused promptly, not hung");
+    const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
+    assert.equal(stored.status, "error");
+
+    await cluster.redis.start();
+    for (const server of [a, b]) {
+      await eventually(async () => (await ready(server.url)).status === 200, 15_000, `${server.url} ready again`);
+    }
+    // Rooms across processes work again without a restart: the watcher on B, still in the
+    // session's room, gets the next answer generated on A.
+    const again = collectAnswer(onB);
+    const next = await eventually(async () => {
+      const reply = await ask(onA, session.id, "What does it say about the scheduler?");
+      return reply.ack.ok ? reply : null;
+    }, 15_000, "a message accepted again");
+    again.setMessageId(next.ack.messageId);
+    const events = await again.finished;
+    assert.equal(events.at(-1).name, "chat:stream:end");
+    assert.equal(assertGapless(tokensOf(events), "watcher after recovery"), next.terminal.payload.content);
+    [onA, onB].forEach((s) => s.close());
+  });
+});

@@ -12,15 +12,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers; 503 while it does not.
+/// The database (and in cluster mode Redis) answers; 503 while either does not.
 pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
-    match state.sessions.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })))
+    if let Err(e) = state.sessions.ping().await {
+        tracing::warn!(error = %e, "not ready");
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })));
+    }
+    if let Some(cluster) = &state.cluster {
+        if !cluster.ping().await {
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "redis unavailable" })));
         }
     }
+    (StatusCode::OK, Json(json!({ "status": "ready" })))
 }
 
 /// Prometheus text: sockets, events, answers, tokens, latencies, cache, database, errors.

@@ -41,6 +41,8 @@ pub struct HttpState {
     pub dev_tokens: bool,
     /// Per-user quotas on creating posts and sessions and on page fetches.
     pub quotas: Arc<WriteQuotas>,
+    /// Cluster mode's Redis (`/readyz` checks it too).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Per-user quotas on what HTTP writes create: posts, sessions, and pages fetched for posts
