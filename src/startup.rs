@@ -96,6 +96,8 @@ pub struct Application {
     controller: Arc<ChatController>,
     store: Arc<dyn Store>,
     grace: Duration,
+    /// Cluster mode: shutdown hands the sockets to the other processes first.
+    cluster: Option<Arc<Cluster>>,
     /// In dev mode, a token for user `demo`.
     pub demo_token: Option<String>,
 }
@@ -114,6 +116,7 @@ impl Application {
         let chat = ChatServices::new(&config, store.clone());
         let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
+        let cluster_handle = cluster.clone();
         let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster.clone());
         register_sockets(&config, &io, controller.clone(), limits, keys.clone());
         let http_state = http_state(&config, chat, keys.clone(), cluster)?;
@@ -131,6 +134,7 @@ impl Application {
             controller,
             store,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            cluster: cluster_handle,
             demo_token,
         })
     }
@@ -146,16 +150,31 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self { listener, router, connections, io, controller, store, grace, .. } = self;
+        let Self { listener, router, connections, io, controller, store, grace, cluster, .. } = self;
+        let listener_closed = tokio_util::sync::CancellationToken::new();
         let drained = {
-            let controller = controller.clone();
+            let (controller, listener_closed) = (controller.clone(), listener_closed.clone());
             async move {
                 shutdown.await;
+                if cluster.is_some() {
+                    // A rolling restart: new connections go to the other processes, and these
+                    // sockets' clients reconnect there (a closed transport, not a disconnect
+                    // packet, which clients do not reconnect after) and resume from the
+                    // session streams, while the answers generated here go on.
+                    info!("draining: sockets sent to the other processes, answers finishing");
+                    controller.stop_accepting();
+                    listener_closed.cancel();
+                    io.close().await;
+                }
                 controller.drain(grace).await;
+                if let Some(cluster) = &cluster {
+                    cluster.log().flushed().await;
+                }
                 io.close().await;
             }
         };
-        http::connections::serve(listener, router, connections, drained).await;
+        let stop_accepting = listener_closed.cancelled_owned();
+        http::connections::serve(listener, router, connections, stop_accepting, drained).await;
         store.close().await;
         info!("stopped");
         Ok(())

@@ -39,6 +39,8 @@ pub struct AnswerLog {
 enum Entry {
     Event { session_id: SessionId, event: LoggedEvent },
     Release { session_id: SessionId, message_id: MessageId },
+    /// Answered once everything queued before it is sent.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What one pipeline sends, per session in order.
@@ -78,6 +80,15 @@ impl AnswerLog {
         let _ = self.tx.send(Entry::Event { session_id, event });
     }
 
+    /// Resolves once everything queued so far has been sent (or failed): at shutdown, so the
+    /// last answers' ends reach Redis before the process exits.
+    pub async fn flushed(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Entry::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Releases the session's lease held for `message_id` (after its terminal event, if it
     /// started).
     pub fn release(&self, session_id: SessionId, message_id: MessageId) {
@@ -104,13 +115,21 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             self.queued.decrement(batch.len() as f64);
-            let commands = self.plan(batch.drain(..));
+            let mut flushes = Vec::new();
+            let commands = self.plan(batch.drain(..), &mut flushes);
             self.send(commands).await;
+            for flush in flushes {
+                let _ = flush.send(());
+            }
         }
     }
 
     /// Orders the batch into commands: tokens coalesced per answer, releases after terminals.
-    fn plan(&mut self, entries: impl Iterator<Item = Entry>) -> Vec<Command> {
+    fn plan(
+        &mut self,
+        entries: impl Iterator<Item = Entry>,
+        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) -> Vec<Command> {
         let mut commands: Vec<Command> = Vec::new();
         let mut last_of_session: HashMap<SessionId, usize> = HashMap::new();
         for entry in entries {
@@ -136,6 +155,7 @@ impl Writer {
                         commands.push(Command::Release { session_id, message_id });
                     }
                 }
+                Entry::Flush(done) => flushes.push(done),
             }
         }
         commands

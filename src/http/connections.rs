@@ -49,10 +49,12 @@ pub struct ConnectionLimits {
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for the
 /// open HTTP requests to end (websockets are closed by the socket layer's own shutdown).
+/// `stop_accepting` closes the listener earlier, while `stop` is still under way.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    stop_accepting: impl Future<Output = ()> + Send + 'static,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_open));
@@ -60,13 +62,16 @@ pub async fn serve(
     http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
+    tokio::pin!(stop_accepting);
+    let mut stopped = false;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => { wait_after_accept_error(e).await; continue; }
             },
-            () = &mut stop => break,
+            () = &mut stop => { stopped = true; break },
+            () = &mut stop_accepting => break,
         };
         // At the cap the connection is closed at once: it costs a descriptor only for now.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -92,7 +97,12 @@ pub async fn serve(
             }
         });
     }
+    // Closed first when the process drains in a cluster: a balancer sends new connections to
+    // the other processes while this one finishes its answers.
     drop(listener);
+    if !stopped {
+        stop.await;
+    }
     graceful.shutdown().await;
 }
 

@@ -148,7 +148,8 @@ impl SessionRooms {
     }
 
     fn sockets(&self, session_id: SessionId) -> Vec<SocketRef> {
-        self.io.to(events::room(session_id)).sockets()
+        // (No namespace once the sockets were closed at shutdown: `io.to` would panic then.)
+        self.io.of("/").map(|ns| ns.to(events::room(session_id)).sockets()).unwrap_or_default()
     }
 
     /// Sends an event other than a token to every socket of the room: after what a socket is
