@@ -118,11 +118,12 @@ impl Application {
         let (socket_layer, io) = socket::layer(&limits);
         let cluster_handle = cluster.clone();
         let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster.clone());
-        register_sockets(&config, &io, controller.clone(), limits, keys.clone());
-        let http_state = http_state(&config, chat, keys.clone(), cluster)?;
+        register_sockets(&config, &io, controller.clone(), limits, keys.clone(), cluster.as_ref());
         let router = with_request_layers(
-            http::router(http_state, config.streams.max_payload_bytes).layer(socket_layer),
+            http::router(http_state(&config, chat, keys.clone(), cluster.clone())?, config.streams.max_payload_bytes)
+                .layer(socket_layer),
             &config,
+            cluster.as_ref(),
         );
         let demo_token = config.dev_mode().then(|| demo_token(&keys)).transpose()?;
         let listener = TcpListener::bind(config.listen_addr()?).await?;
@@ -358,18 +359,19 @@ fn register_sockets(
     controller: Arc<ChatController>,
     limits: SocketLimits,
     keys: Arc<JwtKeys>,
+    cluster: Option<&Arc<Cluster>>,
 ) {
-    let message_limit = Arc::new(RateLimit::new(
-        config.limits.rate_limit_messages_per_minute,
-        config.limits.rate_limit_burst,
-    ));
+    let message_limit = Arc::new(
+        RateLimit::new(config.limits.rate_limit_messages_per_minute, config.limits.rate_limit_burst)
+            .shared(cluster, "messages"),
+    );
     limits::spawn_cleanup(message_limit.clone());
     let token_expiries = Arc::new(TokenExpiries::default());
     token_expiries.spawn_sweep(io.clone());
     let socket_state = SocketState {
         controller,
         message_limit,
-        sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user),
+        sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user, cluster.cloned()),
         token_expiries,
         limits,
     };
@@ -421,15 +423,15 @@ fn http_state(
         proxy,
     };
     // Each user's quota is its rate per minute, as many at once.
-    let quota = |per_minute: u32| {
-        let limit = Arc::new(RateLimit::new(per_minute, per_minute));
+    let quota = |per_minute: u32, name: &'static str| {
+        let limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(cluster.as_ref(), name));
         limits::spawn_cleanup(limit.clone());
         limit
     };
     let quotas = WriteQuotas {
-        posts: quota(config.limits.rate_limit_posts_per_minute),
-        sessions: quota(config.limits.rate_limit_sessions_per_minute),
-        page_fetches: quota(config.limits.rate_limit_page_fetches_per_minute),
+        posts: quota(config.limits.rate_limit_posts_per_minute, "posts"),
+        sessions: quota(config.limits.rate_limit_sessions_per_minute, "sessions"),
+        page_fetches: quota(config.limits.rate_limit_page_fetches_per_minute, "page-fetches"),
     };
     Ok(HttpState {
         sessions: chat.sessions,
@@ -445,11 +447,11 @@ fn http_state(
 
 /// What every request passes through: the HTTP layers (`http::request_layers`) with the
 /// handshake limit per address from the config.
-fn with_request_layers(router: Router, config: &Config) -> Router {
-    let handshakes_per_ip = Arc::new(RateLimit::new(
-        config.limits.rate_limit_connections_per_minute,
-        config.limits.rate_limit_connections_burst,
-    ));
+fn with_request_layers(router: Router, config: &Config, cluster: Option<&Arc<Cluster>>) -> Router {
+    let handshakes_per_ip = Arc::new(
+        RateLimit::new(config.limits.rate_limit_connections_per_minute, config.limits.rate_limit_connections_burst)
+            .shared(cluster, "handshakes"),
+    );
     limits::spawn_cleanup(handshakes_per_ip.clone());
     http::request_layers::wrap(router, config.allowed_origins(), handshakes_per_ip)
 }

@@ -327,3 +327,73 @@ test("rolling restart: a SIGTERMed process hands its sockets over, finishes its 
     [onB, onC].forEach((s) => s.close());
   });
 });
+
+/** "connected", or the connect_error's message. */
+async function outcome(url, token) {
+  try {
+    (await connect(url, token)).close();
+    return "connected";
+  } catch (err) {
+    return err.message;
+  }
+}
+
+test("limits count across processes: messages per user, sockets per user, connections per IP", async (t) => {
+  const env = {
+    LOCAL_AI_PACING_MS: "20",
+    RATE_LIMIT_MESSAGES_PER_MINUTE: "2",
+    RATE_LIMIT_BURST: "2",
+    MAX_SOCKETS_PER_USER: "2",
+    RATE_LIMIT_CONNECTIONS_PER_MINUTE: "60",
+    RATE_LIMIT_CONNECTIONS_BURST: "8",
+  };
+  await withProcesses(t, 3, env, async (cluster) => {
+    const [a, b, c] = cluster.servers;
+    const token = cluster.token("alice");
+    const sessions = [];
+    for (const server of [a, b, c]) sessions.push((await createSession(server.url, token, samplePost)).session);
+    // Two sockets of alice's, on two processes: a third on the third process is refused.
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    assert.equal(await outcome(c.url, token), "too many connections");
+    // A burst of two messages, spread over processes; the third is refused wherever it goes.
+    assert.equal((await request(onA, "chat:message", { sessionId: sessions[0].id, content: question })).ok, true);
+    assert.equal((await request(onB, "chat:message", { sessionId: sessions[1].id, content: question })).ok, true);
+    const third = await request(onA, "chat:message", { sessionId: sessions[2].id, content: question });
+    assert.equal(third.error?.code, "RATE_LIMITED");
+    assert.ok(third.error.retryAfterMs > 0 && third.error.retryAfterMs <= 30_000, `${third.error.retryAfterMs}`);
+    const fourth = await request(onB, "chat:message", { sessionId: sessions[2].id, content: question });
+    assert.equal(fourth.error?.code, "RATE_LIMITED");
+    // A socket closed on one process frees its place for another process.
+    onA.close();
+    await eventually(async () => (await outcome(c.url, token)) === "connected", 5_000, "a place freed across processes");
+    onB.close();
+    // Handshakes per IP: 8 in a burst across the three processes (4 were made above), then 429.
+    const statuses = [];
+    for (let i = 0; i < 6; i++) {
+      const server = cluster.servers[i % 3];
+      statuses.push((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling`)).status);
+    }
+    assert.ok(statuses.includes(429), `the shared burst runs out: ${statuses.join(",")}`);
+    assert.deepEqual(statuses.slice(statuses.indexOf(429)).filter((s) => s !== 429), [], statuses.join(","));
+  });
+});
+
+test("the daily token budget counts across processes", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "50", DAILY_TOKEN_BUDGET: "100" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    const answer = collectAnswer(onB);
+    const first = await request(onB, "chat:message", { sessionId: session.id, content: question });
+    answer.setMessageId(first.messageId);
+    // Process A reads the budget (nothing spent yet) and refuses only because B is answering.
+    const busy = await request(onA, "chat:message", { sessionId: session.id, content: "And the scheduler?" });
+    assert.equal(busy.error?.code, "BUSY");
+    await answer.finished;
+    // B's answer spent the budget: A knows, although it read "nothing spent" a moment ago.
+    const spent = await request(onA, "chat:message", { sessionId: session.id, content: "What does it say about the scheduler?" });
+    assert.equal(spent.error?.code, "RATE_LIMITED");
+    [onA, onB].forEach((s) => s.close());
+  });
+});

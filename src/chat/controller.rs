@@ -283,16 +283,38 @@ impl ChatController {
             return Ok(());
         }
         let now = crate::domain::now();
-        let spent = match self.budget.known_spent(user, now) {
-            Some(spent) => spent,
-            None => {
-                let spent =
-                    self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
-                self.budget.record(user, now, spent);
-                spent
-            }
+        let spent = match &self.cluster {
+            Some(member) => self.spent_across(member, user, now).await?,
+            None => match self.budget.known_spent(user, now) {
+                Some(spent) => spent,
+                None => {
+                    let spent =
+                        self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
+                    self.budget.record(user, now, spent);
+                    spent
+                }
+            },
         };
         self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
+    }
+
+    /// Cluster mode: what `user` spent today on every process, counted in Redis from the
+    /// database's figure at the day's first check.
+    async fn spent_across(
+        &self,
+        member: &Member,
+        user: &UserId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ChatError> {
+        let day = super::token_budget::day_name(now);
+        let cluster = &member.cluster;
+        let counted = cluster.tokens_spent(user, &day).await.map_err(|_| ChatError::ClusterUnavailable)?;
+        if let Some(spent) = counted {
+            return Ok(spent);
+        }
+        let spent = self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
+        cluster.seed_tokens(user, &day, spent).await.map_err(|_| ChatError::ClusterUnavailable)?;
+        Ok(spent)
     }
 
     /// Asks the session's in-flight answer to stop, wherever it is generated; `Ok(false)` when

@@ -1,6 +1,7 @@
 //! The per-user daily budget of model tokens: once a user has spent it, their messages get
 //! RATE_LIMITED until midnight UTC. What a user spent today is read from the stored usage once
-//! a day, then kept here and added to as answers end (one server process: see the README).
+//! a day, then kept here and added to as answers end; in cluster mode the count is kept in
+//! Redis instead, so every process sees what the user spent on the others.
 //! It lives with the chat layer because it is usage accounting, read and charged by the
 //! controller.
 
@@ -20,6 +21,11 @@ pub struct TokenBudget {
 /// Midnight UTC at the start of `now`'s day.
 pub fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
     now.date_naive().and_time(NaiveTime::MIN).and_utc()
+}
+
+/// The day of `now` as cluster mode names its counts (`2026-12-02`, UTC).
+pub fn day_name(now: DateTime<Utc>) -> String {
+    now.format("%Y-%m-%d").to_string()
 }
 
 impl TokenBudget {

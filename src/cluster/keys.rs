@@ -64,6 +64,12 @@ impl Keys {
         format!("{}:process:{process}:alive", self.prefix)
     }
 
+    /// What goes before and after a process id in its heartbeat's key (for a script that
+    /// builds the keys of the processes it finds).
+    pub fn alive_around(&self) -> (String, String) {
+        (format!("{}:process:", self.prefix), ":alive".to_owned())
+    }
+
     /// Model tokens a user spent on one day.
     pub fn tokens_spent(&self, user: &UserId, day: &str) -> String {
         format!("{}:user:{}:tokens:{day}", self.prefix, user.as_str())

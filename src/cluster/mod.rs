@@ -24,6 +24,7 @@ mod follower;
 mod keys;
 mod lease;
 mod logged_event;
+mod shared_limits;
 
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,9 +92,16 @@ impl Cluster {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let mut redis = client.get_connection_manager_with_config(config).await?;
-        let _: String = redis::cmd("PING").query_async(&mut redis).await?;
         let id = format!("{:016x}", rand::random::<u64>());
         let keys = Keys::new(prefix);
+        // Alive from the start (the follower renews it): what it counts in shared limits counts.
+        redis::cmd("SET")
+            .arg(keys.alive(&id))
+            .arg(1)
+            .arg("PX")
+            .arg(LEASE_TTL.as_millis() as u64)
+            .query_async::<()>(&mut redis)
+            .await?;
         let log = AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep);
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         Ok(Arc::new(Self { redis, client, id, keys, healthy: AtomicBool::new(true), log }))

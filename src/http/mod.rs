@@ -55,12 +55,12 @@ pub struct WriteQuotas {
 
 impl WriteQuotas {
     /// Charges `user` one of `limit`, or says how long until they may.
-    pub(crate) fn charge(
+    pub(crate) async fn charge(
         limit: &RateLimit<UserId>,
         user: &UserId,
         what: &'static str,
     ) -> Result<(), ApiError> {
-        limit.check(user).map_err(|retry_after| ApiError::RateLimited { what, retry_after })
+        limit.check(user).await.map_err(|retry_after| ApiError::RateLimited { what, retry_after })
     }
 }
 

@@ -82,9 +82,9 @@ pub async fn create(
     let fetch_page = content.trim().is_empty();
     // The scarcer quota first: a refused fetch costs no post.
     if fetch_page {
-        WriteQuotas::charge(&state.quotas.page_fetches, &user, "page fetches")?;
+        WriteQuotas::charge(&state.quotas.page_fetches, &user, "page fetches").await?;
     }
-    WriteQuotas::charge(&state.quotas.posts, &user, "posts")?;
+    WriteQuotas::charge(&state.quotas.posts, &user, "posts").await?;
 
     // Without content, the page is fetched and its readable text becomes the post.
     let (title, expanded) = if fetch_page {

@@ -71,7 +71,7 @@ async fn limit_handshakes(limit: Arc<RateLimit<IpAddr>>, req: Request, next: Nex
     let is_handshake = is_handshake(req.uri());
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let (true, Some(ip)) = (is_handshake, peer) {
-        if let Err(wait) = limit.check(&ip) {
+        if let Err(wait) = limit.check(&ip).await {
             let retry_after_ms = wait.as_millis().max(1) as u64;
             let body = serde_json::json!({ "error": {
                 "code": "RATE_LIMITED",

@@ -51,7 +51,7 @@ pub async fn create(
         }
         other => other,
     };
-    WriteQuotas::charge(&state.quotas.sessions, &user, "sessions")?;
+    WriteQuotas::charge(&state.quotas.sessions, &user, "sessions").await?;
     let session = state.sessions.create_session(&user, post_id, title).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }

@@ -2,36 +2,57 @@
 //! `chat:message` (a refused message costs nothing: no database write, no model call; reads are
 //! not charged) and per IP address on new Socket.IO connections.
 
+use std::fmt::Display;
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::cluster::Cluster;
+
 /// A per-key limit; `None` inside when turned off.
 pub struct RateLimit<K: Hash + Eq + Clone> {
     limiter: Option<DefaultKeyedRateLimiter<K>>,
+    per_minute: u32,
+    burst: u32,
+    /// Cluster mode: counted in Redis across processes, under this name.
+    shared: Option<(Arc<Cluster>, &'static str)>,
 }
 
-impl<K: Hash + Eq + Clone> RateLimit<K> {
+impl<K: Hash + Eq + Clone + Display> RateLimit<K> {
     /// `per_minute` a minute after a burst of `burst`; `per_minute == 0` turns it off.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(per_minute).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
-        Self { limiter }
+        Self { limiter, per_minute, burst, shared: None }
     }
 
-    /// `Ok` when `key` may go now; otherwise how long until it may.
-    pub fn check(&self, key: &K) -> Result<(), Duration> {
-        match &self.limiter {
-            None => Ok(()),
-            Some(limiter) => limiter
-                .check_key(key)
-                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+    /// Counts it across the cluster's processes (in Redis) when there is a cluster.
+    pub fn shared(mut self, cluster: Option<&Arc<Cluster>>, name: &'static str) -> Self {
+        self.shared = cluster.map(|c| (c.clone(), name));
+        self
+    }
+
+    /// `Ok` when `key` may go now; otherwise how long until it may. Shared limits fall back
+    /// to this process's own count while Redis fails.
+    pub async fn check(&self, key: &K) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        if let Some((cluster, name)) = &self.shared {
+            match cluster.rate(name, &key.to_string(), self.per_minute, self.burst).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(wait),
+                Err(e) => {
+                    cluster.record(false);
+                    tracing::warn!(error = %e, limit = name, "shared rate limit unavailable: counting here");
+                }
+            }
         }
+        limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     /// Forgets keys whose allowance is full again, so memory follows active keys only.
@@ -48,22 +69,24 @@ mod tests {
     use super::*;
     use crate::domain::UserId;
 
-    #[test]
-    fn a_burst_passes_then_the_user_waits() {
+    #[tokio::test]
+    async fn a_burst_passes_then_the_user_waits() {
         let limit = RateLimit::new(60, 3);
         let alice = UserId::parse("alice").unwrap();
         for _ in 0..3 {
-            assert!(limit.check(&alice).is_ok());
+            assert!(limit.check(&alice).await.is_ok());
         }
-        let wait = limit.check(&alice).unwrap_err();
+        let wait = limit.check(&alice).await.unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(limit.check(&UserId::parse("bob").unwrap()).is_ok(), "users are limited apart");
+        assert!(limit.check(&UserId::parse("bob").unwrap()).await.is_ok(), "users are limited apart");
     }
 
-    #[test]
-    fn zero_turns_the_limit_off() {
+    #[tokio::test]
+    async fn zero_turns_the_limit_off() {
         let limit = RateLimit::new(0, 0);
         let alice = UserId::parse("alice").unwrap();
-        assert!((0..1_000).all(|_| limit.check(&alice).is_ok()));
+        for _ in 0..1_000 {
+            assert!(limit.check(&alice).await.is_ok());
+        }
     }
 }

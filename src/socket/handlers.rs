@@ -57,7 +57,7 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
         async move {
             metrics::gauge!("postchat_sockets_connected").decrement(1.0);
             if let Some(user) = s.extensions.get::<UserId>() {
-                closing.sockets_per_user.close(&user);
+                closing.sockets_per_user.close_socket(&user, &s.id.to_string()).await;
             }
             if let Some(TokenExpiry(at)) = s.extensions.get::<TokenExpiry>() {
                 closing.token_expiries.forget(s.id, at);
@@ -160,7 +160,7 @@ async fn accept(
     session_hint: Option<SessionId>,
     received: std::time::Instant,
 ) {
-    if let Err(retry_after) = state.message_limit.check(&user) {
+    if let Err(retry_after) = state.message_limit.check(&user).await {
         return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
     let req = match events::parse_chat_message(data, state.limits.max_message_chars) {

@@ -80,7 +80,7 @@ pub fn register(io: &SocketIo, state: Arc<SocketState>, keys: Arc<JwtKeys>) {
                 return Err(connect::Refused::ShuttingDown);
             }
             let (user, expiry) = connect::authenticate(&socket, auth.0.ok(), &keys)?;
-            if !state.sockets_per_user.try_open(&user) {
+            if !state.sockets_per_user.open_socket(&user, &socket.id.to_string()).await {
                 return Err(connect::Refused::TooManySockets);
             }
             state.token_expiries.watch(socket.id, expiry.0);

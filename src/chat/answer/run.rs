@@ -62,7 +62,7 @@ impl AnswerJob {
         let usage = self.usage.total();
         if let Some(usage) = usage {
             let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
-            self.runner.budget.charge(&self.entry.session.owner, crate::domain::now(), tokens);
+            self.charge(tokens).await;
         }
         let finished = FinishedAnswer {
             ai_response: content,
@@ -72,6 +72,19 @@ impl AnswerJob {
             cut: outcome.cut(),
         };
         self.runner.sessions.finish_message(self.guard.answer().message_id, finished).await
+    }
+
+    /// Charges the answer's model tokens to its user's daily budget (in cluster mode, the count
+    /// every process reads).
+    async fn charge(&self, tokens: u64) {
+        let (owner, now) = (&self.entry.session.owner, crate::domain::now());
+        self.runner.budget.charge(owner, now, tokens);
+        if let (Some(cluster), true) = (&self.runner.cluster, self.runner.budget.is_limited()) {
+            let day = crate::chat::token_budget::day_name(now);
+            if let Err(e) = cluster.charge_tokens(owner, &day, tokens).await {
+                warn!(error = %e, "tokens not charged across the cluster");
+            }
+        }
     }
 
     /// Resolves once nobody has watched the session for the grace period.
