@@ -113,15 +113,18 @@ impl Application {
         let inflight = Arc::new(InFlightAnswers::default());
         let cluster = join_cluster(&config, &inflight).await?;
         let store = open_store(&config, cluster.is_some()).await?;
-        let chat = ChatServices::new(&config, store.clone());
+        let chat = ChatServices::new(&config, store.clone(), cluster.clone());
         let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
         let cluster_handle = cluster.clone();
         let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster.clone());
         register_sockets(&config, &io, controller.clone(), limits, keys.clone(), cluster.as_ref());
         let router = with_request_layers(
-            http::router(http_state(&config, chat, keys.clone(), cluster.clone())?, config.streams.max_payload_bytes)
-                .layer(socket_layer),
+            http::router(
+                http_state(&config, chat, keys.clone(), cluster.clone())?,
+                config.streams.max_payload_bytes,
+            )
+            .layer(socket_layer),
             &config,
             cluster.as_ref(),
         );
@@ -306,7 +309,9 @@ async fn open_store(config: &Config, cluster: bool) -> Result<Arc<dyn Store>, St
     let store = store::connect(&config.database_url(), &pool).await?;
     let mut before = crate::domain::now();
     if cluster {
-        before -= chrono::Duration::seconds(i64::try_from(config.ai.answer_timeout_secs).unwrap_or(i64::MAX / 2) + 60);
+        before -= chrono::Duration::seconds(
+            i64::try_from(config.ai.answer_timeout_secs).unwrap_or(i64::MAX / 2) + 60,
+        );
     }
     let interrupted = store.interrupt_streaming(before).await?;
     if interrupted > 0 {
@@ -386,17 +391,18 @@ struct ChatServices {
 }
 
 impl ChatServices {
-    fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+    fn new(config: &Config, store: Arc<dyn Store>, cluster: Option<Arc<Cluster>>) -> Self {
         let ttl = Duration::from_secs(config.sessions.session_cache_ttl_secs);
         let cache = Arc::new(SessionCache::new(config.sessions.session_cache_capacity, ttl));
         let posts = Arc::new(PostService::new(store.clone()));
-        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone()));
+        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), cluster.clone()));
         let sessions = ChatSessionService::new(
             store,
             cache,
             posts.clone(),
             preferences.clone(),
             config.sessions.history_messages,
+            cluster,
         );
         Self { sessions: Arc::new(sessions), posts, preferences }
     }
@@ -449,8 +455,11 @@ fn http_state(
 /// handshake limit per address from the config.
 fn with_request_layers(router: Router, config: &Config, cluster: Option<&Arc<Cluster>>) -> Router {
     let handshakes_per_ip = Arc::new(
-        RateLimit::new(config.limits.rate_limit_connections_per_minute, config.limits.rate_limit_connections_burst)
-            .shared(cluster, "handshakes"),
+        RateLimit::new(
+            config.limits.rate_limit_connections_per_minute,
+            config.limits.rate_limit_connections_burst,
+        )
+        .shared(cluster, "handshakes"),
     );
     limits::spawn_cleanup(handshakes_per_ip.clone());
     http::request_layers::wrap(router, config.allowed_origins(), handshakes_per_ip)

@@ -137,8 +137,8 @@ fn services(
 ) -> (ChatSessionService, Arc<PreferenceService>) {
     let cache = Arc::new(SessionCache::new(capacity, ttl));
     let posts = Arc::new(PostService::new(store.clone()));
-    let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone()));
-    (ChatSessionService::new(store, cache, posts, preferences.clone(), 10), preferences)
+    let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), None));
+    (ChatSessionService::new(store, cache, posts, preferences.clone(), 10, None), preferences)
 }
 
 async fn fixture(ttl: Duration, capacity: usize) -> Fixture {

@@ -397,3 +397,32 @@ test("the daily token budget counts across processes", async (t) => {
     [onA, onB].forEach((s) => s.close());
   });
 });
+
+test("caches stay coherent: a session renamed or deleted, or preferences changed, on one process is never served stale by another", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "5" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    // B caches the untitled session and the default preferences.
+    assert.equal((await api(b.url, token, "GET", `/api/sessions/${session.id}`)).body.title, "");
+    assert.equal((await api(b.url, token, "GET", "/api/preferences")).body.voice, "professional");
+
+    // A's first exchange names the session; once A has said so, B says so too.
+    const onA = await connect(a.url, token);
+    const named = new Promise((resolve) => onA.once("chat:session:updated", resolve));
+    await ask(onA, session.id, question);
+    const { title } = await named;
+    assert.equal((await api(b.url, token, "GET", `/api/sessions/${session.id}`)).body.title, title);
+
+    const prefs = { voice: "playful", style: "short", platforms: ["bluesky"], hashtags: false, emoji: true };
+    assert.equal((await api(a.url, token, "PUT", "/api/preferences", prefs)).status, 200);
+    assert.deepEqual((await api(b.url, token, "GET", "/api/preferences")).body, prefs);
+
+    assert.equal((await api(a.url, token, "DELETE", `/api/sessions/${session.id}`)).status, 204);
+    assert.equal((await api(b.url, token, "GET", `/api/sessions/${session.id}`)).status, 404);
+    const onB = await connect(b.url, token);
+    const refused = await request(onB, "chat:message", { sessionId: session.id, content: question });
+    assert.equal(refused.error?.code, "NOT_FOUND");
+    [onA, onB].forEach((s) => s.close());
+  });
+});

@@ -16,11 +16,11 @@ use crate::telemetry::Untrusted;
 
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard, Origin};
-use crate::cluster::{Claimed, LeaseHolder, Member};
 use super::{
     AnswerAudience, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot,
     SessionEntry, TokenBudget,
 };
+use crate::cluster::{Claimed, LeaseHolder, Member};
 
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
@@ -158,8 +158,10 @@ impl ChatController {
     async fn claim_across(&self, guard: &InFlightGuard) -> Result<Option<LeaseHolder>, ChatError> {
         let Some(member) = &self.cluster else { return Ok(None) };
         let answer = guard.answer();
-        let claimed =
-            member.cluster.claim(answer.session_id, answer.message_id, answer.client_message_id.as_ref()).await?;
+        let claimed = member
+            .cluster
+            .claim(answer.session_id, answer.message_id, answer.client_message_id.as_ref())
+            .await?;
         Ok(match claimed {
             Claimed::Yes => None,
             Claimed::Taken(holder) => Some(holder),
@@ -169,7 +171,11 @@ impl ChatController {
     /// Another process answers the session: a retry of the message it answers is a
     /// duplicate (stored there just before, or about to be); anything else is handled as a
     /// local `BUSY`.
-    async fn busy_elsewhere(&self, req: &SendMessage, holder: LeaseHolder) -> Result<AcceptedMessage, ChatError> {
+    async fn busy_elsewhere(
+        &self,
+        req: &SendMessage,
+        holder: LeaseHolder,
+    ) -> Result<AcceptedMessage, ChatError> {
         if req.client_message_id.is_some() && req.client_message_id == holder.client_message_id {
             if let Some(first) = self.stored_duplicate(req).await? {
                 return Ok(first);

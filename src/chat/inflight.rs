@@ -122,7 +122,10 @@ impl InFlightAnswers {
             return false;
         }
         let progress = Progress { content, tokens };
-        answers.insert(claim.session_id, Arc::new(InFlightAnswer::new(claim, Origin::Process(origin), progress)));
+        answers.insert(
+            claim.session_id,
+            Arc::new(InFlightAnswer::new(claim, Origin::Process(origin), progress)),
+        );
         true
     }
 

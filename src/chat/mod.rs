@@ -25,6 +25,6 @@ pub use generation_slots::GenerationSlots;
 pub use inflight::{Claim, InFlightAnswers, InFlightSnapshot, Origin};
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;
-pub use session_cache::{CacheStats, SessionCache, SessionEntry};
+pub use session_cache::{CacheStats, CacheVersion, SessionCache, SessionEntry};
 pub use session_service::ChatSessionService;
 pub use token_budget::TokenBudget;

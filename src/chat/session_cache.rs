@@ -17,6 +17,18 @@ use crate::domain::{ChatSession, Post, Preferences, SessionId, UserId};
 pub struct SessionEntry {
     pub session: ChatSession,
     pub post: Arc<Post>,
+    /// The version it was read at (cluster mode; always the default in one process).
+    pub version: CacheVersion,
+}
+
+/// Which version of a session (or of preferences) a copy is: in cluster mode a copy is served
+/// only while Redis says it is current (`cluster::cache_versions`); in one process every copy
+/// has the default version and is always current.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheVersion {
+    /// The process's count of Redis reconnections when it was read.
+    pub epoch: u64,
+    pub version: u64,
 }
 
 /// Counts since start.
@@ -30,7 +42,7 @@ pub struct CacheStats {
 
 pub struct SessionCache {
     sessions: Mutex<TimedSizedCache<SessionId, Arc<SessionEntry>>>,
-    preferences: Mutex<TimedSizedCache<UserId, Arc<Preferences>>>,
+    preferences: Mutex<TimedSizedCache<UserId, (CacheVersion, Arc<Preferences>)>>,
     capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -63,8 +75,9 @@ impl SessionCache {
         found
     }
 
-    pub fn session(&self, id: SessionId) -> Option<Arc<SessionEntry>> {
-        let found = lock(&self.sessions).cache_get(&id).cloned();
+    /// The cached session if its copy is of version `current`.
+    pub fn session(&self, id: SessionId, current: CacheVersion) -> Option<Arc<SessionEntry>> {
+        let found = lock(&self.sessions).cache_get(&id).filter(|e| e.version == current).cloned();
         self.count(found)
     }
 
@@ -81,13 +94,15 @@ impl SessionCache {
         lock(&self.sessions).cache_remove(&id);
     }
 
-    pub fn preferences(&self, user: &UserId) -> Option<Arc<Preferences>> {
-        let found = lock(&self.preferences).cache_get(user).cloned();
+    /// The cached preferences if their copy is of version `current`.
+    pub fn preferences(&self, user: &UserId, current: CacheVersion) -> Option<Arc<Preferences>> {
+        let found =
+            lock(&self.preferences).cache_get(user).filter(|(v, _)| *v == current).map(|(_, p)| p.clone());
         self.count(found)
     }
 
-    pub fn put_preferences(&self, user: UserId, prefs: Arc<Preferences>) {
-        lock(&self.preferences).cache_set(user, prefs);
+    pub fn put_preferences(&self, user: UserId, prefs: Arc<Preferences>, version: CacheVersion) {
+        lock(&self.preferences).cache_set(user, (version, prefs));
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -127,16 +142,29 @@ mod tests {
                 updated_at: now,
             },
             post: Arc::new(post),
+            version: CacheVersion::default(),
         })
+    }
+
+    const NOW: CacheVersion = CacheVersion { epoch: 0, version: 0 };
+
+    #[test]
+    fn a_copy_of_another_version_is_not_served() {
+        let cache = SessionCache::new(10, Duration::from_secs(60));
+        let e = entry();
+        cache.put_session(e.clone());
+        assert!(cache.session(e.session.id, CacheVersion { epoch: 0, version: 1 }).is_none());
+        assert!(cache.session(e.session.id, CacheVersion { epoch: 1, version: 0 }).is_none());
+        assert_eq!(cache.session(e.session.id, NOW), Some(e));
     }
 
     #[test]
     fn counts_hits_and_misses() {
         let cache = SessionCache::new(10, Duration::from_secs(60));
         let e = entry();
-        assert!(cache.session(e.session.id).is_none());
+        assert!(cache.session(e.session.id, NOW).is_none());
         cache.put_session(e.clone());
-        assert_eq!(cache.session(e.session.id), Some(e));
+        assert_eq!(cache.session(e.session.id, NOW), Some(e));
         assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1, evictions: 0 });
     }
 
@@ -146,7 +174,7 @@ mod tests {
         let e = entry();
         cache.put_session(e.clone());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(cache.session(e.session.id).is_none());
+        assert!(cache.session(e.session.id, NOW).is_none());
     }
 
     #[test]
@@ -155,11 +183,11 @@ mod tests {
         let (a, b, c) = (entry(), entry(), entry());
         cache.put_session(a.clone());
         cache.put_session(b.clone());
-        cache.session(a.session.id); // a is now more recent than b
+        cache.session(a.session.id, NOW); // a is now more recent than b
         cache.put_session(c.clone());
-        assert!(cache.session(b.session.id).is_none());
-        assert!(cache.session(a.session.id).is_some());
-        assert!(cache.session(c.session.id).is_some());
+        assert!(cache.session(b.session.id, NOW).is_none());
+        assert!(cache.session(a.session.id, NOW).is_some());
+        assert!(cache.session(c.session.id, NOW).is_some());
         assert_eq!(cache.stats().evictions, 1);
     }
 
@@ -169,6 +197,6 @@ mod tests {
         let e = entry();
         cache.put_session(e.clone());
         cache.remove_session(e.session.id);
-        assert!(cache.session(e.session.id).is_none());
+        assert!(cache.session(e.session.id, NOW).is_none());
     }
 }

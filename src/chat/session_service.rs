@@ -10,7 +10,8 @@ use crate::ai::AiContext;
 use crate::domain::{ChatSession, ClientMessageId, Message, MessageId, PostId, SessionId, UserId};
 use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
-use super::{ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
+use super::{CacheVersion, ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
+use crate::cluster::Cluster;
 
 /// Statements (inserts, reads and finishes together) that may run at once for answers. Under
 /// load fewer, larger batches do more than many small ones; 4 gave the most answers per second
@@ -28,6 +29,8 @@ pub struct ChatSessionService {
     preferences: Arc<PreferenceService>,
     /// How many earlier exchanges go into the AI context.
     history_limit: u32,
+    /// Cluster mode: cached copies are served only while their version is current.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl ChatSessionService {
@@ -37,9 +40,35 @@ impl ChatSessionService {
         posts: Arc<PostService>,
         preferences: Arc<PreferenceService>,
         history_limit: u32,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let batched = BatchedMessages::new(store.clone(), ANSWER_STATEMENTS);
-        Self { store, batched, cache, posts, preferences, history_limit }
+        Self { store, batched, cache, posts, preferences, history_limit, cluster }
+    }
+
+    /// The version a cached copy of session `id` must have now; `None` when it cannot be
+    /// known (Redis fails: the cache is bypassed).
+    async fn current(&self, id: SessionId) -> Option<CacheVersion> {
+        match &self.cluster {
+            None => Some(CacheVersion::default()),
+            Some(cluster) => cluster.session_version(id).await,
+        }
+    }
+
+    /// After a write: every other process's copy of the session is stale from now on; the
+    /// version of this process's new copy.
+    async fn changed(&self, id: SessionId) -> Option<CacheVersion> {
+        if let Some(cluster) = &self.cluster {
+            cluster.session_changed(id).await;
+        }
+        self.current(id).await
+    }
+
+    /// Writes a changed session through to the cache (when its version is known).
+    fn put(&self, session: ChatSession, post: Arc<crate::domain::Post>, version: Option<CacheVersion>) {
+        if let Some(version) = version {
+            self.cache.put_session(Arc::new(SessionEntry { session, post, version }));
+        }
     }
 
     pub fn cache(&self) -> &SessionCache {
@@ -72,7 +101,8 @@ impl ChatSessionService {
             updated_at: now,
         };
         self.store.insert_session(&session).await?;
-        self.cache.put_session(Arc::new(SessionEntry { session: session.clone(), post: Arc::new(post) }));
+        let version = self.current(session.id).await;
+        self.put(session.clone(), Arc::new(post), version);
         Ok(session)
     }
 
@@ -80,13 +110,20 @@ impl ChatSessionService {
     /// otherwise, also when it is someone else's (cached or not).
     #[instrument(skip_all, fields(session_id = %id))]
     pub async fn session(&self, owner: &UserId, id: SessionId) -> Result<Arc<SessionEntry>, ChatError> {
-        let entry = match self.cache.session(id) {
+        let current = self.current(id).await;
+        let entry = match current.and_then(|v| self.cache.session(id, v)) {
             Some(entry) => entry,
             None => {
                 let session = self.store.get_session(id).await?.ok_or(ChatError::NotFound)?;
                 let post = self.store.get_post(session.post_id).await?.ok_or(ChatError::NotFound)?;
-                let entry = Arc::new(SessionEntry { session, post: Arc::new(post) });
-                self.cache.put_session(entry.clone());
+                let entry = Arc::new(SessionEntry {
+                    session,
+                    post: Arc::new(post),
+                    version: current.unwrap_or_default(),
+                });
+                if current.is_some() {
+                    self.cache.put_session(entry.clone());
+                }
                 entry
             }
         };
@@ -113,6 +150,7 @@ impl ChatSessionService {
         self.session(owner, id).await?;
         self.store.delete_session(id).await?;
         self.cache.remove_session(id);
+        self.changed(id).await;
         Ok(())
     }
 
@@ -124,7 +162,8 @@ impl ChatSessionService {
         session.summary = summary;
         session.last_summary_at = Some(now);
         session.updated_at = now;
-        self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
+        let version = self.changed(session.id).await;
+        self.put(session, entry.post.clone(), version);
         Ok(())
     }
 
@@ -135,7 +174,8 @@ impl ChatSessionService {
         let mut session = entry.session.clone();
         session.title = title;
         session.updated_at = now;
-        self.cache.put_session(Arc::new(SessionEntry { session, post: entry.post.clone() }));
+        let version = self.changed(session.id).await;
+        self.put(session, entry.post.clone(), version);
         Ok(())
     }
 

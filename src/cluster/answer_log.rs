@@ -37,8 +37,14 @@ pub struct AnswerLog {
 }
 
 enum Entry {
-    Event { session_id: SessionId, event: LoggedEvent },
-    Release { session_id: SessionId, message_id: MessageId },
+    Event {
+        session_id: SessionId,
+        event: LoggedEvent,
+    },
+    Release {
+        session_id: SessionId,
+        message_id: MessageId,
+    },
     /// Answered once everything queued before it is sent.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -232,8 +238,10 @@ impl Writer {
 
 /// Joins `event` into `command` when both are tokens of the same answer, the new ones next.
 fn coalesce(command: &mut Command, event: &LoggedEvent) -> bool {
-    let (Command::Append { event: LoggedEvent::Tokens { m, t, seq, count }, .. }, LoggedEvent::Tokens { m: m2, t: t2, seq: seq2, count: count2 }) =
-        (command, event)
+    let (
+        Command::Append { event: LoggedEvent::Tokens { m, t, seq, count }, .. },
+        LoggedEvent::Tokens { m: m2, t: t2, seq: seq2, count: count2 },
+    ) = (command, event)
     else {
         return false;
     };

@@ -17,7 +17,11 @@ pub struct ClusterAudience {
 }
 
 impl ClusterAudience {
-    pub fn new(local: Arc<dyn AnswerAudience>, cluster: Arc<Cluster>, inflight: Arc<InFlightAnswers>) -> Self {
+    pub fn new(
+        local: Arc<dyn AnswerAudience>,
+        cluster: Arc<Cluster>,
+        inflight: Arc<InFlightAnswers>,
+    ) -> Self {
         Self { local, cluster, inflight }
     }
 }

@@ -119,7 +119,8 @@ pub(super) async fn request_stop(
     holder: &LeaseHolder,
 ) -> redis::RedisResult<()> {
     let value = format!("{session_id} {}", holder.message_id);
-    let _: String = control_entry(cluster, &holder.process, "stop", &value).query_async(&mut cluster.redis()).await?;
+    let _: String =
+        control_entry(cluster, &holder.process, "stop", &value).query_async(&mut cluster.redis()).await?;
     Ok(())
 }
 
@@ -159,8 +160,14 @@ impl Reader {
         if self.control_position == "$" {
             // A fixed position, so requests sent between two reads are not skipped.
             let control = self.cluster.keys.control(&self.cluster.id);
-            let last: StreamRangeReply =
-                redis::cmd("XREVRANGE").arg(control).arg("+").arg("-").arg("COUNT").arg(1).query_async(conn).await?;
+            let last: StreamRangeReply = redis::cmd("XREVRANGE")
+                .arg(control)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await?;
             self.control_position = last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         }
         let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
@@ -193,7 +200,11 @@ impl Reader {
 
     /// Reads the session's stream back to its answer in flight, mirrors that answer, and
     /// follows the session from the stream's last entry.
-    async fn catch_up(&mut self, conn: &mut MultiplexedConnection, session_id: SessionId) -> redis::RedisResult<()> {
+    async fn catch_up(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        session_id: SessionId,
+    ) -> redis::RedisResult<()> {
         let tail = read_tail(conn, &self.cluster.keys.events(session_id)).await?;
         self.inflight.forget_mirror(session_id, None);
         if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id) {
@@ -226,7 +237,8 @@ impl Reader {
     /// One blocking read of the control stream and every followed session's stream.
     async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let control = self.cluster.keys.control(&self.cluster.id);
-        let followed: Vec<(SessionId, String)> = self.positions.iter().map(|(s, p)| (*s, p.clone())).collect();
+        let followed: Vec<(SessionId, String)> =
+            self.positions.iter().map(|(s, p)| (*s, p.clone())).collect();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
         let keys: HashMap<String, SessionId> =
@@ -332,7 +344,12 @@ impl Reader {
                 self.unfollow(session_id);
             }
         }
-        pipe.cmd("SET").arg(self.cluster.keys.alive(&self.cluster.id)).arg(1).arg("PX").arg(LEASE_TTL.as_millis() as u64).ignore();
+        pipe.cmd("SET")
+            .arg(self.cluster.keys.alive(&self.cluster.id))
+            .arg(1)
+            .arg("PX")
+            .arg(LEASE_TTL.as_millis() as u64)
+            .ignore();
         pipe.query_async::<()>(conn).await
     }
 
@@ -350,8 +367,11 @@ impl Reader {
         for session_id in self.inflight.mirrored_sessions() {
             let Some(answer) = self.inflight.get(session_id) else { continue };
             self.inflight.forget_mirror(session_id, Some(answer.message_id));
-            let event =
-                AnswerEvent::Failed { session_id, message_id: answer.message_id, error: &ChatError::ClusterUnavailable };
+            let event = AnswerEvent::Failed {
+                session_id,
+                message_id: answer.message_id,
+                error: &ChatError::ClusterUnavailable,
+            };
             self.audience.deliver(event);
         }
     }
@@ -398,8 +418,14 @@ pub(super) async fn read_tail(
     let mut tokens: Vec<(String, u64)> = Vec::new();
     let mut end = "+".to_owned();
     loop {
-        let page: StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(key).arg(&end).arg("-").arg("COUNT").arg(512).query_async(conn).await?;
+        let page: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(key)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(512)
+            .query_async(conn)
+            .await?;
         let Some(last) = page.ids.last() else { break };
         end = format!("({}", last.id);
         for entry in &page.ids {

@@ -118,7 +118,10 @@ pub(super) async fn claim(
     })
 }
 
-pub(super) async fn holder(cluster: &Cluster, session_id: SessionId) -> redis::RedisResult<Option<LeaseHolder>> {
+pub(super) async fn holder(
+    cluster: &Cluster,
+    session_id: SessionId,
+) -> redis::RedisResult<Option<LeaseHolder>> {
     let held: Option<String> =
         redis::cmd("GET").arg(cluster.keys.lease(session_id)).query_async(&mut cluster.redis()).await?;
     Ok(held.and_then(|v| serde_json::from_str(&v).ok()))
@@ -131,7 +134,11 @@ pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: Me
 }
 
 /// Renews this process's leases and sweeps expired ones, every [`RENEW_EVERY`].
-pub(super) fn spawn_keeper(cluster: Arc<Cluster>, inflight: Arc<InFlightAnswers>, sessions: Arc<ChatSessionService>) {
+pub(super) fn spawn_keeper(
+    cluster: Arc<Cluster>,
+    inflight: Arc<InFlightAnswers>,
+    sessions: Arc<ChatSessionService>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,7 +189,8 @@ async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisRes
 /// Sweeps the answers whose process stopped renewing their leases.
 async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> redis::RedisResult<()> {
     let mut redis = cluster.redis();
-    let expired: Vec<String> = eval(TAKE_EXPIRED, &[cluster.keys.leases()], &[]).query_async(&mut redis).await?;
+    let expired: Vec<String> =
+        eval(TAKE_EXPIRED, &[cluster.keys.leases()], &[]).query_async(&mut redis).await?;
     for member in expired {
         let mut parts = member.split(' ');
         let (Some(Ok(session_id)), Some(Ok(message_id))) =
@@ -219,7 +227,14 @@ async fn sweep_one(
             retry_after_ms: None,
         };
         let json = serde_json::to_string(&failed).unwrap_or_default();
-        pipe.cmd("XADD").arg(cluster.keys.events(session_id)).arg("*").arg("o").arg("sweeper").arg("e").arg(json).ignore();
+        pipe.cmd("XADD")
+            .arg(cluster.keys.events(session_id))
+            .arg("*")
+            .arg("o")
+            .arg("sweeper")
+            .arg("e")
+            .arg(json)
+            .ignore();
     }
     pipe.add_command(release_command(&cluster.keys, session_id, message_id)).ignore();
     metrics::counter!("postchat_cluster_answers_swept_total").increment(1);

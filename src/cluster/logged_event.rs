@@ -102,8 +102,11 @@ impl LoggedEvent {
                 AnswerEvent::SocialGenerated { session_id, message_id: *m, content, posts }
             }
             LoggedEvent::Failed { m, code, message, retry_after_ms } => {
-                let error =
-                    ChatError::Relayed { code: *code, message: message.clone(), retry_after_ms: *retry_after_ms };
+                let error = ChatError::Relayed {
+                    code: *code,
+                    message: message.clone(),
+                    retry_after_ms: *retry_after_ms,
+                };
                 return audience.deliver(AnswerEvent::Failed { session_id, message_id: *m, error: &error });
             }
         };

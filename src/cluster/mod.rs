@@ -19,6 +19,7 @@
 
 mod answer_log;
 mod audience;
+mod cache_versions;
 
 mod follower;
 mod keys;
@@ -26,8 +27,7 @@ mod lease;
 mod logged_event;
 mod shared_limits;
 
-
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,8 @@ pub struct Cluster {
     pub id: String,
     pub keys: Keys,
     healthy: AtomicBool,
+    /// How many times Redis came back after failing (cached copies from before are stale).
+    epoch: AtomicU64,
     log: AnswerLog,
 }
 
@@ -104,7 +106,8 @@ impl Cluster {
             .await?;
         let log = AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep);
         info!(process = %id, prefix, "cluster mode: connected to Redis");
-        Ok(Arc::new(Self { redis, client, id, keys, healthy: AtomicBool::new(true), log }))
+        let healthy = AtomicBool::new(true);
+        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch: AtomicU64::new(0), log }))
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
@@ -120,6 +123,10 @@ impl Cluster {
     /// Records whether the last Redis call worked (`/readyz`, and the log line on a change).
     pub fn record(&self, ok: bool) {
         let was = self.healthy.swap(ok, Ordering::AcqRel);
+        if !was {
+            // Counted on every failure too: a copy read while Redis flickered is not trusted.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
         if was != ok {
             if ok {
                 info!("Redis reachable again");
@@ -128,6 +135,11 @@ impl Cluster {
             }
             metrics::gauge!("postchat_cluster_redis_up").set(if ok { 1.0 } else { 0.0 });
         }
+    }
+
+    /// Changes each time Redis fails and comes back.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Pings Redis (for `/readyz`).
@@ -193,7 +205,10 @@ impl Cluster {
 
     /// A plain connection of its own (the follower's blocking reads must not hold up the
     /// shared connection).
-    async fn dedicated(&self, response_timeout: Duration) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    async fn dedicated(
+        &self,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(RESPONSE_TIMEOUT));

@@ -168,7 +168,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(serve(listener, router, limits, async move { rx.await.unwrap_or(()) }));
+        tokio::spawn(serve(listener, router, limits, std::future::pending(), async move {
+            rx.await.unwrap_or(())
+        }));
         (addr, tx)
     }
 

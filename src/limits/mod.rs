@@ -11,7 +11,9 @@ pub use sockets_per_user::SocketsPerUser;
 use std::sync::Arc;
 
 /// Every minute, forgets keys whose rate allowance is full again.
-pub fn spawn_cleanup<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static>(limit: Arc<RateLimit<K>>) {
+pub fn spawn_cleanup<K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static>(
+    limit: Arc<RateLimit<K>>,
+) {
     let weak = Arc::downgrade(&limit);
     drop(limit);
     tokio::spawn(async move {

@@ -77,7 +77,14 @@ impl Outbox {
 
     /// Queues a token: joined to the last waiting event when that holds this answer's tokens.
     /// Queues `count` tokens (concatenated in `token`), the last numbered `seq`.
-    pub fn push_token(&mut self, session_id: SessionId, message_id: MessageId, token: &str, seq: u64, count: u64) {
+    pub fn push_token(
+        &mut self,
+        session_id: SessionId,
+        message_id: MessageId,
+        token: &str,
+        seq: u64,
+        count: u64,
+    ) {
         self.bytes += token.len();
         match self.waiting.back_mut() {
             Some(Waiting::Tokens { backlog, .. }) if backlog.message_id == message_id => {

@@ -1,0 +1,55 @@
+//! Cache coherence across processes: a version per session and per user's preferences in
+//! Redis, bumped after every write; a cached copy is served only while its version is current.
+//! One `GET` per cache hit: cheaper than the database reads the cache saves, and a write that
+//! returned on one process is never contradicted by another's cache.
+//!
+//! The version a process reads also carries its count of Redis reconnections: bumps it may have
+//! missed while cut off (or a Redis that restarted empty) make every older copy stale.
+
+use super::Cluster;
+use crate::chat::CacheVersion;
+use crate::domain::{SessionId, UserId};
+
+/// Versions outlive any cached copy (the cache's TTL is at most a day).
+const VERSION_TTL_SECS: u64 = 2 * 86_400;
+
+impl Cluster {
+    /// The session's current version; `None` while Redis fails (then the cache is bypassed).
+    pub async fn session_version(&self, id: SessionId) -> Option<CacheVersion> {
+        self.version(self.keys.session_version(id)).await
+    }
+
+    /// The user's preferences' current version; `None` while Redis fails.
+    pub async fn preferences_version(&self, user: &UserId) -> Option<CacheVersion> {
+        self.version(self.keys.preferences_version(user)).await
+    }
+
+    /// Makes every cached copy of the session stale, on every process.
+    pub async fn session_changed(&self, id: SessionId) {
+        self.bump(self.keys.session_version(id)).await;
+    }
+
+    /// Makes every cached copy of the user's preferences stale, on every process.
+    pub async fn preferences_changed(&self, user: &UserId) {
+        self.bump(self.keys.preferences_version(user)).await;
+    }
+
+    async fn version(&self, key: String) -> Option<CacheVersion> {
+        let epoch = self.epoch();
+        let read: redis::RedisResult<Option<u64>> =
+            redis::cmd("GET").arg(key).query_async(&mut self.redis()).await;
+        self.record(read.is_ok());
+        read.ok().map(|version| CacheVersion { epoch, version: version.unwrap_or(0) })
+    }
+
+    async fn bump(&self, key: String) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR").arg(&key).ignore().cmd("EXPIRE").arg(&key).arg(VERSION_TTL_SECS).ignore();
+        let bumped: redis::RedisResult<()> = pipe.query_async(&mut self.redis()).await;
+        self.record(bumped.is_ok());
+        if let Err(e) = bumped {
+            // Every process drops its copies when it finds Redis again (a new epoch).
+            tracing::warn!(error = %e, key, "cache version not bumped");
+        }
+    }
+}
