@@ -186,6 +186,10 @@ pub struct AiConfig {
     /// Endpoint of the `openai` and `ollama` providers.
     #[arg(long, env = "AI_BASE_URL")]
     pub ai_base_url: Option<String>,
+    /// Where Ollama listens (Ollama's own variable), for `ollama` when AI_BASE_URL is unset:
+    /// its OpenAI-compatible endpoint is this plus `/v1`.
+    #[arg(long, env = "OLLAMA_HOST")]
+    pub ollama_host: Option<String>,
     /// API key of the `openai` provider.
     #[arg(long, env = "AI_API_KEY", hide_env_values = true, value_parser = secret)]
     pub ai_api_key: Option<SecretString>,

@@ -218,8 +218,14 @@ fn ai_endpoint(config: &Config) -> Option<Endpoint> {
         // Ollama ignores the key, but the OpenAI client wants one.
         AiProvider::Ollama => (Endpoint::OLLAMA_BASE_URL, Endpoint::OLLAMA_MODEL, "ollama"),
     };
+    let ollama_host = match ai.ai_provider {
+        AiProvider::Ollama => {
+            ai.ollama_host.as_ref().map(|host| format!("{}/v1", host.trim_end_matches('/')))
+        }
+        _ => None,
+    };
     Some(Endpoint {
-        base_url: ai.ai_base_url.clone().unwrap_or_else(|| base.to_owned()),
+        base_url: ai.ai_base_url.clone().or(ollama_host).unwrap_or_else(|| base.to_owned()),
         api_key: ai.ai_api_key.clone().unwrap_or_else(|| SecretString::from(key)),
         model: ai.ai_model.clone().unwrap_or_else(|| model.to_owned()),
     })

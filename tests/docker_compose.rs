@@ -1,5 +1,6 @@
 //! docker-compose.yml cannot run here (no Docker engine): it is checked by reading it. The stack
-//! is the server, built from the repo's Dockerfile, and PostgreSQL with a healthcheck it waits on.
+//! is cluster mode: server replicas built from the repo's Dockerfile behind HAProxy, sharing
+//! PostgreSQL and Redis (each with a healthcheck the servers wait on), and Ollama in a profile.
 
 use serde_norway::Value;
 
@@ -57,14 +58,78 @@ fn the_server_waits_for_a_healthy_postgres_and_uses_its_credentials() {
 }
 
 #[test]
-fn the_server_listens_on_all_interfaces_and_publishes_its_port() {
+fn the_replicas_listen_on_all_interfaces_behind_the_balancer() {
     let c = compose();
     let server = &c["services"]["server"];
     assert_eq!(env(server, "HOST"), "0.0.0.0");
+    assert!(server["deploy"]["replicas"].as_u64().unwrap() >= 2, "two or more replicas");
+    assert!(server.get("ports").is_none(), "replicas publish no port: clients come through the balancer");
     let port = env(server, "PORT");
-    let published = server["ports"][0].as_str().unwrap();
-    assert!(published.ends_with(&format!(":{port}")), "{published}");
+    assert_eq!(server["expose"][0].as_str(), Some(port));
+    let balancer = &c["services"]["balancer"];
+    assert!(balancer["image"].as_str().unwrap().starts_with("haproxy:"), "the official HAProxy image");
+    assert_eq!(balancer["ports"][0].as_str(), Some("3000:3000"));
     assert!(env(server, "JWT_SECRET").contains("JWT_SECRET"), "the secret comes from the operator");
+    let grace: u64 = env(server, "SHUTDOWN_GRACE_SECS").parse().unwrap();
+    let stop = server["stop_grace_period"].as_str().unwrap().trim_end_matches('s').parse::<u64>().unwrap();
+    assert!(stop > grace, "docker waits longer than the server drains ({stop} s > {grace} s)");
+}
+
+#[test]
+fn the_replicas_share_redis_and_wait_for_it() {
+    let c = compose();
+    let server = &c["services"]["server"];
+    let redis = &c["services"]["redis"];
+    assert!(redis["image"].as_str().unwrap().starts_with("redis:7"), "Redis 7 or later");
+    let test: Vec<&str> =
+        redis["healthcheck"]["test"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(test.contains(&"ping"), "{test:?}");
+    assert_eq!(server["depends_on"]["redis"]["condition"].as_str(), Some("service_healthy"));
+    assert_eq!(env(server, "REDIS_URL"), "redis://redis:6379");
+}
+
+/// The balancer's config: the replicas by Docker's DNS on the server's port, websockets
+/// tunnelled for long, long-polling sticky by cookie, replicas checked on /readyz (a draining
+/// one leaves at once), a refused connection retried elsewhere. With HAProxy installed (CI
+/// installs it), `haproxy -c` checks the file too.
+#[test]
+fn the_balancer_routes_websockets_and_sticky_long_polling_to_ready_replicas() {
+    let c = compose();
+    let balancer = &c["services"]["balancer"];
+    let mount = balancer["volumes"][0].as_str().unwrap();
+    let (file, target) = mount.split_once(':').unwrap();
+    assert!(target.starts_with("/usr/local/etc/haproxy/haproxy.cfg"), "{target}");
+    let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), file.trim_start_matches("./"));
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    let port = env(&c["services"]["server"], "PORT");
+    let lines: Vec<&str> = cfg.lines().map(str::trim).collect();
+    let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+    assert!(has(&format!("server-template replica 4 server:{port}")), "the replicas by DNS");
+    assert!(has("cookie SERVERID insert"), "long-polling sticky by cookie");
+    assert!(has("option httpchk GET /readyz"), "replicas checked on /readyz");
+    assert!(has("timeout tunnel 1h"), "websockets outlive the HTTP timeouts");
+    assert!(has("option redispatch"), "a refused connection goes to another replica");
+    assert!(has("bind :3000"));
+    assert!(has("nameserver dns 127.0.0.11:53"), "Docker's DNS");
+    if let Some(haproxy) =
+        ["/usr/sbin/haproxy", "/usr/bin/haproxy"].iter().find(|p| std::path::Path::new(p).exists())
+    {
+        let checked = std::process::Command::new(haproxy).args(["-c", "-f", &path]).output().unwrap();
+        assert!(checked.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&checked.stderr));
+    }
+}
+
+#[test]
+fn ollama_is_a_profile_the_servers_find_by_name() {
+    let c = compose();
+    let ollama = &c["services"]["ollama"];
+    assert!(ollama["image"].as_str().unwrap().starts_with("ollama/ollama"));
+    assert_eq!(ollama["profiles"][0].as_str(), Some("ollama"), "only with --profile ollama");
+    let volume = ollama["volumes"][0].as_str().unwrap();
+    assert!(c["volumes"].get(volume.split(':').next().unwrap()).is_some(), "models are kept");
+    let server = &c["services"]["server"];
+    assert!(env(server, "OLLAMA_HOST").contains("http://ollama:11434"));
+    assert!(env(server, "AI_PROVIDER").contains("AI_PROVIDER"), "the operator picks the provider");
 }
 
 /// The image listens on every interface, so it must never start in dev mode (tokens for anyone

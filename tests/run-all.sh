@@ -66,6 +66,16 @@ else
   echo "missing and cannot be installed here: the browser test will skip (it fails under CI=true)"
 fi
 
+step "HAProxy (the cluster test through a real balancer)"
+if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then
+  echo "present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  echo "installed Debian's haproxy"
+else
+  echo "missing and cannot be installed here: the balancer test will skip (it fails under CI=true)"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
