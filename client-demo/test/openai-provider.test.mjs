@@ -279,3 +279,23 @@ test("clear messages never wait for the classifier", async () => {
   await askIn("What does Tokio do?");
   assert.ok(!fake.requests.slice(before).some((r) => r.kind === "classifier"));
 });
+
+test("AI_PROVIDER=ollama finds Ollama at OLLAMA_HOST (the compose stack's setting) when AI_BASE_URL is unset", async () => {
+  const ollama = await startServer({
+    env: { AI_PROVIDER: "ollama", OLLAMA_HOST: fake.url.replace(/\/v1$/, "/"), AI_MODEL: "llama3.2" },
+  });
+  try {
+    const aliceToken = await devToken(ollama.url, "alice");
+    const { session } = await createSession(ollama.url, aliceToken, samplePost);
+    const socket = await connect(ollama.url, aliceToken);
+    const before = fake.requests.length;
+    const result = await ask(socket, session.id, "What does the article say about the scheduler?");
+    assert.equal(result.terminal.name, "chat:stream:end");
+    const sent = fake.requests.slice(before).find((r) => r.kind === "answer");
+    assert.equal(sent.path, "/v1/chat/completions");
+    assert.equal(sent.body.model, "llama3.2");
+    socket.close();
+  } finally {
+    await ollama.stop();
+  }
+});
