@@ -155,9 +155,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Self { listener, router, connections, io, controller, store, grace, cluster, .. } = self;
-        let listener_closed = tokio_util::sync::CancellationToken::new();
+        let close_listener = tokio_util::sync::CancellationToken::new();
+        let (listener_closed, closed) = tokio::sync::oneshot::channel();
         let drained = {
-            let (controller, listener_closed) = (controller.clone(), listener_closed.clone());
+            let (controller, close_listener) = (controller.clone(), close_listener.clone());
             async move {
                 shutdown.await;
                 if cluster.is_some() {
@@ -167,7 +168,9 @@ impl Application {
                     // session streams, while the answers generated here go on.
                     info!("draining: sockets sent to the other processes, answers finishing");
                     controller.stop_accepting();
-                    listener_closed.cancel();
+                    close_listener.cancel();
+                    // Closed before the clients reconnect, so none reconnects here.
+                    let _ = closed.await;
                     io.close().await;
                 }
                 controller.drain(grace).await;
@@ -177,8 +180,9 @@ impl Application {
                 io.close().await;
             }
         };
-        let stop_accepting = listener_closed.cancelled_owned();
-        http::connections::serve(listener, router, connections, stop_accepting, drained).await;
+        let stop_accepting = close_listener.cancelled_owned();
+        http::connections::serve(listener, router, connections, stop_accepting, listener_closed, drained)
+            .await;
         store.close().await;
         info!("stopped");
         Ok(())
@@ -235,6 +239,13 @@ fn ai_endpoint(config: &Config) -> Option<Endpoint> {
 /// anyone who asks) reachable from the network without the operator saying so.
 fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
     config.check_ranges().map_err(StartupError::Setting)?;
+    if config.server.redis_url.is_some() && !config.database_url().starts_with("postgres") {
+        // The default SQLite file is each process's own: processes that do not share their
+        // sessions cannot act as one server.
+        return Err(StartupError::Setting(
+            "REDIS_URL (cluster mode) needs a DATABASE_URL every process shares: postgres://...".into(),
+        ));
+    }
     let ip = config.listen_addr()?.ip();
     if config.dev_mode() && !ip.is_loopback() && !config.server.insecure_dev_mode_on_network {
         return Err(StartupError::DevModeOnNetwork(ip));

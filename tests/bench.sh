@@ -14,13 +14,20 @@
 #   tests/bench.sh stored [messages]
 #     chat at 100 users on PostgreSQL, on an empty database and on one holding 1,000,000 (default)
 #     stored messages of 2,000 sessions: throughput must not depend on what is stored.
+#   tests/bench.sh cluster [users ...]
+#     cluster mode's cost (PostgreSQL): chat at each number of users (default: 100 500) on one
+#     process without Redis, then on three processes sharing a redis-server of the script's own,
+#     the users' sockets spread over them; then the same with each session also watched from
+#     another process (the cross-process token delay), and paced at $THINK_CLUSTER ms (default
+#     1000, below saturation). Redis commands per answer from Redis's own count.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 # POSTCHAT_BIN=path runs another build of the server (an earlier commit, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=scenarios
-case "${1:-}" in soak | stored) mode=$1; shift ;; esac
+case "${1:-}" in soak | stored | cluster) mode=$1; shift ;; esac
 if [ "$mode" = stored ]; then set -- postgres "${1:-1000000}"; fi
+if [ "$mode" = cluster ]; then set -- postgres "${@:-100 500}"; fi
 db="${1:-sqlite}"
 shift || true
 users=("${@:-10 50 100 200 500}")
@@ -38,34 +45,40 @@ port=3399
 case "$db" in sqlite | postgres) ;; *) echo "usage: $0 [sqlite|postgres] [users ...]" >&2; exit 2 ;; esac
 
 server=""
+servers=()
 pg_db=""
-# start_server [pacing ms]: a fresh server (and database); the offline engine at full speed
-# unless told otherwise.
+# start_server [pacing ms] [port] [more env]: a fresh server (and database, unless one is
+# already made for this scenario); the offline engine at full speed unless told otherwise.
 start_server() {
-  local data url pacing="${1:-0}"
+  local data url pacing="${1:-0}" at="${2:-$port}" extra="${3:-}"
   data=$(mktemp -d)
   if [ "$db" = postgres ]; then
-    pg_db="postchat_bench_$$_$RANDOM"
-    psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $pg_db"
+    if [ -z "$pg_db" ]; then
+      pg_db="postchat_bench_$$_$RANDOM"
+      psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $pg_db"
+    fi
     url="postgres://postgres@127.0.0.1:5432/$pg_db"
   else
     url="sqlite://$data/bench.db"
   fi
-  HOST=127.0.0.1 PORT=$port CORS_ORIGINS=http://localhost:5173 DATA_DIR="$data" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=20 \
+  # shellcheck disable=SC2086
+  env $extra HOST=127.0.0.1 PORT=$at CORS_ORIGINS=http://localhost:5173 DATA_DIR="$data" DATABASE_URL="$url" DATABASE_MAX_CONNECTIONS=20 \
     JWT_SECRET=$secret RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
     RATE_LIMIT_POSTS_PER_MINUTE=0 RATE_LIMIT_SESSIONS_PER_MINUTE=0 \
     MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=$pacing SUMMARY_EVERY=0 RUST_LOG=warn \
     "${POSTCHAT_BIN:-./target/release/postchat}" >> "$out/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return; sleep 0.2; done
+  servers+=("$server")
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$at/readyz" >/dev/null && return; sleep 0.2; done
   echo "the server did not start (see $out/server.log)" >&2
   exit 1
 }
 # Each scenario's database is dropped after it: left behind, the next scenarios would share the
 # cores with autovacuum working through it.
 stop_server() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
+  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${servers[@]}"; do wait "$pid" 2>/dev/null || true; done
+  servers=()
   if [ -n "$pg_db" ]; then
     psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" || true
     pg_db=""
@@ -74,6 +87,40 @@ stop_server() {
 trap stop_server EXIT
 lg() { ./target/release/loadgen --addr "127.0.0.1:$port" --jwt-secret $secret --server-pid "$server" "$@"; }
 
+if [ "$mode" = cluster ]; then
+  redis_port=3499
+  redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$PWD/$out/redis.pid" --logfile "$PWD/$out/redis.log"
+  trap 'stop_server; kill "$(cat "$out/redis.pid")" 2>/dev/null || true' EXIT
+  redis_calls() { redis-cli -p $redis_port info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
+  start_cluster() {
+    redis-cli -p $redis_port flushall >/dev/null
+    for i in 0 1 2; do start_server "${1:-0}" $((port + i)) "REDIS_URL=redis://127.0.0.1:$redis_port"; done
+  }
+  three="127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
+  # cluster_run NAME [loadgen chat arguments]: three processes, Redis commands per answer.
+  cluster_run() {
+    local name=$1 before after answers
+    shift
+    start_cluster
+    before=$(redis_calls)
+    ./target/release/loadgen --addr "$three" --jwt-secret $secret --json "$out/$name.json" chat "$@"
+    after=$(redis_calls)
+    answers=$(sed -n 's/.*"answers":\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
+    awk -v c=$((after - before)) -v a="${answers:-1}" 'BEGIN { printf "  Redis commands: %d in all, %.1f per answer\n", c, c / a }' | tee "$out/$name-redis.txt"
+    stop_server
+  }
+  for n in "$@"; do
+    start_server
+    lg --json "$out/cluster-single-$n.json" chat --users "$n" --seconds 15
+    stop_server
+    cluster_run "cluster-three-$n" --users "$n" --seconds 15
+    cluster_run "cluster-three-$n-watched" --users "$n" --seconds 15 --watch-elsewhere
+  done
+  cluster_run "cluster-three-100-watched-think-${THINK_CLUSTER:-1000}" --users 100 --seconds 15 \
+    --watch-elsewhere --think-ms "${THINK_CLUSTER:-1000}"
+  exit 0
+fi
 if [ "$mode" = soak ]; then
   minutes="${1:-30}"
   start_server 15

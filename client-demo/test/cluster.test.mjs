@@ -3,6 +3,7 @@
 // them (PROTOCOL.md, "Several processes").
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import net from "node:net";
 import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
 import { startProcesses } from "./helpers/processes.mjs";
@@ -46,6 +47,21 @@ async function withProcesses(t, count, env, body) {
   } finally {
     await cluster.stop();
   }
+}
+
+/** Alice's session with a socket on `a` that asks a question and one on `b` that watched the
+ * session first: { token, session, onA, onB, answer, watched, ack }. */
+async function askWatchedElsewhere(cluster, a, b) {
+  const token = cluster.token("alice");
+  const { session } = await createSession(a.url, token, samplePost);
+  const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+  await request(onB, "chat:join", { sessionId: session.id });
+  const watched = collectAnswer(onB);
+  const answer = collectAnswer(onA);
+  const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+  answer.setMessageId(ack.messageId);
+  watched.setMessageId(ack.messageId);
+  return { token, session, onA, onB, answer, watched, ack };
 }
 
 test("every event of an answer reaches the session's sockets on every process, gapless, in order", async (t) => {
@@ -109,14 +125,7 @@ test("one answer per session across processes: BUSY elsewhere, and a clientMessa
 test("chat:stop on another process stops the answer where it is generated, within a second", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
     const [a, b] = cluster.servers;
-    const token = cluster.token("alice");
-    const { session } = await createSession(a.url, token, samplePost);
-    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
-    await request(onB, "chat:join", { sessionId: session.id });
-    const watched = collectAnswer(onB);
-    const answer = collectAnswer(onA);
-    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
-    answer.setMessageId(ack.messageId);
+    const { token, session, onA, onB, answer, watched } = await askWatchedElsewhere(cluster, a, b);
     await new Promise((r) => onB.once("chat:stream:token", r));
     const asked = Date.now();
     const stop = await request(onB, "chat:stop", { sessionId: session.id });
@@ -171,13 +180,7 @@ test("chat:join on another process mid-answer acks inFlight exactly and the live
 test("an answer is not cancelled while a socket on another process watches it", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "150", WATCH_GRACE_SECS: "1" }, async (cluster) => {
     const [a, b] = cluster.servers;
-    const token = cluster.token("alice");
-    const { session } = await createSession(a.url, token, samplePost);
-    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
-    await request(onB, "chat:join", { sessionId: session.id });
-    const watched = collectAnswer(onB);
-    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
-    watched.setMessageId(ack.messageId);
+    const { token, session, onA, onB, watched } = await askWatchedElsewhere(cluster, a, b);
     onA.close(); // nobody watches on the generating process any more
     const events = await watched.finished;
     assert.equal(events.at(-1).name, "chat:stream:end");
@@ -199,13 +202,7 @@ test("an answer is not cancelled while a socket on another process watches it", 
 test("a process killed mid-answer: another stores it interrupted within 15 s, tells its watchers, frees the session", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200" }, async (cluster) => {
     const [a, b] = cluster.servers;
-    const token = cluster.token("alice");
-    const { session } = await createSession(a.url, token, samplePost);
-    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
-    await request(onB, "chat:join", { sessionId: session.id });
-    const watched = collectAnswer(onB);
-    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
-    watched.setMessageId(ack.messageId);
+    const { token, session, onA, onB, watched, ack } = await askWatchedElsewhere(cluster, a, b);
     for (let i = 0; i < 3; i++) await new Promise((r) => onB.once("chat:stream:token", r));
     const killed = Date.now();
     a.process.kill("SIGKILL");
@@ -232,15 +229,7 @@ async function ready(url) {
 test("Redis down: /readyz 503 and CLUSTER_UNAVAILABLE, never a hang; Redis back: every process recovers by itself", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
     const [a, b] = cluster.servers;
-    const token = cluster.token("alice");
-    const { session } = await createSession(a.url, token, samplePost);
-    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
-    await request(onB, "chat:join", { sessionId: session.id });
-    const watched = collectAnswer(onB);
-    const answer = collectAnswer(onA);
-    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
-    answer.setMessageId(ack.messageId);
-    watched.setMessageId(ack.messageId);
+    const { token, session, onA, onB, answer, watched, ack } = await askWatchedElsewhere(cluster, a, b);
     for (let i = 0; i < 3; i++) await new Promise((r) => onB.once("chat:stream:token", r));
 
     await cluster.redis.stop();
@@ -281,16 +270,7 @@ test("Redis down: /readyz 503 and CLUSTER_UNAVAILABLE, never a hang; Redis back:
 test("rolling restart: a SIGTERMed process hands its sockets over, finishes its answers, and its clients resume elsewhere seq-exact", async (t) => {
   await withProcesses(t, 3, { LOCAL_AI_PACING_MS: "60", SHUTDOWN_GRACE_SECS: "60" }, async (cluster) => {
     const [a, b, c] = cluster.servers;
-    const token = cluster.token("alice");
-    const { session } = await createSession(b.url, token, samplePost);
-    const onA = await connect(a.url, token);
-    const onB = await connect(b.url, token);
-    await request(onB, "chat:join", { sessionId: session.id });
-    const watched = collectAnswer(onB);
-    const first = collectAnswer(onA);
-    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
-    first.setMessageId(ack.messageId);
-    watched.setMessageId(ack.messageId);
+    const { token, session, onA, onB, watched, ack } = await askWatchedElsewhere(cluster, a, b);
     for (let i = 0; i < 5; i++) await new Promise((r) => onA.once("chat:stream:token", r));
 
     const gone = new Promise((resolve) => onA.once("disconnect", resolve));
@@ -298,7 +278,11 @@ test("rolling restart: a SIGTERMed process hands its sockets over, finishes its 
     // The client is told by its transport closing (so a socket.io client reconnects by itself).
     assert.equal(await gone, "transport close");
     // New connections go elsewhere: this process no longer listens.
-    await assert.rejects(fetch(`${a.url}/healthz`));
+    const port = Number(new URL(a.url).port);
+    await assert.rejects(
+      new Promise((resolve, reject) => net.connect(port, "127.0.0.1").once("connect", resolve).once("error", reject)),
+      /ECONNREFUSED/,
+    );
     // Its client comes back through the balancer to another process and resumes there.
     const onC = await connect(c.url, token);
     const live = collectAnswer(onC);

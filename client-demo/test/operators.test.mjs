@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { io } from "socket.io-client";
 import { api, ask, connect, createSession, devToken } from "../lib/client.mjs";
-import { binary, startServer, samplePost } from "./helpers/server.mjs";
+import { binary, freshPostgresUrl, startServer, samplePost } from "./helpers/server.mjs";
+import { freePort } from "./helpers/processes.mjs";
 
 const secret = "a-test-secret-that-is-long-enough-0123456789";
 
@@ -72,7 +73,16 @@ test("only configured origins may open a socket, on websocket and on polling", a
 });
 
 test("a REDIS_URL the server cannot honour stops it at start with a clear message", async () => {
-  await assert.rejects(startServer({ env: { REDIS_URL: "redis://127.0.0.1:6379" } }), /REDIS_URL is set/);
+  // Cluster mode needs a database every process shares (the default SQLite file is one's own).
+  await assert.rejects(startServer({ env: { REDIS_URL: "redis://127.0.0.1:6379" } }), /needs a DATABASE_URL every process shares/);
+  const databaseUrl = freshPostgresUrl();
+  if (!databaseUrl) return;
+  const nobody = await freePort();
+  await assert.rejects(
+    startServer({ env: { DATABASE_URL: databaseUrl, REDIS_URL: `redis://127.0.0.1:${nobody}` } }),
+    /cluster mode: REDIS_URL: .*(refused|Connection)/i,
+  );
+  await assert.rejects(startServer({ env: { DATABASE_URL: databaseUrl, REDIS_URL: "http://127.0.0.1:6379" } }), /cluster mode: REDIS_URL/);
 });
 
 test("a bad DATABASE_URL stops the server at start with a clear message", async () => {

@@ -71,8 +71,7 @@ impl AnswerLog {
             process,
             inflight,
             keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
-            open: HashSet::new(),
-            deferred: HashSet::new(),
+            planner: Planner::default(),
             queued: queued.clone(),
         };
         tokio::spawn(writer.run(rx));
@@ -109,11 +108,17 @@ struct Writer {
     process: String,
     inflight: Arc<InFlightAnswers>,
     keep_ms: u64,
+    planner: Planner,
+    queued: metrics::Gauge,
+}
+
+/// Turns queued entries into commands, remembering which answers have started and not ended.
+#[derive(Default)]
+struct Planner {
     /// Answers started in the log and not ended yet.
     open: HashSet<MessageId>,
     /// Their releases, held until their terminal event.
     deferred: HashSet<MessageId>,
-    queued: metrics::Gauge,
 }
 
 impl Writer {
@@ -122,61 +127,12 @@ impl Writer {
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             self.queued.decrement(batch.len() as f64);
             let mut flushes = Vec::new();
-            let commands = self.plan(batch.drain(..), &mut flushes);
+            let commands = self.planner.plan(batch.drain(..), &mut flushes);
             self.send(commands).await;
             for flush in flushes {
                 let _ = flush.send(());
             }
         }
-    }
-
-    /// Orders the batch into commands: tokens coalesced per answer, releases after terminals.
-    fn plan(
-        &mut self,
-        entries: impl Iterator<Item = Entry>,
-        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-    ) -> Vec<Command> {
-        let mut commands: Vec<Command> = Vec::new();
-        let mut last_of_session: HashMap<SessionId, usize> = HashMap::new();
-        for entry in entries {
-            match entry {
-                Entry::Event { session_id, event } => {
-                    if let Some(&i) = last_of_session.get(&session_id) {
-                        if coalesce(&mut commands[i], &event) {
-                            continue;
-                        }
-                    }
-                    let message_id = event.message_id();
-                    let release = self.track(&event, message_id);
-                    last_of_session.insert(session_id, commands.len());
-                    commands.push(Command::Append { session_id, event });
-                    if let (true, Some(message_id)) = (release, message_id) {
-                        commands.push(Command::Release { session_id, message_id });
-                    }
-                }
-                Entry::Release { session_id, message_id } => {
-                    if self.open.contains(&message_id) {
-                        self.deferred.insert(message_id);
-                    } else {
-                        commands.push(Command::Release { session_id, message_id });
-                    }
-                }
-                Entry::Flush(done) => flushes.push(done),
-            }
-        }
-        commands
-    }
-
-    /// Notes starts and ends; true when a deferred release is due after this event.
-    fn track(&mut self, event: &LoggedEvent, message_id: Option<MessageId>) -> bool {
-        let Some(message_id) = message_id else { return false };
-        if matches!(event, LoggedEvent::Start { .. }) {
-            self.open.insert(message_id);
-        } else if event.is_terminal() {
-            self.open.remove(&message_id);
-            return self.deferred.remove(&message_id);
-        }
-        false
     }
 
     async fn send(&mut self, commands: Vec<Command>) {
@@ -230,9 +186,60 @@ impl Writer {
             }
         }
         for id in &lost {
-            self.open.remove(id);
-            self.deferred.remove(id);
+            self.planner.open.remove(id);
+            self.planner.deferred.remove(id);
         }
+    }
+}
+
+impl Planner {
+    /// Orders the batch into commands: tokens coalesced per answer, releases after terminals.
+    fn plan(
+        &mut self,
+        entries: impl Iterator<Item = Entry>,
+        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) -> Vec<Command> {
+        let mut commands: Vec<Command> = Vec::new();
+        let mut last_of_session: HashMap<SessionId, usize> = HashMap::new();
+        for entry in entries {
+            match entry {
+                Entry::Event { session_id, event } => {
+                    if let Some(&i) = last_of_session.get(&session_id) {
+                        if coalesce(&mut commands[i], &event) {
+                            continue;
+                        }
+                    }
+                    let message_id = event.message_id();
+                    let release = self.track(&event, message_id);
+                    last_of_session.insert(session_id, commands.len());
+                    commands.push(Command::Append { session_id, event });
+                    if let (true, Some(message_id)) = (release, message_id) {
+                        commands.push(Command::Release { session_id, message_id });
+                    }
+                }
+                Entry::Release { session_id, message_id } => {
+                    if self.open.contains(&message_id) {
+                        self.deferred.insert(message_id);
+                    } else {
+                        commands.push(Command::Release { session_id, message_id });
+                    }
+                }
+                Entry::Flush(done) => flushes.push(done),
+            }
+        }
+        commands
+    }
+
+    /// Notes starts and ends; true when a deferred release is due after this event.
+    fn track(&mut self, event: &LoggedEvent, message_id: Option<MessageId>) -> bool {
+        let Some(message_id) = message_id else { return false };
+        if matches!(event, LoggedEvent::Start { .. }) {
+            self.open.insert(message_id);
+        } else if event.is_terminal() {
+            self.open.remove(&message_id);
+            return self.deferred.remove(&message_id);
+        }
+        false
     }
 }
 
@@ -252,4 +259,86 @@ fn coalesce(command: &mut Command, event: &LoggedEvent) -> bool {
     *seq = *seq2;
     *count += count2;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IntentType;
+
+    fn event(session_id: SessionId, event: LoggedEvent) -> Entry {
+        Entry::Event { session_id, event }
+    }
+
+    fn tokens(m: MessageId, t: &str, seq: u64) -> LoggedEvent {
+        LoggedEvent::Tokens { m, t: t.into(), seq, count: 1 }
+    }
+
+    fn names(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|c| match c {
+                Command::Append { event: LoggedEvent::Tokens { t, seq, count, .. }, .. } => {
+                    format!("tokens {t:?} {seq} x{count}")
+                }
+                Command::Append { event, .. } => {
+                    format!("{:?}", event).split_whitespace().next().unwrap().to_owned()
+                }
+                Command::Release { .. } => "release".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answers_consecutive_tokens_become_one_entry_per_batch_and_sessions_stay_apart() {
+        let (s1, s2, m1, m2) = (SessionId::new(), SessionId::new(), MessageId::new(), MessageId::new());
+        let entries = vec![
+            event(s1, tokens(m1, "a", 0)),
+            event(s2, tokens(m2, "x", 0)),
+            event(s1, tokens(m1, "b", 1)),
+            event(s2, tokens(m2, "y", 1)),
+            event(s1, tokens(m1, "c", 2)),
+        ];
+        let commands = Planner::default().plan(entries.into_iter(), &mut Vec::new());
+        assert_eq!(names(&commands), ["tokens \"abc\" 2 x3", "tokens \"xy\" 1 x2"]);
+    }
+
+    #[test]
+    fn tokens_after_another_event_are_not_joined_across_it() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let entries = vec![
+            event(s, tokens(m, "a", 0)),
+            event(s, LoggedEvent::Waiting { m, ms: 10 }),
+            event(s, tokens(m, "b", 1)),
+        ];
+        let commands = Planner::default().plan(entries.into_iter(), &mut Vec::new());
+        assert_eq!(names(&commands), ["tokens \"a\" 0 x1", "Waiting", "tokens \"b\" 1 x1"]);
+    }
+
+    #[test]
+    fn a_started_answers_release_waits_for_its_terminal_event_even_in_a_later_batch() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let mut planner = Planner::default();
+        let start = LoggedEvent::Start { m, i: IntentType::Question, c: None, u: "q".into() };
+        // The session is released (the guard dropped) before the end is delivered.
+        let first = vec![
+            event(s, start),
+            event(s, tokens(m, "a", 0)),
+            Entry::Release { session_id: s, message_id: m },
+        ];
+        assert_eq!(names(&planner.plan(first.into_iter(), &mut Vec::new())), ["Start", "tokens \"a\" 0 x1"]);
+        let end =
+            LoggedEvent::End { m, i: IntentType::Question, content: "a".into(), stopped: false, cut: false };
+        let second = vec![event(s, end)];
+        assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End", "release"]);
+        assert!(planner.open.is_empty() && planner.deferred.is_empty());
+    }
+
+    #[test]
+    fn an_answer_that_never_started_is_released_at_once() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let commands = Planner::default()
+            .plan(vec![Entry::Release { session_id: s, message_id: m }].into_iter(), &mut Vec::new());
+        assert_eq!(names(&commands), ["release"]);
+    }
 }

@@ -49,12 +49,14 @@ pub struct ConnectionLimits {
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for the
 /// open HTTP requests to end (websockets are closed by the socket layer's own shutdown).
-/// `stop_accepting` closes the listener earlier, while `stop` is still under way.
+/// `stop_accepting` closes the listener earlier, while `stop` is still under way;
+/// `listener_closed` is told once it is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
+    listener_closed: tokio::sync::oneshot::Sender<()>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_open));
@@ -100,10 +102,14 @@ pub async fn serve(
     // Closed first when the process drains in a cluster: a balancer sends new connections to
     // the other processes while this one finishes its answers.
     drop(listener);
-    if !stopped {
-        stop.await;
+    let _ = listener_closed.send(());
+    if stopped {
+        graceful.shutdown().await;
+    } else {
+        // Draining: kept-alive HTTP connections close as their requests end (a balancer
+        // must not reuse one to reach this process), while `stop` finishes.
+        tokio::join!(stop, graceful.shutdown());
     }
-    graceful.shutdown().await;
 }
 
 /// An accept error (most often out of descriptors) is logged, then the loop waits a little
@@ -168,9 +174,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(serve(listener, router, limits, std::future::pending(), async move {
-            rx.await.unwrap_or(())
-        }));
+        let (closed, _) = tokio::sync::oneshot::channel();
+        let stop = async move { rx.await.unwrap_or(()) };
+        tokio::spawn(serve(listener, router, limits, std::future::pending(), closed, stop));
         (addr, tx)
     }
 

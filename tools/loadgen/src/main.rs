@@ -13,6 +13,7 @@ mod scenarios;
 
 mod soak;
 mod stats;
+mod watchers;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +27,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", about = "Load scenarios for the postchat server")]
 pub struct Cli {
-    /// Server address (host:port).
+    /// Server address (host:port), or several comma-separated (the processes of a cluster):
+    /// users' sockets are spread over them in turn.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: String,
     /// The server's JWT_SECRET, to sign the users' tokens.
@@ -71,6 +73,11 @@ pub enum Scenario {
         /// (a start-up burst, not the steady load the figures describe).
         #[arg(long, default_value_t = 2)]
         warmup_secs: u64,
+        /// Watch each user's session from a second socket on the next address (another
+        /// process of a cluster): every answer checked there too, and the delay of each token
+        /// there after the sender's socket got it measured.
+        #[arg(long)]
+        watch_elsewhere: bool,
     },
     /// The long run: idle sockets held, users chatting with a pause between answers; the
     /// server's memory (needs --server-pid) and answers/s sampled every interval.
@@ -98,6 +105,19 @@ pub enum Scenario {
     },
 }
 
+impl Cli {
+    /// The address the `i`-th user (or connection) uses: the addresses in turn.
+    pub fn addr_for(&self, i: usize) -> &str {
+        let addrs: Vec<&str> = self.addr.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+        addrs.get(i % addrs.len().max(1)).copied().unwrap_or(self.addr.as_str())
+    }
+
+    /// How many addresses were given.
+    pub fn addr_count(&self) -> usize {
+        self.addr.split(',').filter(|a| !a.trim().is_empty()).count().max(1)
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -105,12 +125,12 @@ async fn main() -> ExitCode {
         Scenario::Idle { connections, hold, browser_headers } => {
             scenarios::idle(&cli, connections, hold, browser_headers).await
         }
-        Scenario::Chat { users, seconds, think_ms, warmup_secs } => {
+        Scenario::Chat { users, seconds, think_ms, warmup_secs, watch_elsewhere } => {
             let length = scenarios::Length {
                 warmup: Duration::from_secs(warmup_secs),
                 measured: Duration::from_secs(seconds),
             };
-            scenarios::chat(&cli, users, length, Duration::from_millis(think_ms)).await
+            scenarios::chat(&cli, users, length, Duration::from_millis(think_ms), watch_elsewhere).await
         }
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
         Scenario::Soak { users, idle, think_ms, minutes, sample_secs, warmup_secs } => {

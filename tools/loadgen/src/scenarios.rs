@@ -12,6 +12,11 @@ use crate::stats::{Latencies, Report};
 use crate::Cli;
 use loadgen::sio::{Incoming, Payload, Socket, BROWSER_HEADERS};
 
+/// A token for `user`, signed with the server's secret.
+pub fn user_token(cli: &Cli, user: &str) -> Result<String, String> {
+    token(cli, user)
+}
+
 fn token(cli: &Cli, user: &str) -> Result<String, String> {
     let keys = JwtKeys::hs256(cli.jwt_secret.as_bytes(), None, None);
     let user = UserId::parse(user).map_err(|e| e.to_string())?;
@@ -51,7 +56,7 @@ pub async fn open_idle(cli: &Cli, connections: usize) -> Result<(), String> {
     let tokens: Vec<String> =
         (0..users).map(|u| token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
     for i in 0..connections {
-        Socket::connect(&cli.addr, &tokens[i % users]).await?.hold();
+        Socket::connect(cli.addr_for(i), &tokens[i % users]).await?.hold();
     }
     Ok(())
 }
@@ -62,8 +67,8 @@ pub async fn chat_users(cli: &Cli, users: usize, prefix: &str) -> Result<Vec<(So
     let mut setups = Vec::new();
     for u in 0..users {
         let token = token(cli, &format!("{prefix}-{u}"))?;
-        let session_id = session(&http, &cli.addr, &token).await?;
-        let socket = Socket::connect(&cli.addr, &token).await?;
+        let session_id = session(&http, cli.addr_for(u), &token).await?;
+        let socket = Socket::connect(cli.addr_for(u), &token).await?;
         setups.push((socket, session_id));
     }
     Ok(setups)
@@ -78,7 +83,7 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Re
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
-        let (addr, token, gate) = (cli.addr.clone(), tokens[i % users].clone(), gate.clone());
+        let (addr, token, gate) = (cli.addr_for(i).to_owned(), tokens[i % users].clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
             let headers: &[_] = if browser { &BROWSER_HEADERS } else { &[] };
@@ -127,6 +132,10 @@ pub struct UserRun {
     start: Latencies,
     first_token: Latencies,
     end: Latencies,
+    /// When each token reached the sender's socket (only with watchers elsewhere).
+    pub arrivals: Option<Vec<crate::watchers::Arrival>>,
+    /// Answers asked, warm-up included.
+    pub answers_asked: u64,
 }
 
 /// Sends one message and follows its answer to the end, checking it.
@@ -179,6 +188,9 @@ pub async fn one_answer(
                         if next_seq == 0 {
                             run.first_token.push(ms);
                         }
+                        if let (Some(arrivals), Some(id)) = (&mut run.arrivals, &message_id) {
+                            arrivals.push(crate::watchers::Arrival::now(id, seq));
+                        }
                         next_seq = seq + 1;
                         run.tokens += count;
                         content.push_str(payload.token.as_deref().unwrap_or(""));
@@ -206,8 +218,18 @@ pub struct Length {
     pub measured: Duration,
 }
 
-pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> Result<Report, String> {
+pub async fn chat(
+    cli: &Cli,
+    users: usize,
+    length: Length,
+    think: Duration,
+    watch_elsewhere: bool,
+) -> Result<Report, String> {
     let setups = chat_users(cli, users, "chat").await?;
+    let watching = match watch_elsewhere {
+        true => Some(crate::watchers::watch(cli, &setups).await?),
+        false => None,
+    };
     let measure_from = Instant::now() + length.warmup;
     let stop_at = measure_from + length.measured;
     let mut tasks = Vec::new();
@@ -215,6 +237,9 @@ pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> R
         tasks.push(tokio::spawn(async move {
             // Answers asked during the warm-up are checked like the others, then set aside.
             let (mut warmup, mut run) = (UserRun::default(), UserRun::default());
+            if watch_elsewhere {
+                (warmup.arrivals, run.arrivals) = (Some(Vec::new()), Some(Vec::new()));
+            }
             let mut n = 0;
             // Spread over the pause, so that the users do not send in step.
             tokio::time::sleep(think.mul_f64(u as f64 / users as f64)).await;
@@ -231,12 +256,19 @@ pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> R
                 }
             }
             run.violations += warmup.violations;
+            run.answers_asked = run.answers + warmup.answers;
+            if let (Some(all), Some(early)) = (&mut run.arrivals, warmup.arrivals) {
+                all.extend(early);
+            }
             run
         }));
     }
     let mut total = UserRun::default();
+    let mut arrivals = Vec::new();
     for task in tasks {
-        let run = task.await.map_err(|e| e.to_string())?;
+        let mut run = task.await.map_err(|e| e.to_string())?;
+        arrivals.extend(run.arrivals.take().unwrap_or_default());
+        total.answers_asked += run.answers_asked;
         total.answers += run.answers;
         total.tokens += run.tokens;
         total.violations += run.violations;
@@ -247,6 +279,17 @@ pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> R
     }
     // Answers asked before `stop_at` end after it: count them over the time they took.
     let elapsed = measure_from.elapsed().as_secs_f64();
+    let mut latencies = vec![
+        ("ack".into(), total.ack),
+        ("chat:stream:start".into(), total.start),
+        ("first token".into(), total.first_token),
+        ("final event".into(), total.end),
+    ];
+    if let Some(watching) = watching {
+        let seen = watching.finish(&arrivals, total.answers_asked).await;
+        total.violations += seen.violations;
+        latencies.push(("token on another process".into(), seen.delays));
+    }
     let (seconds, warmup) = (length.measured.as_secs(), length.warmup.as_secs());
     Ok(Report {
         scenario: if think.is_zero() {
@@ -262,12 +305,7 @@ pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> R
             ("token events/s delivered".into(), total.tokens as f64 / elapsed),
             ("answers".into(), total.answers as f64),
         ],
-        latencies: vec![
-            ("ack".into(), total.ack),
-            ("chat:stream:start".into(), total.start),
-            ("first token".into(), total.first_token),
-            ("final event".into(), total.end),
-        ],
+        latencies,
         violations: total.violations,
     })
 }
@@ -275,10 +313,11 @@ pub async fn chat(cli: &Cli, users: usize, length: Length, think: Duration) -> R
 pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, String> {
     let http = reqwest::Client::new();
     let token = token(cli, "fanout")?;
-    let session_id = session(&http, &cli.addr, &token).await?;
+    let session_id = session(&http, cli.addr_for(0), &token).await?;
     let mut watchers = Vec::new();
-    for _ in 0..sockets.saturating_sub(1) {
-        let mut socket = Socket::connect(&cli.addr, &token).await?;
+    for i in 0..sockets.saturating_sub(1) {
+        // Spread over the addresses (cluster mode), the sender on the first.
+        let mut socket = Socket::connect(cli.addr_for(i + 1), &token).await?;
         let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id })).await;
         loop {
             match socket.recv().await {
@@ -320,7 +359,7 @@ pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, S
             })
         })
         .collect::<Vec<_>>();
-    let mut sender = Socket::connect(&cli.addr, &token).await?;
+    let mut sender = Socket::connect(cli.addr_for(0), &token).await?;
     let mut run = UserRun::default();
     let mut n = 0;
     while Instant::now() < stop_at {
