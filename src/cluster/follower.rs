@@ -288,10 +288,11 @@ impl Reader {
             if let Some(position) = self.positions.get_mut(&session_id) {
                 position.clone_from(&entry.id);
             }
-            let Some((origin, event)) = decode(entry) else { continue };
-            if origin == self.cluster.id {
+            // Entries this process logged are skipped before their JSON is read.
+            if entry.get::<String>("o").is_some_and(|origin| origin == self.cluster.id) {
                 continue;
             }
+            let Some((origin, event)) = decode(entry) else { continue };
             self.apply(session_id, origin, &event);
         }
     }

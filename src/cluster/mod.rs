@@ -2,18 +2,21 @@
 //! behave as one server (PROTOCOL.md, "Several processes"). docs/cluster.md has the design and
 //! why socketioxide's Redis adapter is not used.
 //!
-//! - [`answer_log`]: every event of an answer generated here is appended, in order, to its
+//! - `answer_log`: every event of an answer generated here is appended, in order, to its
 //!   session's Redis stream (batched, tokens coalesced).
-//! - [`follower`]: a process with sockets watching a session reads that stream from the
+//! - `follower`: a process with sockets watching a session reads that stream from the
 //!   position it delivered last, so events reach them in order without gap or double, and
 //!   mirrors the answer in flight so `chat:join` here snapshots it `seq`-exact. It also reads
 //!   this process's control stream (stop requests from other processes).
-//! - [`lease`]: one answer per session across processes (a Redis lease its generator renews),
+//! - `lease`: one answer per session across processes (a Redis lease its generator renews),
 //!   and the sweeper that stores a dead process's answers `interrupted`.
-//! - [`shared_limits`]: rate limits, sockets per user, connections and the daily token budget
+//! - `shared_limits`: rate limits, sockets per user, connections and the daily token budget
 //!   counted in Redis, atomically (Lua).
-//! - [`cache_versions`]: a version per session and per user's preferences, checked on every
+//! - `cache_versions`: a version per session and per user's preferences, checked on every
 //!   cache hit, so no process serves a copy another process has changed.
+//!
+//! - `audience`: [`ClusterAudience`], the local rooms plus the answer log, what a local answer
+//!   delivers to.
 //!
 //! Without `REDIS_URL` none of this exists and nothing needs Redis.
 
