@@ -140,7 +140,9 @@ impl Writer {
             return;
         }
         let mut pipe = redis::pipe();
-        let mut streams = HashSet::new();
+        // Set when an answer starts and ends: the stream outlives its last answer by `keep`.
+        let mut expiring = HashSet::new();
+        let mut released = false;
         for command in &commands {
             match command {
                 Command::Append { session_id, event } => {
@@ -153,15 +155,32 @@ impl Writer {
                     let json = serde_json::to_string(event).unwrap_or_default();
                     xadd.arg("*").arg("o").arg(&self.process).arg("e").arg(json);
                     pipe.add_command(xadd).ignore();
-                    streams.insert(key);
+                    if event.is_terminal() || matches!(event, LoggedEvent::Start { .. }) {
+                        expiring.insert(key);
+                    }
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id)).ignore();
+                    released = true;
                 }
             }
         }
-        for key in streams {
+        for key in expiring {
             pipe.cmd("PEXPIRE").arg(key).arg(self.keep_ms).ignore();
+        }
+        if released {
+            // This process's follower reads the released sessions again (another process may
+            // answer them next): wake its blocking read.
+            let control = self.keys.control(&self.process);
+            pipe.cmd("XADD")
+                .arg(control)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(1_000)
+                .arg("*")
+                .arg("wake")
+                .arg("")
+                .ignore();
         }
         let sent: redis::RedisResult<()> = pipe.query_async(&mut self.redis).await;
         if let Err(e) = sent {

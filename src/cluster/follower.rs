@@ -237,8 +237,12 @@ impl Reader {
     /// One blocking read of the control stream and every followed session's stream.
     async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let control = self.cluster.keys.control(&self.cluster.id);
+        // A session answered here has no other process's answer until this one ends: it is
+        // read again once it has (the answer log wakes this read then), its own entries
+        // skipped at once, instead of waking this read with each of them.
+        let answered_here = |s: &SessionId| self.inflight.get(*s).is_some_and(|a| a.origin == Origin::Here);
         let followed: Vec<(SessionId, String)> =
-            self.positions.iter().map(|(s, p)| (*s, p.clone())).collect();
+            self.positions.iter().filter(|(s, _)| !answered_here(s)).map(|(s, p)| (*s, p.clone())).collect();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
         let keys: HashMap<String, SessionId> =
