@@ -56,25 +56,23 @@ fi
 step "Real model (tests/real-model: llama.cpp's server and SmolLM2, built once per machine)"
 bash tests/real-model/setup.sh
 
+# debian_package BINARY PACKAGE TEST: installs Debian's PACKAGE unless BINARY is there (as root).
+debian_package() {
+  if [ -x "$1" ]; then
+    echo "present"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    echo "installed Debian's $2"
+  else
+    echo "missing and cannot be installed here: $3 will skip (it fails under CI=true)"
+  fi
+}
+
 step "Chromium (browser test)"
-if [ -x /usr/bin/chromium ]; then
-  echo "present"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  echo "installed Debian's chromium"
-else
-  echo "missing and cannot be installed here: the browser test will skip (it fails under CI=true)"
-fi
+debian_package /usr/bin/chromium chromium "the browser test"
 
 step "HAProxy (the cluster test through a real balancer)"
-if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then
-  echo "present"
-elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  echo "installed Debian's haproxy"
-else
-  echo "missing and cannot be installed here: the balancer test will skip (it fails under CI=true)"
-fi
+debian_package /usr/sbin/haproxy haproxy "the balancer test"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -309,6 +309,18 @@ pub async fn chat(
     })
 }
 
+/// `chat:join` on `socket`, returning once it is acked.
+pub async fn join(socket: &mut Socket, session_id: &str) -> Result<(), String> {
+    let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id })).await;
+    loop {
+        match socket.recv().await {
+            Some(Incoming::Ack(a, _)) if a == id => return Ok(()),
+            Some(_) => {}
+            None => return Err("a watcher closed while joining".into()),
+        }
+    }
+}
+
 pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, String> {
     let http = reqwest::Client::new();
     let token = token(cli, "fanout")?;
@@ -317,14 +329,7 @@ pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, S
     for i in 0..sockets.saturating_sub(1) {
         // Spread over the addresses (cluster mode), the sender on the first.
         let mut socket = Socket::connect(cli.addr_for(i + 1), &token).await?;
-        let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id })).await;
-        loop {
-            match socket.recv().await {
-                Some(Incoming::Ack(a, _)) if a == id => break,
-                Some(_) => {}
-                None => return Err("a watcher closed".into()),
-            }
-        }
+        join(&mut socket, &session_id).await?;
         watchers.push(socket);
     }
     let started = Instant::now();

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::stats::Latencies;
 use crate::Cli;
 use loadgen::sio::{Incoming, Payload, Socket};
@@ -56,14 +54,7 @@ pub async fn watch(cli: &Cli, users: &[(Socket, String)]) -> Result<Watching, St
     for (u, (_, session_id)) in users.iter().enumerate() {
         let token = crate::scenarios::user_token(cli, &format!("chat-{u}"))?;
         let mut socket = Socket::connect(cli.addr_for(u + 1), &token).await?;
-        let id = socket.emit_with_ack("chat:join", &json!({ "sessionId": session_id })).await;
-        loop {
-            match socket.recv().await {
-                Some(Incoming::Ack(a, _)) if a == id => break,
-                Some(_) => {}
-                None => return Err("a watcher closed while joining".into()),
-            }
-        }
+        crate::scenarios::join(&mut socket, session_id).await?;
         tasks.push(tokio::spawn(follow(socket)));
     }
     Ok(Watching { tasks })
