@@ -241,19 +241,22 @@ impl Reader {
         // read again once it has (the answer log wakes this read then), its own entries
         // skipped at once, instead of waking this read with each of them.
         let answered_here = |s: &SessionId| self.inflight.get(*s).is_some_and(|a| a.origin == Origin::Here);
-        let followed: Vec<(SessionId, String)> =
-            self.positions.iter().filter(|(s, _)| !answered_here(s)).map(|(s, p)| (*s, p.clone())).collect();
+        let followed: Vec<(String, SessionId, &String)> = self
+            .positions
+            .iter()
+            .filter(|(s, _)| !answered_here(s))
+            .map(|(s, position)| (self.cluster.keys.events(*s), *s, position))
+            .collect();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
-        let keys: HashMap<String, SessionId> =
-            followed.iter().map(|(s, _)| (self.cluster.keys.events(*s), *s)).collect();
-        for (session_id, _) in &followed {
-            cmd.arg(self.cluster.keys.events(*session_id));
+        for (key, _, _) in &followed {
+            cmd.arg(key);
         }
         cmd.arg(&self.control_position);
-        for (_, position) in &followed {
-            cmd.arg(position);
+        for (_, _, position) in &followed {
+            cmd.arg(position.as_str());
         }
+        let keys: HashMap<String, SessionId> = followed.into_iter().map(|(key, s, _)| (key, s)).collect();
         let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             if stream.key == control {
