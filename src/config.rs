@@ -114,6 +114,12 @@ pub struct ServerConfig {
     /// Folder for the default SQLite database and the dev-mode JWT secret.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Balancers (addresses or CIDR networks, comma-separated) whose word on the client's address
+    /// is taken: from these peers only, a connection may open with a PROXY protocol header (v2
+    /// or v1) naming the client, and the right-most `X-Forwarded-For` entry that is not one of
+    /// them is the client. Every per-address limit and log uses that address. Unset: the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     /// Allowed browser origins, comma-separated, `*` for any. Default: `*` in dev mode, none otherwise.
     #[arg(long, env = "CORS_ORIGINS")]
     pub cors_origins: Option<String>,

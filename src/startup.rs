@@ -20,9 +20,10 @@ use crate::chat::{
 };
 use crate::cluster::{Cluster, ClusterAudience, Member};
 use crate::config::{AiProvider, Config, JwtAlgorithmName};
-use crate::domain::UserId;
+use crate::domain::{Networks, UserId};
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
-use crate::http::connections::{self, ConnectionLimits};
+use crate::http::client_address::TrustedProxies;
+use crate::http::connections::{self, ConnectionSettings};
 use crate::http::{self, HttpState, WriteQuotas};
 use crate::limits::{self, RateLimit, SocketsPerUser};
 use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState, TokenExpiries};
@@ -91,7 +92,7 @@ pub fn jwt_keys(config: &Config) -> Result<JwtKeys, AuthError> {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    connections: ConnectionLimits,
+    connections: ConnectionSettings,
     io: SocketIo,
     controller: Arc<ChatController>,
     store: Arc<dyn Store>,
@@ -107,7 +108,7 @@ impl Application {
         // Every setting is checked before the database is touched.
         refuse_unsafe_settings(&config)?;
         let keys = Arc::new(jwt_keys(&config)?);
-        let connections = connection_limits(&config)?;
+        let connections = connection_settings(&config)?;
         crate::telemetry::spawn_metrics_upkeep();
         let ai = ai_service(&config)?;
         let inflight = Arc::new(InFlightAnswers::default());
@@ -253,9 +254,10 @@ fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// The bounds on client connections; the open-files limit is raised to its hard limit first,
-/// and `MAX_CONNECTIONS` must leave a twentieth of it (at least 64) for everything else.
-fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> {
+/// The bounds on client connections and the trusted proxies; the open-files limit is raised
+/// to its hard limit first, and `MAX_CONNECTIONS` must leave a twentieth of it (at least 64)
+/// for everything else.
+fn connection_settings(config: &Config) -> Result<ConnectionSettings, StartupError> {
     let fd_limit = connections::raise_fd_limit();
     let most = fd_limit.saturating_sub(connections::reserved_descriptors(fd_limit)).max(1);
     let max_open = match config.server.max_connections {
@@ -269,9 +271,12 @@ fn connection_limits(config: &Config) -> Result<ConnectionLimits, StartupError> 
         }
     };
     info!(max_connections = max_open, fd_limit, "client connections bounded");
-    Ok(ConnectionLimits {
+    let trusted = Networks::parse(&config.server.trusted_proxies)
+        .map_err(|e| StartupError::Setting(format!("TRUSTED_PROXIES: {e}")))?;
+    Ok(ConnectionSettings {
         max_open: usize::try_from(max_open).unwrap_or(usize::MAX),
         header_timeout: Duration::from_secs(config.server.http_header_timeout_secs),
+        trusted_proxies: TrustedProxies::new(trusted),
     })
 }
 

@@ -111,12 +111,27 @@ fn the_balancer_routes_websockets_and_sticky_long_polling_to_ready_replicas() {
     assert!(has("option redispatch"), "a refused connection goes to another replica");
     assert!(has("bind :3000"));
     assert!(has("nameserver dns 127.0.0.11:53"), "Docker's DNS");
+    let proxy = lines.iter().any(|l| l.starts_with("default-server") && l.contains("send-proxy-v2"));
+    assert!(proxy, "every connection names its client in a PROXY protocol v2 header");
     if let Some(haproxy) =
         ["/usr/sbin/haproxy", "/usr/bin/haproxy"].iter().find(|p| std::path::Path::new(p).exists())
     {
         let checked = std::process::Command::new(haproxy).args(["-c", "-f", &path]).output().unwrap();
         assert!(checked.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&checked.stderr));
     }
+}
+
+/// The replicas trust the balancer, and only it: its fixed address on the stack's network is
+/// `TRUSTED_PROXIES`, so per-address limits count clients (the PROXY header names them), not
+/// the balancer; no other service can name a client.
+#[test]
+fn the_replicas_trust_the_balancers_address_and_no_other() {
+    let c = compose();
+    let address = c["services"]["balancer"]["networks"]["default"]["ipv4_address"].as_str().unwrap();
+    assert_eq!(env(&c["services"]["server"], "TRUSTED_PROXIES"), address);
+    let subnet = c["networks"]["default"]["ipam"]["config"][0]["subnet"].as_str().unwrap();
+    let networks = postchat::domain::Networks::parse(subnet).unwrap();
+    assert!(networks.contains(address.parse().unwrap()), "{address} is on the stack's network {subnet}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import http from "node:http";
 import { io } from "socket.io-client";
 import { api, createSession } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
@@ -30,11 +31,11 @@ function haproxyBinary() {
 /** HAProxy in front of `servers`: websocket upgrades tunnelled, long-polling kept on its
  * process by a cookie HAProxy inserts (the server sets none), processes checked on /readyz so
  * a draining one is taken out. docker/haproxy.cfg is the same setup for the compose stack. */
-async function startHaproxy(binary, servers) {
+async function startHaproxy(binary, servers, { serverOptions = "", backendOptions = "" } = {}) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), "postchat-haproxy-"));
   const backends = servers
-    .map((s, i) => `  server s${i} ${new URL(s.url).host} check cookie s${i}`)
+    .map((s, i) => `  server s${i} ${new URL(s.url).host} check cookie s${i} ${serverOptions}`)
     .join("\n");
   const config = `
 defaults
@@ -53,6 +54,7 @@ backend postchat
   cookie SERVERID insert indirect nocache
   option httpchk GET /readyz
   default-server inter 300ms fall 1 rise 2
+${backendOptions}
 ${backends}
 `;
   const file = path.join(dir, "haproxy.cfg");
@@ -159,3 +161,56 @@ test("through HAProxy: a rolling restart mid-answer loses nothing for websocket 
     await cluster.stop();
   }
 });
+
+/** A new Engine.IO handshake sent from `localAddress` (any 127.x address is this machine);
+ * resolves to its HTTP status. */
+function handshakeFrom(url, localAddress) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${url}/socket.io/?EIO=4&transport=polling`, { localAddress, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.setTimeout(5000, () => req.destroy(new Error("handshake timed out")));
+    req.on("error", reject);
+  });
+}
+
+/** A websocket client connecting from `localAddress`; resolves to "connected" or its error. */
+function connectFrom(url, token, localAddress) {
+  const socket = io(url, { auth: { token }, forceNew: true, reconnection: false, transports: ["websocket"], localAddress });
+  return new Promise((resolve) => {
+    socket.on("connect", () => resolve("connected"));
+    socket.on("connect_error", (e) => resolve(`connect_error: ${e.message} ${e.description ?? ""}`));
+  }).finally(() => socket.close());
+}
+
+for (const [name, haproxyOptions] of [
+  ["a PROXY protocol v2 header", { serverOptions: "send-proxy-v2" }],
+  ["X-Forwarded-For", { backendOptions: "  option forwardfor" }],
+]) {
+  test(`through HAProxy (${name}): one address's flood of handshakes refuses that address only`, async (t) => {
+    const binary = haproxyBinary();
+    if (!binary) {
+      if (process.env.CI === "true") throw new Error("haproxy missing in CI (tests/run-all.sh installs it)");
+      return t.skip("haproxy not installed");
+    }
+    // HAProxy reaches the processes from 127.0.0.1, the one trusted proxy.
+    const cluster = await startProcesses(2, { env: { TRUSTED_PROXIES: "127.0.0.1", RATE_LIMIT_CONNECTIONS_PER_MINUTE: "120", RATE_LIMIT_CONNECTIONS_BURST: "10" } });
+    if (!cluster) return t.skip("PostgreSQL unreachable");
+    const balancer = await startHaproxy(binary, cluster.servers, haproxyOptions);
+    try {
+      const flood = [];
+      for (let i = 0; i < 30; i++) flood.push(await handshakeFrom(balancer.url, "127.0.0.5"));
+      assert.ok(flood.includes(429), `the flooding address is refused in the end: ${flood}`);
+      const victims = [];
+      for (const address of ["127.0.0.6", "127.0.0.7", "127.0.0.8"]) {
+        victims.push(await connectFrom(balancer.url, cluster.token(`victim${address}`), address));
+      }
+      assert.deepEqual(victims, ["connected", "connected", "connected"], "other addresses connect through the same balancer");
+      assert.equal(await handshakeFrom(balancer.url, "127.0.0.9"), 200);
+    } finally {
+      await balancer.stop();
+      await cluster.stop();
+    }
+  });
+}

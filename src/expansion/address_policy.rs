@@ -5,53 +5,23 @@
 
 use std::net::IpAddr;
 
+use crate::domain::Networks;
+
 /// Allowed addresses: public ones, plus the networks listed.
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
-    allowed: Vec<(IpAddr, u8)>,
+    allowed: Networks,
 }
 
 impl AddressPolicy {
     /// Public addresses plus `allow`: comma-separated addresses or CIDR networks
     /// (`127.0.0.1`, `10.0.0.0/8`, `::1`).
     pub fn parse(allow: &str) -> Result<Self, String> {
-        let mut allowed = Vec::new();
-        for item in allow.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (addr, bits) = match item.split_once('/') {
-                Some((a, b)) => (a, Some(b)),
-                None => (item, None),
-            };
-            let ip: IpAddr = addr.parse().map_err(|_| format!("not an address: {item:?}"))?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let bits = match bits {
-                Some(b) => b
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|b| *b <= max)
-                    .ok_or_else(|| format!("bad prefix: {item:?}"))?,
-                None => max,
-            };
-            allowed.push((ip, bits));
-        }
-        Ok(Self { allowed })
+        Ok(Self { allowed: Networks::parse(allow)? })
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allowed.iter().any(|(net, bits)| in_network(ip, *net, *bits))
-    }
-}
-
-fn in_network(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) };
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
+        is_public(ip) || self.allowed.contains(ip)
     }
 }
 

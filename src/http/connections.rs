@@ -3,10 +3,12 @@
 //! connection waits for its next request's headers, so it is closed after that time too), and
 //! the process's file-descriptor limit raised to its hard limit first. Without these, clients
 //! that connect and send nothing, or trickle bytes, hold descriptors until the server can
-//! accept nothing more, `/healthz` included.
+//! accept nothing more, `/healthz` included. Each request carries its [`ClientAddress`]: the
+//! peer's, or from a trusted balancer the client's it names (`client_address.rs`).
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -22,6 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 use tracing::{debug, warn};
+
+use super::client_address::TrustedProxies;
+use super::proxy_protocol;
 
 /// Descriptors kept free for everything but client connections (the database pool, page
 /// fetches, the model provider, files): a twentieth of the limit, at least 64.
@@ -40,11 +46,13 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// How connections are bounded (from the config).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+/// How connections are bounded, and whose word on their client is taken (from the config).
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
     pub max_open: usize,
+    /// For a request's headers, and for a trusted peer's PROXY header.
     pub header_timeout: Duration,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then stops accepting and waits for the
@@ -54,14 +62,15 @@ pub struct ConnectionLimits {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnectionLimits,
+    settings: ConnectionSettings,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
     listener_closed: tokio::sync::oneshot::Sender<()>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_open));
+    let slots = Arc::new(Semaphore::new(settings.max_open));
     let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
-    http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    http.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_timeout);
+    let http = Arc::new(http);
     let graceful = GracefulShutdown::new();
     tokio::pin!(stop);
     tokio::pin!(stop_accepting);
@@ -86,14 +95,18 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let io = TokioIo::new(Counted { tcp, _slot: slot });
-        let connection = graceful.watch(http.serve_connection_with_upgrades(io, service).into_owned());
+        let (router, http, watcher) = (router.clone(), http.clone(), graceful.watcher());
+        let settings = settings.clone();
         tokio::spawn(async move {
+            let Some(conn) = open(tcp, peer, slot, &settings).await else { return };
+            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                let client = settings.trusted_proxies.client_of(conn.from, req.headers());
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(client);
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let connection = watcher
+                .watch(http.serve_connection_with_upgrades(TokioIo::new(conn.io), service).into_owned());
             if let Err(e) = connection.await {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -112,6 +125,41 @@ pub async fn serve(
     }
 }
 
+/// A connection ready for HTTP, and the address it comes from.
+struct Opened {
+    io: Counted,
+    /// The peer, or the client a trusted peer's PROXY header names.
+    from: std::net::IpAddr,
+}
+
+/// Reads a trusted peer's PROXY header, if it sends one, within the header timeout; `None`
+/// when the connection is closed for a malformed, cut or late header.
+async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    settings: &ConnectionSettings,
+) -> Option<Opened> {
+    let mut io = Counted { tcp, read_first: Bytes::new(), _slot: slot };
+    if !settings.trusted_proxies.trusts(peer.ip()) {
+        return Some(Opened { io, from: peer.ip() });
+    }
+    match tokio::time::timeout(settings.header_timeout, proxy_protocol::read_opening(&mut io.tcp)).await {
+        Ok(Ok(opening)) => {
+            io.read_first = opening.rest;
+            Some(Opened { io, from: opening.client.unwrap_or(peer.ip()) })
+        }
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "connection from a trusted proxy closed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "connection from a trusted proxy closed: no PROXY header or request in time");
+            None
+        }
+    }
+}
+
 /// An accept error (most often out of descriptors) is logged, then the loop waits a little
 /// rather than spin.
 async fn wait_after_accept_error(e: io::Error) {
@@ -123,6 +171,8 @@ async fn wait_after_accept_error(e: io::Error) {
 /// also after an upgrade to websocket, which takes the socket out of the HTTP server.
 struct Counted {
     tcp: TcpStream,
+    /// Read past a PROXY header: given to HTTP before the socket's next bytes.
+    read_first: Bytes,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -132,6 +182,11 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.read_first.is_empty() {
+            let n = self.read_first.len().min(buf.remaining());
+            buf.put_slice(&self.read_first.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
@@ -164,15 +219,22 @@ impl AsyncWrite for Counted {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
+    use crate::http::client_address::ClientAddress;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn server(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    async fn server(limits: ConnectionSettings) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router =
+            Router::new().route("/", axum::routing::get(|| async { "ok" })).route(
+                "/client",
+                axum::routing::get(
+                    |axum::Extension(ClientAddress(ip)): axum::Extension<ClientAddress>| async move {
+                        ip.to_string()
+                    },
+                ),
+            );
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (closed, _) = tokio::sync::oneshot::channel();
         let stop = async move { rx.await.unwrap_or(()) };
@@ -187,9 +249,50 @@ mod tests {
         out
     }
 
+    fn behind(proxies: &str) -> ConnectionSettings {
+        let trusted_proxies = TrustedProxies::new(crate::domain::Networks::parse(proxies).unwrap());
+        ConnectionSettings { max_open: 8, header_timeout: Duration::from_millis(500), trusted_proxies }
+    }
+
+    /// Sends `opening` then a request for the client's address; the reply, or "" when closed.
+    async fn client_seen(addr: SocketAddr, opening: &[u8], xff: &str) -> String {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(opening).await.unwrap();
+        let request = format!("GET /client HTTP/1.1\r\nhost: x\r\n{xff}connection: close\r\n\r\n");
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let reply = String::from_utf8_lossy(&until_closed(&mut tcp).await).into_owned();
+        reply.rsplit("\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_trusted_peer_names_the_client_by_proxy_header_or_forwarded_for() {
+        let (addr, _stop) = server(behind("127.0.0.1")).await;
+        let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5000 80\r\n";
+        assert_eq!(client_seen(addr, v1, "").await, "203.0.113.9");
+        assert_eq!(
+            client_seen(addr, b"", "x-forwarded-for: 6.6.6.6, 198.51.100.2\r\n").await,
+            "198.51.100.2"
+        );
+        assert_eq!(client_seen(addr, b"", "").await, "127.0.0.1", "neither: the balancer itself");
+        assert_eq!(client_seen(addr, b"PROXY TCP4 bad\r\n", "").await, "", "a malformed header closes");
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_peer_cannot_name_another_client() {
+        let (addr, _stop) = server(behind("10.0.0.1")).await;
+        let v1 = b"PROXY TCP4 203.0.113.9 127.0.0.1 5000 80\r\n";
+        let seen = client_seen(addr, v1, "").await;
+        assert!(!seen.contains("203.0.113.9"), "a PROXY header from anyone else is not HTTP: {seen:?}");
+        assert_eq!(client_seen(addr, b"", "x-forwarded-for: 198.51.100.2\r\n").await, "127.0.0.1");
+    }
+
     #[tokio::test]
     async fn a_connection_over_the_cap_is_closed_and_a_freed_slot_is_reused() {
-        let limits = ConnectionLimits { max_open: 2, header_timeout: Duration::from_secs(60) };
+        let limits = ConnectionSettings {
+            max_open: 2,
+            header_timeout: Duration::from_secs(60),
+            trusted_proxies: TrustedProxies::default(),
+        };
         let (addr, _stop) = server(limits).await;
         let mut held = vec![TcpStream::connect(addr).await.unwrap(), TcpStream::connect(addr).await.unwrap()];
         // Let the server accept both before the third arrives.
@@ -206,7 +309,11 @@ mod tests {
 
     #[tokio::test]
     async fn headers_that_do_not_arrive_in_time_close_the_connection_and_so_does_idling() {
-        let limits = ConnectionLimits { max_open: 8, header_timeout: Duration::from_millis(300) };
+        let limits = ConnectionSettings {
+            max_open: 8,
+            header_timeout: Duration::from_millis(300),
+            trusted_proxies: TrustedProxies::default(),
+        };
         let (addr, _stop) = server(limits).await;
         let mut trickling = TcpStream::connect(addr).await.unwrap();
         trickling.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();

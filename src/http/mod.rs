@@ -2,6 +2,7 @@
 //! `/api` route takes the same JWT as the socket (`Authorization: Bearer`).
 
 mod auth;
+pub mod client_address;
 pub mod connections;
 mod demo_page;
 mod dev;
@@ -10,6 +11,7 @@ mod health;
 pub mod origin;
 mod posts;
 mod preferences;
+mod proxy_protocol;
 pub mod request_id;
 pub mod request_layers;
 mod sessions;

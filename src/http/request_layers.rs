@@ -3,10 +3,10 @@
 //! upgrade) and the handshake limit per address; then CORS, request ids (a client's kept only
 //! when printable and short) and the request's log span.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use super::client_address::ClientAddress;
 use crate::config::AllowedOrigins;
 use crate::limits::RateLimit;
 use crate::socket;
@@ -38,7 +39,8 @@ pub fn wrap(router: Router, origins: AllowedOrigins, handshakes_per_ip: Arc<Rate
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             let path = Untrusted(req.uri().path());
-            tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id)
+            let client = req.extensions().get::<ClientAddress>().map(|c| c.0.to_string()).unwrap_or_default();
+            tracing::info_span!("http", method = %req.method(), path = %path, request_id = %id, client = %client)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::from_fn(super::request_id::drop_unacceptable))
@@ -65,11 +67,12 @@ fn is_handshake(uri: &axum::http::Uri) -> bool {
         && !form_urlencoded::parse(query).any(|(key, value)| key == "sid" && !value.is_empty())
 }
 
-/// New Socket.IO connections (handshakes) per client IP address; requests of established
-/// connections pass. Over the limit: 429 with `RATE_LIMITED` and `Retry-After`.
+/// New Socket.IO connections (handshakes) per client address (behind trusted proxies, the
+/// client's, not the balancer's); requests of established connections pass. Over the limit:
+/// 429 with `RATE_LIMITED` and `Retry-After`.
 async fn limit_handshakes(limit: Arc<RateLimit<IpAddr>>, req: Request, next: Next) -> Response {
     let is_handshake = is_handshake(req.uri());
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<ClientAddress>().map(|c| c.0);
     if let (true, Some(ip)) = (is_handshake, peer) {
         if let Err(wait) = limit.check(&ip).await {
             let retry_after_ms = wait.as_millis().max(1) as u64;
