@@ -125,8 +125,8 @@ pub struct ServerConfig {
     pub cors_origins: Option<String>,
     /// Redis (`redis://host:port/db`) for cluster mode: several server processes sharing one
     /// database and one Redis behave as one server. Unset: one process, no Redis.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret)]
+    pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key, so deployments (or test runs) can share a Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "postchat")]
     pub redis_prefix: String,
@@ -142,8 +142,8 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://…`; default: a SQLite file in DATA_DIR.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
     /// Most database connections at once.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
@@ -190,11 +190,11 @@ pub struct AiConfig {
     #[arg(long, env = "AI_PROVIDER", value_enum, default_value_t = AiProvider::Local)]
     pub ai_provider: AiProvider,
     /// Endpoint of the `openai` and `ollama` providers.
-    #[arg(long, env = "AI_BASE_URL")]
+    #[arg(long, env = "AI_BASE_URL", hide_env_values = true)]
     pub ai_base_url: Option<String>,
     /// Where Ollama listens (Ollama's own variable), for `ollama` when AI_BASE_URL is unset:
     /// its OpenAI-compatible endpoint is this plus `/v1`.
-    #[arg(long, env = "OLLAMA_HOST")]
+    #[arg(long, env = "OLLAMA_HOST", hide_env_values = true)]
     pub ollama_host: Option<String>,
     /// API key of the `openai` provider.
     #[arg(long, env = "AI_API_KEY", hide_env_values = true, value_parser = secret)]
@@ -262,12 +262,24 @@ pub struct LimitsConfig {
     /// Pages one user may have fetched (posts given by URL only) per minute; 0 turns it off.
     #[arg(long, env = "RATE_LIMIT_PAGE_FETCHES_PER_MINUTE", default_value_t = 5)]
     pub rate_limit_page_fetches_per_minute: u32,
+    /// `chat:join`s one user may send per minute (as many at once); 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_JOINS_PER_MINUTE", default_value_t = 60)]
+    pub rate_limit_joins_per_minute: u32,
+    /// Most sessions one socket may follow at once (joined, or sent a message); a socket at
+    /// the cap leaves one (`chat:leave`) before it follows another.
+    #[arg(long, env = "MAX_SESSIONS_PER_SOCKET", default_value_t = 50)]
+    pub max_sessions_per_socket: usize,
     /// Most sockets one user may hold open at once; 0 for no cap.
     #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 20)]
     pub max_sockets_per_user: usize,
     /// Model tokens (prompt and completion) one user may spend a day (UTC); 0 for no budget.
+    /// Checked before a message and before each further call to the model for it.
     #[arg(long, env = "DAILY_TOKEN_BUDGET", default_value_t = 500_000)]
     pub daily_token_budget: u64,
+    /// Most requests to the model for one message (posts asked for one by one, rewrites of
+    /// posts over their limit, prompts retried trimmed); past it the answer keeps what it has.
+    #[arg(long, env = "MAX_MODEL_CALLS_PER_MESSAGE", default_value_t = 16)]
+    pub max_model_calls_per_message: u32,
 }
 
 /// Sockets and the answers they watch: sizes, queues, the slow and the absent.
@@ -326,8 +338,8 @@ pub struct PostFetchConfig {
     pub post_fetch_allow: String,
     /// Proxy for page fetches (`http://host:port`). Unset: pages are fetched directly, whatever
     /// HTTP_PROXY says, since a proxy resolves and connects by itself, past the address checks.
-    #[arg(long, env = "POST_FETCH_PROXY")]
-    pub post_fetch_proxy: Option<String>,
+    #[arg(long, env = "POST_FETCH_PROXY", hide_env_values = true, value_parser = secret)]
+    pub post_fetch_proxy: Option<SecretString>,
     /// Largest page post expansion reads (bytes).
     #[arg(long, env = "POST_FETCH_MAX_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub post_fetch_max_bytes: usize,
@@ -358,11 +370,11 @@ impl Config {
         self.auth.jwt_secret.is_none() && self.auth.jwt_algorithm == JwtAlgorithmName::Hs256
     }
 
-    pub fn database_url(&self) -> String {
-        self.database
-            .database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.server.data_dir.join("postchat.db").display()))
+    /// `DATABASE_URL` (it may hold a password: never printed), or the default SQLite file.
+    pub fn database_url(&self) -> SecretString {
+        self.database.database_url.clone().unwrap_or_else(|| {
+            SecretString::from(format!("sqlite://{}", self.server.data_dir.join("postchat.db").display()))
+        })
     }
 
     pub fn allowed_origins(&self) -> AllowedOrigins {
@@ -410,7 +422,9 @@ impl Config {
     /// Refuses a number outside the range it works in, naming the variable (nothing is
     /// clamped silently).
     pub fn check_ranges(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 12] = [
+        let ranges: [(&str, u64, u64, u64); 14] = [
+            ("MAX_SESSIONS_PER_SOCKET", self.limits.max_sessions_per_socket as u64, 1, 100_000),
+            ("MAX_MODEL_CALLS_PER_MESSAGE", self.limits.max_model_calls_per_message.into(), 1, 1_000),
             ("HTTP_HEADER_TIMEOUT_SECS", self.server.http_header_timeout_secs, 1, 3_600),
             ("DATABASE_MAX_CONNECTIONS", self.database.database_max_connections.into(), 1, 1_000),
             ("SOCKET_QUEUE_PACKETS", self.streams.socket_queue_packets as u64, 16, 1_000_000),
@@ -463,6 +477,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
@@ -476,7 +492,7 @@ mod tests {
         let c = parse(&[]);
         assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.1", 3000));
         assert_eq!(c.ai.ai_provider, AiProvider::Local);
-        assert!(c.database_url().starts_with("sqlite://"));
+        assert!(c.database_url().expose_secret().starts_with("sqlite://"));
         assert_eq!(c.streams.max_payload_bytes, 65_536);
         assert_eq!(c.sessions.session_cache_ttl_secs, 3_600);
     }
@@ -535,10 +551,44 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c =
-            parse(&["--jwt-secret", "hunter2-hunter2-hunter2-hunter2-x", "--ai-api-key", "sk-secret-key"]);
+        let c = parse(&[
+            "--jwt-secret",
+            "hunter2-hunter2-hunter2-hunter2-x",
+            "--ai-api-key",
+            "sk-secret-key",
+            "--database-url",
+            "postgres://app:pg-password@db/app",
+            "--redis-url",
+            "redis://:redis-password@cache:6379",
+            "--post-fetch-proxy",
+            "http://user:proxy-password@proxy:3128",
+        ]);
         let printed = format!("{c:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("sk-secret-key"), "{printed}");
+        for secret in ["hunter2", "sk-secret-key", "pg-password", "redis-password", "proxy-password"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+    }
+
+    /// `--help` shows the environment's values of settings, except those that can hold a
+    /// secret (a URL's password, a key).
+    #[test]
+    fn help_shows_no_value_that_can_hold_a_secret() {
+        use clap::CommandFactory;
+        let secret_holders = [
+            "JWT_SECRET",
+            "AI_API_KEY",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "AI_BASE_URL",
+            "OLLAMA_HOST",
+            "POST_FETCH_PROXY",
+        ];
+        for arg in Cli::command().get_arguments() {
+            let Some(env) = arg.get_env().and_then(|e| e.to_str()) else { continue };
+            if secret_holders.contains(&env) {
+                assert!(arg.is_hide_env_values_set(), "{env}: its value would show in --help");
+            }
+        }
     }
 
     #[test]

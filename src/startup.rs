@@ -196,6 +196,7 @@ fn socket_limits(config: &Config) -> SocketLimits {
         queue_packets: config.streams.socket_queue_packets,
         ws_read_buffer_bytes: config.streams.ws_read_buffer_bytes,
         max_message_chars: config.streams.max_message_chars,
+        max_sessions_per_socket: config.limits.max_sessions_per_socket,
     }
 }
 
@@ -240,7 +241,7 @@ fn ai_endpoint(config: &Config) -> Option<Endpoint> {
 /// anyone who asks) reachable from the network without the operator saying so.
 fn refuse_unsafe_settings(config: &Config) -> Result<(), StartupError> {
     config.check_ranges().map_err(StartupError::Setting)?;
-    if config.server.redis_url.is_some() && !config.database_url().starts_with("postgres") {
+    if config.server.redis_url.is_some() && !config.database_url().expose_secret().starts_with("postgres") {
         // The default SQLite file is each process's own: processes that do not share their
         // sessions cannot act as one server.
         return Err(StartupError::Setting(
@@ -316,7 +317,9 @@ async fn join_cluster(
     let Some(url) = &config.server.redis_url else { return Ok(None) };
     // A session's stream outlives its last answer long enough for any reader to finish it.
     let keep = Duration::from_secs(config.ai.answer_timeout_secs.max(3_600) + 600);
-    Ok(Some(Cluster::connect(url, &config.server.redis_prefix, inflight.clone(), keep).await?))
+    Ok(Some(
+        Cluster::connect(url.expose_secret(), &config.server.redis_prefix, inflight.clone(), keep).await?,
+    ))
 }
 
 /// The store, migrated, with the answers a crash left `streaming` marked `interrupted`. In
@@ -328,7 +331,7 @@ async fn open_store(config: &Config, cluster: bool) -> Result<Arc<dyn Store>, St
         acquire_timeout: Duration::from_millis(config.database.database_acquire_timeout_ms),
         statement_timeout: Duration::from_millis(config.database.database_statement_timeout_ms),
     };
-    let store = store::connect(&config.database_url(), &pool).await?;
+    let store = store::connect(config.database_url().expose_secret(), &pool).await?;
     let mut before = crate::domain::now();
     if cluster {
         before -= chrono::Duration::seconds(
@@ -359,6 +362,7 @@ fn chat_controller(
             answer_timeout: Duration::from_secs(config.ai.answer_timeout_secs),
             watch_grace: Duration::from_secs(config.streams.watch_grace_secs),
             summary_every: config.sessions.summary_every,
+            max_model_calls: config.limits.max_model_calls_per_message,
         },
         join_history: config.sessions.join_history_messages,
         answers_generating: config.answers_generating(),
@@ -393,11 +397,15 @@ fn register_sockets(
             .shared(cluster, "messages"),
     );
     limits::spawn_cleanup(message_limit.clone());
+    let per_minute = config.limits.rate_limit_joins_per_minute;
+    let join_limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(cluster, "joins"));
+    limits::spawn_cleanup(join_limit.clone());
     let token_expiries = Arc::new(TokenExpiries::default());
     token_expiries.spawn_sweep(io.clone());
     let socket_state = SocketState {
         controller,
         message_limit,
+        join_limit,
         sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user, cluster.cloned()),
         token_expiries,
         limits,
@@ -441,7 +449,8 @@ fn http_state(
     let proxy = match &config.post_fetch.post_fetch_proxy {
         None => None,
         Some(raw) => Some(
-            reqwest::Url::parse(raw).map_err(|e| StartupError::Setting(format!("POST_FETCH_PROXY: {e}")))?,
+            reqwest::Url::parse(raw.expose_secret())
+                .map_err(|e| StartupError::Setting(format!("POST_FETCH_PROXY: {e}")))?,
         ),
     };
     let limits = FetchLimits {

@@ -1,5 +1,6 @@
 //! Properties of the validators and the platform counters, over generated input.
 
+use postchat::ai::PostsScanner;
 use postchat::domain::{ClientMessageId, MessageText, Platform, SessionId};
 use postchat::socket::events::{parse_chat_message, parse_session_id};
 use proptest::prelude::*;
@@ -100,5 +101,37 @@ proptest! {
         }
         prop_assert_eq!(Platform::Linkedin.count(&text), text.chars().count());
         prop_assert_eq!(Platform::Bluesky.count(&text), text.graphemes(true).count());
+    }
+}
+
+/// Replies as models write them, and as a hostile provider might: posts JSON, escapes of every
+/// kind (broken ones, ones cut by a multi-byte character), brackets, and any text.
+fn posts_reply() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just(r#"{"posts":[{"platform":"twitter","content":""#.to_owned()),
+        Just(r#""},{"platform":"bluesky","hashtags":["a"],"content":""#.to_owned()),
+        Just("\\u".to_owned()),
+        Just("\\ud83d".to_owned()),
+        Just("\\".to_owned()),
+        Just("\"".to_owned()),
+        "[\\[\\]{}:,]{0,8}",
+        "[0-9a-fA-F€😀é\\\\u\"]{0,6}",
+        any::<String>(),
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    /// The scanner never panics, however the reply is split, and shows the same text either way.
+    #[test]
+    fn the_posts_scanner_reads_any_reply_split_anywhere(reply in posts_reply(), split in any::<prop::sample::Index>()) {
+        let mut whole = PostsScanner::default();
+        let shown_whole = whole.feed(&reply);
+        let at = split.index(reply.chars().count() + 1);
+        let cut = reply.char_indices().nth(at).map_or(reply.len(), |(i, _)| i);
+        let mut halves = PostsScanner::default();
+        let shown_halves = halves.feed(&reply[..cut]) + &halves.feed(&reply[cut..]);
+        prop_assert_eq!(shown_whole, shown_halves);
+        prop_assert_eq!(whole.posts(), halves.posts());
     }
 }

@@ -43,6 +43,27 @@ fn remembered() -> &'static RememberedCounts {
     })
 }
 
+/// The longest start of `text` (on a character boundary) of at most `tokens` tokens.
+pub fn prefix_within_tokens(text: &str, tokens: usize) -> &str {
+    if count_tokens(text) <= tokens {
+        return text;
+    }
+    // Binary search on the number of characters kept: the count grows with the prefix. A
+    // prefix of `fits` characters fits, one of `over` does not.
+    let ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+    let end_of = |chars: usize| if chars == 0 { 0 } else { ends[chars - 1] };
+    let (mut fits, mut over) = (0, ends.len());
+    while over - fits > 1 {
+        let mid = (fits + over) / 2;
+        if count_tokens(&text[..end_of(mid)]) <= tokens {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    &text[..end_of(fits)]
+}
+
 /// Tokens in `text` as OpenAI-style models count them (a word-based estimate if the tokenizer
 /// cannot load).
 pub fn count_tokens(text: &str) -> usize {
@@ -114,6 +135,18 @@ pub fn fit_to_budget(content: &str, query: &str, budget: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_within_a_token_count_ends_on_a_character() {
+        let text = "héllo wörld, ünïcode everywhere 😀😀 and more words after it";
+        for tokens in 0..count_tokens(text) + 2 {
+            let prefix = prefix_within_tokens(text, tokens);
+            assert!(count_tokens(prefix) <= tokens, "{tokens}: {prefix:?}");
+            assert!(text.starts_with(prefix));
+        }
+        assert_eq!(prefix_within_tokens(text, 1_000), text);
+        assert_eq!(prefix_within_tokens(text, 0), "");
+    }
 
     #[test]
     fn counts_tokens_like_openai_models() {

@@ -9,8 +9,9 @@ use langchain_rust::language_models::llm::LLM;
 use langchain_rust::schemas::{Message as LlmMessage, StreamData};
 use tokio::time::Instant;
 
+use super::budget::prefix_within_tokens;
 use super::window::prompt_tokens;
-use super::{AiError, AiService, Progress, Show, UsageMeter};
+use super::{count_tokens, AiError, AiService, Progress, Show, UsageMeter};
 use crate::domain::TokenUsage;
 
 /// Most times a busy provider is asked again for one request.
@@ -28,34 +29,67 @@ pub(super) struct CallEnd {
     pub received: bool,
     /// Nothing but whitespace (or nothing at all) was written.
     pub blank: bool,
-    /// The model stopped at `max_tokens`.
+    /// The model stopped at `max_tokens`, or was stopped there (it sent more than asked).
     pub cut: bool,
+    /// Tokens the call may write (`ANSWER_MAX_TOKENS`).
+    cap: usize,
+    /// Tokens known to have arrived (counted when the bytes since could pass the cap).
+    counted: usize,
+    /// Bytes arrived since the last count: at most as many tokens.
+    uncounted_bytes: usize,
+    /// The cap is reached: nothing more is read.
+    full: bool,
 }
 
 impl CallEnd {
-    /// Takes in one chunk: its usage, whether it says the model was cut, and its text.
+    fn new(cap: usize) -> Self {
+        CallEnd { blank: true, cap, ..CallEnd::default() }
+    }
+
+    /// Takes in one chunk: its usage, whether it says the model was cut, and its text (only
+    /// as much as the cap leaves). True when it brought text.
     fn take(
         &mut self,
         data: StreamData,
         meter: &UsageMeter,
         on_text: &mut (dyn FnMut(&str) + Send),
         asked: std::time::Instant,
-    ) {
+    ) -> bool {
         if let Some(t) = &data.tokens {
             meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
         }
         self.cut |= finished_at_length(&data);
-        if data.content.is_empty() {
-            return;
+        let text = self.within_cap(&data.content, meter);
+        if text.is_empty() {
+            return false;
         }
         if !self.received {
             metrics::histogram!("postchat_provider_first_token_seconds")
                 .record(asked.elapsed().as_secs_f64());
         }
-        meter.received(&data.content);
-        on_text(&data.content);
+        meter.received(text);
+        on_text(text);
         self.received = true;
-        self.blank &= data.content.trim().is_empty();
+        self.blank &= text.trim().is_empty();
+        true
+    }
+
+    /// The part of `text` within the cap on tokens: all of it while the bytes so far cannot
+    /// make more tokens than the cap (a token is at least a byte), so counting is rare; past
+    /// the cap, the provider sent more than it was asked for: the rest is cut off.
+    fn within_cap<'a>(&mut self, text: &'a str, meter: &UsageMeter) -> &'a str {
+        self.uncounted_bytes += text.len();
+        if self.counted + self.uncounted_bytes <= self.cap {
+            return text;
+        }
+        let before = meter.received_tokens();
+        let with = before + count_tokens(text);
+        if with <= self.cap {
+            (self.counted, self.uncounted_bytes) = (with, 0);
+            return text;
+        }
+        (self.cut, self.full) = (true, true);
+        prefix_within_tokens(text, self.cap.saturating_sub(before))
     }
 }
 
@@ -69,23 +103,31 @@ impl AiService {
         show: Show<'_>,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<CallEnd, AiError> {
+        meter.allow_call()?;
         let asked = std::time::Instant::now();
         let first_token = Instant::now() + self.settings.first_token_timeout;
         let mut stream = open(llm, messages, first_token, show).await?;
         // Counted once the provider took the request: a refused one costs nothing.
         meter.sent(u32::try_from(prompt_tokens(messages)).unwrap_or(u32::MAX));
-        let mut end = CallEnd { blank: true, ..CallEnd::default() };
-        loop {
-            let deadline =
-                if !end.received { first_token } else { Instant::now() + self.settings.token_idle_timeout };
+        let mut end = CallEnd::new(self.settings.window.answer_tokens as usize);
+        // Only text is progress: a provider sending empty deltas is as idle as a silent one.
+        let mut deadline = first_token;
+        while !end.full {
             let data = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_) => return Err(AiError::Timeout),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(Some(Ok(data))) => data,
             };
-            end.take(data, meter, on_text, asked);
+            if end.take(data, meter, on_text, asked) {
+                deadline = Instant::now() + self.settings.token_idle_timeout;
+            }
         }
+        if end.full {
+            metrics::counter!("postchat_provider_answers_capped_total").increment(1);
+        }
+        // Dropping the stream closes the request: a provider over the cap stops being read.
+        drop(stream);
         meter.closed();
         Ok(end)
     }

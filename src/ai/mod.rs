@@ -39,7 +39,9 @@ pub fn train_intent_classifier() {
 }
 pub use local::LocalEngine;
 pub use openai_compatible::Endpoint;
-pub use usage::UsageMeter;
+/// The incremental reader of a posts reply (public for the fuzz target and property tests).
+pub use posts_scanner::PostsScanner;
+pub use usage::{Allowance, UsageMeter};
 pub use window::ContextWindow;
 
 use openai_compatible::{CallOptions, Format, Provider, ProviderError, RefusalKind};
@@ -60,6 +62,19 @@ pub enum AiError {
     /// The provider answered with something unusable (malformed stream, empty answer, refusal).
     #[error("the AI provider failed: {0}")]
     Failed(String),
+    /// The user's daily token budget ran out during the answer: no further call is made.
+    #[error("the daily token budget is spent")]
+    BudgetSpent,
+    /// The answer needed more calls to the model than one message may make.
+    #[error("the message needed more than {0} calls to the model (MAX_MODEL_CALLS_PER_MESSAGE)")]
+    TooManyCalls(u32),
+}
+
+impl AiError {
+    /// The message's allowance ran out (no provider failed).
+    pub fn is_allowance_spent(&self) -> bool {
+        matches!(self, AiError::BudgetSpent | AiError::TooManyCalls(_))
+    }
 }
 
 impl AiError {
@@ -73,6 +88,9 @@ impl From<LLMError> for AiError {
         match ProviderError::inside(&err) {
             Some(ProviderError::Unreachable(e)) => return AiError::unavailable(e.clone()),
             Some(ProviderError::Malformed(e)) => return AiError::Failed(e.clone()),
+            Some(e @ (ProviderError::TooLarge(_) | ProviderError::Redirected { .. })) => {
+                return AiError::Failed(e.to_string())
+            }
             Some(ProviderError::Refused(refusal)) => {
                 let message = format!("provider answered {}: {}", refusal.status, refusal.message);
                 return match refusal.kind() {

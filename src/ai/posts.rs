@@ -22,16 +22,27 @@ impl AiService {
     ) -> Result<Written, AiError> {
         let (mut drafts, shown_any) = self.posts_as_json(request, meter, show).await?;
         let mut shown_any = shown_any;
+        let mut spent = None;
         for (slot, &platform) in request.platforms.iter().enumerate() {
             if drafts[slot].is_some() {
                 continue;
             }
-            drafts[slot] = self.post_as_text(request, platform, shown_any, meter, show).await?;
+            match self.post_as_text(request, platform, shown_any, meter, show).await {
+                Ok(draft) => drafts[slot] = draft,
+                // Out of calls or budget: the posts written so far are the answer.
+                Err(e) if e.is_allowance_spent() => {
+                    warn!(error = %e, "posts left unwritten");
+                    spent = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             shown_any |= drafts[slot].is_some();
         }
         let mut written: Vec<Draft> = drafts.into_iter().flatten().collect();
         if written.is_empty() {
-            return Err(AiError::Failed("the model wrote none of the posts asked for".into()));
+            return Err(spent
+                .unwrap_or_else(|| AiError::Failed("the model wrote none of the posts asked for".into())));
         }
         for draft in written.iter_mut().filter(|d| d.overflow() > 0) {
             self.shorten(draft, meter, show).await;

@@ -3,11 +3,16 @@
 //! as it arrives; the posts read whole are kept for when the JSON as a whole does not parse.
 //!
 //! Lenient by design: prose around the JSON, a bare array, keys in any order and a reply cut off
-//! midway all give what could be read.
+//! midway all give what could be read. Bounded by design: posts nest two or three levels deep,
+//! so a reply nested deeper than [`MAX_DEPTH`] is not posts; the scanner stops reading it (what
+//! it read whole is kept) rather than hold a frame per bracket.
 
 use crate::domain::Platform;
 
 use super::social::RawPost;
+
+/// Deepest nesting read (`{"posts":[{"hashtags":[…]}]}` is four levels).
+pub const MAX_DEPTH: usize = 32;
 
 /// A JSON container being read.
 struct Frame {
@@ -48,6 +53,8 @@ pub struct PostsScanner {
     high_surrogate: Option<u32>,
     posts_shown: usize,
     read: Vec<RawPost>,
+    /// Nested deeper than [`MAX_DEPTH`]: nothing more is read.
+    gave_up: bool,
 }
 
 impl PostsScanner {
@@ -55,6 +62,9 @@ impl PostsScanner {
     pub fn feed(&mut self, piece: &str) -> String {
         let mut shown = String::new();
         for c in piece.chars() {
+            if self.gave_up {
+                break;
+            }
             match self.string {
                 Some(role) => self.in_string(role, c, &mut shown),
                 None => self.structure(c, &mut shown),
@@ -70,6 +80,7 @@ impl PostsScanner {
 
     fn structure(&mut self, c: char, shown: &mut String) {
         match c {
+            '{' | '[' if self.stack.len() >= MAX_DEPTH => self.gave_up = true,
             '{' | '[' => self.stack.push(Frame::new(c == '{')),
             '}' | ']' => {
                 if let Some(frame) = self.stack.pop() {
@@ -146,16 +157,27 @@ impl PostsScanner {
                         self.escape = None;
                         self.join_surrogates(c)
                     }
+                    Escaped::Broken => {
+                        // U+FFFD for the escape; the character that broke it is read as itself
+                        // (it may be the string's closing quote).
+                        self.escape = None;
+                        self.push_decoded(role, '\u{FFFD}', shown);
+                        return self.in_string(role, c, shown);
+                    }
                 }
             }
         };
         if let Some(c) = decoded {
-            self.text.push(c);
-            if role == Role::Content {
-                shown.push(c);
-                if let Some(top) = self.stack.last_mut() {
-                    top.post.content.push(c);
-                }
+            self.push_decoded(role, c, shown);
+        }
+    }
+
+    fn push_decoded(&mut self, role: Role, c: char, shown: &mut String) {
+        self.text.push(c);
+        if role == Role::Content {
+            shown.push(c);
+            if let Some(top) = self.stack.last_mut() {
+                top.post.content.push(c);
             }
         }
     }
@@ -198,9 +220,13 @@ impl PostsScanner {
 enum Escaped {
     More,
     Char(u32),
+    /// A `\u` escape with something other than a hex digit in it.
+    Broken,
 }
 
-/// The character an escape (the text after the backslash) stands for, once complete.
+/// The character an escape (the text after the backslash) stands for, once complete. A `\u`
+/// escape is four hex digits; anything else where a digit belongs (a multi-byte character
+/// included) breaks it.
 fn unescape(escape: &str) -> Escaped {
     let simple = |c: char| Escaped::Char(c as u32);
     match escape.as_bytes()[0] {
@@ -209,6 +235,7 @@ fn unescape(escape: &str) -> Escaped {
         b'r' => simple('\r'),
         b'b' => simple('\u{8}'),
         b'f' => simple('\u{c}'),
+        b'u' if !escape[1..].bytes().all(|b| b.is_ascii_hexdigit()) => Escaped::Broken,
         b'u' if escape.len() < 5 => Escaped::More,
         b'u' => Escaped::Char(u32::from_str_radix(&escape[1..5], 16).unwrap_or(0xFFFD)),
         _ => Escaped::Char(escape.chars().next().map_or(0xFFFD, |c| c as u32)),
@@ -247,6 +274,29 @@ mod tests {
         assert_eq!(shown, "first\n\nMastodon:\nsec", "content before its platform has no heading");
         assert_eq!(scanner.posts().len(), 1);
         assert_eq!(scanner.posts()[0].platform, "bluesky");
+    }
+
+    #[test]
+    fn a_unicode_escape_cut_by_a_multi_byte_character_is_a_replacement_not_a_panic() {
+        let reply = r#"{"posts":[{"platform":"twitter","content":"hi \uab€ there"}]}"#;
+        let (shown, scanner) = scan(&[reply]);
+        assert_eq!(shown, "X (Twitter):\nhi \u{FFFD}€ there", "the escape is replaced, the € kept");
+        assert_eq!(scanner.posts()[0].content, "hi \u{FFFD}€ there");
+        let (shown, _) = scan(&[r#"[{"content":"\u€\u12"#, "34"]);
+        assert_eq!(shown, "\u{FFFD}€\u{1234}");
+        let (shown, scanner) = scan(&[r#"[{"platform":"x","content":"a\u1"}]"#]);
+        assert_eq!((shown.as_str(), scanner.posts().len()), ("a\u{FFFD}", 1), "a quote ends the string");
+    }
+
+    #[test]
+    fn a_reply_nested_past_the_bound_is_no_longer_read() {
+        let mut scanner = PostsScanner::default();
+        scanner.feed(r#"[{"platform":"bluesky","content":"kept"}]"#);
+        let deep = "[".repeat(1_000_000);
+        assert_eq!(scanner.feed(&deep), "");
+        assert!(scanner.stack.len() <= MAX_DEPTH, "one frame per level, at most {MAX_DEPTH}");
+        assert_eq!(scanner.feed(r#"{"content":"more"}"#), "", "nothing after it is read");
+        assert_eq!(scanner.posts().len(), 1, "what was read whole is kept");
     }
 
     #[test]

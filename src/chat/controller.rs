@@ -136,9 +136,10 @@ impl ChatController {
         let entry = self.sessions.session(user, req.session_id).await?;
         // A repeated `clientMessageId` is found by the database's unique key when the message is
         // inserted (or on the rare refusals below), not by a read before every message.
-        if let Err(refused) = self.check_budget(user).await {
-            return self.stored_duplicate(&req).await?.ok_or(refused);
-        }
+        let tokens_left = match self.check_budget(user).await {
+            Ok(left) => left,
+            Err(refused) => return self.stored_duplicate(&req).await?.ok_or(refused),
+        };
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
         let guard = match self.inflight.reserve(claim_for(&req, message_id, intent.intent)) {
@@ -150,7 +151,7 @@ impl ChatController {
             drop(guard);
             return self.busy_elsewhere(&req, holder).await;
         }
-        self.store_and_answer(req, message_id, entry, guard, intent).await
+        self.store_and_answer(req, message_id, entry, guard, intent, tokens_left).await
     }
 
     /// Cluster mode: claims the session across processes for the answer `guard` holds here;
@@ -208,6 +209,7 @@ impl ChatController {
         entry: Arc<SessionEntry>,
         guard: InFlightGuard,
         intent: IntentRequest,
+        tokens_left: Option<u64>,
     ) -> Result<AcceptedMessage, ChatError> {
         let new = NewMessage {
             id: message_id,
@@ -222,12 +224,12 @@ impl ChatController {
             // The key is taken: a retry of a stored message (or a parallel retry that won).
             Err(StoreError::Duplicate(_)) => {
                 drop(guard);
-                return self.retry_of_stored(&req, entry, intent.platforms).await;
+                return self.retry_of_stored(&req, entry, intent.platforms, tokens_left).await;
             }
             Err(e) => return Err(e.into()),
         }
         info!(%message_id, intent = intent.intent.as_str(), "message accepted");
-        let job = self.answers.job(entry, guard, new.user_message, intent.platforms);
+        let job = self.answers.job(entry, guard, new.user_message, intent.platforms, tokens_left);
         Ok(AcceptedMessage { message_id, duplicate: false, job: Some(job) })
     }
 
@@ -252,6 +254,7 @@ impl ChatController {
         req: &SendMessage,
         entry: Arc<SessionEntry>,
         platforms: Vec<Platform>,
+        tokens_left: Option<u64>,
     ) -> Result<AcceptedMessage, ChatError> {
         let Some(first) = self.stored_under_key(req).await? else { return Err(ChatError::Conflict) };
         let mut accepted = duplicate_of(&first, req)?;
@@ -278,15 +281,15 @@ impl ChatController {
                 return if holder.message_id == first.id { Ok(accepted) } else { Err(ChatError::Busy) };
             }
             info!(message_id = %first.id, "answering a stored message that nothing answered");
-            accepted.job = Some(self.answers.job(entry, guard, first.user_message, platforms));
+            accepted.job = Some(self.answers.job(entry, guard, first.user_message, platforms, tokens_left));
         }
         Ok(accepted)
     }
 
-    /// `RATE_LIMITED` once `user` has spent today's model tokens.
-    async fn check_budget(&self, user: &UserId) -> Result<(), ChatError> {
+    /// The model tokens `user` has left today (`None`: no budget); `RATE_LIMITED` once none.
+    async fn check_budget(&self, user: &UserId) -> Result<Option<u64>, ChatError> {
         if !self.budget.is_limited() {
-            return Ok(());
+            return Ok(None);
         }
         let now = crate::domain::now();
         let spent = match &self.cluster {

@@ -104,7 +104,10 @@ impl ChatError {
             ChatError::SlowConsumer => ErrorCode::SlowConsumer,
             ChatError::Ai(AiError::Unavailable { .. }) => ErrorCode::AiUnavailable,
             ChatError::Ai(AiError::Timeout) => ErrorCode::AiTimeout,
-            ChatError::Ai(AiError::Failed(_) | AiError::ContextTooLong(_)) => ErrorCode::AiError,
+            ChatError::Ai(AiError::Failed(_) | AiError::ContextTooLong(_) | AiError::TooManyCalls(_)) => {
+                ErrorCode::AiError
+            }
+            ChatError::Ai(AiError::BudgetSpent) => ErrorCode::RateLimited,
             ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StorageUnavailable,
             ChatError::Store(_) => ErrorCode::Internal,
         }

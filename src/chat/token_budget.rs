@@ -28,6 +28,12 @@ pub fn day_name(now: DateTime<Utc>) -> String {
     now.format("%Y-%m-%d").to_string()
 }
 
+/// The wait from `now` until the next day (UTC) begins.
+pub fn until_tomorrow(now: DateTime<Utc>) -> Duration {
+    let tomorrow = day_start(now).checked_add_days(Days::new(1)).unwrap_or(now);
+    (tomorrow - now).to_std().unwrap_or(Duration::from_secs(1))
+}
+
 impl TokenBudget {
     /// `per_day` tokens a user a day; 0 means no budget.
     pub fn new(per_day: u64) -> Self {
@@ -65,13 +71,16 @@ impl TokenBudget {
         entry.1 += tokens;
     }
 
-    /// `Ok` while `spent` is under the budget; otherwise the wait until the next day.
-    pub fn check(&self, spent: u64, now: DateTime<Utc>) -> Result<(), Duration> {
-        if !self.is_limited() || spent < self.per_day {
-            return Ok(());
+    /// The tokens left today after `spent`: `Ok(None)` without a budget; otherwise, once
+    /// none are left, the wait until the next day.
+    pub fn check(&self, spent: u64, now: DateTime<Utc>) -> Result<Option<u64>, Duration> {
+        if !self.is_limited() {
+            return Ok(None);
         }
-        let tomorrow = day_start(now).checked_add_days(Days::new(1)).unwrap_or(now);
-        Err((tomorrow - now).to_std().unwrap_or(Duration::from_secs(1)))
+        if spent < self.per_day {
+            return Ok(Some(self.per_day - spent));
+        }
+        Err(until_tomorrow(now))
     }
 }
 
@@ -96,6 +105,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_budget() {
-        assert!(TokenBudget::new(0).check(u64::MAX, Utc::now()).is_ok());
+        assert_eq!(TokenBudget::new(0).check(u64::MAX, Utc::now()), Ok(None));
+        assert_eq!(TokenBudget::new(100).check(40, Utc::now()), Ok(Some(60)), "what is left");
     }
 }

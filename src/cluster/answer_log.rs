@@ -173,7 +173,7 @@ impl Writer {
             // answer them next): wake its blocking read.
             let control = self.keys.control(&self.process);
             pipe.cmd("XADD")
-                .arg(control)
+                .arg(&control)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(1_000)
@@ -181,6 +181,7 @@ impl Writer {
                 .arg("wake")
                 .arg("")
                 .ignore();
+            pipe.cmd("PEXPIRE").arg(&control).arg(super::follower::CONTROL_KEEP.as_millis() as u64).ignore();
         }
         let sent: redis::RedisResult<()> = pipe.query_async(&mut self.redis).await;
         if let Err(e) = sent {

@@ -97,7 +97,7 @@ impl Follower {
 
     /// Ends the follower's blocking read at once (it reads this process's control stream).
     async fn wake(&self) -> Result<(), ChatError> {
-        let sent: redis::RedisResult<String> = control_entry(&self.cluster, &self.cluster.id, "wake", "")
+        let sent: redis::RedisResult<()> = control_entry(&self.cluster, &self.cluster.id, "wake", "")
             .query_async(&mut self.cluster.redis())
             .await;
         self.cluster.record(sent.is_ok());
@@ -105,11 +105,18 @@ impl Follower {
     }
 }
 
-/// `XADD` to a process's control stream (kept short: it only carries requests in transit).
-fn control_entry(cluster: &Cluster, process: &str, field: &str, value: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(cluster.keys.control(process)).arg("MAXLEN").arg("~").arg(1_000).arg("*").arg(field).arg(value);
-    cmd
+/// How long a process's control stream outlives its last entry or its process's last upkeep:
+/// a dead process's stream goes away by itself.
+pub(super) const CONTROL_KEEP: Duration = Duration::from_secs(60);
+
+/// `XADD` to a process's control stream (kept short: it only carries requests in transit), and
+/// its expiry renewed.
+fn control_entry(cluster: &Cluster, process: &str, field: &str, value: &str) -> redis::Pipeline {
+    let key = cluster.keys.control(process);
+    let mut pipe = redis::pipe();
+    pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(1_000).arg("*").arg(field).arg(value).ignore();
+    pipe.cmd("PEXPIRE").arg(&key).arg(CONTROL_KEEP.as_millis() as u64).ignore();
+    pipe
 }
 
 /// Asks `holder`'s process to stop its answer in `session_id`.
@@ -119,9 +126,7 @@ pub(super) async fn request_stop(
     holder: &LeaseHolder,
 ) -> redis::RedisResult<()> {
     let value = format!("{session_id} {}", holder.message_id);
-    let _: String =
-        control_entry(cluster, &holder.process, "stop", &value).query_async(&mut cluster.redis()).await?;
-    Ok(())
+    control_entry(cluster, &holder.process, "stop", &value).query_async(&mut cluster.redis()).await
 }
 
 /// The reading task's state.
@@ -358,6 +363,8 @@ impl Reader {
             .arg("PX")
             .arg(LEASE_TTL.as_millis() as u64)
             .ignore();
+        let control = self.cluster.keys.control(&self.cluster.id);
+        pipe.cmd("PEXPIRE").arg(control).arg(CONTROL_KEEP.as_millis() as u64).ignore();
         pipe.query_async::<()>(conn).await
     }
 

@@ -168,6 +168,9 @@ async fn accept(
         Err(e) => return reply_error(&s, ack, Failure::new(e, session_hint)),
     };
     let session_id = req.session_id;
+    if let Err(e) = may_follow(state, &s, session_id) {
+        return reply_error(&s, ack, Failure::new(e, Some(session_id)));
+    }
     match state.controller.accept_message(&user, req).await {
         Ok(accepted) => {
             s.join(events::room(session_id));
@@ -225,6 +228,10 @@ async fn chat_join(
     data: Option<Value>,
 ) -> Result<JoinReply, Failure> {
     let session_id = session_payload(data)?;
+    if let Err(retry_after) = state.join_limit.check(&user).await {
+        return Err(Failure::new(ChatError::RateLimited { retry_after }, Some(session_id)));
+    }
+    may_follow(state, s, session_id).map_err(|e| Failure::new(e, Some(session_id)))?;
     let room = events::room(session_id);
     state
         .controller
@@ -248,6 +255,22 @@ async fn chat_leave(
         .await
         .map(|()| OkAck { ok: true })
         .map_err(|e| Failure::new(e, Some(session_id)))
+}
+
+/// Whether `s` may follow `session_id`: it already does, or it follows fewer sessions than
+/// `MAX_SESSIONS_PER_SOCKET` (each followed session costs every answer's delivery a room and,
+/// in cluster mode, Redis reads).
+fn may_follow(state: &SocketState, s: &SocketRef, session_id: SessionId) -> Result<(), InvalidInput> {
+    let rooms = s.rooms();
+    let cap = state.limits.max_sessions_per_socket;
+    let room = events::room(session_id);
+    if rooms.len() < cap || rooms.iter().any(|r| *r == room) {
+        return Ok(());
+    }
+    Err(InvalidInput::new(
+        "sessionId",
+        format!("this socket follows {cap} sessions, the most it may (MAX_SESSIONS_PER_SOCKET): send chat:leave for one first"),
+    ))
 }
 
 /// The `sessionId` of a payload when it is well formed, so an error about another field can

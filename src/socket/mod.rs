@@ -39,6 +39,8 @@ pub struct SocketLimits {
     pub ws_read_buffer_bytes: usize,
     /// Longest `content` of a `chat:message`.
     pub max_message_chars: usize,
+    /// Most sessions one socket may follow (rooms it is in).
+    pub max_sessions_per_socket: usize,
 }
 
 /// What every handler needs.
@@ -46,6 +48,8 @@ pub struct SocketState {
     pub controller: Arc<ChatController>,
     /// Per-user `chat:message` limit.
     pub message_limit: Arc<RateLimit<UserId>>,
+    /// Per-user `chat:join` limit.
+    pub join_limit: Arc<RateLimit<UserId>>,
     /// Sockets each user holds open.
     pub sockets_per_user: SocketsPerUser,
     /// When each socket's token expires (the socket is disconnected then).

@@ -18,8 +18,9 @@ pub const SECRET: &str = "test-app-secret-0123456789abcdef-0123";
 
 /// Settings of a test app unless the test gives its own: the limits off, the offline engine at
 /// full speed.
-const TEST_DEFAULTS: [[&str; 2]; 4] = [
+const TEST_DEFAULTS: [[&str; 2]; 5] = [
     ["--local-ai-pacing-ms", "0"],
+    ["--rate-limit-joins-per-minute", "0"],
     ["--rate-limit-messages-per-minute", "0"],
     ["--rate-limit-posts-per-minute", "0"],
     ["--rate-limit-sessions-per-minute", "0"],

@@ -43,6 +43,7 @@ function serverEnv(dir, env) {
     RATE_LIMIT_POSTS_PER_MINUTE: "0",
     RATE_LIMIT_SESSIONS_PER_MINUTE: "0",
     RATE_LIMIT_PAGE_FETCHES_PER_MINUTE: "0",
+    RATE_LIMIT_JOINS_PER_MINUTE: "0",
     ...env,
   };
 }

@@ -8,8 +8,11 @@
 //! once; the AI service decides whether and when to ask again, and tells the user meanwhile.
 //! There is no timeout of the client's own beyond connecting: the answer bounds the first token,
 //! each gap and the whole answer, and dropping the stream closes the request (that is how a stop
-//! stops the provider too).
+//! stops the provider too). What the provider sends is bounded too: a body read whole (a
+//! completion, an error) by its size, a stream by its events' size (`sse.rs`) and by the
+//! answer's tokens (`call.rs`). Redirects are not followed: the key is for this endpoint only.
 
+mod body;
 mod refusal;
 mod sse;
 
@@ -54,6 +57,10 @@ pub enum ProviderError {
     Refused(Refusal),
     #[error("the provider's answer is malformed: {0}")]
     Malformed(String),
+    #[error("the provider's answer is over {0} bytes")]
+    TooLarge(usize),
+    #[error("the provider redirected ({status}) to {location}: redirects are not followed, set AI_BASE_URL to the endpoint itself")]
+    Redirected { status: u16, location: String },
 }
 
 impl ProviderError {
@@ -128,6 +135,9 @@ impl Provider {
     pub fn new(endpoint: Endpoint) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // The key goes to AI_BASE_URL only, and a provider cannot point us at another
+            // address (an internal one) whose answer would be streamed to the user.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { http, endpoint: Arc::new(endpoint), formats: Arc::new(FormatSupport(AtomicU8::new(2))) }
@@ -208,15 +218,32 @@ impl OpenAiCompatible {
                 return Ok(response);
             }
             let status = response.status().as_u16();
+            if response.status().is_redirection() {
+                let location = response.headers().get(http::header::LOCATION);
+                let location =
+                    location.and_then(|l| l.to_str().ok()).unwrap_or("nowhere").chars().take(200).collect();
+                return Err(ProviderError::Redirected { status, location });
+            }
             let headers = response.headers().clone();
-            let body = response.bytes().await.unwrap_or_default();
-            let refusal = Refusal::read(status, &headers, &body);
+            // Only its start is read: the message is cut for the log anyway.
+            let body = body::start_of(response, body::ERROR_BODY_BYTES).await;
+            let mut refusal = Refusal::read(status, &headers, &body);
+            refusal.message = body::without_key(&refusal.message, endpoint.api_key.expose_secret());
             if refusal.kind() == RefusalKind::FormatUnsupported && self.provider.formats.refused(&format) {
                 warn!(status, refused = ?format_name(&format), "the provider refuses this response format: using a simpler one from now on");
                 continue;
             }
             return Err(ProviderError::Refused(refusal));
         }
+    }
+}
+
+impl OpenAiCompatible {
+    /// Most bytes a whole completion may take: room for its JSON and for `max_tokens` tokens
+    /// however escaped (a token is a few characters; one escaped character up to 12 bytes).
+    fn completion_bytes(&self) -> usize {
+        let tokens = self.options.max_tokens.unwrap_or(4_096) as usize;
+        body::COMPLETION_OVERHEAD_BYTES.saturating_add(tokens.saturating_mul(64))
     }
 }
 
@@ -263,7 +290,7 @@ type DataStream = Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send
 impl LLM for OpenAiCompatible {
     async fn generate(&self, messages: &[LlmMessage]) -> Result<GenerateResult, LLMError> {
         let response = self.send(messages, false).await?;
-        let body = response.bytes().await.map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+        let body = body::whole(response, self.completion_bytes()).await?;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| ProviderError::Malformed(format!("the completion is not JSON: {e}")))?;
         if value.get("choices").is_none() {
@@ -283,7 +310,7 @@ impl LLM for OpenAiCompatible {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_sse {
-            let body = response.bytes().await.map_err(|e| ProviderError::Unreachable(e.to_string()))?;
+            let body = body::whole(response, self.completion_bytes()).await?;
             let value: Value = serde_json::from_slice(&body)
                 .ok()
                 .filter(|v: &Value| v.get("choices").is_some())
@@ -293,9 +320,11 @@ impl LLM for OpenAiCompatible {
             let data = stream_data(value);
             return Ok(Box::pin(futures::stream::iter([Ok(data)])));
         }
-        let chunks = sse::events(response.bytes_stream()).map(|event| match event {
+        let endpoint = self.provider.endpoint.clone();
+        let chunks = sse::events(response.bytes_stream()).map(move |event| match event {
             Ok(value) if value.get("error").is_some() => {
-                let refusal = Refusal::read(500, &http::HeaderMap::new(), value.to_string().as_bytes());
+                let mut refusal = Refusal::read(500, &http::HeaderMap::new(), value.to_string().as_bytes());
+                refusal.message = body::without_key(&refusal.message, endpoint.api_key.expose_secret());
                 Err(ProviderError::Refused(refusal).into())
             }
             Ok(value) => Ok(stream_data(value)),

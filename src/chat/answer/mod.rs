@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, Instrument};
 
-use crate::ai::{AiService, UsageMeter};
+use crate::ai::{AiService, Allowance, UsageMeter};
 use crate::domain::Platform;
 
 use super::inflight::InFlightGuard;
@@ -33,6 +33,8 @@ pub struct AnswerSettings {
     pub watch_grace: Duration,
     /// Refresh the session summary every this many exchanges (0: never).
     pub summary_every: usize,
+    /// Most requests to the model for one message (`MAX_MODEL_CALLS_PER_MESSAGE`).
+    pub max_model_calls: u32,
 }
 
 /// What every answer's run needs.
@@ -80,15 +82,25 @@ impl AnswerRunner {
         Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, cluster }
     }
 
-    /// The answer to `question`, holding the session's in-flight claim until it ends.
+    /// The answer to `question`, holding the session's in-flight claim until it ends, and
+    /// spending at most `tokens_left` of its user's daily budget (`None`: no budget).
     pub(super) fn job(
         self: &Arc<Self>,
         entry: Arc<SessionEntry>,
         guard: InFlightGuard,
         question: String,
         platforms: Vec<Platform>,
+        tokens_left: Option<u64>,
     ) -> AnswerJob {
-        AnswerJob { runner: self.clone(), entry, guard, question, platforms, usage: UsageMeter::default() }
+        let allowance = Allowance { tokens: tokens_left, calls: self.settings.max_model_calls };
+        AnswerJob {
+            runner: self.clone(),
+            entry,
+            guard,
+            question,
+            platforms,
+            usage: UsageMeter::new(allowance),
+        }
     }
 
     /// Waits for answers in flight to finish, up to `grace`; then ends the rest with

@@ -92,8 +92,12 @@ impl Outcome {
                 AiError::Timeout => "timeout",
                 AiError::ContextTooLong(_) => "context_too_long",
                 AiError::Failed(_) => "failed",
+                // The message's allowance, not the provider.
+                AiError::BudgetSpent | AiError::TooManyCalls(_) => "",
             };
-            metrics::counter!("postchat_provider_failures_total", "kind" => kind).increment(1);
+            if !kind.is_empty() {
+                metrics::counter!("postchat_provider_failures_total", "kind" => kind).increment(1);
+            }
         }
         match event {
             AnswerEvent::Failed { error, .. } => warn!(error = %error, status, "answer failed"),

@@ -151,6 +151,10 @@ impl AnswerJob {
         };
         let written = match runner.ai.write(&request, &self.usage, &show).await {
             Ok(written) => written,
+            Err(AiError::BudgetSpent) => {
+                let retry_after = crate::chat::token_budget::until_tomorrow(crate::domain::now());
+                return Outcome::Failed(ChatError::RateLimited { retry_after });
+            }
             Err(e) => return Outcome::Failed(e.into()),
         };
         if self.entry.session.title.is_empty() {

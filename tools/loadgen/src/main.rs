@@ -1,7 +1,7 @@
 //! The load generator: scenarios against a running postchat server, measured at the client.
 //!
 //! ```sh
-//! JWT_SECRET=bench-secret-of-32-bytes-or-more-0123 RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 \
+//! JWT_SECRET=bench-secret-of-32-bytes-or-more-0123 RATE_LIMIT_MESSAGES_PER_MINUTE=0 RATE_LIMIT_CONNECTIONS_PER_MINUTE=0 RATE_LIMIT_JOINS_PER_MINUTE=0 \
 //!   MAX_SOCKETS_PER_USER=0 DAILY_TOKEN_BUDGET=0 LOCAL_AI_PACING_MS=0 cargo run --release &
 //! cargo run --release --bin loadgen -- --jwt-secret bench-secret-of-32-bytes-or-more-0123 chat --users 100 --seconds 20
 //! ```
