@@ -152,3 +152,47 @@ async fn preferences_round_trip_and_a_bad_one_is_refused_naming_the_field() {
     let (_, other) = app.request(Method::GET, "/api/preferences", "bob", None).await;
     assert_ne!(other["voice"], "wry", "another user's preferences are their own");
 }
+
+#[tokio::test]
+async fn a_socket_follows_at_most_max_sessions_per_socket_and_may_leave_one_for_another() {
+    let app = TestApp::spawn(&["--max-sessions-per-socket", "2"]).await;
+    let sessions = [app.session("alice").await, app.session("alice").await, app.session("alice").await];
+    let mut socket = app.socket("alice").await;
+    for session in &sessions[..2] {
+        assert_eq!(emit(&mut socket, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    }
+    let again = emit(&mut socket, "chat:join", json!({ "sessionId": sessions[0] })).await;
+    assert_eq!(again["ok"], true, "a session it follows may be joined again");
+    let refused = emit(&mut socket, "chat:join", json!({ "sessionId": sessions[2] })).await;
+    assert_eq!(refused["error"]["code"], "INVALID_INPUT");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("sessionId: ") && message.contains("MAX_SESSIONS_PER_SOCKET"), "{message}");
+    assert_eq!(refused["error"]["sessionId"].as_str(), Some(sessions[2].as_str()));
+
+    let sent = emit(&mut socket, "chat:message", json!({ "sessionId": sessions[2], "content": "Hello?" })).await;
+    assert_eq!(sent["error"]["code"], "INVALID_INPUT", "a message would follow it too");
+    let (_, stored) =
+        app.request(Method::GET, &format!("/api/sessions/{}/messages", sessions[2]), "alice", None).await;
+    assert_eq!(stored["messages"].as_array().map(Vec::len), Some(0), "nothing stored for it");
+
+    assert_eq!(emit(&mut socket, "chat:leave", json!({ "sessionId": sessions[0] })).await["ok"], true);
+    let joined = emit(&mut socket, "chat:join", json!({ "sessionId": sessions[2] })).await;
+    assert_eq!(joined["ok"], true, "after a leave there is room: {joined}");
+}
+
+#[tokio::test]
+async fn joins_past_the_per_user_rate_are_rate_limited_with_a_wait() {
+    let app = TestApp::spawn(&["--rate-limit-joins-per-minute", "3"]).await;
+    let session = app.session("alice").await;
+    let mut socket = app.socket("alice").await;
+    for _ in 0..3 {
+        assert_eq!(emit(&mut socket, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    }
+    let refused = emit(&mut socket, "chat:join", json!({ "sessionId": session })).await;
+    assert_eq!(refused["error"]["code"], "RATE_LIMITED");
+    assert_eq!(refused["error"]["retryable"], true);
+    assert!(refused["error"]["retryAfterMs"].as_u64().is_some_and(|ms| ms > 0), "{refused}");
+    let mut other = app.socket("bob").await;
+    let bobs = app.session("bob").await;
+    assert_eq!(emit(&mut other, "chat:join", json!({ "sessionId": bobs })).await["ok"], true, "per user");
+}
