@@ -169,7 +169,8 @@ async fn a_socket_follows_at_most_max_sessions_per_socket_and_may_leave_one_for_
     assert!(message.starts_with("sessionId: ") && message.contains("MAX_SESSIONS_PER_SOCKET"), "{message}");
     assert_eq!(refused["error"]["sessionId"].as_str(), Some(sessions[2].as_str()));
 
-    let sent = emit(&mut socket, "chat:message", json!({ "sessionId": sessions[2], "content": "Hello?" })).await;
+    let sent =
+        emit(&mut socket, "chat:message", json!({ "sessionId": sessions[2], "content": "Hello?" })).await;
     assert_eq!(sent["error"]["code"], "INVALID_INPUT", "a message would follow it too");
     let (_, stored) =
         app.request(Method::GET, &format!("/api/sessions/{}/messages", sessions[2]), "alice", None).await;

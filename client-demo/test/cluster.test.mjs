@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import { execFileSync } from "node:child_process";
 import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
 import { startProcesses } from "./helpers/processes.mjs";
@@ -140,6 +141,15 @@ test("chat:stop on another process stops the answer where it is generated, withi
     const stored = (await history(b.url, token, session.id))[0];
     assert.equal(stored.status, "stopped");
     assert.equal(stored.aiResponse, mine.at(-1).payload.content);
+    // The processes' control streams (the stop went through one) expire once their process is
+    // gone: each has a time to live, renewed while it runs.
+    const redis = (...args) => execFileSync("redis-cli", ["-p", String(cluster.redis.port), ...args], { encoding: "utf8" }).trim();
+    const controls = redis("--scan", "--pattern", "*:process:*:control").split("\n").filter(Boolean);
+    assert.ok(controls.length >= 1, "the stop went through a control stream");
+    for (const key of controls) {
+      const ttl = Number(redis("PTTL", key));
+      assert.ok(ttl > 0 && ttl <= 60_000, `${key} expires (PTTL ${ttl})`);
+    }
     [onA, onB].forEach((s) => s.close());
   });
 });

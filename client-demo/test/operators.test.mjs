@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { io } from "socket.io-client";
 import { api, ask, connect, createSession, devToken } from "../lib/client.mjs";
-import { binary, freshPostgresUrl, startServer, samplePost } from "./helpers/server.mjs";
+import { binary, freshPostgresUrl, runToExit, startServer, samplePost } from "./helpers/server.mjs";
 import { freePort } from "./helpers/processes.mjs";
 
 const secret = "a-test-secret-that-is-long-enough-0123456789";
@@ -83,6 +83,25 @@ test("a REDIS_URL the server cannot honour stops it at start with a clear messag
     /cluster mode: REDIS_URL: .*(refused|Connection)/i,
   );
   await assert.rejects(startServer({ env: { DATABASE_URL: databaseUrl, REDIS_URL: "http://127.0.0.1:6379" } }), /cluster mode: REDIS_URL/);
+});
+
+test("--help and a refused start show no password, key or secret from the environment", async () => {
+  const env = {
+    JWT_SECRET: "jwt-secret-value-0123456789abcdef-xyz",
+    AI_API_KEY: "sk-api-key-value",
+    DATABASE_URL: "postgres://app:pg-password-value@127.0.0.1:1/app",
+    REDIS_URL: "redis://:redis-password-value@127.0.0.1:1",
+    AI_BASE_URL: "https://user:base-password-value@llm.example/v1",
+    POST_FETCH_PROXY: "http://user:proxy-password-value@127.0.0.1:1",
+  };
+  const secrets = ["jwt-secret-value", "sk-api-key-value", "pg-password-value", "redis-password-value", "base-password-value", "proxy-password-value"];
+  const help = await runToExit({ env, args: ["--help"] });
+  assert.equal(help.code, 0);
+  assert.match(help.output, /REDIS_URL/);
+  for (const secret of secrets) assert.ok(!help.output.includes(secret), `--help shows ${secret}`);
+  const refused = await runToExit({ env });
+  assert.notEqual(refused.code, 0, "the unreachable Redis stops it");
+  for (const secret of secrets) assert.ok(!refused.output.includes(secret), `the start's output shows ${secret}:\n${refused.output}`);
 });
 
 test("a bad DATABASE_URL stops the server at start with a clear message", async () => {
