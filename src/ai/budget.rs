@@ -43,25 +43,25 @@ fn remembered() -> &'static RememberedCounts {
     })
 }
 
-/// The longest start of `text` (on a character boundary) of at most `tokens` tokens.
+/// The longest start of `text` (on a character boundary) of at most `tokens` tokens: one pass
+/// of the tokenizer, whose tokens' bytes, in order, are the text's.
 pub fn prefix_within_tokens(text: &str, tokens: usize) -> &str {
-    if count_tokens(text) <= tokens {
-        return text;
-    }
-    // Binary search on the number of characters kept: the count grows with the prefix. A
-    // prefix of `fits` characters fits, one of `over` does not.
-    let ends: Vec<usize> = text.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
-    let end_of = |chars: usize| if chars == 0 { 0 } else { ends[chars - 1] };
-    let (mut fits, mut over) = (0, ends.len());
-    while over - fits > 1 {
-        let mid = (fits + over) / 2;
-        if count_tokens(&text[..end_of(mid)]) <= tokens {
-            fits = mid;
-        } else {
-            over = mid;
+    let end = match bpe() {
+        Some(bpe) => {
+            let ranks = bpe.encode_ordinary(text);
+            if ranks.len() <= tokens {
+                return text;
+            }
+            bpe.decode_bytes(&ranks[..tokens]).map_or(0, |kept| kept.len())
         }
+        // As the word-based estimate counts: three characters a token.
+        None => text.char_indices().nth(tokens.saturating_mul(3)).map_or(text.len(), |(i, _)| i),
+    };
+    let mut end = end.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    &text[..end_of(fits)]
+    &text[..end]
 }
 
 /// Tokens in `text` as OpenAI-style models count them (a word-based estimate if the tokenizer
@@ -79,6 +79,11 @@ pub fn count_tokens(text: &str) -> usize {
         memory.counts.lock().unwrap_or_else(|p| p.into_inner()).cache_set(key, count);
         count
     })
+}
+
+/// Tokens in `text`, counted now and not remembered (for texts that keep growing).
+pub(super) fn count_fresh(text: &str) -> usize {
+    count_now(text)
 }
 
 fn count_now(text: &str) -> usize {

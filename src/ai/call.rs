@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::budget::prefix_within_tokens;
 use super::window::prompt_tokens;
-use super::{count_tokens, AiError, AiService, Progress, Show, UsageMeter};
+use super::{AiError, AiService, Progress, Show, UsageMeter};
 use crate::domain::TokenUsage;
 
 /// Most times a busy provider is asked again for one request.
@@ -33,7 +33,8 @@ pub(super) struct CallEnd {
     pub cut: bool,
     /// Tokens the call may write (`ANSWER_MAX_TOKENS`).
     cap: usize,
-    /// Tokens known to have arrived (counted when the bytes since could pass the cap).
+    /// Tokens known to have arrived (all the text counted again when what came since the last
+    /// count could pass the cap: pieces counted apart add up to more than the whole).
     counted: usize,
     /// Bytes arrived since the last count: at most as many tokens.
     uncounted_bytes: usize,
@@ -74,22 +75,25 @@ impl CallEnd {
         true
     }
 
-    /// The part of `text` within the cap on tokens: all of it while the bytes so far cannot
-    /// make more tokens than the cap (a token is at least a byte), so counting is rare; past
-    /// the cap, the provider sent more than it was asked for: the rest is cut off.
+    /// The part of `text` within the cap on tokens: all of it while the bytes since the last
+    /// count cannot make more tokens than the cap leaves (a token is at least a byte), so the
+    /// text is counted only a few times as it nears the cap; past the cap, the provider sent
+    /// more than it was asked for: the rest is cut off.
     fn within_cap<'a>(&mut self, text: &'a str, meter: &UsageMeter) -> &'a str {
-        self.uncounted_bytes += text.len();
-        if self.counted + self.uncounted_bytes <= self.cap {
+        if self.full {
+            return "";
+        }
+        if self.counted + self.uncounted_bytes + text.len() <= self.cap {
+            self.uncounted_bytes += text.len();
             return text;
         }
         let before = meter.received_tokens();
-        let with = before + count_tokens(text);
-        if with <= self.cap {
-            (self.counted, self.uncounted_bytes) = (with, 0);
-            return text;
+        let kept = prefix_within_tokens(text, self.cap.saturating_sub(before));
+        if kept.len() < text.len() {
+            (self.cut, self.full) = (true, true);
         }
-        (self.cut, self.full) = (true, true);
-        prefix_within_tokens(text, self.cap.saturating_sub(before))
+        (self.counted, self.uncounted_bytes) = (before, kept.len());
+        kept
     }
 }
 
@@ -186,6 +190,33 @@ fn finished_at_length(data: &StreamData) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ai::count_tokens;
+
+    #[test]
+    fn text_past_the_cap_is_cut_off_at_the_cap_and_nothing_after_it_is_taken() {
+        let (mut end, meter) = (CallEnd::new(10), UsageMeter::default());
+        meter.sent(5);
+        let mut taken = String::new();
+        for piece in ["one ", "two ", "three ", "four ", "five ", "six seven eight nine ten eleven twelve"] {
+            let kept = end.within_cap(piece, &meter);
+            meter.received(kept);
+            taken.push_str(kept);
+        }
+        assert!(end.cut && end.full);
+        assert!((9..=10).contains(&count_tokens(&taken)), "{taken:?}");
+        assert!(taken.starts_with("one two three four five six seven eight nine"), "{taken:?}");
+        assert_eq!(end.within_cap("more", &meter), "", "nothing after the cap");
+    }
+
+    #[test]
+    fn text_within_the_cap_is_taken_whole_and_counted_rarely() {
+        let (mut end, meter) = (CallEnd::new(1_000), UsageMeter::default());
+        for _ in 0..200 {
+            assert_eq!(end.within_cap("word ", &meter), "word ");
+        }
+        assert!(!end.cut && !end.full);
+        assert_eq!(end.counted, 0, "1,000 bytes cannot be more than 1,000 tokens: not counted yet");
+    }
 
     #[test]
     fn backoff_doubles() {

@@ -101,9 +101,9 @@ impl UsageMeter {
         }
     }
 
-    /// Tokens of the text received so far in the call under way, as counted here.
+    /// Tokens of the text received so far in the call under way, counted now.
     pub fn received_tokens(&self) -> usize {
-        self.calls().open.as_ref().map_or(0, |call| count_tokens(&call.text))
+        self.calls().open.as_ref().map_or(0, |call| super::budget::count_fresh(&call.text))
     }
 
     /// The provider's own count for the call under way.
