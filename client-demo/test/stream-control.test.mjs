@@ -27,6 +27,9 @@ function assertGapless(tokens, who) {
   return next;
 }
 
+/** The fake provider's 5 MB flood is an answer as long as the server allows. */
+const FLOOD_ALLOWED = { MODEL_CONTEXT_TOKENS: "10000000", ANSWER_MAX_TOKENS: "5000000" };
+
 async function history(server, token, sessionId) {
   return (await api(server.url, token, "GET", `/api/sessions/${sessionId}/messages`)).body.messages;
 }
@@ -128,7 +131,7 @@ test("an answer nobody watches for the grace period is cancelled and stored as i
 test("a reader that stops reading is cut off as a slow consumer while the other tab gets every token", async () => {
   const fake = await startFakeOpenAI();
   const server = await startServer({
-    env: { AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k", SOCKET_QUEUE_PACKETS: "16", SLOW_CONSUMER_SECS: "1" },
+    env: { AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k", SOCKET_QUEUE_PACKETS: "16", SLOW_CONSUMER_SECS: "1", ...FLOOD_ALLOWED },
   });
   try {
     const token = await devToken(server.url, "alice");
@@ -171,7 +174,8 @@ test("a tab that fell behind catches up with every event in order, the next answ
     env: {
       AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k",
       SOCKET_QUEUE_PACKETS: "16", SLOW_CONSUMER_SECS: "30", SLOW_CONSUMER_BYTES: String(64 << 20),
-      HISTORY_MESSAGES: "0", // the next prompt without the 8 MB flood (counting it is slow)
+      HISTORY_MESSAGES: "0", // the next prompt without the 5 MB flood (counting it is slow)
+      ...FLOOD_ALLOWED,
     },
   });
   try {

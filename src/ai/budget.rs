@@ -43,25 +43,69 @@ fn remembered() -> &'static RememberedCounts {
     })
 }
 
-/// The longest start of `text` (on a character boundary) of at most `tokens` tokens: one pass
-/// of the tokenizer, whose tokens' bytes, in order, are the text's.
-pub fn prefix_within_tokens(text: &str, tokens: usize) -> &str {
-    let end = match bpe() {
-        Some(bpe) => {
-            let ranks = bpe.encode_ordinary(text);
-            if ranks.len() <= tokens {
-                return text;
+/// Longest stretch of text given to the tokenizer at once. Its merges cost the square of a
+/// word's length, so a long run without spaces (a provider's or a page's megabyte of one
+/// "word") must not reach it whole: text is counted in segments cut before a space near this
+/// length (where the tokenizer's own pieces begin, so the count stays that of the whole), or at
+/// this length within a longer run.
+const SEGMENT_BYTES: usize = 256;
+
+/// `text` in segments of at most [`SEGMENT_BYTES`] (more only for one character).
+fn segments(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut cut = rest.len().min(SEGMENT_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if cut < rest.len() {
+            match rest[..cut].rfind(char::is_whitespace) {
+                Some(space) if space > 0 => cut = space,
+                _ if cut == 0 => cut = rest.chars().next().map_or(rest.len(), char::len_utf8),
+                _ => {}
             }
-            bpe.decode_bytes(&ranks[..tokens]).map_or(0, |kept| kept.len())
+        }
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
+}
+
+/// The longest start of `text` (on a character boundary) of at most `tokens` tokens, counted
+/// segment by segment as [`count_tokens`] does; the segment that passes the count is cut where
+/// its first tokens' bytes end.
+pub fn prefix_within_tokens(text: &str, tokens: usize) -> &str {
+    let (mut counted, mut start) = (0usize, 0usize);
+    for segment in segments(text) {
+        let here = count_now(segment);
+        if counted + here > tokens {
+            let end = start + within_segment(segment, tokens - counted);
+            return &text[..end];
+        }
+        counted += here;
+        start += segment.len();
+    }
+    text
+}
+
+/// Bytes of `segment`'s first `tokens` tokens, on a character boundary.
+fn within_segment(segment: &str, tokens: usize) -> usize {
+    let kept = match bpe() {
+        Some(bpe) => {
+            let ranks = bpe.encode_ordinary(segment);
+            bpe.decode_bytes(&ranks[..tokens.min(ranks.len())]).map_or(0, |kept| kept.len())
         }
         // As the word-based estimate counts: three characters a token.
-        None => text.char_indices().nth(tokens.saturating_mul(3)).map_or(text.len(), |(i, _)| i),
+        None => segment.char_indices().nth(tokens.saturating_mul(3)).map_or(segment.len(), |(i, _)| i),
     };
-    let mut end = end.min(text.len());
-    while !text.is_char_boundary(end) {
+    let mut end = kept.min(segment.len());
+    while !segment.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    end
 }
 
 /// Tokens in `text` as OpenAI-style models count them (a word-based estimate if the tokenizer
@@ -88,7 +132,7 @@ pub(super) fn count_fresh(text: &str) -> usize {
 
 fn count_now(text: &str) -> usize {
     match bpe() {
-        Some(bpe) => bpe.encode_ordinary(text).len(),
+        Some(bpe) => segments(text).map(|segment| bpe.encode_ordinary(segment).len()).sum(),
         None => text.split_whitespace().count() * 4 / 3,
     }
 }
@@ -140,6 +184,22 @@ pub fn fit_to_budget(content: &str, query: &str, budget: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_counted_as_a_whole_would_be_and_a_long_run_in_linear_time() {
+        let words = "The scheduler keeps idle connections cheap, so a server holds many. ".repeat(200);
+        let whole = bpe().unwrap().encode_ordinary(&words).len();
+        let counted = count_now(&words);
+        assert!(counted.abs_diff(whole) <= whole / 100, "{counted} against {whole}");
+        let started = std::time::Instant::now();
+        let run = "x".repeat(1 << 20);
+        assert!(count_now(&run) > 0);
+        assert!(prefix_within_tokens(&run, 1_000).len() < run.len());
+        // A whole megabyte run through the tokenizer takes minutes; in segments, well under that.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+        assert_eq!(segments("ab").collect::<Vec<_>>(), ["ab"]);
+        assert!(segments(&"é".repeat(300)).all(|s| s.len() <= SEGMENT_BYTES));
+    }
 
     #[test]
     fn a_prefix_within_a_token_count_ends_on_a_character() {

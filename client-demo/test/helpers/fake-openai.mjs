@@ -4,7 +4,7 @@
 // refusal of `json_schema`. What each request is (answer, classifier, posts, post, shorten,
 // summary, title) is read from its system prompt; the scenario from a word in the last user
 // message:
-//   normal (default) · slow · flood · stall · malformed · not-sse · status-429 · status-500 ·
+//   normal (default) · slow · flood (5 MB: set ANSWER_MAX_TOKENS=5000000) · stall · malformed · not-sse · status-429 · status-500 ·
 //   busy-once (one 429 with Retry-After: 1, then an answer) · busy-long (Retry-After: 60) ·
 //   empty-once / empty-always (a stream with no text) · long-answer (cut at max_tokens) ·
 //   posts-garbage (posts as prose, not JSON) · posts-partial (JSON with the first post only)
@@ -146,7 +146,8 @@ async function streamWords(res, record, model, text, finishReason, scenario, tok
   const words = text !== null
     ? (text.match(/\S*\s*/g) ?? []).filter(Boolean)
     : scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `)
-    : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(2000)} `)
+    // 4000 words, 4.98 MB: under ANSWER_MAX_TOKENS=5000000 in bytes, so nothing is counted.
+    : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(1240)} `)
     : ["Hello ", "from ", "the ", "model."];
   const delay = scenario === "slow" ? 100 : scenario === "flood" ? 0 : tokenDelayMs;
   for (const [i, word] of words.entries()) {
