@@ -372,7 +372,10 @@ fn chat_controller(
         None => (rooms, None),
         Some(cluster) => {
             let released = cluster.clone();
-            inflight.on_release(move |session, message| released.log().release(session, message));
+            inflight.on_release(move |session, message| {
+                released.released(message);
+                released.log().release(session, message);
+            });
             let audience = Arc::new(ClusterAudience::new(rooms.clone(), cluster.clone(), inflight.clone()));
             let follower = cluster.start(inflight.clone(), rooms, sessions.clone());
             (audience as Arc<dyn AnswerAudience>, Some(Member { cluster, follower }))

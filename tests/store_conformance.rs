@@ -149,6 +149,34 @@ async fn one_streaming_message_is_interrupted_with_its_text_unless_it_ended(stor
     assert!(!store.interrupt_message(lost.id, "again").await.unwrap(), "only a streaming answer is swept");
 }
 
+/// A process paused past its lease comes back and finishes the answer it was generating; the
+/// sweep stored it interrupted meanwhile, and that outcome (what every socket was told) stays,
+/// one at a time and in a batch.
+async fn an_answer_swept_as_interrupted_is_not_finished_over(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("carol")).await;
+    let (one, two) = (new_message(session.id, "one", None), new_message(session.id, "two", None));
+    store.insert_message(&one).await.unwrap();
+    store.insert_message(&two).await.unwrap();
+    assert!(store.interrupt_message(one.id, "swept").await.unwrap());
+    assert!(store.interrupt_message(two.id, "swept too").await.unwrap());
+    let late = FinishedAnswer {
+        ai_response: "the whole answer, too late",
+        posts: &[],
+        status: MessageStatus::Complete,
+        usage: None,
+        cut: false,
+    };
+    store.finish_message(one.id, late.clone()).await.unwrap();
+    store.finish_messages(&[(two.id, late)]).await.unwrap();
+    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    let outcomes: Vec<(MessageStatus, &str)> =
+        stored.iter().map(|m| (m.status, m.ai_response.as_str())).collect();
+    assert_eq!(
+        outcomes,
+        vec![(MessageStatus::Interrupted, "swept"), (MessageStatus::Interrupted, "swept too")]
+    );
+}
+
 async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
     let alice = user("alice");
     assert_eq!(store.get_preferences(&alice).await.unwrap(), None);
@@ -392,6 +420,7 @@ on_both_backends!(
     a_client_message_id_is_unique_per_session,
     streaming_messages_become_interrupted_at_start,
     one_streaming_message_is_interrupted_with_its_text_unless_it_ended,
+    an_answer_swept_as_interrupted_is_not_finished_over,
     preferences_are_upserted_per_user,
     the_session_summary_is_updated,
     tokens_used_today_add_up_per_user,

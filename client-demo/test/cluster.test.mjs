@@ -236,6 +236,90 @@ async function ready(url) {
   return { status: res.status, body: await res.json() };
 }
 
+/** Every event a socket receives, in order, with when it came. */
+function record(socket) {
+  const events = [];
+  socket.onAny((name, payload) => events.push({ name, payload, at: Date.now() }));
+  return events;
+}
+
+const TERMINALS = ["chat:stream:end", "chat:social:generated", "chat:error"];
+
+/** The events of answer `messageId`: exactly one terminal, and nothing of it after that. */
+function assertOneOutcome(events, messageId, who) {
+  const mine = events.filter((e) => e.payload?.messageId === messageId);
+  const terminals = mine.filter((e) => TERMINALS.includes(e.name));
+  assert.equal(terminals.length, 1, `${who}: one terminal event, got ${terminals.map((e) => e.payload.code ?? e.name)}`);
+  assert.equal(mine.at(-1), terminals[0], `${who}: nothing after the terminal event`);
+  return terminals[0];
+}
+
+test("a process paused past its lease (SIGSTOP) is fenced off: one outcome on every socket, the stored one, nothing after", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const [seenA, seenB] = [record(onA), record(onB)];
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: question });
+    await eventually(() => seenB.some((e) => e.name === "chat:stream:token"), 10_000, "tokens on B");
+    a.process.kill("SIGSTOP");
+    try {
+      // Swept while paused: B's sockets are told, the text so far stored interrupted.
+      await eventually(() => seenB.some((e) => e.name === "chat:error"), 20_000, "the sweep's terminal on B");
+    } finally {
+      a.process.kill("SIGCONT");
+    }
+    // A comes back mid-answer: it must find itself fenced off, not stream on.
+    await eventually(() => seenA.some((e) => TERMINALS.includes(e.name)), 10_000, "A's own socket gets its outcome");
+    await sleep(3_000);
+    const onBEnd = assertOneOutcome(seenB, ack.messageId, "the watcher on B");
+    const onAEnd = assertOneOutcome(seenA, ack.messageId, "the sender on A");
+    for (const end of [onBEnd, onAEnd]) {
+      assert.equal(end.name, "chat:error");
+      assert.equal(end.payload.code, "SERVER_SHUTDOWN");
+    }
+    const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
+    assert.equal(stored.status, "interrupted", "the stored status agrees with what the sockets saw");
+    assert.equal(stored.aiResponse, assertGapless(tokensOf(seenB), "watcher"), "and its text with the watcher's");
+    const next = await ask(onA, session.id, "What does it say about the scheduler?");
+    assert.equal(next.terminal.name, "chat:stream:end", "the session takes a new message, on the resumed process too");
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("a process killed with 1,000 answers in flight: all stored interrupted within 15 s, every session free again", async (t) => {
+  const env = { LOCAL_AI_PACING_MS: "1000", MAX_SESSIONS_PER_SOCKET: "2000" };
+  await withProcesses(t, 2, env, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const sessions = [];
+    for (let i = 0; i < 1000; i++) sessions.push((await createSession(a.url, token, samplePost)).session.id);
+    const onA = await connect(a.url, token);
+    for (let i = 0; i < sessions.length; i += 100) {
+      const acks = await Promise.all(
+        sessions.slice(i, i + 100).map((sessionId) => request(onA, "chat:message", { sessionId, content: question })),
+      );
+      assert.ok(acks.every((ack) => ack.ok), "every message accepted");
+    }
+    const streaming = () =>
+      Number(execFileSync("psql", [cluster.databaseUrl, "-tAc", "select count(*) from messages where status = 'streaming'"], { encoding: "utf8" }).trim());
+    assert.equal(streaming(), 1000, "1,000 answers in flight");
+    const killed = Date.now();
+    a.process.kill("SIGKILL");
+    await eventually(() => streaming() === 0, 15_000, "every answer of the killed process stored");
+    const took = Date.now() - killed;
+    t.diagnostic(`1,000 answers swept in ${took} ms`);
+    const interrupted = execFileSync("psql", [cluster.databaseUrl, "-tAc", "select count(*) from messages where status = 'interrupted'"], { encoding: "utf8" }).trim();
+    assert.equal(interrupted, "1000");
+    const onB = await connect(b.url, token);
+    const next = await ask(onB, sessions.at(-1), "What does it say about the scheduler?");
+    assert.equal(next.ack.ok, true, "a swept session takes a new message");
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
 test("Redis down: /readyz 503 and CLUSTER_UNAVAILABLE, never a hang; Redis back: every process recovers by itself", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
     const [a, b] = cluster.servers;

@@ -164,7 +164,7 @@ impl ChatController {
             .claim(answer.session_id, answer.message_id, answer.client_message_id.as_ref())
             .await?;
         Ok(match claimed {
-            Claimed::Yes => None,
+            Claimed::Yes { .. } => None,
             Claimed::Taken(holder) => Some(holder),
         })
     }

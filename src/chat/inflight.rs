@@ -2,7 +2,6 @@
 //! joins mid-answer gets everything without a gap or a double.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio_util::sync::CancellationToken;
@@ -34,10 +33,20 @@ pub struct InFlightAnswer {
     /// by `cluster::follower` so `chat:join` here snapshots it like a local one.
     pub origin: Origin,
     cancel: CancellationToken,
-    /// Set with the cancellation when the answer cannot go on because Redis is unreachable
-    /// (cluster mode): it ends as `CLUSTER_UNAVAILABLE`, not as stopped by the user.
-    lost: AtomicBool,
+    /// Set with the cancellation when the answer cannot go on (cluster mode): it ends as the
+    /// reason says, not as stopped by the user.
+    lost: Mutex<Option<Lost>>,
     progress: Mutex<Progress>,
+}
+
+/// Why an answer generated here cannot go on (cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Redis is unreachable (or lost its state): `CLUSTER_UNAVAILABLE`.
+    ClusterUnavailable,
+    /// Its lease was fenced off: the process was taken for dead (paused past the lease) and
+    /// the answer ended by the sweep, `SERVER_SHUTDOWN`, as every other socket was told.
+    FencedOff,
 }
 
 /// Where an in-flight answer is generated.
@@ -203,7 +212,7 @@ impl InFlightAnswer {
             user_message: claim.user_message,
             origin,
             cancel: CancellationToken::new(),
-            lost: AtomicBool::new(false),
+            lost: Mutex::new(None),
             progress: Mutex::new(progress),
         }
     }
@@ -243,15 +252,15 @@ impl InFlightAnswer {
         first
     }
 
-    /// Ends the answer because Redis is unreachable (cluster mode).
-    pub fn lose(&self) {
-        self.lost.store(true, Ordering::Release);
+    /// Ends the answer because it cannot go on (cluster mode); the first reason stays.
+    pub fn lose(&self, why: Lost) {
+        lock(&self.lost).get_or_insert(why);
         self.cancel.cancel();
     }
 
-    /// True when the answer was ended by [`lose`](Self::lose).
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
+    /// Why the answer was ended by [`lose`](Self::lose), if it was.
+    pub fn lost(&self) -> Option<Lost> {
+        *lock(&self.lost)
     }
 
     /// Resolves when the answer is asked to stop.

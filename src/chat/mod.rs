@@ -22,7 +22,7 @@ pub use answer_events::{AnswerAudience, AnswerEvent};
 pub use controller::{AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, SendMessage};
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
-pub use inflight::{Claim, InFlightAnswers, InFlightSnapshot, Origin};
+pub use inflight::{Claim, InFlightAnswers, InFlightSnapshot, Lost, Origin};
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;
 pub use session_cache::{CacheStats, CacheVersion, SessionCache, SessionEntry};

@@ -47,11 +47,13 @@ impl PreferenceService {
     /// making every other process's copy stale).
     pub async fn put(&self, user: &UserId, prefs: Preferences) -> Result<Arc<Preferences>, ChatError> {
         self.store.put_preferences(user, &prefs).await?;
-        if let Some(cluster) = &self.cluster {
-            cluster.preferences_changed(user).await;
-        }
+        let version = match &self.cluster {
+            // The change's own version: a later change elsewhere makes this copy stale.
+            Some(cluster) => cluster.preferences_changed(user).await,
+            None => self.current(user).await,
+        };
         let prefs = Arc::new(prefs);
-        if let Some(version) = self.current(user).await {
+        if let Some(version) = version {
             self.cache.put_preferences(user.clone(), prefs.clone(), version);
         }
         Ok(prefs)

@@ -57,11 +57,13 @@ impl ChatSessionService {
 
     /// After a write: every other process's copy of the session is stale from now on; the
     /// version of this process's new copy.
+    /// Makes other processes' copies of the session stale; the version a copy written through
+    /// now is current under (the change's own, in cluster mode).
     async fn changed(&self, id: SessionId) -> Option<CacheVersion> {
-        if let Some(cluster) = &self.cluster {
-            cluster.session_changed(id).await;
+        match &self.cluster {
+            Some(cluster) => cluster.session_changed(id).await,
+            None => self.current(id).await,
         }
-        self.current(id).await
     }
 
     /// Writes a changed session through to the cache (when its version is known).

@@ -21,7 +21,7 @@ use tracing::warn;
 use super::keys::Keys;
 use super::lease;
 use super::logged_event::LoggedEvent;
-use crate::chat::InFlightAnswers;
+use crate::chat::{InFlightAnswers, Lost};
 use crate::domain::{MessageId, SessionId};
 
 /// How many queued entries one pipeline takes at most.
@@ -202,7 +202,7 @@ impl Writer {
         metrics::counter!("postchat_cluster_log_failures_total").increment(1);
         for answer in self.inflight.local() {
             if lost.contains(&answer.message_id) {
-                answer.lose();
+                answer.lose(Lost::ClusterUnavailable);
             }
         }
         for id in &lost {

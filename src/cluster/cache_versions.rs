@@ -24,14 +24,16 @@ impl Cluster {
         self.version(self.keys.preferences_version(user)).await
     }
 
-    /// Makes every cached copy of the session stale, on every process.
-    pub async fn session_changed(&self, id: SessionId) {
-        self.bump(self.keys.session_version(id)).await;
+    /// Makes every cached copy of the session stale, on every process; the version of the
+    /// change (`None` while Redis fails).
+    pub async fn session_changed(&self, id: SessionId) -> Option<CacheVersion> {
+        self.bump(self.keys.session_version(id)).await
     }
 
-    /// Makes every cached copy of the user's preferences stale, on every process.
-    pub async fn preferences_changed(&self, user: &UserId) {
-        self.bump(self.keys.preferences_version(user)).await;
+    /// Makes every cached copy of the user's preferences stale, on every process; the version
+    /// of the change (`None` while Redis fails).
+    pub async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion> {
+        self.bump(self.keys.preferences_version(user)).await
     }
 
     async fn version(&self, key: String) -> Option<CacheVersion> {
@@ -42,14 +44,22 @@ impl Cluster {
         read.ok().map(|version| CacheVersion { epoch, version: version.unwrap_or(0) })
     }
 
-    async fn bump(&self, key: String) {
+    /// Bumps the version; the one this bump made, read from the `INCR` itself: a copy written
+    /// through under it is stale as soon as another process bumps again (a `GET` after the
+    /// `INCR` could read that later bump and make a stale copy look current).
+    async fn bump(&self, key: String) -> Option<CacheVersion> {
+        let epoch = self.epoch();
         let mut pipe = redis::pipe();
-        pipe.cmd("INCR").arg(&key).ignore().cmd("EXPIRE").arg(&key).arg(VERSION_TTL_SECS).ignore();
-        let bumped: redis::RedisResult<()> = pipe.query_async(&mut self.redis()).await;
+        pipe.cmd("INCR").arg(&key).cmd("EXPIRE").arg(&key).arg(VERSION_TTL_SECS).ignore();
+        let bumped: redis::RedisResult<(u64,)> = pipe.query_async(&mut self.redis()).await;
         self.record(bumped.is_ok());
-        if let Err(e) = bumped {
-            // Every process drops its copies when it finds Redis again (a new epoch).
-            tracing::warn!(error = %e, key, "cache version not bumped");
+        match bumped {
+            Ok((version,)) => Some(CacheVersion { epoch, version }),
+            Err(e) => {
+                // Every process drops its copies when it finds Redis again (a new epoch).
+                tracing::warn!(error = %e, key, "cache version not bumped");
+                None
+            }
         }
     }
 }

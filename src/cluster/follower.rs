@@ -55,6 +55,7 @@ impl Follower {
             requests: rx,
             followed: followed.clone(),
             positions: HashMap::new(),
+
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
@@ -138,6 +139,7 @@ struct Reader {
     followed: Arc<Mutex<HashSet<SessionId>>>,
     /// Per followed session, the id of the last entry delivered.
     positions: HashMap<SessionId, String>,
+
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
     last_upkeep: Instant,
@@ -309,30 +311,35 @@ impl Reader {
         }
     }
 
+    /// Applies one entry of a followed session. An answer's events after its start count
+    /// only while it is mirrored here: nothing after its terminal event (a process paused past
+    /// its lease may append on after the sweep ended its answer, and may end it once more),
+    /// nothing of an answer generated here.
     fn apply(&self, session_id: SessionId, origin: String, event: &LoggedEvent) {
-        match event {
-            LoggedEvent::Start { m, i, c, u } => {
-                let claim = crate::chat::Claim {
-                    session_id,
-                    message_id: *m,
-                    intent: *i,
-                    client_message_id: c.clone(),
-                    user_message: u.clone(),
-                };
-                self.inflight.mirror(claim, origin, String::new(), 0);
-            }
-            LoggedEvent::Tokens { m, t, seq, count } => {
-                if let Some(answer) = self.inflight.get(session_id).filter(|a| a.message_id == *m) {
-                    let audience = &*self.audience;
-                    let deliver = || event.deliver(session_id, audience);
-                    if !answer.append_logged(t, *seq, *count, deliver) {
-                        error!(message_id = %m, seq, "tokens out of order in the answer stream: not delivered");
-                    }
-                    return;
+        if let LoggedEvent::Start { m, i, c, u } = event {
+            let claim = crate::chat::Claim {
+                session_id,
+                message_id: *m,
+                intent: *i,
+                client_message_id: c.clone(),
+                user_message: u.clone(),
+            };
+            self.inflight.mirror(claim, origin, String::new(), 0);
+        } else if let Some(m) = event.message_id() {
+            let mirrored =
+                self.inflight.get(session_id).filter(|a| a.message_id == m && a.origin != Origin::Here);
+            let Some(answer) = mirrored else { return };
+            if let LoggedEvent::Tokens { t, seq, count, .. } = event {
+                let audience = &*self.audience;
+                let deliver = || event.deliver(session_id, audience);
+                if !answer.append_logged(t, *seq, *count, deliver) {
+                    error!(message_id = %m, seq, "tokens out of order in the answer stream: not delivered");
                 }
+                return;
             }
-            event if event.is_terminal() => self.inflight.forget_mirror(session_id, event.message_id()),
-            _ => {}
+            if event.is_terminal() {
+                self.inflight.forget_mirror(session_id, Some(m));
+            }
         }
         event.deliver(session_id, &*self.audience);
     }
@@ -430,7 +437,8 @@ pub(super) async fn read_tail(
     key: &str,
 ) -> redis::RedisResult<Tail> {
     let mut top = None;
-    let mut tokens: Vec<(String, u64)> = Vec::new();
+    // Each answer's tokens: a process paused past its lease may append after another's start.
+    let mut tokens: Vec<(MessageId, String, u64)> = Vec::new();
     let mut end = "+".to_owned();
     loop {
         let page: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -447,10 +455,11 @@ pub(super) async fn read_tail(
             top.get_or_insert_with(|| entry.id.clone());
             let Some((origin, event)) = decode(entry) else { continue };
             match event {
-                LoggedEvent::Tokens { t, seq, .. } => tokens.push((t, seq)),
+                LoggedEvent::Tokens { m, t, seq, .. } => tokens.push((m, t, seq)),
                 LoggedEvent::Start { m, i, c, u } => {
-                    let text: String = tokens.iter().rev().map(|(t, _)| t.as_str()).collect();
-                    let count = tokens.first().map_or(0, |(_, seq)| seq + 1);
+                    tokens.retain(|(of, _, _)| *of == m);
+                    let text: String = tokens.iter().rev().map(|(_, t, _)| t.as_str()).collect();
+                    let count = tokens.first().map_or(0, |(_, _, seq)| seq + 1);
                     let open = OpenAnswer {
                         origin,
                         message_id: m,

@@ -24,6 +24,18 @@ impl Keys {
         format!("{}:session:{session_id}:answer", self.prefix)
     }
 
+    /// The fencing token of a session's answers: incremented by every claim and by every
+    /// sweep, so a lease holder paused past its lease finds it fenced off when it comes back.
+    pub fn fence(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:fence", self.prefix)
+    }
+
+    /// Held (for a few seconds) by the process sweeping the session's answer, so processes do
+    /// not sweep it twice at once.
+    pub fn sweeping(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:sweeping", self.prefix)
+    }
+
     /// Every lease with its deadline, for the sweeper.
     pub fn leases(&self) -> String {
         format!("{}:answers", self.prefix)

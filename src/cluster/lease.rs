@@ -3,6 +3,10 @@
 //! with its deadline in one sorted set. A process that dies stops renewing; the keeper of any
 //! other process then sweeps the answer: stores it `interrupted` with the text its stream
 //! holds, appends a terminal `chat:error` for its watchers, and frees the session.
+//!
+//! Every claim carries a fencing token (the session's fence, moved on by each claim and each
+//! sweep): a process paused past its lease finds it fenced off when it renews, and ends that
+//! answer as the sweep did rather than stream on.
 
 use std::sync::Arc;
 
@@ -14,34 +18,40 @@ use super::follower::{read_tail, Tail};
 use super::keys::Keys;
 use super::logged_event::LoggedEvent;
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{ChatError, ChatSessionService, InFlightAnswers};
+use crate::chat::{ChatError, ChatSessionService, InFlightAnswers, Lost};
 use crate::domain::{ClientMessageId, MessageId, SessionId};
 
 /// Takes a free lease, or one this process holds for an answer it has already ended (its
-/// release is still queued behind that answer's last events); returns the holder otherwise.
+/// release is still queued behind that answer's last events), with the next fencing token;
+/// returns `{1, token}`, or `{0, holder}` when another answer holds it.
 const CLAIM: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
-  if not ok or lease.o ~= ARGV[4] then return held end
+  if not ok or lease.o ~= ARGV[4] then return {0, held} end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local fence = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+local lease = cjson.decode(ARGV[1])
+lease.f = fence
+redis.call('SET', KEYS[1], cjson.encode(lease), 'PX', ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
-return false
+return {1, tostring(fence)}
 ";
 
-/// Extends a lease this answer still holds (taking it again if Redis lost it); 0 when another
-/// answer holds it.
+/// Extends the lease this answer holds under its fencing token: 1. A lease that is gone is
+/// never taken again: 0 when the session's fence exists (the answer was swept, or another
+/// claimed the session: fenced off), -1 when Redis lost it all (restarted empty).
 const RENEW: &str = r"
 local held = redis.call('GET', KEYS[1])
-if held then
-  local ok, lease = pcall(cjson.decode, held)
-  if not ok or lease.m ~= ARGV[1] then return 0 end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
+if not held then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+  return -1
 end
+local ok, lease = pcall(cjson.decode, held)
+if not ok or lease.m ~= ARGV[1] or tostring(lease.f) ~= ARGV[4] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
 return 1
@@ -58,14 +68,54 @@ redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Takes up to 16 leases past their deadline off the list; whoever takes one sweeps it.
-const TAKE_EXPIRED: &str = r"
+/// Before a sweep: 0 when another process is sweeping the answer, or when its lease is still
+/// there (renewed after its deadline, or about to expire: listed again until its key's end,
+/// so it is not forgotten); otherwise 1, its fence moved on first (unless another answer's
+/// claim already did), so its process, if it comes back, is fenced off.
+const FENCE_OFF: &str = r"
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, lease = pcall(cjson.decode, held)
+  if ok and lease.m == ARGV[1] then
+    local t = redis.call('TIME')
+    local left = math.max(redis.call('PTTL', KEYS[1]), 0)
+    redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + left, ARGV[3])
+    redis.call('DEL', KEYS[4])
+    return 0
+  end
+  return 1
+end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+";
+
+/// How long a session's fence outlives its last answer: longer than any process pause worth
+/// fencing off (a process paused longer finds its lease gone and Redis seemingly emptied,
+/// and ends its answer `CLUSTER_UNAVAILABLE`: still never over the sweep's outcome).
+const FENCE_KEEP_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Up to `ARGV[1]` leases past their deadline (left listed until swept: a sweep that fails
+/// is tried again).
+const EXPIRED: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 16)
-for _, member in ipairs(expired) do redis.call('ZREM', KEYS[1], member) end
-return expired
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
 ";
+
+/// Expired leases read at a time.
+const SWEEP_BATCH: usize = 256;
+/// Most batches one pass sweeps (a pass every `RENEW_EVERY`).
+const SWEEP_BATCHES: usize = 8;
+/// Answers swept at once (each a few Redis round trips and a database update).
+const SWEEPS_AT_ONCE: usize = 8;
+
+/// How long a process may take to sweep one answer before another may try.
+const SWEEPING_MS: u64 = 10_000;
+
+/// Tries a failed step of a sweep again after this, twice.
+const SWEEP_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Who generates a session's answer, as its lease says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,12 +126,16 @@ pub struct LeaseHolder {
     pub process: String,
     #[serde(rename = "c")]
     pub client_message_id: Option<ClientMessageId>,
+    /// The claim's fencing token (set by the claim script).
+    #[serde(rename = "f", default)]
+    pub fence: u64,
 }
 
 /// The outcome of a claim.
 #[derive(Debug)]
 pub enum Claimed {
-    Yes,
+    /// The session is this answer's, under this fencing token.
+    Yes { fence: u64 },
     /// Another answer holds the session.
     Taken(LeaseHolder),
 }
@@ -89,6 +143,14 @@ pub enum Claimed {
 /// The sorted set's member for an answer: `session message`.
 fn member(session_id: SessionId, message_id: MessageId) -> String {
     format!("{session_id} {message_id}")
+}
+
+fn unreadable(what: &str, value: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unreadable reply",
+        format!("{what}: {value:?}"),
+    ))
 }
 
 fn eval(script: &str, keys: &[String], args: &[String]) -> redis::Cmd {
@@ -107,15 +169,25 @@ pub(super) async fn claim(
         message_id,
         process: cluster.id.clone(),
         client_message_id: client_message_id.cloned(),
+        // Set by the claim script.
+        fence: 0,
     };
     let value = serde_json::to_string(&holder).unwrap_or_default();
-    let keys = [cluster.keys.lease(session_id), cluster.keys.leases()];
-    let args = [value, LEASE_TTL.as_millis().to_string(), member(session_id, message_id), cluster.id.clone()];
-    let held: Option<String> = eval(CLAIM, &keys, &args).query_async(&mut cluster.redis()).await?;
-    Ok(match held.and_then(|v| serde_json::from_str(&v).ok()) {
-        None => Claimed::Yes,
-        Some(holder) => Claimed::Taken(holder),
-    })
+    let keys = [cluster.keys.lease(session_id), cluster.keys.leases(), cluster.keys.fence(session_id)];
+    let args = [
+        value,
+        LEASE_TTL.as_millis().to_string(),
+        member(session_id, message_id),
+        cluster.id.clone(),
+        FENCE_KEEP_MS.to_string(),
+    ];
+    let (claimed, value): (i64, String) = eval(CLAIM, &keys, &args).query_async(&mut cluster.redis()).await?;
+    if claimed == 1 {
+        let fence = value.parse().map_err(|_| unreadable("a fencing token", &value))?;
+        return Ok(Claimed::Yes { fence });
+    }
+    let holder = serde_json::from_str(&value).map_err(|_| unreadable("a lease", &value))?;
+    Ok(Claimed::Taken(holder))
 }
 
 pub(super) async fn holder(
@@ -154,7 +226,8 @@ pub(super) fn spawn_keeper(
     });
 }
 
-/// Renews the lease of every answer generated here; one another answer took is lost.
+/// Renews the lease of every answer generated here, each under its fencing token; one that
+/// was fenced off (swept while this process was paused) or lost with Redis's state ends.
 async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisResult<()> {
     let answers = inflight.local();
     if answers.is_empty() {
@@ -162,60 +235,114 @@ async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisRes
     }
     let mut pipe = redis::pipe();
     for answer in &answers {
-        let holder = LeaseHolder {
-            message_id: answer.message_id,
-            process: cluster.id.clone(),
-            client_message_id: answer.client_message_id.clone(),
-        };
-        let keys = [cluster.keys.lease(answer.session_id), cluster.keys.leases()];
+        let keys = [
+            cluster.keys.lease(answer.session_id),
+            cluster.keys.leases(),
+            cluster.keys.fence(answer.session_id),
+        ];
+        let fence = cluster.fence_of(answer.message_id).unwrap_or(0);
         let args = [
             answer.message_id.to_string(),
             LEASE_TTL.as_millis().to_string(),
             member(answer.session_id, answer.message_id),
-            serde_json::to_string(&holder).unwrap_or_default(),
+            fence.to_string(),
         ];
         pipe.add_command(eval(RENEW, &keys, &args));
     }
-    let held: Vec<i64> = pipe.query_async(&mut cluster.redis()).await?;
-    for (answer, held) in answers.iter().zip(held) {
-        if held == 0 {
-            warn!(message_id = %answer.message_id, "the session's lease was taken over: ending the answer");
-            answer.lose();
+    let renewed: Vec<i64> = pipe.query_async(&mut cluster.redis()).await?;
+    for (answer, renewed) in answers.iter().zip(renewed) {
+        match renewed {
+            1 => {}
+            0 => {
+                warn!(message_id = %answer.message_id, "the answer's lease was fenced off (swept while this process was paused): ending it as the sweep did");
+                answer.lose(Lost::FencedOff);
+            }
+            _ => {
+                warn!(message_id = %answer.message_id, "the answer's lease is gone with Redis's state: ending it");
+                answer.lose(Lost::ClusterUnavailable);
+            }
         }
     }
     Ok(())
 }
 
-/// Sweeps the answers whose process stopped renewing their leases.
+/// Sweeps the answers whose process stopped renewing their leases, [`SWEEPS_AT_ONCE`] at a
+/// time, in batches of [`SWEEP_BATCH`] until none is left (at most [`SWEEP_BATCHES`] a pass);
+/// one that fails stays listed for the next pass (after [`SWEEPING_MS`]), and so do the rest of
+/// its batch.
 async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> redis::RedisResult<()> {
-    let mut redis = cluster.redis();
-    let expired: Vec<String> =
-        eval(TAKE_EXPIRED, &[cluster.keys.leases()], &[]).query_async(&mut redis).await?;
-    for member in expired {
-        let mut parts = member.split(' ');
-        let (Some(Ok(session_id)), Some(Ok(message_id))) =
-            (parts.next().map(SessionId::parse), parts.next().map(MessageId::parse))
-        else {
-            continue;
-        };
-        sweep_one(cluster, &mut redis, sessions, session_id, message_id).await?;
+    use futures::StreamExt;
+    for _ in 0..SWEEP_BATCHES {
+        let mut redis = cluster.redis();
+        let expired: Vec<String> = eval(EXPIRED, &[cluster.keys.leases()], &[SWEEP_BATCH.to_string()])
+            .query_async(&mut redis)
+            .await?;
+        let full = expired.len() == SWEEP_BATCH;
+        let mut swept = futures::stream::iter(expired)
+            .map(|member| sweep_member(cluster, sessions, member))
+            .buffer_unordered(SWEEPS_AT_ONCE);
+        while let Some(result) = swept.next().await {
+            if !result? {
+                return Ok(());
+            }
+        }
+        if !full {
+            break;
+        }
     }
     Ok(())
 }
 
+/// Sweeps the answer a listing (`session message`) names; a listing that names none is dropped.
+async fn sweep_member(
+    cluster: &Cluster,
+    sessions: &ChatSessionService,
+    member: String,
+) -> redis::RedisResult<bool> {
+    let mut redis = cluster.redis();
+    let mut parts = member.split(' ');
+    let (Some(Ok(session_id)), Some(Ok(message_id))) =
+        (parts.next().map(SessionId::parse), parts.next().map(MessageId::parse))
+    else {
+        redis::cmd("ZREM").arg(cluster.keys.leases()).arg(&member).query_async::<()>(&mut redis).await?;
+        return Ok(true);
+    };
+    sweep_one(cluster, &mut redis, sessions, session_id, message_id).await
+}
+
+/// Sweeps one answer: fenced off, its text as the stream holds it stored `interrupted` (if
+/// still `streaming`), a terminal `SERVER_SHUTDOWN` appended for its watchers, its session
+/// freed and its listing removed, in that order, so a failure leaves it listed. False when the
+/// database failed (the pass stops: Redis is fine).
 async fn sweep_one(
     cluster: &Cluster,
     redis: &mut ConnectionManager,
     sessions: &ChatSessionService,
     session_id: SessionId,
     message_id: MessageId,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<bool> {
+    let keys = [
+        cluster.keys.lease(session_id),
+        cluster.keys.fence(session_id),
+        cluster.keys.leases(),
+        cluster.keys.sweeping(session_id),
+    ];
+    let args = [
+        message_id.to_string(),
+        FENCE_KEEP_MS.to_string(),
+        member(session_id, message_id),
+        SWEEPING_MS.to_string(),
+    ];
+    let fenced: i64 = eval(FENCE_OFF, &keys, &args).query_async(redis).await?;
+    if fenced == 0 {
+        // Swept by another process right now, or its lease is still there (listed again).
+        return Ok(true);
+    }
     let Tail { open, .. } = read_tail(redis, &cluster.keys.events(session_id)).await?;
     let open = open.filter(|a| a.message_id == message_id);
     let text = open.as_ref().map(|a| a.text.as_str()).unwrap_or_default();
-    match sessions.interrupt_message(message_id, text).await {
-        Ok(stored) => info!(%message_id, stored, "swept an answer whose process stopped"),
-        Err(e) => warn!(%message_id, error = %e, "swept answer not stored as interrupted"),
+    if !store_interrupted(sessions, message_id, text).await {
+        return Ok(false);
     }
     let mut pipe = redis::pipe();
     if open.is_some() {
@@ -237,6 +364,31 @@ async fn sweep_one(
             .ignore();
     }
     pipe.add_command(release_command(&cluster.keys, session_id, message_id)).ignore();
+    pipe.cmd("DEL").arg(cluster.keys.sweeping(session_id)).ignore();
     metrics::counter!("postchat_cluster_answers_swept_total").increment(1);
-    pipe.query_async(redis).await
+    pipe.query_async::<()>(redis).await?;
+    Ok(true)
+}
+
+/// Stores a swept answer `interrupted`, trying twice more when the database fails; false
+/// then (the answer stays listed for the next pass).
+async fn store_interrupted(sessions: &ChatSessionService, message_id: MessageId, text: &str) -> bool {
+    let mut tries = 0;
+    loop {
+        match sessions.interrupt_message(message_id, text).await {
+            Ok(stored) => {
+                info!(%message_id, stored, "swept an answer whose process stopped");
+                return true;
+            }
+            Err(e) if tries < 2 => {
+                warn!(%message_id, error = %e, "swept answer not stored yet: trying again");
+                tries += 1;
+                tokio::time::sleep(SWEEP_RETRY * tries).await;
+            }
+            Err(e) => {
+                warn!(%message_id, error = %e, "swept answer not stored: left for the next pass");
+                return false;
+            }
+        }
+    }
 }

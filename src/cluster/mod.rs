@@ -79,6 +79,9 @@ pub struct Cluster {
     /// How many times Redis came back after failing (cached copies from before are stale).
     epoch: AtomicU64,
     log: AnswerLog,
+    /// The fencing token each answer generated here claimed its session under, until its
+    /// release: renewals are made under it.
+    fences: std::sync::Mutex<std::collections::HashMap<MessageId, u64>>,
 }
 
 impl Cluster {
@@ -110,7 +113,8 @@ impl Cluster {
         let log = AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep);
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         let healthy = AtomicBool::new(true);
-        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch: AtomicU64::new(0), log }))
+        let fences = std::sync::Mutex::default();
+        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch: AtomicU64::new(0), log, fences }))
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
@@ -162,7 +166,25 @@ impl Cluster {
     ) -> Result<Claimed, ChatError> {
         let claimed = lease::claim(self, session_id, message_id, client_message_id).await;
         self.record(claimed.is_ok());
+        if let Ok(Claimed::Yes { fence }) = &claimed {
+            self.fences().insert(message_id, *fence);
+        }
         claimed.map_err(|e| unavailable(&e))
+    }
+
+    fn fences(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<MessageId, u64>> {
+        // Plain numbers: a panic elsewhere cannot leave them half-written.
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fencing token of an answer generated here, until its release.
+    fn fence_of(&self, message_id: MessageId) -> Option<u64> {
+        self.fences().get(&message_id).copied()
+    }
+
+    /// Forgets the answer's fencing token: its lease is being released.
+    pub fn released(&self, message_id: MessageId) {
+        self.fences().remove(&message_id);
     }
 
     /// Who holds the session's lease (the process generating its answer), if anyone.

@@ -153,6 +153,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
+    /// Stores how an exchange ended, if it is still `streaming`: one already ended (swept
+    /// `interrupted` while its process was paused) keeps that outcome.
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError>;
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
@@ -161,7 +163,7 @@ pub trait Store: Send + Sync + 'static {
     /// each session's oldest first. An answer's context: only the columns a prompt uses.
     async fn recent_exchanges(&self, sessions: &[SessionId], limit: u32)
         -> Result<Vec<Exchange>, StoreError>;
-    /// Stores how several exchanges ended, in one statement.
+    /// Stores how several exchanges ended, in one statement (those still `streaming`).
     async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError>;
     async fn find_message_by_client_id(
         &self,

@@ -57,9 +57,11 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
       status, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
+/// Only an answer still `streaming` is finished: one ended meanwhile elsewhere (swept as
+/// interrupted when its process seemed dead) keeps that outcome.
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
-     completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1";
+     completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1 AND status = 'streaming'";
 pub(super) fn find_message_by_client_id() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \

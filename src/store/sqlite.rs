@@ -58,7 +58,8 @@ const FINISH_MESSAGES_HEAD: &str = "WITH v (id, ai_response, posts, status, upda
 const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_response, \
      posts = v.posts, status = v.status, updated_at = v.updated_at, \
      prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
-     usage_estimated = v.usage_estimated, cut = v.cut FROM v WHERE messages.id = v.id";
+     usage_estimated = v.usage_estimated, cut = v.cut FROM v \
+     WHERE messages.id = v.id AND messages.status = 'streaming'";
 
 /// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
 /// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through

@@ -60,7 +60,7 @@ export async function startRedis(port) {
 
 /**
  * Starts `count` postchat processes sharing one fresh PostgreSQL database and one redis-server
- * of their own. Resolves to { servers, redis, token(user), startOne(), stop() }.
+ * of their own. Resolves to { servers, redis, databaseUrl, token(user), startOne(), stop() }.
  */
 export async function startProcesses(count, { env = {} } = {}) {
   const databaseUrl = freshPostgresUrl();
@@ -80,6 +80,7 @@ export async function startProcesses(count, { env = {} } = {}) {
   return {
     servers,
     redis,
+    databaseUrl,
     startOne,
     token: (user) => sign({ sub: user, iat: now(), exp: now() + 3600 }, { key: secret }),
     async stop() {

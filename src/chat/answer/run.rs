@@ -10,7 +10,7 @@ use super::terminal::Terminal;
 use super::AnswerJob;
 use crate::ai::{AiContext, AiError, Progress, Request};
 use crate::chat::session_service::summary_due;
-use crate::chat::{AnswerEvent, ChatError};
+use crate::chat::{AnswerEvent, ChatError, Lost};
 use crate::domain::IntentType;
 use crate::store::FinishedAnswer;
 
@@ -44,9 +44,11 @@ impl AnswerJob {
         let timeout = self.runner.settings.answer_timeout;
         tokio::select! {
             biased;
-            _ = self.guard.answer().stopped() => match self.guard.answer().is_lost() {
-                true => Outcome::Failed(ChatError::ClusterUnavailable),
-                false => Outcome::Stopped,
+            _ = self.guard.answer().stopped() => match self.guard.answer().lost() {
+                Some(Lost::ClusterUnavailable) => Outcome::Failed(ChatError::ClusterUnavailable),
+                // What the sweep told every other socket; the row it stored is kept.
+                Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
+                None => Outcome::Stopped,
             },
             _ = self.runner.shutdown.cancelled() => Outcome::ShutDown,
             _ = self.abandoned() => Outcome::Abandoned,
