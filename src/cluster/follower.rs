@@ -55,7 +55,7 @@ impl Follower {
             requests: rx,
             followed: followed.clone(),
             positions: HashMap::new(),
-
+            mirrors_current: true,
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
@@ -139,6 +139,10 @@ struct Reader {
     followed: Arc<Mutex<HashSet<SessionId>>>,
     /// Per followed session, the id of the last entry delivered.
     positions: HashMap<SessionId, String>,
+    /// The mirrors are as the streams were at `positions`: after a cut connection, reading
+    /// goes on from there. False once they were ended (Redis away longer than a lease): each
+    /// followed session is caught up again first.
+    mirrors_current: bool,
 
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
@@ -146,24 +150,39 @@ struct Reader {
 }
 
 impl Reader {
+    /// Follows until the process ends. A cut connection or a failed read is followed by a
+    /// new connection that reads on from the last entry delivered: nothing is invented for
+    /// the watchers meanwhile. Only Redis unreachable for longer than a lease (the generating
+    /// process cannot renew either) ends the mirrored answers, `CLUSTER_UNAVAILABLE`.
     async fn run(mut self) {
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             let connected = self.cluster.dedicated(Duration::from_millis(BLOCK_MS + 2_000)).await;
             let outcome = match connected {
-                Ok(mut conn) => self.follow_all(&mut conn).await,
+                Ok(mut conn) => self.follow_all(&mut conn, &mut unreachable_since).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {
                 self.cluster.record(false);
-                warn!(error = %e, "cluster follower lost Redis: ending mirrored answers, reconnecting");
-                self.end_mirrors();
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if self.mirrors_current && since.elapsed() >= LEASE_TTL {
+                    warn!(error = %e, "cluster follower without Redis for longer than a lease: ending mirrored answers");
+                    self.end_mirrors();
+                } else {
+                    warn!(error = %e, "cluster follower lost its Redis connection: reconnecting");
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
     }
 
-    /// Catches up with every followed session, then reads until Redis fails.
-    async fn follow_all(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    /// Catches up with every followed session if its mirror was ended (else reads on from
+    /// where it was), then reads until Redis fails.
+    async fn follow_all(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        unreachable_since: &mut Option<Instant>,
+    ) -> redis::RedisResult<()> {
         if self.control_position == "$" {
             // A fixed position, so requests sent between two reads are not skipped.
             let control = self.cluster.keys.control(&self.cluster.id);
@@ -177,10 +196,14 @@ impl Reader {
                 .await?;
             self.control_position = last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         }
-        let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
-        for session_id in sessions {
-            self.catch_up(conn, session_id).await?;
+        if !self.mirrors_current {
+            let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
+            for session_id in sessions {
+                self.catch_up(conn, session_id).await?;
+            }
+            self.mirrors_current = true;
         }
+        *unreachable_since = None;
         self.cluster.record(true);
         loop {
             self.take_requests(conn).await?;
@@ -385,6 +408,7 @@ impl Reader {
     /// Redis is gone: the answers mirrored here cannot be followed any more. Their watchers
     /// here are told (`CLUSTER_UNAVAILABLE`, retryable); a join after Redis is back catches up.
     fn end_mirrors(&mut self) {
+        self.mirrors_current = false;
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for session_id in self.inflight.mirrored_sessions() {
             let Some(answer) = self.inflight.get(session_id) else { continue };
