@@ -335,9 +335,9 @@ impl ChatController {
         }
         let Some(member) = &self.cluster else { return Ok(false) };
         match member.cluster.holder(session_id).await? {
+            // `stopped: true` once, and only for an answer a live process generates.
             Some(holder) if holder.process != member.cluster.id => {
-                member.cluster.request_stop(session_id, &holder).await?;
-                Ok(true)
+                member.cluster.request_stop(session_id, &holder).await
             }
             // Free, or this process's answer that has just ended.
             _ => Ok(false),

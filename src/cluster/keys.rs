@@ -46,6 +46,11 @@ impl Keys {
         format!("{}:session:{session_id}:watchers", self.prefix)
     }
 
+    /// Set by the first stop request for an answer, so a stop is acked `stopped: true` once.
+    pub fn stop_asked(&self, message_id: crate::domain::MessageId) -> String {
+        format!("{}:answer:{message_id}:stop", self.prefix)
+    }
+
     /// A process's control stream: stop requests from other processes.
     pub fn control(&self, process: &str) -> String {
         format!("{}:process:{process}:control", self.prefix)

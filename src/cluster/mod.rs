@@ -194,8 +194,9 @@ impl Cluster {
         holder.map_err(|e| unavailable(&e))
     }
 
-    /// Asks the process `holder` names to stop the answer it generates.
-    pub async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<(), ChatError> {
+    /// Asks the process `holder` names to stop the answer it generates; true for the first
+    /// request while that process lives and the answer runs.
+    pub async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<bool, ChatError> {
         let sent = follower::request_stop(self, session_id, holder).await;
         self.record(sent.is_ok());
         sent.map_err(|e| unavailable(&e))
