@@ -72,7 +72,7 @@ impl Store for CountingStore {
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
         self.inner.insert_message(message).await
     }
-    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError> {
         self.inner.finish_message(id, answer).await
     }
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
@@ -85,7 +85,10 @@ impl Store for CountingStore {
     ) -> Result<Vec<Exchange>, StoreError> {
         self.inner.recent_exchanges(sessions, limit).await
     }
-    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+    async fn finish_messages(
+        &self,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<Vec<MessageId>, StoreError> {
         self.inner.finish_messages(answers).await
     }
     async fn find_message_by_client_id(

@@ -166,14 +166,21 @@ async fn an_answer_swept_as_interrupted_is_not_finished_over(store: Arc<dyn Stor
         usage: None,
         cut: false,
     };
-    store.finish_message(one.id, late.clone()).await.unwrap();
-    store.finish_messages(&[(two.id, late)]).await.unwrap();
+    assert!(!store.finish_message(one.id, late.clone()).await.unwrap(), "not stored: it had ended");
+    let three = new_message(session.id, "three", None);
+    store.insert_message(&three).await.unwrap();
+    let stored = store.finish_messages(&[(two.id, late.clone()), (three.id, late)]).await.unwrap();
+    assert_eq!(stored, vec![three.id], "of a batch, only the one still streaming");
     let stored = store.recent_messages(session.id, 10, None).await.unwrap();
     let outcomes: Vec<(MessageStatus, &str)> =
         stored.iter().map(|m| (m.status, m.ai_response.as_str())).collect();
     assert_eq!(
         outcomes,
-        vec![(MessageStatus::Interrupted, "swept"), (MessageStatus::Interrupted, "swept too")]
+        vec![
+            (MessageStatus::Interrupted, "swept"),
+            (MessageStatus::Interrupted, "swept too"),
+            (MessageStatus::Complete, "the whole answer, too late")
+        ]
     );
 }
 

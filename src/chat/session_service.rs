@@ -208,10 +208,9 @@ impl ChatSessionService {
         self.batched.insert(message.clone()).await
     }
 
-    /// Stores how an exchange ended.
-    pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), ChatError> {
-        self.batched.finish(id, answer).await?;
-        Ok(())
+    /// Stores how an exchange ended, if it is still `streaming`; true when stored.
+    pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, ChatError> {
+        Ok(self.batched.finish(id, answer).await?)
     }
 
     /// Stores an answer whose process died as `interrupted` with `text`, unless it had ended

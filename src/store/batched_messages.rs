@@ -22,7 +22,7 @@ const QUEUE: usize = 4_096;
 pub struct BatchedMessages {
     inserts: mpsc::Sender<Pending<NewMessage, ()>>,
     recents: mpsc::Sender<Pending<Recent, Vec<Exchange>>>,
-    finishes: mpsc::Sender<Pending<Finished, ()>>,
+    finishes: mpsc::Sender<Pending<Finished, bool>>,
 }
 
 /// A statement's part and who waits for its outcome.
@@ -87,8 +87,8 @@ impl BatchedMessages {
         queue(&self.recents, Recent { session_id, limit }).await
     }
 
-    /// Stores how an exchange ended.
-    pub async fn finish(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
+    /// Stores how an exchange ended, if it is still `streaming`; true when stored.
+    pub async fn finish(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError> {
         let finished = Finished {
             id,
             ai_response: answer.ai_response.to_owned(),
@@ -115,7 +115,7 @@ fn closed() -> StoreError {
 struct Queues {
     inserts: mpsc::Receiver<Pending<NewMessage, ()>>,
     recents: mpsc::Receiver<Pending<Recent, Vec<Exchange>>>,
-    finishes: mpsc::Receiver<Pending<Finished, ()>>,
+    finishes: mpsc::Receiver<Pending<Finished, bool>>,
     /// Most parts in one batch: the store's [`Store::max_batch`].
     max_batch: usize,
 }
@@ -124,7 +124,7 @@ struct Queues {
 enum Batch {
     Inserts(Vec<Pending<NewMessage, ()>>),
     Recents(Vec<Pending<Recent, Vec<Exchange>>>),
-    Finishes(Vec<Pending<Finished, ()>>),
+    Finishes(Vec<Pending<Finished, bool>>),
 }
 
 impl Queues {
@@ -220,13 +220,13 @@ async fn recent_batch(store: Arc<dyn Store>, reads: Vec<Recent>) -> Vec<Result<V
         .collect()
 }
 
-async fn finish_batch(store: Arc<dyn Store>, answers: Vec<Finished>) -> Vec<Result<(), StoreError>> {
+async fn finish_batch(store: Arc<dyn Store>, answers: Vec<Finished>) -> Vec<Result<bool, StoreError>> {
     if let [answer] = answers.as_slice() {
         return vec![store.finish_message(answer.id, answer.answer()).await];
     }
     let rows: Vec<(MessageId, FinishedAnswer<'_>)> = answers.iter().map(|a| (a.id, a.answer())).collect();
     match store.finish_messages(&rows).await {
-        Ok(()) => answers.iter().map(|_| Ok(())).collect(),
+        Ok(stored) => answers.iter().map(|a| Ok(stored.contains(&a.id))).collect(),
         Err(e) => one_by_one(e, &answers, |a| store.finish_message(a.id, a.answer())).await,
     }
 }

@@ -120,14 +120,17 @@ impl Store for MeteredStore {
             .record(sessions.len() as f64);
         self.timed("recent_exchanges", self.inner.recent_exchanges(sessions, limit)).await
     }
-    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+    async fn finish_messages(
+        &self,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<Vec<MessageId>, StoreError> {
         metrics::histogram!("postchat_db_batch_rows", "op" => "finish_messages").record(answers.len() as f64);
         self.timed("finish_messages", self.inner.finish_messages(answers)).await
     }
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError> {
         self.timed("insert_message", self.inner.insert_message(message)).await
     }
-    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError> {
         self.timed("finish_message", self.inner.finish_message(id, answer)).await
     }
     async fn find_message_by_client_id(

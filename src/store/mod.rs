@@ -154,8 +154,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
     /// Stores how an exchange ended, if it is still `streaming`: one already ended (swept
-    /// `interrupted` while its process was paused) keeps that outcome.
-    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError>;
+    /// `interrupted` while its process was paused) keeps that outcome. True when stored.
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError>;
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
@@ -163,8 +163,12 @@ pub trait Store: Send + Sync + 'static {
     /// each session's oldest first. An answer's context: only the columns a prompt uses.
     async fn recent_exchanges(&self, sessions: &[SessionId], limit: u32)
         -> Result<Vec<Exchange>, StoreError>;
-    /// Stores how several exchanges ended, in one statement (those still `streaming`).
-    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError>;
+    /// Stores how several exchanges ended, in one statement (those still `streaming`); the ids
+    /// of those stored.
+    async fn finish_messages(
+        &self,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<Vec<MessageId>, StoreError>;
     async fn find_message_by_client_id(
         &self,
         session: SessionId,

@@ -49,7 +49,7 @@ const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, 
      FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[], \
       $9::bool[]) \
       AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut) \
-     WHERE messages.id = v.id AND messages.status = 'streaming'";
+     WHERE messages.id = v.id AND messages.status = 'streaming' RETURNING messages.id";
 /// Each session's newest exchanges through the (session, created_at) index, however long the
 /// session.
 fn recent_exchanges_of() -> String {
@@ -104,8 +104,8 @@ impl Dialect for Postgres {
     async fn finish_many(
         pool: &PgPool,
         answers: &[(MessageId, FinishedAnswer<'_>)],
-    ) -> Result<(), StoreError> {
-        sqlx::query(FINISH_MESSAGES)
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(FINISH_MESSAGES)
             .bind(answers.iter().map(|(id, _)| id.as_uuid()).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.ai_response).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| Json(a.posts)).collect::<Vec<_>>())
@@ -115,8 +115,8 @@ impl Dialect for Postgres {
             .bind(answers.iter().map(|(_, a)| a.usage_columns().1).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.usage_columns().2).collect::<Vec<_>>())
             .bind(answers.iter().map(|(_, a)| a.cut).collect::<Vec<_>>())
-            .execute(pool)
+            .fetch_all(pool)
             .await?;
-        Ok(())
+        Ok(ids.into_iter().map(|(id,)| MessageId::from(id)).collect())
     }
 }

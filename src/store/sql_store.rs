@@ -28,11 +28,12 @@ pub trait Dialect: Database {
         sessions: &[SessionId],
         limit: u32,
     ) -> Result<Vec<Exchange>, StoreError>;
-    /// Stores how several exchanges ended in one statement.
+    /// Stores how several exchanges ended in one statement (those still `streaming`); the
+    /// ids of those stored.
     async fn finish_many(
         pool: &Pool<Self>,
         answers: &[(MessageId, FinishedAnswer<'_>)],
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<MessageId>, StoreError>;
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -207,8 +208,8 @@ where
         Ok(())
     }
 
-    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<(), StoreError> {
-        sqlx::query(sql::FINISH_MESSAGE)
+    async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::FINISH_MESSAGE)
             .bind(id.as_uuid())
             .bind(answer.ai_response)
             .bind(Json(answer.posts))
@@ -220,7 +221,7 @@ where
             .bind(answer.cut)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(DB::rows_affected(&done) > 0)
     }
 
     // The batched statements differ: PostgreSQL binds arrays, SQLite writes a row each.
@@ -236,7 +237,10 @@ where
         DB::recent_exchanges_of(&self.pool, sessions, limit).await
     }
 
-    async fn finish_messages(&self, answers: &[(MessageId, FinishedAnswer<'_>)]) -> Result<(), StoreError> {
+    async fn finish_messages(
+        &self,
+        answers: &[(MessageId, FinishedAnswer<'_>)],
+    ) -> Result<Vec<MessageId>, StoreError> {
         DB::finish_many(&self.pool, answers).await
     }
 

@@ -59,7 +59,7 @@ const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_res
      posts = v.posts, status = v.status, updated_at = v.updated_at, \
      prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
      usage_estimated = v.usage_estimated, cut = v.cut FROM v \
-     WHERE messages.id = v.id AND messages.status = 'streaming'";
+     WHERE messages.id = v.id AND messages.status = 'streaming' RETURNING messages.id";
 
 /// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
 /// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through
@@ -127,7 +127,7 @@ impl Dialect for Sqlite {
     async fn finish_many(
         pool: &SqlitePool,
         answers: &[(MessageId, FinishedAnswer<'_>)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<MessageId>, StoreError> {
         let now = crate::domain::now();
         let mut query = sqlx::QueryBuilder::new(FINISH_MESSAGES_HEAD);
         query.push_values(answers, |mut row, (id, answer)| {
@@ -142,7 +142,7 @@ impl Dialect for Sqlite {
                 .push_bind(answer.cut);
         });
         query.push(FINISH_MESSAGES_TAIL);
-        query.build().execute(pool).await?;
-        Ok(())
+        let ids: Vec<(uuid::Uuid,)> = query.build_query_as().fetch_all(pool).await?;
+        Ok(ids.into_iter().map(|(id,)| MessageId::from(id)).collect())
     }
 }

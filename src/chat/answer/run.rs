@@ -73,7 +73,17 @@ impl AnswerJob {
             usage,
             cut: outcome.cut(),
         };
-        self.runner.sessions.finish_message(self.guard.answer().message_id, finished).await
+        if self.runner.sessions.finish_message(self.guard.answer().message_id, finished).await? {
+            return Ok(());
+        }
+        // No longer `streaming`: ended elsewhere while this process was paused past its lease
+        // (the sweep stored it interrupted and told every other socket so: these are told the
+        // same), unless its session was deleted meanwhile.
+        let session = &self.entry.session;
+        match self.runner.sessions.exists(&session.owner, session.id).await {
+            Ok(true) => Err(ChatError::ProcessLost),
+            _ => Ok(()),
+        }
     }
 
     /// Charges the answer's model tokens to its user's daily budget (in cluster mode, the count
