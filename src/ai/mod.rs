@@ -263,7 +263,7 @@ impl AiService {
         let budget = self.settings.window.prompt_budget(false);
         let keep = window::newest_that_fit(&ctx.history, budget / 2).len();
         trimmed.history.drain(..ctx.history.len() - keep);
-        let reply = self.llm.generate(&prompt::summary(&trimmed)).await?;
+        let reply = self.background_call(&prompt::summary(&trimmed)).await?;
         let summary = reply.generation.trim().to_owned();
         if summary.is_empty() {
             return Err(AiError::Failed("empty summary".into()));
@@ -273,12 +273,26 @@ impl AiService {
 
     /// A short title for a session, from its post and first question.
     pub async fn title(&self, ctx: &AiContext, question: &str) -> Result<String, AiError> {
-        let reply = self.llm.generate(&prompt::title(ctx, question)).await?;
+        let reply = self.background_call(&prompt::title(ctx, question)).await?;
         let title: String = reply.generation.trim().trim_matches('"').chars().take(MAX_TITLE_CHARS).collect();
         if title.trim().is_empty() {
             return Err(AiError::Failed("empty title".into()));
         }
         Ok(title.trim().to_owned())
+    }
+}
+
+impl AiService {
+    /// A whole completion for a background task (title, summary), within the first-token
+    /// deadline: a provider that trickles its body does not hold the task and its connection.
+    async fn background_call(
+        &self,
+        messages: &[langchain_rust::schemas::Message],
+    ) -> Result<langchain_rust::language_models::GenerateResult, AiError> {
+        match tokio::time::timeout(self.settings.first_token_timeout, self.llm.generate(messages)).await {
+            Ok(reply) => Ok(reply?),
+            Err(_) => Err(AiError::Timeout),
+        }
     }
 }
 

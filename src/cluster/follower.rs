@@ -484,7 +484,8 @@ pub(super) struct OpenAnswer {
     pub tokens: u64,
 }
 
-/// Reads a session's stream backwards to its last answer's start or end.
+/// Reads a session's stream backwards to its last answer's start: open unless an entry after
+/// it ends it.
 pub(super) async fn read_tail(
     conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
@@ -492,6 +493,7 @@ pub(super) async fn read_tail(
     let mut top = None;
     // Each answer's tokens: a process paused past its lease may append after another's start.
     let mut tokens: Vec<(MessageId, String, u64)> = Vec::new();
+    let mut ended: HashSet<MessageId> = HashSet::new();
     let mut end = "+".to_owned();
     loop {
         let page: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -509,6 +511,14 @@ pub(super) async fn read_tail(
             let Some((origin, event)) = decode(entry) else { continue };
             match event {
                 LoggedEvent::Tokens { m, t, seq, .. } => tokens.push((m, t, seq)),
+                // Its process ended it (a process paused past its lease may end it once more,
+                // after another answer started): only this answer is closed.
+                LoggedEvent::End { m, .. } | LoggedEvent::Posts { m, .. } | LoggedEvent::Failed { m, .. } => {
+                    ended.insert(m);
+                }
+                LoggedEvent::Start { m, .. } if ended.contains(&m) => {
+                    return Ok(Tail { top: top.unwrap_or_default(), open: None });
+                }
                 LoggedEvent::Start { m, i, c, u } => {
                     tokens.retain(|(of, _, _)| *of == m);
                     let text: String = tokens.iter().rev().map(|(_, t, _)| t.as_str()).collect();
@@ -523,9 +533,6 @@ pub(super) async fn read_tail(
                         tokens: count,
                     };
                     return Ok(Tail { top: top.unwrap_or_default(), open: Some(open) });
-                }
-                event if event.is_terminal() => {
-                    return Ok(Tail { top: top.unwrap_or_default(), open: None });
                 }
                 _ => {}
             }

@@ -211,16 +211,30 @@ pub(super) fn spawn_keeper(
     inflight: Arc<InFlightAnswers>,
     sessions: Arc<ChatSessionService>,
 ) {
+    // Two tasks: a long sweep (many answers, a database that fails) must never hold up this
+    // process's own renewals past its leases.
+    let renewing = cluster.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let renewed = renew(&cluster, &inflight).await;
+            let renewed = renew(&renewing, &inflight).await;
+            renewing.record(renewed.is_ok());
+            if let Err(e) = renewed {
+                warn!(error = %e, "leases not renewed this time");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RENEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
             let swept = sweep(&cluster, &sessions).await;
-            cluster.record(renewed.is_ok() && swept.is_ok());
-            if let Err(e) = renewed.and(swept) {
-                warn!(error = %e, "leases not renewed or swept this time");
+            cluster.record(swept.is_ok());
+            if let Err(e) = swept {
+                warn!(error = %e, "expired leases not swept this time");
             }
         }
     });
@@ -229,18 +243,19 @@ pub(super) fn spawn_keeper(
 /// Renews the lease of every answer generated here, each under its fencing token; one that
 /// was fenced off (swept while this process was paused) or lost with Redis's state ends.
 async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisResult<()> {
-    let answers = inflight.local();
+    // An answer whose claim is still under way (no token yet) has nothing to renew.
+    let answers: Vec<_> =
+        inflight.local().into_iter().filter_map(|a| Some((cluster.fence_of(a.message_id)?, a))).collect();
     if answers.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for answer in &answers {
+    for (fence, answer) in &answers {
         let keys = [
             cluster.keys.lease(answer.session_id),
             cluster.keys.leases(),
             cluster.keys.fence(answer.session_id),
         ];
-        let fence = cluster.fence_of(answer.message_id).unwrap_or(0);
         let args = [
             answer.message_id.to_string(),
             LEASE_TTL.as_millis().to_string(),
@@ -250,7 +265,7 @@ async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisRes
         pipe.add_command(eval(RENEW, &keys, &args));
     }
     let renewed: Vec<i64> = pipe.query_async(&mut cluster.redis()).await?;
-    for (answer, renewed) in answers.iter().zip(renewed) {
+    for ((_, answer), renewed) in answers.iter().zip(renewed) {
         match renewed {
             1 => {}
             0 => {
@@ -341,11 +356,13 @@ async fn sweep_one(
     let Tail { open, .. } = read_tail(redis, &cluster.keys.events(session_id)).await?;
     let open = open.filter(|a| a.message_id == message_id);
     let text = open.as_ref().map(|a| a.text.as_str()).unwrap_or_default();
-    if !store_interrupted(sessions, message_id, text).await {
+    let Some(interrupted) = store_interrupted(sessions, message_id, text).await else {
         return Ok(false);
-    }
+    };
     let mut pipe = redis::pipe();
-    if open.is_some() {
+    // Told only when stored so: an answer that ended meanwhile (stored complete by its
+    // process, its end still on the way to the stream) is not announced as lost.
+    if open.is_some() && interrupted {
         let error = ChatError::ProcessLost;
         let failed = LoggedEvent::Failed {
             m: message_id,
@@ -370,15 +387,15 @@ async fn sweep_one(
     Ok(true)
 }
 
-/// Stores a swept answer `interrupted`, trying twice more when the database fails; false
-/// then (the answer stays listed for the next pass).
-async fn store_interrupted(sessions: &ChatSessionService, message_id: MessageId, text: &str) -> bool {
+/// Stores a swept answer `interrupted` (`Some(true)`; `Some(false)` when it had ended), trying
+/// twice more when the database fails; `None` then (the answer stays listed for the next pass).
+async fn store_interrupted(sessions: &ChatSessionService, message_id: MessageId, text: &str) -> Option<bool> {
     let mut tries = 0;
     loop {
         match sessions.interrupt_message(message_id, text).await {
             Ok(stored) => {
                 info!(%message_id, stored, "swept an answer whose process stopped");
-                return true;
+                return Some(stored);
             }
             Err(e) if tries < 2 => {
                 warn!(%message_id, error = %e, "swept answer not stored yet: trying again");
@@ -387,7 +404,7 @@ async fn store_interrupted(sessions: &ChatSessionService, message_id: MessageId,
             }
             Err(e) => {
                 warn!(%message_id, error = %e, "swept answer not stored: left for the next pass");
-                return false;
+                return None;
             }
         }
     }
