@@ -74,6 +74,9 @@ debian_package /usr/bin/chromium chromium "the browser test"
 step "HAProxy (the cluster test through a real balancer)"
 debian_package /usr/sbin/haproxy haproxy "the balancer test"
 
+step "faketime (the cluster test of processes whose clocks differ)"
+debian_package /usr/bin/faketime faketime "the clock-skew cluster test"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
 import { startProcesses } from "./helpers/processes.mjs";
@@ -351,6 +352,46 @@ test("a process killed with 1,000 answers in flight: all stored interrupted with
     assert.equal(next.ack.ok, true, "a swept session takes a new message");
     [onA, onB].forEach((s) => s.close());
   });
+});
+
+test("clocks 90 s apart (faketime): a join mid-answer finds it whole, a watcher elsewhere keeps it alive", async (t) => {
+  const faketime = ["/usr/bin/faketime", "/usr/local/bin/faketime"].find((p) => existsSync(p));
+  if (!faketime) {
+    if (process.env.CI === "true") throw new Error("faketime missing in CI (tests/run-all.sh installs it)");
+    return t.skip("faketime not installed");
+  }
+  const env = { LOCAL_AI_PACING_MS: "150", WATCH_GRACE_SECS: "2" };
+  const cluster = await startProcesses(0, { env });
+  if (!cluster) return t.skip("PostgreSQL unreachable");
+  try {
+    // The process generating runs 90 s ahead, the watching one 90 s behind.
+    const a = await cluster.startOne({}, [faketime, "-f", "+90s"]);
+    const b = await cluster.startOne({}, [faketime, "-f", "-90s"]);
+    cluster.servers.push(a, b);
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const sender = await connect(a.url, token);
+    const ack = await request(sender, "chat:message", { sessionId: session.id, content: question });
+    await new Promise((r) => sender.once("chat:stream:token", r));
+    sender.close(); // from now on only the socket on B watches
+    await sleep(1_000);
+    const onB = await connect(b.url, token);
+    const live = collectAnswer(onB);
+    live.setMessageId(ack.messageId);
+    const joined = await request(onB, "chat:join", { sessionId: session.id });
+    assert.ok(joined.inFlight, "the join finds the answer in flight (its start was not trimmed by a clock ahead)");
+    assert.equal(joined.inFlight.messageId, ack.messageId);
+    const events = await live.finished;
+    assert.equal(events.at(-1).name, "chat:stream:end", "not cancelled: the watcher on B counts, whatever its clock");
+    const after = tokensOf(events);
+    if (after.length) assert.equal(after[0].seq - (after[0].count ?? 1) + 1, joined.inFlight.seq + 1, "live tokens follow the snapshot");
+    assert.equal(joined.inFlight.content + after.map((x) => x.token).join(""), events.at(-1).payload.content);
+    const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
+    assert.equal(stored.status, "complete");
+    onB.close();
+  } finally {
+    await cluster.stop();
+  }
 });
 
 test("Redis down: /readyz 503 and CLUSTER_UNAVAILABLE, never a hang; Redis back: every process recovers by itself", async (t) => {

@@ -62,6 +62,7 @@ impl AnswerLog {
         process: String,
         inflight: Arc<InFlightAnswers>,
         keep: Duration,
+        clock: Arc<super::clock::RedisClock>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = metrics::gauge!("postchat_cluster_log_queued");
@@ -73,6 +74,7 @@ impl AnswerLog {
             keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
             planner: Planner::default(),
             queued: queued.clone(),
+            clock,
         };
         tokio::spawn(writer.run(rx));
         Self { tx, queued }
@@ -110,6 +112,8 @@ struct Writer {
     keep_ms: u64,
     planner: Planner,
     queued: metrics::Gauge,
+    /// Redis's clock: trimming compares with stream ids, which Redis's clock made.
+    clock: Arc<super::clock::RedisClock>,
 }
 
 /// Turns queued entries into commands, remembering which answers have started and not ended.
@@ -150,7 +154,7 @@ impl Writer {
                     let mut xadd = redis::cmd("XADD");
                     xadd.arg(&key);
                     if matches!(event, LoggedEvent::Start { .. }) {
-                        xadd.arg("MINID").arg("~").arg(format!("{}", super::now_ms() - TRIM_AFTER_MS));
+                        xadd.arg("MINID").arg("~").arg(format!("{}", self.clock.now_ms() - TRIM_AFTER_MS));
                     }
                     let json = serde_json::to_string(event).unwrap_or_default();
                     xadd.arg("*").arg("o").arg(&self.process).arg("e").arg(json);

@@ -288,7 +288,7 @@ impl Reader {
     /// Tells Redis a socket here watches the session, until the next upkeep's renewal is due.
     fn watched_here(&self, pipe: &mut redis::Pipeline, session_id: SessionId) {
         let key = self.cluster.keys.watchers(session_id);
-        let deadline = super::now_ms() + LEASE_TTL.as_millis() as i64;
+        let deadline = self.cluster.clock.now_ms() + LEASE_TTL.as_millis() as i64;
         pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id).ignore();
         pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
     }

@@ -220,6 +220,9 @@ pub(super) fn spawn_keeper(
         loop {
             tick.tick().await;
             let renewed = renew(&renewing, &inflight).await;
+            if let Err(e) = renewing.clock.sync(&mut renewing.redis()).await {
+                warn!(error = %e, "Redis's clock not read this time");
+            }
             renewing.record(renewed.is_ok());
             if let Err(e) = renewed {
                 warn!(error = %e, "leases not renewed this time");

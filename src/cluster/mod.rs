@@ -23,6 +23,7 @@
 mod answer_log;
 mod audience;
 mod cache_versions;
+mod clock;
 
 mod follower;
 mod keys;
@@ -39,6 +40,7 @@ use tracing::{info, warn};
 
 use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers};
 use crate::domain::{ClientMessageId, MessageId, SessionId};
+use clock::RedisClock;
 
 pub use answer_log::AnswerLog;
 pub use audience::ClusterAudience;
@@ -79,6 +81,8 @@ pub struct Cluster {
     /// How many times Redis came back after failing (cached copies from before are stale).
     epoch: AtomicU64,
     log: AnswerLog,
+    /// Redis's clock as this process estimates it (watcher deadlines, trimming).
+    pub(crate) clock: Arc<RedisClock>,
     /// The fencing token each answer generated here claimed its session under, until its
     /// release: renewals are made under it.
     fences: std::sync::Mutex<std::collections::HashMap<MessageId, u64>>,
@@ -110,11 +114,15 @@ impl Cluster {
             .arg(LEASE_TTL.as_millis() as u64)
             .query_async::<()>(&mut redis)
             .await?;
-        let log = AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep);
+        let clock = Arc::new(RedisClock::default());
+        clock.sync(&mut redis).await?;
+        let log =
+            AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep, clock.clone());
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         let healthy = AtomicBool::new(true);
         let fences = std::sync::Mutex::default();
-        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch: AtomicU64::new(0), log, fences }))
+        let epoch = AtomicU64::new(0);
+        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch, log, clock, fences }))
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
@@ -206,7 +214,7 @@ impl Cluster {
     /// watched: an answer is not cancelled because the count could not be read).
     pub async fn watched_elsewhere(&self, session_id: SessionId) -> bool {
         let mut redis = self.redis();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let watched: Result<u64, _> = redis::cmd("ZCOUNT")
             .arg(self.keys.watchers(session_id))
             .arg(now)
@@ -246,10 +254,4 @@ impl Cluster {
 fn unavailable(e: &redis::RedisError) -> ChatError {
     warn!(error = %e, "Redis call failed");
     ChatError::ClusterUnavailable
-}
-
-/// Wall-clock milliseconds (watcher deadlines; processes' clocks are assumed to agree to well
-/// under [`LEASE_TTL`]).
-fn now_ms() -> i64 {
-    crate::domain::now().timestamp_millis()
 }

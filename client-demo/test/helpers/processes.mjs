@@ -74,7 +74,8 @@ export async function startProcesses(count, { env = {} } = {}) {
     JWT_SECRET: secret,
     ...env,
   };
-  const startOne = (extra = {}) => startServer({ env: { ...shared, ...extra } });
+  // `launcher`: a command the binary runs under (faketime, for a process with its own clock).
+  const startOne = (extra = {}, launcher = []) => startServer({ env: { ...shared, ...extra }, launcher });
   const servers = [];
   for (let i = 0; i < count; i++) servers.push(await startOne());
   return {

@@ -1,0 +1,46 @@
+//! One clock for the cluster: Redis's. Stream ids, lease deadlines and rates come from Redis's
+//! `TIME`; what a process computes from the time and another process compares (watcher
+//! deadlines, how far back a stream is trimmed) uses its estimate of that same clock, so a
+//! process whose own clock is off (by a minute and a half, say) behaves as the others do.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// This process's estimate of Redis's clock: its own, plus the offset last measured.
+#[derive(Debug, Default)]
+pub struct RedisClock {
+    offset_ms: AtomicI64,
+}
+
+fn local_ms() -> i64 {
+    crate::domain::now().timestamp_millis()
+}
+
+impl RedisClock {
+    /// Redis's time now, in milliseconds (as last measured).
+    pub fn now_ms(&self) -> i64 {
+        local_ms() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Measures the offset with `TIME`, taken to be read half way through the round trip.
+    pub async fn sync(&self, conn: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<()> {
+        let before = local_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
+        let after = local_ms();
+        let redis_ms = secs * 1_000 + micros / 1_000;
+        self.offset_ms.store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_local_clock_plus_the_offset() {
+        let clock = RedisClock::default();
+        clock.offset_ms.store(-90_000, Ordering::Relaxed);
+        let diff = local_ms() - clock.now_ms();
+        assert!((89_990..=90_010).contains(&diff), "{diff}");
+    }
+}
