@@ -75,7 +75,7 @@ step "HAProxy (the cluster test through a real balancer)"
 debian_package /usr/sbin/haproxy haproxy "the balancer test"
 
 step "faketime (the cluster test of processes whose clocks differ)"
-debian_package /usr/bin/faketime faketime "the clock-skew cluster test"
+debian_package /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 faketime "the clock-skew cluster test"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

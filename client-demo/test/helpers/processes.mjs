@@ -74,8 +74,7 @@ export async function startProcesses(count, { env = {} } = {}) {
     JWT_SECRET: secret,
     ...env,
   };
-  // `launcher`: a command the binary runs under (faketime, for a process with its own clock).
-  const startOne = (extra = {}, launcher = []) => startServer({ env: { ...shared, ...extra }, launcher });
+  const startOne = (extra = {}) => startServer({ env: { ...shared, ...extra } });
   const servers = [];
   for (let i = 0; i < count; i++) servers.push(await startOne());
   return {
