@@ -205,39 +205,46 @@ pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: Me
     eval(RELEASE, &keys, &[message_id.to_string(), member(session_id, message_id)])
 }
 
-/// Renews this process's leases and sweeps expired ones, every [`RENEW_EVERY`].
+/// Renews this process's leases and sweeps expired ones, every [`RENEW_EVERY`], as two tasks:
+/// a long sweep (many answers, a database that fails) must never hold up this process's own
+/// renewals past its leases.
 pub(super) fn spawn_keeper(
     cluster: Arc<Cluster>,
     inflight: Arc<InFlightAnswers>,
     sessions: Arc<ChatSessionService>,
 ) {
-    // Two tasks: a long sweep (many answers, a database that fails) must never hold up this
-    // process's own renewals past its leases.
-    let renewing = cluster.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let renewed = renew(&renewing, &inflight).await;
-            if let Err(e) = renewing.clock.sync(&mut renewing.redis()).await {
+    every_renewal(cluster.clone(), "leases not renewed this time", move |cluster| {
+        let inflight = inflight.clone();
+        async move {
+            let renewed = renew(&cluster, &inflight).await;
+            if let Err(e) = cluster.clock.sync(&mut cluster.redis()).await {
                 warn!(error = %e, "Redis's clock not read this time");
             }
-            renewing.record(renewed.is_ok());
-            if let Err(e) = renewed {
-                warn!(error = %e, "leases not renewed this time");
-            }
+            renewed
         }
     });
+    every_renewal(cluster, "expired leases not swept this time", move |cluster| {
+        let sessions = sessions.clone();
+        async move { sweep(&cluster, &sessions).await }
+    });
+}
+
+/// Runs `step` every [`RENEW_EVERY`] (a late one delays the next) in a task of its own,
+/// recording whether Redis answered.
+fn every_renewal<F, Fut>(cluster: Arc<Cluster>, failed: &'static str, step: F)
+where
+    F: Fn(Arc<Cluster>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = redis::RedisResult<()>> + Send,
+{
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let swept = sweep(&cluster, &sessions).await;
-            cluster.record(swept.is_ok());
-            if let Err(e) = swept {
-                warn!(error = %e, "expired leases not swept this time");
+            let done = step(cluster.clone()).await;
+            cluster.record(done.is_ok());
+            if let Err(e) = done {
+                warn!(error = %e, "{failed}");
             }
         }
     });

@@ -95,22 +95,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
-        let (router, http, watcher) = (router.clone(), http.clone(), graceful.watcher());
-        let settings = settings.clone();
-        tokio::spawn(async move {
-            let Some(conn) = open(tcp, peer, slot, &settings).await else { return };
-            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                let client = settings.trusted_proxies.client_of(conn.from, req.headers());
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut().insert(client);
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let connection = watcher
-                .watch(http.serve_connection_with_upgrades(TokioIo::new(conn.io), service).into_owned());
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        spawn_connection(tcp, peer, slot, router.clone(), http.clone(), graceful.watcher(), settings.clone());
     }
     // Closed first when the process drains in a cluster: a balancer sends new connections to
     // the other processes while this one finishes its answers.
@@ -123,6 +108,33 @@ pub async fn serve(
         // must not reuse one to reach this process), while `stop` finishes.
         tokio::join!(stop, graceful.shutdown());
     }
+}
+
+/// Serves one accepted connection in a task of its own: its PROXY header first when its peer is
+/// a trusted proxy, then HTTP, each request carrying the client's address.
+fn spawn_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    router: Router,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    settings: ConnectionSettings,
+) {
+    tokio::spawn(async move {
+        let Some(conn) = open(tcp, peer, slot, &settings).await else { return };
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            let client = settings.trusted_proxies.client_of(conn.from, req.headers());
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(client);
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let connection =
+            watcher.watch(http.serve_connection_with_upgrades(TokioIo::new(conn.io), service).into_owned());
+        if let Err(e) = connection.await {
+            debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
 }
 
 /// A connection ready for HTTP, and the address it comes from.
