@@ -15,17 +15,18 @@ use tracing::info;
 use crate::ai::{AiService, AiSettings, ContextWindow, Endpoint};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
-    AnswerAudience, AnswerSettings, ChatController, ChatParts, ChatSessionService, ChatSettings,
-    InFlightAnswers, PostService, PreferenceService, SessionCache, TokenBudget,
+    AnswerAudience, AnswerSettings, CacheVersions, ChatController, ChatParts, ChatSessionService,
+    ChatSettings, InFlightAnswers, OneProcess, PostService, PreferenceService, SessionCache, SpentHere,
+    SpentTokens, TokenBudget,
 };
-use crate::cluster::{Cluster, ClusterAudience, Member};
+use crate::cluster::{Cluster, Started};
 use crate::config::{AiProvider, Config, JwtAlgorithmName};
 use crate::domain::{Networks, UserId};
 use crate::expansion::{AddressPolicy, FetchLimits, PostExpander};
 use crate::http::client_address::TrustedProxies;
 use crate::http::connections::{self, ConnectionSettings};
-use crate::http::{self, HttpState, WriteQuotas};
-use crate::limits::{self, RateLimit, SocketsPerUser};
+use crate::http::{self, Dependency, HttpState, WriteQuotas};
+use crate::limits::{self, CountedHere, RateLimit, SharedCounts, SocketsPerUser};
 use crate::socket::{self, SessionRooms, SlowConsumer, SocketLimits, SocketState, TokenExpiries};
 use crate::store::{self, PoolOptions, Store, StoreError};
 
@@ -112,22 +113,18 @@ impl Application {
         crate::telemetry::spawn_metrics_upkeep();
         let ai = ai_service(&config)?;
         let inflight = Arc::new(InFlightAnswers::default());
-        let cluster = join_cluster(&config, &inflight).await?;
-        let store = open_store(&config, cluster.is_some()).await?;
-        let chat = ChatServices::new(&config, store.clone(), cluster.clone());
+        let others = OtherProcesses::of(join_cluster(&config, &inflight).await?);
+        let store = open_store(&config, others.cluster.is_some()).await?;
+        let chat = ChatServices::new(&config, store.clone(), &others);
         let limits = socket_limits(&config);
         let (socket_layer, io) = socket::layer(&limits);
-        let cluster_handle = cluster.clone();
-        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, cluster.clone());
-        register_sockets(&config, &io, controller.clone(), limits, keys.clone(), cluster.as_ref());
+        let controller = chat_controller(&config, chat.sessions.clone(), ai, &io, inflight, &others);
+        register_sockets(&config, &io, controller.clone(), limits, keys.clone(), &others.counts);
         let router = with_request_layers(
-            http::router(
-                http_state(&config, chat, keys.clone(), cluster.clone())?,
-                config.streams.max_payload_bytes,
-            )
-            .layer(socket_layer),
+            http::router(http_state(&config, chat, keys.clone(), &others)?, config.streams.max_payload_bytes)
+                .layer(socket_layer),
             &config,
-            cluster.as_ref(),
+            &others.counts,
         );
         let demo_token = config.dev_mode().then(|| demo_token(&keys)).transpose()?;
         let listener = TcpListener::bind(config.listen_addr()?).await?;
@@ -139,7 +136,7 @@ impl Application {
             controller,
             store,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
-            cluster: cluster_handle,
+            cluster: others.cluster,
             demo_token,
         })
     }
@@ -176,7 +173,7 @@ impl Application {
                 }
                 controller.drain(grace).await;
                 if let Some(cluster) = &cluster {
-                    cluster.log().flushed().await;
+                    cluster.flushed(grace).await;
                 }
                 io.close().await;
             }
@@ -309,6 +306,50 @@ fn ai_service(config: &Config) -> Result<AiService, StartupError> {
     Ok(ai)
 }
 
+/// This process's view of the other processes: the ports of chat/, limits/ and http/, over
+/// Redis in cluster mode (`REDIS_URL`), trivial in one process. Chosen once, here.
+struct OtherProcesses {
+    cluster: Option<Arc<Cluster>>,
+    versions: Arc<dyn CacheVersions>,
+    spent: Arc<dyn SpentTokens>,
+    counts: Arc<dyn SharedCounts>,
+    dependencies: Arc<[Arc<dyn Dependency>]>,
+}
+
+impl OtherProcesses {
+    fn of(cluster: Option<Arc<Cluster>>) -> Self {
+        match cluster {
+            None => Self {
+                cluster: None,
+                versions: Arc::new(OneProcess),
+                spent: Arc::new(SpentHere::default()),
+                counts: Arc::new(CountedHere),
+                dependencies: Arc::new([]),
+            },
+            Some(cluster) => Self {
+                versions: cluster.clone(),
+                spent: cluster.clone(),
+                counts: cluster.clone(),
+                dependencies: Arc::new([cluster.clone() as Arc<dyn Dependency>]),
+                cluster: Some(cluster),
+            },
+        }
+    }
+
+    /// The chat's ports that need its services: where answers go, leases, other watchers.
+    fn start(
+        &self,
+        inflight: &Arc<InFlightAnswers>,
+        rooms: Arc<dyn AnswerAudience>,
+        sessions: &Arc<ChatSessionService>,
+    ) -> Started {
+        match &self.cluster {
+            None => Started { audience: rooms, leases: Arc::new(OneProcess), watchers: Arc::new(OneProcess) },
+            Some(cluster) => cluster.start(inflight.clone(), rooms, sessions.clone()),
+        }
+    }
+}
+
 /// Cluster mode's Redis connection, when `REDIS_URL` is set.
 async fn join_cluster(
     config: &Config,
@@ -351,7 +392,7 @@ fn chat_controller(
     ai: AiService,
     io: &SocketIo,
     inflight: Arc<InFlightAnswers>,
-    cluster: Option<Arc<Cluster>>,
+    others: &OtherProcesses,
 ) -> Arc<ChatController> {
     let slow_consumer = SlowConsumer {
         after: Duration::from_secs(config.streams.slow_consumer_secs),
@@ -368,21 +409,9 @@ fn chat_controller(
         answers_generating: config.answers_generating(),
     };
     let rooms: Arc<dyn AnswerAudience> = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
-    let (audience, member) = match cluster {
-        None => (rooms, None),
-        Some(cluster) => {
-            let released = cluster.clone();
-            inflight.on_release(move |session, message| {
-                released.released(message);
-                released.log().release(session, message);
-            });
-            let audience = Arc::new(ClusterAudience::new(rooms.clone(), cluster.clone(), inflight.clone()));
-            let follower = cluster.start(inflight.clone(), rooms, sessions.clone());
-            (audience as Arc<dyn AnswerAudience>, Some(Member { cluster, follower }))
-        }
-    };
-    let budget = TokenBudget::new(config.limits.daily_token_budget);
-    let parts = ChatParts { sessions, ai, audience, inflight, budget, cluster: member };
+    let Started { audience, leases, watchers } = others.start(&inflight, rooms, &sessions);
+    let budget = TokenBudget::new(config.limits.daily_token_budget, others.spent.clone());
+    let parts = ChatParts { sessions, ai, audience, inflight, budget, leases, watchers };
     ChatController::new(parts, settings)
 }
 
@@ -393,15 +422,15 @@ fn register_sockets(
     controller: Arc<ChatController>,
     limits: SocketLimits,
     keys: Arc<JwtKeys>,
-    cluster: Option<&Arc<Cluster>>,
+    counts: &Arc<dyn SharedCounts>,
 ) {
     let message_limit = Arc::new(
         RateLimit::new(config.limits.rate_limit_messages_per_minute, config.limits.rate_limit_burst)
-            .shared(cluster, "messages"),
+            .shared(counts, "messages"),
     );
     limits::spawn_cleanup(message_limit.clone());
     let per_minute = config.limits.rate_limit_joins_per_minute;
-    let join_limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(cluster, "joins"));
+    let join_limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(counts, "joins"));
     limits::spawn_cleanup(join_limit.clone());
     let token_expiries = Arc::new(TokenExpiries::default());
     token_expiries.spawn_sweep(io.clone());
@@ -409,7 +438,7 @@ fn register_sockets(
         controller,
         message_limit,
         join_limit,
-        sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user, cluster.cloned()),
+        sockets_per_user: SocketsPerUser::new(config.limits.max_sockets_per_user, counts.clone()),
         token_expiries,
         limits,
     };
@@ -424,18 +453,18 @@ struct ChatServices {
 }
 
 impl ChatServices {
-    fn new(config: &Config, store: Arc<dyn Store>, cluster: Option<Arc<Cluster>>) -> Self {
+    fn new(config: &Config, store: Arc<dyn Store>, others: &OtherProcesses) -> Self {
         let ttl = Duration::from_secs(config.sessions.session_cache_ttl_secs);
         let cache = Arc::new(SessionCache::new(config.sessions.session_cache_capacity, ttl));
         let posts = Arc::new(PostService::new(store.clone()));
-        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), cluster.clone()));
+        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), others.versions.clone()));
         let sessions = ChatSessionService::new(
             store,
             cache,
             posts.clone(),
             preferences.clone(),
             config.sessions.history_messages,
-            cluster,
+            others.versions.clone(),
         );
         Self { sessions: Arc::new(sessions), posts, preferences }
     }
@@ -445,7 +474,7 @@ fn http_state(
     config: &Config,
     chat: ChatServices,
     keys: Arc<JwtKeys>,
-    cluster: Option<Arc<Cluster>>,
+    others: &OtherProcesses,
 ) -> Result<HttpState, StartupError> {
     let policy =
         AddressPolicy::parse(&config.post_fetch.post_fetch_allow).map_err(StartupError::FetchAllow)?;
@@ -464,7 +493,7 @@ fn http_state(
     };
     // Each user's quota is its rate per minute, as many at once.
     let quota = |per_minute: u32, name: &'static str| {
-        let limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(cluster.as_ref(), name));
+        let limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(&others.counts, name));
         limits::spawn_cleanup(limit.clone());
         limit
     };
@@ -481,19 +510,19 @@ fn http_state(
         keys,
         dev_tokens: config.dev_mode(),
         quotas: Arc::new(quotas),
-        cluster,
+        dependencies: others.dependencies.clone(),
     })
 }
 
 /// What every request passes through: the HTTP layers (`http::request_layers`) with the
 /// handshake limit per address from the config.
-fn with_request_layers(router: Router, config: &Config, cluster: Option<&Arc<Cluster>>) -> Router {
+fn with_request_layers(router: Router, config: &Config, counts: &Arc<dyn SharedCounts>) -> Router {
     let handshakes_per_ip = Arc::new(
         RateLimit::new(
             config.limits.rate_limit_connections_per_minute,
             config.limits.rate_limit_connections_burst,
         )
-        .shared(cluster, "handshakes"),
+        .shared(counts, "handshakes"),
     );
     limits::spawn_cleanup(handshakes_per_ip.clone());
     http::request_layers::wrap(router, config.allowed_origins(), handshakes_per_ip)

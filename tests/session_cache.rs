@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use postchat::chat::{ChatError, ChatSessionService, PostService, PreferenceService, SessionCache};
+use postchat::chat::{ChatError, ChatSessionService, OneProcess, PostService, PreferenceService, SessionCache};
 use postchat::domain::{
     ChatSession, ClientMessageId, Exchange, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
     UserId,
@@ -140,8 +140,8 @@ fn services(
 ) -> (ChatSessionService, Arc<PreferenceService>) {
     let cache = Arc::new(SessionCache::new(capacity, ttl));
     let posts = Arc::new(PostService::new(store.clone()));
-    let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), None));
-    (ChatSessionService::new(store, cache, posts, preferences.clone(), 10, None), preferences)
+    let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), Arc::new(OneProcess)));
+    (ChatSessionService::new(store, cache, posts, preferences.clone(), 10, Arc::new(OneProcess)), preferences)
 }
 
 async fn fixture(ttl: Duration, capacity: usize) -> Fixture {

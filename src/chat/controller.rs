@@ -17,10 +17,9 @@ use crate::telemetry::Untrusted;
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard, Origin};
 use super::{
-    AnswerAudience, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot,
-    SessionEntry, TokenBudget,
+    AnswerAudience, AnswerElsewhere, AnswerLeases, ChatError, ChatSessionService, GenerationSlots,
+    InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers, SessionEntry, TokenBudget,
 };
-use crate::cluster::{Claimed, LeaseHolder, Member};
 
 /// Tunables of the chat flow (from the config).
 #[derive(Debug, Clone)]
@@ -78,8 +77,10 @@ pub struct ChatController {
     budget: Arc<TokenBudget>,
     join_history: u32,
     accepting: AtomicBool,
-    /// Cluster mode: the other processes, through Redis (`None`: one process).
-    cluster: Option<Member>,
+    /// Whether another process answers a session.
+    leases: Arc<dyn AnswerLeases>,
+    /// The sockets of other processes, and the answers generated there.
+    watchers: Arc<dyn OtherWatchers>,
 }
 
 /// What the controller is built from.
@@ -90,12 +91,13 @@ pub struct ChatParts {
     pub audience: Arc<dyn AnswerAudience>,
     pub inflight: Arc<InFlightAnswers>,
     pub budget: TokenBudget,
-    pub cluster: Option<Member>,
+    pub leases: Arc<dyn AnswerLeases>,
+    pub watchers: Arc<dyn OtherWatchers>,
 }
 
 impl ChatController {
     pub fn new(parts: ChatParts, settings: ChatSettings) -> Arc<Self> {
-        let ChatParts { sessions, ai, audience, inflight, budget, cluster } = parts;
+        let ChatParts { sessions, ai, audience, inflight, budget, leases, watchers } = parts;
         let budget = Arc::new(budget);
         let answers = AnswerRunner::new(
             sessions.clone(),
@@ -104,7 +106,7 @@ impl ChatController {
             settings.answers,
             budget.clone(),
             GenerationSlots::new(settings.answers_generating),
-            cluster.as_ref().map(|m| m.cluster.clone()),
+            watchers.clone(),
         );
         Arc::new(Self {
             sessions,
@@ -114,7 +116,8 @@ impl ChatController {
             budget,
             join_history: settings.join_history,
             accepting: AtomicBool::new(true),
-            cluster,
+            leases,
+            watchers,
         })
     }
 
@@ -154,18 +157,12 @@ impl ChatController {
         self.store_and_answer(req, message_id, entry, guard, intent, tokens_left).await
     }
 
-    /// Cluster mode: claims the session across processes for the answer `guard` holds here;
-    /// the holder when another process's answer has it.
-    async fn claim_across(&self, guard: &InFlightGuard) -> Result<Option<LeaseHolder>, ChatError> {
-        let Some(member) = &self.cluster else { return Ok(None) };
-        let answer = guard.answer();
-        let claimed = member
-            .cluster
-            .claim(answer.session_id, answer.message_id, answer.client_message_id.as_ref())
-            .await?;
-        Ok(match claimed {
-            Claimed::Yes { .. } => None,
-            Claimed::Taken(holder) => Some(holder),
+    /// Claims the session across processes for the answer `guard` holds here; the answer
+    /// that has it when another process generates one.
+    async fn claim_across(&self, guard: &InFlightGuard) -> Result<Option<AnswerElsewhere>, ChatError> {
+        Ok(match self.leases.claim(guard.answer()).await? {
+            LeaseClaim::Ours => None,
+            LeaseClaim::Taken(holder) => Some(holder),
         })
     }
 
@@ -175,7 +172,7 @@ impl ChatController {
     async fn busy_elsewhere(
         &self,
         req: &SendMessage,
-        holder: LeaseHolder,
+        holder: AnswerElsewhere,
     ) -> Result<AcceptedMessage, ChatError> {
         if req.client_message_id.is_some() && req.client_message_id == holder.client_message_id {
             if let Some(first) = self.stored_duplicate(req).await? {
@@ -292,38 +289,9 @@ impl ChatController {
             return Ok(None);
         }
         let now = crate::domain::now();
-        let spent = match &self.cluster {
-            Some(member) => self.spent_across(member, user, now).await?,
-            None => match self.budget.known_spent(user, now) {
-                Some(spent) => spent,
-                None => {
-                    let spent =
-                        self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
-                    self.budget.record(user, now, spent);
-                    spent
-                }
-            },
-        };
+        let stored = self.sessions.tokens_used_since(user, super::token_budget::day_start(now));
+        let spent = self.budget.spent(user, now, stored).await?;
         self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
-    }
-
-    /// Cluster mode: what `user` spent today on every process, counted in Redis from the
-    /// database's figure at the day's first check.
-    async fn spent_across(
-        &self,
-        member: &Member,
-        user: &UserId,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, ChatError> {
-        let day = super::token_budget::day_name(now);
-        let cluster = &member.cluster;
-        let counted = cluster.tokens_spent(user, &day).await.map_err(|_| ChatError::ClusterUnavailable)?;
-        if let Some(spent) = counted {
-            return Ok(spent);
-        }
-        let spent = self.sessions.tokens_used_since(user, super::token_budget::day_start(now)).await?;
-        cluster.seed_tokens(user, &day, spent).await.map_err(|_| ChatError::ClusterUnavailable)?;
-        Ok(spent)
     }
 
     /// Asks the session's in-flight answer to stop, wherever it is generated; `Ok(false)` when
@@ -333,23 +301,13 @@ impl ChatController {
         if let Some(answer) = self.inflight.get(session_id).filter(|a| a.origin == Origin::Here) {
             return Ok(answer.stop());
         }
-        let Some(member) = &self.cluster else { return Ok(false) };
-        match member.cluster.holder(session_id).await? {
-            // `stopped: true` once, and only for an answer a live process generates.
-            Some(holder) if holder.process != member.cluster.id => {
-                member.cluster.request_stop(session_id, &holder).await
-            }
-            // Free, or this process's answer that has just ended.
-            _ => Ok(false),
-        }
+        self.leases.stop_elsewhere(session_id).await
     }
 
-    /// Cluster mode: makes sure this process follows the session (a socket here joined its
-    /// room by sending a message), without waiting.
+    /// Makes sure this process follows the session's answers generated elsewhere (a socket
+    /// here joined its room by sending a message), without waiting.
     pub fn watch_soon(&self, session_id: SessionId) {
-        if let Some(member) = &self.cluster {
-            member.follower.follow_soon(session_id);
-        }
+        self.watchers.follow_soon(session_id);
     }
 
     /// Lets a socket watch a session: `join` adds it to the session's room at the moment that
@@ -361,14 +319,8 @@ impl ChatController {
         join: impl FnOnce(),
     ) -> Result<JoinedSession, ChatError> {
         let entry = self.sessions.session(user, session_id).await?;
-        if let Some(member) = &self.cluster {
-            // Caught up with the session's stream first, so the snapshot is exact. Without
-            // Redis, the join still works here (answers elsewhere cannot be followed anyway).
-            if let Err(e) = member.follower.follow(session_id).await {
-                tracing::warn!(error = %e, "joining without the cluster's view of the session");
-                member.follower.follow_soon(session_id);
-            }
-        }
+        // Caught up with answers generated elsewhere first, so the snapshot is exact.
+        self.watchers.catch_up(session_id).await?;
         let in_flight = self.inflight.join_watching(session_id, join);
         let messages = self.sessions.messages(user, session_id, self.join_history, None).await?;
         Ok(JoinedSession { entry, messages, in_flight })

@@ -2,8 +2,10 @@
 //! a session is about (with the post and preference services beside it), and the in-flight
 //! answers.
 //!
-//! Nothing here knows socketioxide or axum: the socket layer calls in with parsed requests and
-//! hears back through [`AnswerAudience`], the port to a session's room.
+//! Nothing here knows socketioxide, axum or Redis: the socket layer calls in with parsed
+//! requests and hears back through [`AnswerAudience`], the port to a session's room; what the
+//! chat needs from other processes it asks through the ports of `other_processes`, which
+//! `cluster/` implements (one process: [`OneProcess`]).
 
 mod answer;
 mod answer_events;
@@ -11,6 +13,7 @@ mod controller;
 mod error;
 mod generation_slots;
 mod inflight;
+mod other_processes;
 mod post_service;
 mod preference_service;
 mod session_cache;
@@ -22,9 +25,12 @@ pub use answer_events::{AnswerAudience, AnswerEvent};
 pub use controller::{AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, SendMessage};
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
-pub use inflight::{Claim, InFlightAnswers, InFlightSnapshot, Lost, Origin};
+pub use inflight::{Claim, InFlightAnswer, InFlightAnswers, InFlightSnapshot, Lost, Origin};
+pub use other_processes::{
+    AnswerElsewhere, AnswerLeases, CacheVersions, LeaseClaim, OneProcess, OtherWatchers, SpentTokens,
+};
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;
 pub use session_cache::{CacheStats, CacheVersion, SessionCache, SessionEntry};
 pub use session_service::ChatSessionService;
-pub use token_budget::TokenBudget;
+pub use token_budget::{day_name, SpentHere, TokenBudget};

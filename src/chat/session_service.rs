@@ -10,8 +10,7 @@ use crate::ai::AiContext;
 use crate::domain::{ChatSession, ClientMessageId, Message, MessageId, PostId, SessionId, UserId};
 use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
-use super::{CacheVersion, ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
-use crate::cluster::Cluster;
+use super::{CacheVersion, CacheVersions, ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
 
 /// Statements (inserts, reads and finishes together) that may run at once for answers. Under
 /// load fewer, larger batches do more than many small ones; 4 gave the most answers per second
@@ -29,8 +28,9 @@ pub struct ChatSessionService {
     preferences: Arc<PreferenceService>,
     /// How many earlier exchanges go into the AI context.
     history_limit: u32,
-    /// Cluster mode: cached copies are served only while their version is current.
-    cluster: Option<Arc<Cluster>>,
+    /// Cached copies are served only while their version is current (cluster mode: no other
+    /// process changed them).
+    versions: Arc<dyn CacheVersions>,
 }
 
 impl ChatSessionService {
@@ -40,30 +40,22 @@ impl ChatSessionService {
         posts: Arc<PostService>,
         preferences: Arc<PreferenceService>,
         history_limit: u32,
-        cluster: Option<Arc<Cluster>>,
+        versions: Arc<dyn CacheVersions>,
     ) -> Self {
         let batched = BatchedMessages::new(store.clone(), ANSWER_STATEMENTS);
-        Self { store, batched, cache, posts, preferences, history_limit, cluster }
+        Self { store, batched, cache, posts, preferences, history_limit, versions }
     }
 
     /// The version a cached copy of session `id` must have now; `None` when it cannot be
-    /// known (Redis fails: the cache is bypassed).
+    /// known (the cache is bypassed).
     async fn current(&self, id: SessionId) -> Option<CacheVersion> {
-        match &self.cluster {
-            None => Some(CacheVersion::default()),
-            Some(cluster) => cluster.session_version(id).await,
-        }
+        self.versions.session(id).await
     }
 
-    /// After a write: every other process's copy of the session is stale from now on; the
-    /// version of this process's new copy.
     /// Makes other processes' copies of the session stale; the version a copy written through
-    /// now is current under (the change's own, in cluster mode).
+    /// now is current under (the change's own).
     async fn changed(&self, id: SessionId) -> Option<CacheVersion> {
-        match &self.cluster {
-            Some(cluster) => cluster.session_changed(id).await,
-            None => self.current(id).await,
-        }
+        self.versions.session_changed(id).await
     }
 
     /// Writes a changed session through to the cache (when its version is known).

@@ -9,7 +9,7 @@ use crate::chat::{AnswerAudience, AnswerEvent, InFlightAnswers};
 use crate::domain::SessionId;
 
 /// Delivers to the local rooms and logs to the session's stream.
-pub struct ClusterAudience {
+pub(super) struct ClusterAudience {
     local: Arc<dyn AnswerAudience>,
     cluster: Arc<Cluster>,
     /// To find a starting answer's message and key, which go into its logged start.
@@ -17,7 +17,7 @@ pub struct ClusterAudience {
 }
 
 impl ClusterAudience {
-    pub fn new(
+    pub(super) fn new(
         local: Arc<dyn AnswerAudience>,
         cluster: Arc<Cluster>,
         inflight: Arc<InFlightAnswers>,
@@ -38,12 +38,12 @@ impl AnswerAudience for ClusterAudience {
             _ => LoggedEvent::of(&event, None),
         };
         self.local.deliver(event);
-        self.cluster.log().append(session_id, logged);
+        self.cluster.log.append(session_id, logged);
     }
 
     fn session_updated(&self, session_id: SessionId, title: &str) {
         self.local.session_updated(session_id, title);
-        self.cluster.log().append(session_id, LoggedEvent::Title { title: title.to_owned() });
+        self.cluster.log.append(session_id, LoggedEvent::Title { title: title.to_owned() });
     }
 
     fn watchers(&self, session_id: SessionId) -> usize {

@@ -6,36 +6,36 @@
 //! The version a process reads also carries its count of Redis reconnections: bumps it may have
 //! missed while cut off (or a Redis that restarted empty) make every older copy stale.
 
+use async_trait::async_trait;
+
 use super::Cluster;
-use crate::chat::CacheVersion;
+use crate::chat::{CacheVersion, CacheVersions};
 use crate::domain::{SessionId, UserId};
 
 /// Versions outlive any cached copy (the cache's TTL is at most a day).
 const VERSION_TTL_SECS: u64 = 2 * 86_400;
 
-impl Cluster {
-    /// The session's current version; `None` while Redis fails (then the cache is bypassed).
-    pub async fn session_version(&self, id: SessionId) -> Option<CacheVersion> {
+/// `None` while Redis fails (then the cache is bypassed).
+#[async_trait]
+impl CacheVersions for Cluster {
+    async fn session(&self, id: SessionId) -> Option<CacheVersion> {
         self.version(self.keys.session_version(id)).await
     }
 
-    /// The user's preferences' current version; `None` while Redis fails.
-    pub async fn preferences_version(&self, user: &UserId) -> Option<CacheVersion> {
-        self.version(self.keys.preferences_version(user)).await
-    }
-
-    /// Makes every cached copy of the session stale, on every process; the version of the
-    /// change (`None` while Redis fails).
-    pub async fn session_changed(&self, id: SessionId) -> Option<CacheVersion> {
+    async fn session_changed(&self, id: SessionId) -> Option<CacheVersion> {
         self.bump(self.keys.session_version(id)).await
     }
 
-    /// Makes every cached copy of the user's preferences stale, on every process; the version
-    /// of the change (`None` while Redis fails).
-    pub async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion> {
-        self.bump(self.keys.preferences_version(user)).await
+    async fn preferences(&self, user: &UserId) -> Option<CacheVersion> {
+        self.version(self.keys.preferences_version(user)).await
     }
 
+    async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion> {
+        self.bump(self.keys.preferences_version(user)).await
+    }
+}
+
+impl Cluster {
     async fn version(&self, key: String) -> Option<CacheVersion> {
         let epoch = self.epoch();
         let read: redis::RedisResult<Option<u64>> =

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use super::lease::LeaseHolder;
 use super::logged_event::LoggedEvent;
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{AnswerAudience, AnswerEvent, ChatError, InFlightAnswers, Origin};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, InFlightAnswers, Origin, OtherWatchers};
 use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep.
@@ -69,8 +69,10 @@ impl Follower {
     }
 
     /// Follows the session and returns once this process has caught up with its stream (the
-    /// snapshot a join takes next is then exact).
-    pub async fn follow(&self, session_id: SessionId) -> Result<(), ChatError> {
+    /// snapshot a join takes next is then exact); `CLUSTER_UNAVAILABLE` when that took longer
+    /// than [`FOLLOW_TIMEOUT`] (a join is refused, retryable, rather than given a wrong
+    /// snapshot).
+    async fn follow(&self, session_id: SessionId) -> Result<(), ChatError> {
         if self.is_followed(session_id) {
             return Ok(());
         }
@@ -85,25 +87,44 @@ impl Follower {
 
     /// Follows the session from now on without waiting (a socket joined its room by sending
     /// a message: later answers from other processes must reach it too).
-    pub fn follow_soon(self: &Arc<Self>, session_id: SessionId) {
+    fn follow_soon(&self, session_id: SessionId) {
         if self.is_followed(session_id) {
             return;
         }
         let _ = self.requests.send((session_id, None));
-        let this = self.clone();
+        let cluster = self.cluster.clone();
         tokio::spawn(async move {
-            let _ = this.wake().await;
+            let _ = wake(&cluster).await;
         });
     }
 
     /// Ends the follower's blocking read at once (it reads this process's control stream).
     async fn wake(&self) -> Result<(), ChatError> {
-        let sent: redis::RedisResult<()> = control_entry(&self.cluster, &self.cluster.id, "wake", "")
-            .query_async(&mut self.cluster.redis())
-            .await;
-        self.cluster.record(sent.is_ok());
-        sent.map(drop).map_err(|_| ChatError::ClusterUnavailable)
+        wake(&self.cluster).await
     }
+}
+
+#[async_trait::async_trait]
+impl OtherWatchers for Follower {
+    async fn catch_up(&self, session_id: SessionId) -> Result<(), ChatError> {
+        self.follow(session_id).await
+    }
+
+    fn follow_soon(&self, session_id: SessionId) {
+        Follower::follow_soon(self, session_id);
+    }
+
+    async fn watching(&self, session_id: SessionId) -> bool {
+        self.cluster.watched_elsewhere(session_id).await
+    }
+}
+
+/// Ends the follower's blocking read at once (it reads this process's control stream).
+async fn wake(cluster: &Cluster) -> Result<(), ChatError> {
+    let sent: redis::RedisResult<()> =
+        control_entry(cluster, &cluster.id, "wake", "").query_async(&mut cluster.redis()).await;
+    cluster.record(sent.is_ok());
+    sent.map(drop).map_err(|_| ChatError::ClusterUnavailable)
 }
 
 /// How long a process's control stream outlives its last entry or its process's last upkeep:

@@ -38,29 +38,32 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers};
-use crate::domain::{ClientMessageId, MessageId, SessionId};
+use crate::chat::{
+    AnswerAudience, AnswerElsewhere, AnswerLeases, ChatError, ChatSessionService, InFlightAnswer,
+    InFlightAnswers, LeaseClaim, OtherWatchers,
+};
+use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
+use answer_log::AnswerLog;
+use audience::ClusterAudience;
 use clock::RedisClock;
-
-pub use answer_log::AnswerLog;
-pub use audience::ClusterAudience;
-pub use follower::Follower;
-pub use keys::Keys;
-pub use lease::{Claimed, LeaseHolder};
+use follower::Follower;
+use keys::Keys;
+use lease::{Claimed, LeaseHolder};
 
 /// How long an answer's lease lives without renewal: a process dead for this long has its
 /// answers swept (stored `interrupted`, watchers told). Renewed every [`RENEW_EVERY`].
-pub const LEASE_TTL: Duration = Duration::from_secs(6);
+const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often leases are renewed, watchers refreshed and expired leases swept.
-pub const RENEW_EVERY: Duration = Duration::from_secs(2);
+const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait for a Redis reply: Redis trouble is an error, never a hang.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
-/// What the chat layer holds of cluster mode.
-#[derive(Clone)]
-pub struct Member {
-    pub cluster: Arc<Cluster>,
-    pub follower: Arc<Follower>,
+/// What a started member gives the chat layer: its ports, over Redis.
+pub struct Started {
+    /// The local rooms and the session's stream: where an answer generated here goes.
+    pub audience: Arc<dyn AnswerAudience>,
+    pub leases: Arc<dyn AnswerLeases>,
+    pub watchers: Arc<dyn OtherWatchers>,
 }
 
 /// Why cluster mode could not start.
@@ -75,8 +78,8 @@ pub struct Cluster {
     redis: ConnectionManager,
     client: redis::Client,
     /// This process's id, random per start.
-    pub id: String,
-    pub keys: Keys,
+    id: String,
+    keys: Keys,
     healthy: AtomicBool,
     /// How many times Redis came back after failing (cached copies from before are stale).
     epoch: AtomicU64,
@@ -86,6 +89,8 @@ pub struct Cluster {
     /// The fencing token each answer generated here claimed its session under, until its
     /// release: renewals are made under it.
     fences: std::sync::Mutex<std::collections::HashMap<MessageId, u64>>,
+    /// Answers' tokens Redis did not take (user, day, tokens): added at the next budget read.
+    uncharged: std::sync::Mutex<Vec<(UserId, String, u64)>>,
 }
 
 impl Cluster {
@@ -121,22 +126,25 @@ impl Cluster {
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         let healthy = AtomicBool::new(true);
         let fences = std::sync::Mutex::default();
-        let epoch = AtomicU64::new(0);
-        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch, log, clock, fences }))
+        let (epoch, uncharged) = (AtomicU64::new(0), std::sync::Mutex::default());
+        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch, log, clock, fences, uncharged }))
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
-    pub fn redis(&self) -> ConnectionManager {
+    fn redis(&self) -> ConnectionManager {
         self.redis.clone()
     }
 
-    /// The answer log: what the audience appends every event of a local answer to.
-    pub fn log(&self) -> &AnswerLog {
-        &self.log
+    /// Waits until the events of the answers generated here are in Redis, up to `limit`
+    /// (shutdown: their watchers elsewhere see them end).
+    pub async fn flushed(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.log.flushed()).await.is_err() {
+            warn!("answer events not all written to Redis before shutdown");
+        }
     }
 
     /// Records whether the last Redis call worked (`/readyz`, and the log line on a change).
-    pub fn record(&self, ok: bool) {
+    fn record(&self, ok: bool) {
         let was = self.healthy.swap(ok, Ordering::AcqRel);
         if !was {
             // Counted on every failure too: a copy read while Redis flickered is not trusted.
@@ -153,20 +161,12 @@ impl Cluster {
     }
 
     /// Changes each time Redis fails and comes back.
-    pub fn epoch(&self) -> u64 {
+    fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Pings Redis (for `/readyz`).
-    pub async fn ping(&self) -> bool {
-        let mut redis = self.redis();
-        let ok = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
-        self.record(ok);
-        ok
-    }
-
     /// Claims `session_id` for the answer `message_id` across processes.
-    pub async fn claim(
+    async fn claim_lease(
         &self,
         session_id: SessionId,
         message_id: MessageId,
@@ -190,13 +190,15 @@ impl Cluster {
         self.fences().get(&message_id).copied()
     }
 
-    /// Forgets the answer's fencing token: its lease is being released.
-    pub fn released(&self, message_id: MessageId) {
+    /// Frees the session of an answer generated here: its fencing token forgotten, the
+    /// release queued after the answer's last event.
+    fn release(&self, session_id: SessionId, message_id: MessageId) {
         self.fences().remove(&message_id);
+        self.log.release(session_id, message_id);
     }
 
     /// Who holds the session's lease (the process generating its answer), if anyone.
-    pub async fn holder(&self, session_id: SessionId) -> Result<Option<LeaseHolder>, ChatError> {
+    async fn holder(&self, session_id: SessionId) -> Result<Option<LeaseHolder>, ChatError> {
         let holder = lease::holder(self, session_id).await;
         self.record(holder.is_ok());
         holder.map_err(|e| unavailable(&e))
@@ -204,7 +206,7 @@ impl Cluster {
 
     /// Asks the process `holder` names to stop the answer it generates; true for the first
     /// request while that process lives and the answer runs.
-    pub async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<bool, ChatError> {
+    async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<bool, ChatError> {
         let sent = follower::request_stop(self, session_id, holder).await;
         self.record(sent.is_ok());
         sent.map_err(|e| unavailable(&e))
@@ -212,7 +214,7 @@ impl Cluster {
 
     /// Whether a socket on any other process watches the session (Redis trouble counts as
     /// watched: an answer is not cancelled because the count could not be read).
-    pub async fn watched_elsewhere(&self, session_id: SessionId) -> bool {
+    async fn watched_elsewhere(&self, session_id: SessionId) -> bool {
         let mut redis = self.redis();
         let now = self.clock.now_ms();
         let watched: Result<u64, _> = redis::cmd("ZCOUNT")
@@ -225,16 +227,21 @@ impl Cluster {
         watched.map_or(true, |n| n > 0)
     }
 
-    /// Starts the tasks of a member: the follower (reads the streams of watched sessions and
-    /// this process's control stream) and the lease keeper (renews, sweeps).
+    /// Starts the member's tasks: the follower (reads the streams of watched sessions and
+    /// this process's control stream, delivering to `rooms`) and the lease keeper (renews,
+    /// sweeps); leases are released as the answers in `inflight` end. Its ports for the chat.
     pub fn start(
         self: &Arc<Self>,
         inflight: Arc<InFlightAnswers>,
-        audience: Arc<dyn AnswerAudience>,
+        rooms: Arc<dyn AnswerAudience>,
         sessions: Arc<ChatSessionService>,
-    ) -> Arc<Follower> {
+    ) -> Started {
+        let released = self.clone();
+        inflight.on_release(move |session, message| released.release(session, message));
         lease::spawn_keeper(self.clone(), inflight.clone(), sessions);
-        Follower::start(self.clone(), inflight, audience)
+        let audience = Arc::new(ClusterAudience::new(rooms.clone(), self.clone(), inflight.clone()));
+        let watchers = Follower::start(self.clone(), inflight, rooms);
+        Started { audience, leases: self.clone(), watchers }
     }
 
     /// A plain connection of its own (the follower's blocking reads must not hold up the
@@ -254,4 +261,40 @@ impl Cluster {
 fn unavailable(e: &redis::RedisError) -> ChatError {
     warn!(error = %e, "Redis call failed");
     ChatError::ClusterUnavailable
+}
+
+#[async_trait::async_trait]
+impl AnswerLeases for Cluster {
+    async fn claim(&self, answer: &InFlightAnswer) -> Result<LeaseClaim, ChatError> {
+        let (session, message, key) = (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
+        Ok(match self.claim_lease(session, message, key).await? {
+            Claimed::Yes { .. } => LeaseClaim::Ours,
+            Claimed::Taken(holder) => LeaseClaim::Taken(AnswerElsewhere {
+                message_id: holder.message_id,
+                client_message_id: holder.client_message_id,
+            }),
+        })
+    }
+
+    async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError> {
+        match self.holder(session_id).await? {
+            // `stopped: true` once, and only for an answer a live process generates.
+            Some(holder) if holder.process != self.id => self.request_stop(session_id, &holder).await,
+            // Free, or this process's answer that has just ended.
+            _ => Ok(false),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::http::Dependency for Cluster {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn reachable(&self) -> bool {
+        let ok = redis::cmd("PING").query_async::<String>(&mut self.redis()).await.is_ok();
+        self.record(ok);
+        ok
+    }
 }

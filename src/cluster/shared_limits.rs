@@ -3,13 +3,19 @@
 //! process, so a dead process's sockets stop counting when its heartbeat expires), and the
 //! model tokens a user spent today.
 //!
-//! Callers fall back to their process's own count when Redis fails: a limit never makes
-//! Redis trouble worse, and a message cannot be answered without Redis anyway.
+//! The limits count in their process when Redis fails ([`Counted::Here`]): a limit never makes
+//! Redis trouble worse, and a message cannot be answered without Redis anyway. A charge Redis
+//! misses is kept and added at the next read of the budget, so no answer's tokens are lost.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
 use super::Cluster;
+use crate::chat::{day_name, ChatError, SpentTokens};
 use crate::domain::UserId;
+use crate::limits::{Counted, SharedCounts};
 
 /// GCRA: `interval` ms per request after a burst of `burst`; returns 0 (go) or the ms to wait.
 const RATE: &str = r"
@@ -54,7 +60,7 @@ return 0
 impl Cluster {
     /// One request under the rate `per_minute` after a burst of `burst`, for `key` of the
     /// limit `name`: `Ok(None)` to go, `Ok(Some(wait))` when refused.
-    pub async fn rate(
+    async fn rate(
         &self,
         name: &str,
         key: &str,
@@ -74,7 +80,7 @@ impl Cluster {
     }
 
     /// Counts socket `sid` of `user`, unless they hold `max` already (0: no cap); false then.
-    pub async fn open_socket(&self, user: &UserId, sid: &str, max: usize) -> redis::RedisResult<bool> {
+    async fn open_socket(&self, user: &UserId, sid: &str, max: usize) -> redis::RedisResult<bool> {
         let (before, after) = self.keys.alive_around();
         let added: i64 = redis::cmd("EVAL")
             .arg(OPEN)
@@ -90,7 +96,7 @@ impl Cluster {
     }
 
     /// Stops counting socket `sid` of `user`.
-    pub async fn close_socket(&self, user: &UserId, sid: &str) -> redis::RedisResult<()> {
+    async fn close_socket(&self, user: &UserId, sid: &str) -> redis::RedisResult<()> {
         redis::cmd("SREM")
             .arg(self.keys.open("sockets", user.as_str()))
             .arg(format!("{} {sid}", self.id))
@@ -99,12 +105,12 @@ impl Cluster {
     }
 
     /// Model tokens `user` spent on `day` as counted in Redis (`None`: not counted yet today).
-    pub async fn tokens_spent(&self, user: &UserId, day: &str) -> redis::RedisResult<Option<u64>> {
+    async fn tokens_spent(&self, user: &UserId, day: &str) -> redis::RedisResult<Option<u64>> {
         redis::cmd("GET").arg(self.keys.tokens_spent(user, day)).query_async(&mut self.redis()).await
     }
 
     /// Starts today's count from what the database says (unless another process did first).
-    pub async fn seed_tokens(&self, user: &UserId, day: &str, spent: u64) -> redis::RedisResult<()> {
+    async fn seed_tokens(&self, user: &UserId, day: &str, spent: u64) -> redis::RedisResult<()> {
         redis::cmd("SET")
             .arg(self.keys.tokens_spent(user, day))
             .arg(spent)
@@ -117,7 +123,7 @@ impl Cluster {
 
     /// Adds an answer's tokens to today's count, if counting has started today (if not, the
     /// first check reads the database, which holds this answer).
-    pub async fn charge_tokens(&self, user: &UserId, day: &str, tokens: u64) -> redis::RedisResult<()> {
+    async fn charge_tokens(&self, user: &UserId, day: &str, tokens: u64) -> redis::RedisResult<()> {
         redis::cmd("EVAL")
             .arg(CHARGE)
             .arg(1)
@@ -125,5 +131,77 @@ impl Cluster {
             .arg(tokens)
             .query_async(&mut self.redis())
             .await
+    }
+}
+
+#[async_trait]
+impl SharedCounts for Cluster {
+    async fn rate(&self, name: &'static str, key: &str, per_minute: u32, burst: u32) -> Counted<Option<Duration>> {
+        self.counted(name, Cluster::rate(self, name, key, per_minute, burst).await)
+    }
+
+    async fn open_socket(&self, user: &UserId, sid: &str, max: usize) -> Counted<bool> {
+        self.counted("sockets", Cluster::open_socket(self, user, sid, max).await)
+    }
+
+    async fn close_socket(&self, user: &UserId, sid: &str) {
+        if let Err(e) = Cluster::close_socket(self, user, sid).await {
+            self.record(false);
+            tracing::warn!(error = %e, "a closed socket is still counted in Redis until this process stops");
+        }
+    }
+}
+
+impl Cluster {
+    /// A shared count's reply, or [`Counted::Here`] (logged) when Redis failed.
+    fn counted<T>(&self, limit: &str, reply: redis::RedisResult<T>) -> Counted<T> {
+        self.record(reply.is_ok());
+        match reply {
+            Ok(value) => Counted::Shared(value),
+            Err(e) => {
+                tracing::warn!(error = %e, limit, "shared count unavailable: counting here");
+                Counted::Here
+            }
+        }
+    }
+
+    /// Adds the charges Redis missed; those it misses again are kept.
+    async fn charge_missed(&self) {
+        let missed = std::mem::take(&mut *self.uncharged());
+        for (user, day, tokens) in missed {
+            if Cluster::charge_tokens(self, &user, &day, tokens).await.is_err() {
+                self.uncharged().push((user, day, tokens));
+            }
+        }
+    }
+
+    fn uncharged(&self) -> std::sync::MutexGuard<'_, Vec<(UserId, String, u64)>> {
+        // A list of plain values: a panic elsewhere cannot leave it half-written.
+        self.uncharged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl SpentTokens for Cluster {
+    async fn spent(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<u64>, ChatError> {
+        self.charge_missed().await;
+        let spent = self.tokens_spent(user, &day_name(now)).await;
+        self.record(spent.is_ok());
+        spent.map_err(|e| super::unavailable(&e))
+    }
+
+    async fn seed(&self, user: &UserId, now: DateTime<Utc>, spent: u64) -> Result<(), ChatError> {
+        let seeded = self.seed_tokens(user, &day_name(now), spent).await;
+        self.record(seeded.is_ok());
+        seeded.map_err(|e| super::unavailable(&e))
+    }
+
+    async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64) {
+        let day = day_name(now);
+        if let Err(e) = self.charge_tokens(user, &day, tokens).await {
+            self.record(false);
+            tracing::warn!(error = %e, "tokens not charged in Redis yet: charged at the next budget check");
+            self.uncharged().push((user.clone(), day, tokens));
+        }
     }
 }

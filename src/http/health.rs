@@ -12,15 +12,24 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database (and in cluster mode Redis) answers; 503 while either does not.
+/// A service besides the database the process cannot serve without (cluster mode: Redis).
+#[async_trait::async_trait]
+pub trait Dependency: Send + Sync {
+    /// As `/readyz` names it (`"<name> unavailable"`).
+    fn name(&self) -> &'static str;
+    async fn reachable(&self) -> bool;
+}
+
+/// The database and every [`Dependency`] answer; 503 while one does not.
 pub async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
     if let Err(e) = state.sessions.ping().await {
         tracing::warn!(error = %e, "not ready");
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "database unavailable" })));
     }
-    if let Some(cluster) = &state.cluster {
-        if !cluster.ping().await {
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "redis unavailable" })));
+    for dependency in state.dependencies.iter() {
+        if !dependency.reachable().await {
+            let status = format!("{} unavailable", dependency.name());
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": status })));
         }
     }
     (StatusCode::OK, Json(json!({ "status": "ready" })))

@@ -29,6 +29,7 @@ use crate::expansion::PostExpander;
 use crate::limits::RateLimit;
 
 pub use error::ApiError;
+pub use health::Dependency;
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -43,8 +44,8 @@ pub struct HttpState {
     pub dev_tokens: bool,
     /// Per-user quotas on creating posts and sessions and on page fetches.
     pub quotas: Arc<WriteQuotas>,
-    /// Cluster mode's Redis (`/readyz` checks it too).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// What `/readyz` checks besides the database (cluster mode: Redis).
+    pub dependencies: Arc<[Arc<dyn Dependency>]>,
 }
 
 /// Per-user quotas on what HTTP writes create: posts, sessions, and pages fetched for posts

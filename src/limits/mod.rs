@@ -3,9 +3,11 @@
 //! quotas and the handshake's own limits build on these (`http/`, `startup.rs`).
 
 mod rate_limit;
+mod shared_counts;
 mod sockets_per_user;
 
 pub use rate_limit::RateLimit;
+pub use shared_counts::{Counted, CountedHere, SharedCounts};
 pub use sockets_per_user::SocketsPerUser;
 
 use std::sync::Arc;

@@ -11,15 +11,16 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::cluster::Cluster;
+use super::{Counted, CountedHere, SharedCounts};
 
 /// A per-key limit; `None` inside when turned off.
 pub struct RateLimit<K: Hash + Eq + Clone> {
     limiter: Option<DefaultKeyedRateLimiter<K>>,
     per_minute: u32,
     burst: u32,
-    /// Cluster mode: counted in Redis across processes, under this name.
-    shared: Option<(Arc<Cluster>, &'static str)>,
+    /// Where it is counted first (cluster mode: across processes), and its name there.
+    shared: Arc<dyn SharedCounts>,
+    name: &'static str,
 }
 
 impl<K: Hash + Eq + Clone + Display> RateLimit<K> {
@@ -29,28 +30,23 @@ impl<K: Hash + Eq + Clone + Display> RateLimit<K> {
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
             RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
-        Self { limiter, per_minute, burst, shared: None }
+        Self { limiter, per_minute, burst, shared: Arc::new(CountedHere), name: "" }
     }
 
-    /// Counts it across the cluster's processes (in Redis) when there is a cluster.
-    pub fn shared(mut self, cluster: Option<&Arc<Cluster>>, name: &'static str) -> Self {
-        self.shared = cluster.map(|c| (c.clone(), name));
+    /// Counts it in `shared` under `name` (cluster mode: across processes).
+    pub fn shared(mut self, shared: &Arc<dyn SharedCounts>, name: &'static str) -> Self {
+        (self.shared, self.name) = (shared.clone(), name);
         self
     }
 
-    /// `Ok` when `key` may go now; otherwise how long until it may. Shared limits fall back
-    /// to this process's own count while Redis fails.
+    /// `Ok` when `key` may go now; otherwise how long until it may. Counted here when the
+    /// shared count cannot be had.
     pub async fn check(&self, key: &K) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
-        if let Some((cluster, name)) = &self.shared {
-            match cluster.rate(name, &key.to_string(), self.per_minute, self.burst).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(wait)) => return Err(wait),
-                Err(e) => {
-                    cluster.record(false);
-                    tracing::warn!(error = %e, limit = name, "shared rate limit unavailable: counting here");
-                }
-            }
+        match self.shared.rate(self.name, &key.to_string(), self.per_minute, self.burst).await {
+            Counted::Shared(None) => return Ok(()),
+            Counted::Shared(Some(wait)) => return Err(wait),
+            Counted::Here => {}
         }
         limiter.check_key(key).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }

@@ -1,51 +1,42 @@
 //! The cap on sockets one user holds open at once: tabs and devices are welcome, a script
 //! opening thousands is not. In cluster mode the cap counts the user's sockets on every
-//! process (in Redis); this process's own count is the fallback while Redis fails.
+//! process ([`SharedCounts`]); this process's own count is the fallback.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::Cluster;
+use super::{Counted, SharedCounts};
 use crate::domain::UserId;
 
 pub struct SocketsPerUser {
     max: usize,
     open: Mutex<HashMap<UserId, usize>>,
-    shared: Option<Arc<Cluster>>,
+    shared: Arc<dyn SharedCounts>,
 }
 
 impl SocketsPerUser {
-    /// At most `max` sockets per user; 0 means no cap. With a cluster, counted across it.
-    pub fn new(max: usize, cluster: Option<Arc<Cluster>>) -> Self {
-        Self { max, open: Mutex::default(), shared: cluster }
+    /// At most `max` sockets per user (0 means no cap), counted in `shared` first.
+    pub fn new(max: usize, shared: Arc<dyn SharedCounts>) -> Self {
+        Self { max, open: Mutex::default(), shared }
     }
 
     /// Counts socket `sid` of `user`, or false when they are at the cap.
     pub async fn open_socket(&self, user: &UserId, sid: &str) -> bool {
-        if let Some(cluster) = &self.shared {
-            match cluster.open_socket(user, sid, self.max).await {
-                Ok(false) => return false,
-                Ok(true) => {
-                    *self.open().entry(user.clone()).or_insert(0) += 1;
-                    return true;
-                }
-                Err(e) => {
-                    cluster.record(false);
-                    tracing::warn!(error = %e, "shared socket count unavailable: counting here");
-                }
+        match self.shared.open_socket(user, sid, self.max).await {
+            Counted::Shared(false) => false,
+            Counted::Shared(true) => {
+                // Counted here too: the fallback while the shared count cannot be had.
+                *self.open().entry(user.clone()).or_insert(0) += 1;
+                true
             }
+            Counted::Here => self.try_open(user),
         }
-        self.try_open(user)
     }
 
     /// Socket `sid` of `user` closed.
     pub async fn close_socket(&self, user: &UserId, sid: &str) {
         self.close(user);
-        if let Some(cluster) = &self.shared {
-            if let Err(e) = cluster.close_socket(user, sid).await {
-                tracing::warn!(error = %e, "a closed socket is still counted in Redis until this process stops");
-            }
-        }
+        self.shared.close_socket(user, sid).await;
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, usize>> {
@@ -82,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_user_at_the_cap_must_close_one_first() {
-        let cap = SocketsPerUser::new(2, None);
+        let cap = SocketsPerUser::new(2, Arc::new(super::super::CountedHere));
         let alice = UserId::parse("alice").unwrap();
         assert!(cap.try_open(&alice) && cap.try_open(&alice));
         assert!(!cap.try_open(&alice));

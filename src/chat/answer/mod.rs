@@ -22,7 +22,7 @@ use crate::ai::{AiService, Allowance, UsageMeter};
 use crate::domain::Platform;
 
 use super::inflight::InFlightGuard;
-use super::{AnswerAudience, ChatSessionService, GenerationSlots, SessionEntry, TokenBudget};
+use super::{AnswerAudience, ChatSessionService, GenerationSlots, OtherWatchers, SessionEntry, TokenBudget};
 
 /// Tunables of an answer's run (from the config).
 #[derive(Debug, Clone)]
@@ -51,8 +51,8 @@ pub(super) struct AnswerRunner {
     tasks: TaskTracker,
     /// Cancelled when shutdown's grace period is over: answers still running end then.
     shutdown: CancellationToken,
-    /// Cluster mode: asked whether other processes' sockets watch a session.
-    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Asked whether other processes' sockets watch a session.
+    watchers: Arc<dyn OtherWatchers>,
 }
 
 /// One accepted message's answer, ready to run.
@@ -76,10 +76,10 @@ impl AnswerRunner {
         settings: AnswerSettings,
         budget: Arc<TokenBudget>,
         generation: GenerationSlots,
-        cluster: Option<Arc<crate::cluster::Cluster>>,
+        watchers: Arc<dyn OtherWatchers>,
     ) -> Self {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, cluster }
+        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, watchers }
     }
 
     /// The answer to `question`, holding the session's in-flight claim until it ends, and

@@ -12,6 +12,7 @@ use crate::ai::{AiContext, AiError, Progress, Request};
 use crate::chat::session_service::summary_due;
 use crate::chat::{AnswerEvent, ChatError, Lost};
 use crate::domain::IntentType;
+use crate::domain::TokenUsage;
 use crate::store::FinishedAnswer;
 
 impl AnswerJob {
@@ -59,13 +60,27 @@ impl AnswerJob {
         }
     }
 
-    /// Stores how the answer ended, with what it cost (charged to the user's daily budget).
+    /// Stores how the answer ended with what it cost, then charges that to the user's daily
+    /// budget (stored first: a charge Redis misses is repaired from the store, see
+    /// `SpentTokens::charge`).
     async fn store(&self, outcome: &Outcome, content: &str) -> Result<(), ChatError> {
         let usage = self.usage.total();
+        let stored = self.store_row(outcome, content, usage).await;
         if let Some(usage) = usage {
             let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
-            self.charge(tokens).await;
+            let owner = &self.entry.session.owner;
+            self.runner.budget.charge(owner, crate::domain::now(), tokens).await;
         }
+        stored
+    }
+
+    /// Stores how the answer ended, unless it ended elsewhere meanwhile.
+    async fn store_row(
+        &self,
+        outcome: &Outcome,
+        content: &str,
+        usage: Option<TokenUsage>,
+    ) -> Result<(), ChatError> {
         let finished = FinishedAnswer {
             ai_response: content,
             posts: outcome.posts(),
@@ -83,19 +98,6 @@ impl AnswerJob {
         match self.runner.sessions.exists(&session.owner, session.id).await {
             Ok(true) => Err(ChatError::ProcessLost),
             _ => Ok(()),
-        }
-    }
-
-    /// Charges the answer's model tokens to its user's daily budget (in cluster mode, the count
-    /// every process reads).
-    async fn charge(&self, tokens: u64) {
-        let (owner, now) = (&self.entry.session.owner, crate::domain::now());
-        self.runner.budget.charge(owner, now, tokens);
-        if let (Some(cluster), true) = (&self.runner.cluster, self.runner.budget.is_limited()) {
-            let day = crate::chat::token_budget::day_name(now);
-            if let Err(e) = cluster.charge_tokens(owner, &day, tokens).await {
-                warn!(error = %e, "tokens not charged across the cluster");
-            }
         }
     }
 
@@ -124,10 +126,7 @@ impl AnswerJob {
         if self.runner.audience.watchers(session_id) > 0 {
             return true;
         }
-        match &self.runner.cluster {
-            Some(cluster) => cluster.watched_elsewhere(session_id).await,
-            None => false,
-        }
+        self.runner.watchers.watching(session_id).await
     }
 
     /// Writes the answer, delivering each token as it comes; then names and summarizes the

@@ -1,0 +1,126 @@
+//! What the chat layer needs from the other processes of a cluster, as ports it owns: whether
+//! a session's answer is someone else's (its lease), who watches a session elsewhere, whether a
+//! cached copy is still current, and what a user spent today. `cluster/` implements them over
+//! Redis; one process uses [`OneProcess`], for which there are no other processes.
+//!
+//! Where an answer's events go is the other port, [`AnswerAudience`](super::AnswerAudience):
+//! in cluster mode the audience `cluster::join` returns also appends them to the session's
+//! stream.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::inflight::InFlightAnswer;
+use super::{CacheVersion, ChatError};
+use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
+
+/// The lease of a session's answer across processes: one answer per session, wherever it is
+/// generated. The lease is released when the answer's in-flight guard is (the implementation
+/// hooks [`InFlightAnswers::on_release`](super::InFlightAnswers::on_release)).
+#[async_trait]
+pub trait AnswerLeases: Send + Sync {
+    /// Claims the session for `answer` (generated here, already reserved in this process).
+    async fn claim(&self, answer: &InFlightAnswer) -> Result<LeaseClaim, ChatError>;
+    /// Asks the process generating the session's answer to stop it: true for the first request
+    /// while that process lives and the answer runs; false when no other process answers.
+    async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError>;
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseClaim {
+    /// The session is this answer's.
+    Ours,
+    /// Another process answers the session.
+    Taken(AnswerElsewhere),
+}
+
+/// An answer another process generates: which message it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerElsewhere {
+    pub message_id: MessageId,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// The sockets of other processes that watch a session, and the answers they see.
+#[async_trait]
+pub trait OtherWatchers: Send + Sync {
+    /// Brings this process up to date with the session's answer generated elsewhere, so that
+    /// a `chat:join` here snapshots it exactly; an error when that could not be done in time.
+    async fn catch_up(&self, session_id: SessionId) -> Result<(), ChatError>;
+    /// Starts following the session's answers without waiting (a socket here sent to it).
+    fn follow_soon(&self, session_id: SessionId);
+    /// Whether a socket on another process watches the session (true when it cannot be told:
+    /// an answer is not cancelled for want of an answer).
+    async fn watching(&self, session_id: SessionId) -> bool;
+}
+
+/// The versions cached copies are served under (`SessionCache`): a write anywhere makes every
+/// process's copy stale. `None` when the version cannot be known (the cache is bypassed).
+#[async_trait]
+pub trait CacheVersions: Send + Sync {
+    async fn session(&self, id: SessionId) -> Option<CacheVersion>;
+    /// Makes every other copy of the session stale; the version of this change.
+    async fn session_changed(&self, id: SessionId) -> Option<CacheVersion>;
+    async fn preferences(&self, user: &UserId) -> Option<CacheVersion>;
+    /// Makes every other copy of the user's preferences stale; the version of this change.
+    async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion>;
+}
+
+/// The model tokens each user spent today, as every process counts them.
+#[async_trait]
+pub trait SpentTokens: Send + Sync {
+    /// What `user` spent on `now`'s day, if counted yet (`None`: read the store, then `seed`).
+    async fn spent(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<u64>, ChatError>;
+    /// Starts the day's count from the store's figure (unless another process did first).
+    async fn seed(&self, user: &UserId, now: DateTime<Utc>, spent: u64) -> Result<(), ChatError>;
+    /// Adds an answer's tokens, already stored with the answer, to the day's count.
+    async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64);
+}
+
+/// One process: no other process answers, watches or caches anything.
+pub struct OneProcess;
+
+#[async_trait]
+impl AnswerLeases for OneProcess {
+    async fn claim(&self, _: &InFlightAnswer) -> Result<LeaseClaim, ChatError> {
+        // The in-flight reservation already made the session this answer's.
+        Ok(LeaseClaim::Ours)
+    }
+
+    async fn stop_elsewhere(&self, _: SessionId) -> Result<bool, ChatError> {
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl OtherWatchers for OneProcess {
+    async fn catch_up(&self, _: SessionId) -> Result<(), ChatError> {
+        Ok(())
+    }
+
+    fn follow_soon(&self, _: SessionId) {}
+
+    async fn watching(&self, _: SessionId) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl CacheVersions for OneProcess {
+    async fn session(&self, _: SessionId) -> Option<CacheVersion> {
+        Some(CacheVersion::default())
+    }
+
+    async fn session_changed(&self, _: SessionId) -> Option<CacheVersion> {
+        Some(CacheVersion::default())
+    }
+
+    async fn preferences(&self, _: &UserId) -> Option<CacheVersion> {
+        Some(CacheVersion::default())
+    }
+
+    async fn preferences_changed(&self, _: &UserId) -> Option<CacheVersion> {
+        Some(CacheVersion::default())
+    }
+}
