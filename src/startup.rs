@@ -457,7 +457,8 @@ impl ChatServices {
         let ttl = Duration::from_secs(config.sessions.session_cache_ttl_secs);
         let cache = Arc::new(SessionCache::new(config.sessions.session_cache_capacity, ttl));
         let posts = Arc::new(PostService::new(store.clone()));
-        let preferences = Arc::new(PreferenceService::new(store.clone(), cache.clone(), others.versions.clone()));
+        let preferences =
+            Arc::new(PreferenceService::new(store.clone(), cache.clone(), others.versions.clone()));
         let sessions = ChatSessionService::new(
             store,
             cache,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use postchat::chat::{ChatError, ChatSessionService, OneProcess, PostService, PreferenceService, SessionCache};
+use postchat::chat::{
+    ChatError, ChatSessionService, OneProcess, PostService, PreferenceService, SessionCache,
+};
 use postchat::domain::{
     ChatSession, ClientMessageId, Exchange, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
     UserId,

@@ -250,6 +250,16 @@ function record(socket) {
 
 const TERMINALS = ["chat:stream:end", "chat:social:generated", "chat:error"];
 
+/** The entries of a session's Redis stream, oldest first: { origin, event }. */
+function streamEntries(cluster, sessionId) {
+  const key = execFileSync("redis-cli", ["-p", String(cluster.redis.port), "--scan", "--pattern", `*:session:${sessionId}:events`], { encoding: "utf8" }).trim();
+  const raw = execFileSync("redis-cli", ["-p", String(cluster.redis.port), "--json", "XRANGE", key, "-", "+"], { encoding: "utf8" });
+  return JSON.parse(raw).map(([, fields]) => {
+    const f = Object.fromEntries(fields.reduce((pairs, v, i) => (i % 2 ? pairs.at(-1).push(v) : pairs.push([v]), pairs), []));
+    return { origin: f.o, event: JSON.parse(f.e) };
+  });
+}
+
 /** The events of answer `messageId`: exactly one terminal, and nothing of it after that. */
 function assertOneOutcome(events, messageId, who) {
   const mine = events.filter((e) => e.payload?.messageId === messageId);
@@ -288,6 +298,12 @@ test("a process paused past its lease (SIGSTOP) is fenced off: one outcome on ev
     const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
     assert.equal(stored.status, "interrupted", "the stored status agrees with what the sockets saw");
     assert.equal(stored.aiResponse, assertGapless(tokensOf(seenB), "watcher"), "and its text with the watcher's");
+    // Fenced at the source: the resumed process wrote nothing of the answer after the sweep.
+    const entries = streamEntries(cluster, session.id);
+    const swept = entries.findIndex((e) => e.origin === "sweeper");
+    assert.ok(swept >= 0, "the sweep's terminal is in the stream");
+    const after = entries.slice(swept + 1).filter((e) => e.event.m === ack.messageId);
+    assert.deepEqual(after.map((e) => e.event.k), [], "no entry of the swept answer after the sweep's");
     const next = await ask(onA, session.id, "What does it say about the scheduler?");
     assert.equal(next.terminal.name, "chat:stream:end", "the session takes a new message, on the resumed process too");
     [onA, onB].forEach((s) => s.close());
@@ -312,6 +328,52 @@ test("a watcher's Redis connection cut mid-answer (CLIENT KILL): it reconnects a
     const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
     assert.equal(stored.status, "complete");
     [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("Redis paused 3.5 s (CLIENT PAUSE) mid-answer: the answer finishes whole on both processes, a join during the pause waits or is refused retryable", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const { token, session, onA, onB, answer, watched, ack } = await askWatchedElsewhere(cluster, a, b);
+    for (let i = 0; i < 5; i++) await new Promise((r) => onB.once("chat:stream:token", r));
+    execFileSync("redis-cli", ["-p", String(cluster.redis.port), "CLIENT", "PAUSE", "3500", "ALL"]);
+    const paused = Date.now();
+    // A third tab joins on B during the pause.
+    const onB2 = await connect(b.url, token);
+    const live = collectAnswer(onB2);
+    live.setMessageId(ack.messageId);
+    let joined = await request(onB2, "chat:join", { sessionId: session.id });
+    if (!joined.ok) {
+      assert.equal(joined.error.code, "CLUSTER_UNAVAILABLE", JSON.stringify(joined));
+      assert.equal(joined.error.retryable, true);
+      await eventually(async () => {
+        joined = await request(onB2, "chat:join", { sessionId: session.id });
+        return joined.ok;
+      }, 10_000, "the join accepted after the pause");
+    }
+    assert.ok(Date.now() - paused < 8_000, "the join waited no longer than a bounded time");
+    const [mine, theirs] = await Promise.all([answer.finished, watched.finished]);
+    for (const [events, who] of [[mine, "sender"], [theirs, "watcher"]]) {
+      assert.equal(events.at(-1).name, "chat:stream:end", `${who}: ${JSON.stringify(events.at(-1))}`);
+      assert.equal(assertGapless(tokensOf(events), who), events.at(-1).payload.content, `${who}: every token once`);
+    }
+    const full = mine.at(-1).payload.content;
+    if (joined.inFlight) {
+      const tail = await live.finished;
+      assert.equal(joined.inFlight.messageId, ack.messageId);
+      let next = joined.inFlight.seq + 1;
+      for (const tk of tokensOf(tail)) {
+        assert.equal(tk.seq - (tk.count ?? 1) + 1, next, "the joined tab: no gap, no double after its snapshot");
+        next = tk.seq + 1;
+      }
+      assert.equal(joined.inFlight.content + tokensOf(tail).map((tk) => tk.token).join(""), full, "snapshot and live tokens make the answer");
+    } else {
+      const storedNow = joined.messages.find((m) => m.id === ack.messageId);
+      assert.equal(storedNow?.aiResponse, full, "joined after the end: the stored answer is whole");
+    }
+    const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
+    assert.equal(stored.status, "complete");
+    [onA, onB, onB2].forEach((s) => s.close());
   });
 });
 

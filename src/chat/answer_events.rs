@@ -74,4 +74,11 @@ pub trait AnswerAudience: Send + Sync + 'static {
     /// How many sockets watch the session now (an answer nobody watches for the grace period
     /// is cancelled).
     fn watchers(&self, session_id: SessionId) -> usize;
+
+    /// Resolves once everything delivered of answer `message_id` so far has reached every
+    /// watcher that can be reached (cluster mode: the session's stream); false when it could
+    /// not (the answer then ends as that failure says, the same for every socket).
+    fn settled(&self, _message_id: MessageId) -> futures::future::BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
 }

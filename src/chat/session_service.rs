@@ -10,7 +10,9 @@ use crate::ai::AiContext;
 use crate::domain::{ChatSession, ClientMessageId, Message, MessageId, PostId, SessionId, UserId};
 use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
-use super::{CacheVersion, CacheVersions, ChatError, PostService, PreferenceService, SessionCache, SessionEntry};
+use super::{
+    CacheVersion, CacheVersions, ChatError, PostService, PreferenceService, SessionCache, SessionEntry,
+};
 
 /// Statements (inserts, reads and finishes together) that may run at once for answers. Under
 /// load fewer, larger batches do more than many small ones; 4 gave the most answers per second

@@ -3,16 +3,23 @@
 //! The audience hands events over synchronously (a token is delivered under the in-flight
 //! answer's lock, which cannot await Redis); one writer task takes whatever has queued, joins
 //! each answer's consecutive tokens into one entry (`count` tokens, the last one's `seq`), and
-//! sends it all as one pipeline. Order within a session is kept; nothing is dropped: when Redis
-//! fails, the answers whose events it did not take end with `CLUSTER_UNAVAILABLE` (their
-//! watchers elsewhere could not follow them any more).
+//! sends it all as one pipeline. Order within a session is kept.
+//!
+//! Every entry of an answer is appended by [`APPEND`] under the answer's fencing token, once:
+//! a process paused past its lease writes nothing after the sweep moved the fence on (its
+//! answer ends as the sweep said), and a pipeline sent again after a reply that never came
+//! (Redis stalled) appends nothing twice. A stall shorter than a lease loses nothing: the
+//! pipeline is sent again until it is taken, while new events wait in the queue, bounded in
+//! bytes ([`BUFFER_BYTES`]); past the bound, or past a lease, the answers it holds end with
+//! `CLUSTER_UNAVAILABLE` (their watchers elsewhere could not follow them any more).
 //!
 //! The session's lease is released here too, after the answer's terminal event, so another
 //! process cannot start the session's next answer before this one's end is in the stream.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
@@ -21,6 +28,7 @@ use tracing::warn;
 use super::keys::Keys;
 use super::lease;
 use super::logged_event::LoggedEvent;
+use super::LEASE_TTL;
 use crate::chat::{InFlightAnswers, Lost};
 use crate::domain::{MessageId, SessionId};
 
@@ -29,17 +37,66 @@ const BATCH: usize = 2_048;
 /// A session's stream keeps what other answers logged in this last window (entries older
 /// than this are trimmed when an answer starts; the answer in flight is never trimmed).
 const TRIM_AFTER_MS: i64 = 60_000;
+/// Most bytes of events queued while Redis does not take them (a stall): past it, the tokens
+/// of the answers that go on are not queued and those answers end `CLUSTER_UNAVAILABLE`.
+pub(super) const BUFFER_BYTES: usize = 32 << 20;
+/// A pipeline Redis did not answer is sent again after this, for up to a lease.
+const RESEND_AFTER: Duration = Duration::from_millis(250);
+
+/// Appends one entry (`ARGV[3]`, from process `ARGV[2]`) to the stream `KEYS[1]`, under the
+/// answer's fencing token `ARGV[1]`: -1 without writing once the answer was swept (`KEYS[4]`,
+/// the fence the last sweep set, is past it) or another process's answer took the session
+/// (the session's fence `KEYS[2]` moved on and the lease `KEYS[5]` is not this process's: a
+/// claim of this process's next answer may move it while this one's last entries are on their
+/// way); -2 when Redis lost the session's fence (restarted empty); 0 when this answer's entry
+/// number `ARGV[7]` was appended already (`KEYS[3]` holds the last: `message number`); else
+/// 1. A session event (`ARGV[6]` empty) is neither fenced nor numbered. `ARGV[4]`: trim below
+/// this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
+const APPEND: &str = r"
+if ARGV[6] ~= '' then
+  local mine = tonumber(ARGV[1])
+  local fence = redis.call('GET', KEYS[2])
+  if not fence then return -2 end
+  if tonumber(redis.call('GET', KEYS[4]) or '0') > mine then return -1 end
+  if tonumber(fence) ~= mine then
+    local held = redis.call('GET', KEYS[5])
+    if not held then return -1 end
+    local ok, lease = pcall(cjson.decode, held)
+    if not ok or lease.o ~= ARGV[2] then return -1 end
+  end
+  local last = redis.call('GET', KEYS[3])
+  if last then
+    local m, n = string.match(last, '^(%S+) (%d+)$')
+    if m == ARGV[6] and tonumber(n) >= tonumber(ARGV[7]) then return 0 end
+  end
+  redis.call('SET', KEYS[3], ARGV[6] .. ' ' .. ARGV[7], 'PX', ARGV[5])
+end
+if ARGV[4] ~= '' then
+  redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', 'o', ARGV[2], 'e', ARGV[3])
+else
+  redis.call('XADD', KEYS[1], '*', 'o', ARGV[2], 'e', ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
 
 /// The sending side: cheap, synchronous, never blocks.
 pub struct AnswerLog {
     tx: mpsc::UnboundedSender<Entry>,
     queued: metrics::Gauge,
+    /// Bytes of events queued and not yet taken by Redis.
+    buffered: Arc<AtomicUsize>,
+    /// To end an answer whose tokens found the queue full.
+    inflight: Arc<InFlightAnswers>,
 }
 
 enum Entry {
     Event {
         session_id: SessionId,
         event: LoggedEvent,
+        /// The answer's fencing token, with its start.
+        fence: Option<u64>,
+        bytes: usize,
     },
     Release {
         session_id: SessionId,
@@ -47,12 +104,22 @@ enum Entry {
     },
     /// Answered once everything queued before it is sent.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Answered once everything queued before it is sent: whether the answer's events were
+    /// all taken.
+    Settled(MessageId, tokio::sync::oneshot::Sender<bool>),
 }
 
 /// What one pipeline sends, per session in order.
 enum Command {
-    Append { session_id: SessionId, event: LoggedEvent },
+    Append { session_id: SessionId, event: LoggedEvent, numbered: Option<Numbered> },
     Release { session_id: SessionId, message_id: MessageId },
+}
+
+/// An answer's entry: its fencing token and its number within the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Numbered {
+    fence: u64,
+    n: u64,
 }
 
 impl AnswerLog {
@@ -66,25 +133,46 @@ impl AnswerLog {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = metrics::gauge!("postchat_cluster_log_queued");
+        let buffered = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             redis,
             keys,
             process,
-            inflight,
+            inflight: inflight.clone(),
             keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
             planner: Planner::default(),
             queued: queued.clone(),
+            buffered: buffered.clone(),
             clock,
         };
         tokio::spawn(writer.run(rx));
-        Self { tx, queued }
+        Self { tx, queued, buffered, inflight }
     }
 
-    /// Queues an event of an answer generated here.
-    pub fn append(&self, session_id: SessionId, event: LoggedEvent) {
+    /// Queues an event of an answer generated here (`fence`: its fencing token, with its
+    /// start). Tokens that find the queue full are not queued: their answer ends instead.
+    pub fn append(&self, session_id: SessionId, event: LoggedEvent, fence: Option<u64>) {
+        let bytes = event.size();
+        let before = self.buffered.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > BUFFER_BYTES && matches!(event, LoggedEvent::Tokens { .. }) {
+            self.buffered.fetch_sub(bytes, Ordering::AcqRel);
+            self.overflow(session_id, &event);
+            return;
+        }
+        metrics::gauge!("postchat_cluster_log_buffered_bytes").set((before + bytes) as f64);
         self.queued.increment(1.0);
         // The writer lives as long as the runtime; after that nothing is delivered anyway.
-        let _ = self.tx.send(Entry::Event { session_id, event });
+        let _ = self.tx.send(Entry::Event { session_id, event, fence, bytes });
+    }
+
+    /// Ends the answer whose tokens did not fit (Redis has not taken the queue for a while).
+    fn overflow(&self, session_id: SessionId, event: &LoggedEvent) {
+        let answer = self.inflight.get(session_id).filter(|a| Some(a.message_id) == event.message_id());
+        if let Some(answer) = answer {
+            warn!(message_id = %answer.message_id, limit = BUFFER_BYTES, "answer events queued for Redis past the bound: ending the answer");
+            metrics::counter!("postchat_cluster_log_overflows_total").increment(1);
+            answer.lose(Lost::ClusterUnavailable);
+        }
     }
 
     /// Resolves once everything queued so far has been sent (or failed): at shutdown, so the
@@ -94,6 +182,15 @@ impl AnswerLog {
         if self.tx.send(Entry::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Resolves once the events of answer `message_id` queued so far are in Redis (true), or
+    /// will never be (false: Redis failed for longer than a lease, or the answer was fenced
+    /// off).
+    pub fn settled(&self, message_id: MessageId) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self.tx.send(Entry::Settled(message_id, tx)).is_ok();
+        async move { sent && rx.await.unwrap_or(false) }
     }
 
     /// Releases the session's lease held for `message_id` (after its terminal event, if it
@@ -112,6 +209,7 @@ struct Writer {
     keep_ms: u64,
     planner: Planner,
     queued: metrics::Gauge,
+    buffered: Arc<AtomicUsize>,
     /// Redis's clock: trimming compares with stream ids, which Redis's clock made.
     clock: Arc<super::clock::RedisClock>,
 }
@@ -119,10 +217,14 @@ struct Writer {
 /// Turns queued entries into commands, remembering which answers have started and not ended.
 #[derive(Default)]
 struct Planner {
-    /// Answers started in the log and not ended yet.
-    open: HashSet<MessageId>,
+    /// Answers started in the log and not ended yet: their fencing token and entries so far.
+    open: HashMap<MessageId, Numbered>,
     /// Their releases, held until their terminal event.
     deferred: HashSet<MessageId>,
+    /// Answers that cannot be logged any more, and why: the rest of their events are dropped,
+    /// but for the terminal event of one Redis failed (appended unfenced: the watchers
+    /// elsewhere learn how it ended; a fenced-off one's the sweep appends).
+    lost: HashMap<MessageId, Lost>,
 }
 
 impl Writer {
@@ -130,66 +232,120 @@ impl Writer {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             self.queued.decrement(batch.len() as f64);
-            let mut flushes = Vec::new();
-            let commands = self.planner.plan(batch.drain(..), &mut flushes);
+            let bytes: usize = batch.iter().map(Entry::bytes).sum();
+            let mut waiting = Vec::new();
+            let commands = self.planner.plan(batch.drain(..), &mut waiting);
             self.send(commands).await;
-            for flush in flushes {
-                let _ = flush.send(());
+            let left = self.buffered.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
+            metrics::gauge!("postchat_cluster_log_buffered_bytes").set(left as f64);
+            for entry in waiting {
+                match entry {
+                    Entry::Flush(done) => drop(done.send(())),
+                    Entry::Settled(m, done) => drop(done.send(!self.planner.lost.contains_key(&m))),
+                    _ => {}
+                }
             }
         }
     }
 
+    /// Sends the commands, again while Redis does not answer, for up to a lease (each entry
+    /// is appended once however often it is sent); then their answers are lost.
     async fn send(&mut self, commands: Vec<Command>) {
         if commands.is_empty() {
             return;
         }
+        let pipe = self.pipeline(&commands);
+        let stalled = Instant::now();
+        loop {
+            let sent: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.redis).await;
+            match sent {
+                Ok(replies) => return self.fenced_off(&commands, &replies),
+                Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => return self.lose(&commands, &e),
+                Err(e) => {
+                    warn!(error = %e, "answer events not taken by Redis yet: sending them again");
+                    metrics::counter!("postchat_cluster_log_resends_total").increment(1);
+                    tokio::time::sleep(RESEND_AFTER).await;
+                }
+            }
+        }
+    }
+
+    /// One pipeline: the append script loaded (Redis may have restarted empty), each command,
+    /// the wake of this process's follower when sessions were released. Replies: one per
+    /// command.
+    fn pipeline(&self, commands: &[Command]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        // Set when an answer starts and ends: the stream outlives its last answer by `keep`.
-        let mut expiring = HashSet::new();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(APPEND).ignore();
         let mut released = false;
-        for command in &commands {
+        for command in commands {
             match command {
-                Command::Append { session_id, event } => {
-                    let key = self.keys.events(*session_id);
-                    let mut xadd = redis::cmd("XADD");
-                    xadd.arg(&key);
-                    if matches!(event, LoggedEvent::Start { .. }) {
-                        xadd.arg("MINID").arg("~").arg(format!("{}", self.clock.now_ms() - TRIM_AFTER_MS));
-                    }
-                    let json = serde_json::to_string(event).unwrap_or_default();
-                    xadd.arg("*").arg("o").arg(&self.process).arg("e").arg(json);
-                    pipe.add_command(xadd).ignore();
-                    if event.is_terminal() || matches!(event, LoggedEvent::Start { .. }) {
-                        expiring.insert(key);
-                    }
+                Command::Append { session_id, event, numbered } => {
+                    pipe.add_command(self.append_command(*session_id, event, *numbered));
                 }
                 Command::Release { session_id, message_id } => {
-                    pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id)).ignore();
+                    pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
                     released = true;
                 }
             }
         }
-        for key in expiring {
-            pipe.cmd("PEXPIRE").arg(key).arg(self.keep_ms).ignore();
-        }
         if released {
             // This process's follower reads the released sessions again (another process may
             // answer them next): wake its blocking read.
-            let control = self.keys.control(&self.process);
-            pipe.cmd("XADD")
-                .arg(&control)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(1_000)
-                .arg("*")
-                .arg("wake")
-                .arg("")
-                .ignore();
-            pipe.cmd("PEXPIRE").arg(&control).arg(super::follower::CONTROL_KEEP.as_millis() as u64).ignore();
+            super::control::add_wake(&mut pipe, &self.keys, &self.process);
         }
-        let sent: redis::RedisResult<()> = pipe.query_async(&mut self.redis).await;
-        if let Err(e) = sent {
-            self.lose(&commands, &e);
+        pipe
+    }
+
+    fn append_command(
+        &self,
+        session_id: SessionId,
+        event: &LoggedEvent,
+        numbered: Option<Numbered>,
+    ) -> redis::Cmd {
+        let keys = [
+            self.keys.events(session_id),
+            self.keys.fence(session_id),
+            self.keys.appended(session_id),
+            self.keys.swept(session_id),
+            self.keys.lease(session_id),
+        ];
+        // An answer's start trims what earlier answers left (older than the window).
+        let trim = matches!(event, LoggedEvent::Start { .. })
+            .then(|| format!("{}", self.clock.now_ms() - TRIM_AFTER_MS))
+            .unwrap_or_default();
+        let (fence, message, n) = match (numbered, event.message_id()) {
+            (Some(Numbered { fence, n }), Some(m)) => (fence.to_string(), m.to_string(), n.to_string()),
+            _ => Default::default(),
+        };
+        let json = serde_json::to_string(event).unwrap_or_default();
+        let args = [fence, self.process.clone(), json, trim, self.keep_ms.to_string(), message, n];
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(redis::Script::new(APPEND).get_hash()).arg(keys.len()).arg(&keys).arg(&args);
+        cmd
+    }
+
+    /// Ends the answers whose entries were refused: fenced off (-1: swept while this process
+    /// was paused, or their session taken by another process), or their fence lost with
+    /// Redis's state (-2).
+    fn fenced_off(&mut self, commands: &[Command], replies: &[redis::Value]) {
+        let (mut fenced, mut gone) = (HashSet::new(), HashSet::new());
+        for (command, reply) in commands.iter().zip(replies) {
+            match (command, reply) {
+                (Command::Append { event, .. }, redis::Value::Int(-1)) => fenced.extend(event.message_id()),
+                (Command::Append { event, .. }, redis::Value::Int(-2)) => gone.extend(event.message_id()),
+                _ => {}
+            }
+        }
+        if !fenced.is_empty() {
+            warn!(
+                answers = fenced.len(),
+                "answer events refused: fenced off (swept while this process was paused)"
+            );
+            self.end(&fenced, Lost::FencedOff);
+        }
+        if !gone.is_empty() {
+            warn!(answers = gone.len(), "answer events refused: Redis lost the sessions' fences");
+            self.end(&gone, Lost::ClusterUnavailable);
         }
     }
 
@@ -204,66 +360,92 @@ impl Writer {
             .collect();
         warn!(error = %error, answers = lost.len(), "answer events not logged to Redis: ending those answers");
         metrics::counter!("postchat_cluster_log_failures_total").increment(1);
+        self.end(&lost, Lost::ClusterUnavailable);
+    }
+
+    fn end(&mut self, answers: &HashSet<MessageId>, why: Lost) {
         for answer in self.inflight.local() {
-            if lost.contains(&answer.message_id) {
-                answer.lose(Lost::ClusterUnavailable);
+            if answers.contains(&answer.message_id) {
+                answer.lose(why);
             }
         }
-        for id in &lost {
+        for id in answers {
             self.planner.open.remove(id);
-            self.planner.deferred.remove(id);
+            self.planner.lost.insert(*id, why);
+        }
+    }
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        match self {
+            Entry::Event { bytes, .. } => *bytes,
+            _ => 0,
         }
     }
 }
 
 impl Planner {
     /// Orders the batch into commands: tokens coalesced per answer, releases after terminals.
-    fn plan(
-        &mut self,
-        entries: impl Iterator<Item = Entry>,
-        flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-    ) -> Vec<Command> {
+    fn plan(&mut self, entries: impl Iterator<Item = Entry>, waiting: &mut Vec<Entry>) -> Vec<Command> {
         let mut commands: Vec<Command> = Vec::new();
         let mut last_of_session: HashMap<SessionId, usize> = HashMap::new();
         for entry in entries {
             match entry {
-                Entry::Event { session_id, event } => {
+                Entry::Event { session_id, event, fence, .. } => {
+                    let message_id = event.message_id();
+                    if let Some(m) = message_id.filter(|m| self.lost.contains_key(m)) {
+                        // Its terminal event is its last.
+                        if event.is_terminal() && self.lost.remove(&m) == Some(Lost::ClusterUnavailable) {
+                            commands.push(Command::Append { session_id, event, numbered: None });
+                        }
+                        continue;
+                    }
                     if let Some(&i) = last_of_session.get(&session_id) {
                         if coalesce(&mut commands[i], &event) {
                             continue;
                         }
                     }
-                    let message_id = event.message_id();
-                    let release = self.track(&event, message_id);
+                    let (numbered, release) = self.track(&event, message_id, fence);
                     last_of_session.insert(session_id, commands.len());
-                    commands.push(Command::Append { session_id, event });
+                    commands.push(Command::Append { session_id, event, numbered });
                     if let (true, Some(message_id)) = (release, message_id) {
                         commands.push(Command::Release { session_id, message_id });
                     }
                 }
                 Entry::Release { session_id, message_id } => {
-                    if self.open.contains(&message_id) {
+                    if self.open.contains_key(&message_id) {
                         self.deferred.insert(message_id);
                     } else {
                         commands.push(Command::Release { session_id, message_id });
                     }
                 }
-                Entry::Flush(done) => flushes.push(done),
+                Entry::Flush(_) | Entry::Settled(..) => waiting.push(entry),
             }
         }
         commands
     }
 
-    /// Notes starts and ends; true when a deferred release is due after this event.
-    fn track(&mut self, event: &LoggedEvent, message_id: Option<MessageId>) -> bool {
-        let Some(message_id) = message_id else { return false };
+    /// Notes starts and ends: the entry's number within its answer, and whether a deferred
+    /// release is due after it.
+    fn track(
+        &mut self,
+        event: &LoggedEvent,
+        message_id: Option<MessageId>,
+        fence: Option<u64>,
+    ) -> (Option<Numbered>, bool) {
+        let Some(message_id) = message_id else { return (None, false) };
         if matches!(event, LoggedEvent::Start { .. }) {
-            self.open.insert(message_id);
-        } else if event.is_terminal() {
-            self.open.remove(&message_id);
-            return self.deferred.remove(&message_id);
+            self.open.insert(message_id, Numbered { fence: fence.unwrap_or_default(), n: 0 });
         }
-        false
+        let Some(open) = self.open.get_mut(&message_id) else { return (None, false) };
+        open.n += 1;
+        let numbered = Some(*open);
+        if event.is_terminal() {
+            self.open.remove(&message_id);
+            return (numbered, self.deferred.remove(&message_id));
+        }
+        (numbered, false)
     }
 }
 
@@ -291,7 +473,7 @@ mod tests {
     use crate::domain::IntentType;
 
     fn event(session_id: SessionId, event: LoggedEvent) -> Entry {
-        Entry::Event { session_id, event }
+        Entry::Event { session_id, event, fence: Some(1), bytes: 0 }
     }
 
     fn tokens(m: MessageId, t: &str, seq: u64) -> LoggedEvent {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::logged_event::LoggedEvent;
 use super::Cluster;
 use crate::chat::{AnswerAudience, AnswerEvent, InFlightAnswers};
-use crate::domain::SessionId;
+use crate::domain::{MessageId, SessionId};
 
 /// Delivers to the local rooms and logs to the session's stream.
 pub(super) struct ClusterAudience {
@@ -29,24 +29,28 @@ impl ClusterAudience {
 impl AnswerAudience for ClusterAudience {
     fn deliver(&self, event: AnswerEvent<'_>) {
         let session_id = event.session_id();
-        let logged = match &event {
-            AnswerEvent::Start { .. } => {
+        let (logged, fence) = match &event {
+            AnswerEvent::Start { message_id, .. } => {
                 let answer = self.inflight.get(session_id);
                 let claim = answer.as_ref().map(|a| (&a.client_message_id, a.user_message.as_str()));
-                LoggedEvent::of(&event, claim)
+                (LoggedEvent::of(&event, claim), self.cluster.fence_of(*message_id))
             }
-            _ => LoggedEvent::of(&event, None),
+            _ => (LoggedEvent::of(&event, None), None),
         };
         self.local.deliver(event);
-        self.cluster.log.append(session_id, logged);
+        self.cluster.log.append(session_id, logged, fence);
     }
 
     fn session_updated(&self, session_id: SessionId, title: &str) {
         self.local.session_updated(session_id, title);
-        self.cluster.log.append(session_id, LoggedEvent::Title { title: title.to_owned() });
+        self.cluster.log.append(session_id, LoggedEvent::Title { title: title.to_owned() }, None);
     }
 
     fn watchers(&self, session_id: SessionId) -> usize {
         self.local.watchers(session_id)
+    }
+
+    fn settled(&self, message_id: MessageId) -> futures::future::BoxFuture<'static, bool> {
+        Box::pin(self.cluster.log.settled(message_id))
     }
 }

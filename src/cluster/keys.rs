@@ -30,6 +30,18 @@ impl Keys {
         format!("{}:session:{session_id}:fence", self.prefix)
     }
 
+    /// The fence the last sweep of the session set: an answer claimed under an older one was
+    /// swept, and writes nothing more.
+    pub fn swept(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:swept", self.prefix)
+    }
+
+    /// The last entry of the session's answer appended to its stream (`message number`), so
+    /// an entry sent again after a stall is not appended twice.
+    pub fn appended(&self, session_id: SessionId) -> String {
+        format!("{}:session:{session_id}:appended", self.prefix)
+    }
+
     /// Held (for a few seconds) by the process sweeping the session's answer, so processes do
     /// not sweep it twice at once.
     pub fn sweeping(&self, session_id: SessionId) -> String {

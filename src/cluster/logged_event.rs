@@ -72,6 +72,21 @@ impl LoggedEvent {
         }
     }
 
+    /// About how many bytes it takes queued (its text, and a little for the rest).
+    pub fn size(&self) -> usize {
+        64 + match self {
+            LoggedEvent::Start { u, .. } => u.len(),
+            LoggedEvent::Tokens { t, .. } => t.len(),
+            LoggedEvent::End { content, .. } => content.len(),
+            LoggedEvent::Posts { content, posts, .. } => {
+                content.len() + posts.iter().map(|p| p.content.len() + 32).sum::<usize>()
+            }
+            LoggedEvent::Failed { message, .. } => message.len(),
+            LoggedEvent::Waiting { .. } => 0,
+            LoggedEvent::Title { title } => title.len(),
+        }
+    }
+
     /// True for an answer's last event.
     pub fn is_terminal(&self) -> bool {
         matches!(self, LoggedEvent::End { .. } | LoggedEvent::Posts { .. } | LoggedEvent::Failed { .. })

@@ -1,35 +1,44 @@
 //! Cluster mode (`REDIS_URL`): several server processes sharing one database and one Redis
-//! behave as one server (PROTOCOL.md, "Several processes"). docs/cluster.md has the design and
-//! why socketioxide's Redis adapter is not used.
+//! behave as one server (PROTOCOL.md, "Several processes"). docs/cluster.md has the design, the
+//! guarantees fault by fault, and why socketioxide's Redis adapter is not used.
 //!
-//! - `answer_log`: every event of an answer generated here is appended, in order, to its
-//!   session's Redis stream (batched, tokens coalesced).
-//! - `follower`: a process with sockets watching a session reads that stream from the
-//!   position it delivered last, so events reach them in order without gap or double, and
-//!   mirrors the answer in flight so `chat:join` here snapshots it `seq`-exact. It also reads
-//!   this process's control stream (stop requests from other processes).
-//! - `lease`: one answer per session across processes (a Redis lease its generator renews),
-//!   and the sweeper that stores a dead process's answers `interrupted`.
-//! - `shared_limits`: rate limits, sockets per user, connections and the daily token budget
-//!   counted in Redis, atomically (Lua).
-//! - `cache_versions`: a version per session and per user's preferences, checked on every
-//!   cache hit, so no process serves a copy another process has changed.
+//! This module implements the ports the chat layer, the limits and `/readyz` own
+//! (`chat::other_processes`, `limits::SharedCounts`, `http::Dependency`); startup picks it or
+//! the one-process implementations once. Nothing below imports it.
 //!
-//! - `audience`: [`ClusterAudience`], the local rooms plus the answer log, what a local answer
-//!   delivers to.
+//! One token, from the process generating the answer to a socket on another process:
+//! 1. `audience.rs`: the answer delivers the token to the sockets here (the local rooms) and
+//!    queues it in the answer log.
+//! 2. `answer_log.rs`: one writer task joins the answer's queued tokens into one entry and
+//!    appends it to the session's stream (`logged_event.rs` is the entry's format) through a
+//!    script that checks the answer's fencing token (`lease.rs`) and appends each entry once.
+//! 3. `follower.rs`, on every process with a socket watching the session: one blocking `XREAD`
+//!    of the streams of the sessions watched there (and of its own control stream,
+//!    `control.rs`), from the last entry it delivered; the entry is decoded (`tail.rs`) and the
+//!    token delivered to the sockets there, under the mirrored answer's lock, so a `chat:join`
+//!    there snapshots it exactly (a join first catches up: `tail.rs` reads the stream back to
+//!    the answer's start).
 //!
-//! Without `REDIS_URL` none of this exists and nothing needs Redis.
+//! Around it: `lease.rs` (one answer per session across processes, renewals with fencing
+//! tokens), `sweeper.rs` (a dead or paused process's answers stored `interrupted`, watchers
+//! told), `control.rs` (stop requests, wakes), `shared_limits.rs` (rates, sockets per user, the
+//! daily token budget, counted in Redis), `cache_versions.rs` (no process serves a cached copy
+//! another changed), `clock.rs` (Redis's clock, for anything compared across processes),
+//! `keys.rs` (every key's name).
 
 mod answer_log;
 mod audience;
 mod cache_versions;
 mod clock;
+mod control;
 
 mod follower;
 mod keys;
 mod lease;
 mod logged_event;
 mod shared_limits;
+mod sweeper;
+mod tail;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -207,7 +216,7 @@ impl Cluster {
     /// Asks the process `holder` names to stop the answer it generates; true for the first
     /// request while that process lives and the answer runs.
     async fn request_stop(&self, session_id: SessionId, holder: &LeaseHolder) -> Result<bool, ChatError> {
-        let sent = follower::request_stop(self, session_id, holder).await;
+        let sent = control::request_stop(self, session_id, holder).await;
         self.record(sent.is_ok());
         sent.map_err(|e| unavailable(&e))
     }
@@ -266,7 +275,8 @@ fn unavailable(e: &redis::RedisError) -> ChatError {
 #[async_trait::async_trait]
 impl AnswerLeases for Cluster {
     async fn claim(&self, answer: &InFlightAnswer) -> Result<LeaseClaim, ChatError> {
-        let (session, message, key) = (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
+        let (session, message, key) =
+            (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
         Ok(match self.claim_lease(session, message, key).await? {
             Claimed::Yes { .. } => LeaseClaim::Ours,
             Claimed::Taken(holder) => LeaseClaim::Taken(AnswerElsewhere {

@@ -136,7 +136,13 @@ impl Cluster {
 
 #[async_trait]
 impl SharedCounts for Cluster {
-    async fn rate(&self, name: &'static str, key: &str, per_minute: u32, burst: u32) -> Counted<Option<Duration>> {
+    async fn rate(
+        &self,
+        name: &'static str,
+        key: &str,
+        per_minute: u32,
+        burst: u32,
+    ) -> Counted<Option<Duration>> {
         self.counted(name, Cluster::rate(self, name, key, per_minute, burst).await)
     }
 

@@ -21,7 +21,13 @@ pub enum Counted<T> {
 pub trait SharedCounts: Send + Sync {
     /// One request of `key` under the limit `name` (`per_minute` after a burst of `burst`):
     /// `None` to go, or the wait.
-    async fn rate(&self, name: &'static str, key: &str, per_minute: u32, burst: u32) -> Counted<Option<Duration>>;
+    async fn rate(
+        &self,
+        name: &'static str,
+        key: &str,
+        per_minute: u32,
+        burst: u32,
+    ) -> Counted<Option<Duration>>;
     /// Counts socket `sid` of `user`, unless they hold `max` (0: no cap): true when counted.
     async fn open_socket(&self, user: &UserId, sid: &str, max: usize) -> Counted<bool>;
     /// Socket `sid` of `user` closed.

@@ -29,7 +29,7 @@ impl AnswerJob {
             message_id: id.message_id,
             intent: id.intent,
         });
-        let outcome = self.outcome().await;
+        let outcome = self.settled(self.outcome().await).await;
         let content = answer.content();
         let stored = self.store(&outcome, &content).await;
         // Free the session before announcing the end, so a client may send its next message as
@@ -60,6 +60,20 @@ impl AnswerJob {
         }
     }
 
+    /// The outcome once everything delivered of the answer has reached every watcher that can
+    /// be reached; the failure when it could not (cluster mode: Redis failed for longer than a
+    /// lease, or the answer was fenced off), so every socket and the stored row agree.
+    async fn settled(&self, outcome: Outcome) -> Outcome {
+        let answer = self.guard.answer();
+        if self.runner.audience.settled(answer.message_id).await {
+            return outcome;
+        }
+        match answer.lost() {
+            Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
+            _ => Outcome::Failed(ChatError::ClusterUnavailable),
+        }
+    }
+
     /// Stores how the answer ended with what it cost, then charges that to the user's daily
     /// budget (stored first: a charge Redis misses is repaired from the store, see
     /// `SpentTokens::charge`).
@@ -81,6 +95,11 @@ impl AnswerJob {
         content: &str,
         usage: Option<TokenUsage>,
     ) -> Result<(), ChatError> {
+        if self.guard.answer().lost() == Some(Lost::FencedOff) {
+            // Swept while this process was paused: the sweep stores it (and tells everyone);
+            // a row written here first would keep the sweep from telling the watchers.
+            return Err(ChatError::ProcessLost);
+        }
         let finished = FinishedAnswer {
             ai_response: content,
             posts: outcome.posts(),

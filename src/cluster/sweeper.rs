@@ -1,0 +1,189 @@
+//! Sweeping: the answers of a process that stopped renewing their leases (killed, or paused
+//! past them) are ended by any other process: fenced off, stored `interrupted` with the text
+//! their stream holds, a terminal `chat:error` (`SERVER_SHUTDOWN`) appended for their
+//! watchers, their session freed.
+
+use redis::aio::ConnectionManager;
+use tracing::{info, warn};
+
+use super::lease::{eval, member, release_command, FENCE_KEEP_MS};
+use super::logged_event::LoggedEvent;
+use super::tail::{read_tail, Tail};
+use super::Cluster;
+use crate::chat::{ChatError, ChatSessionService};
+use crate::domain::{MessageId, SessionId};
+
+/// Before a sweep: 0 when another process is sweeping the answer, or when its lease is still
+/// there (renewed after its deadline, or about to expire: listed again until its key's end,
+/// so it is not forgotten); otherwise 1, its fence moved on first and noted as swept (unless
+/// another answer's claim already moved it), so its process, if it comes back, is fenced off.
+const FENCE_OFF: &str = r"
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, lease = pcall(cjson.decode, held)
+  if ok and lease.m == ARGV[1] then
+    local t = redis.call('TIME')
+    local left = math.max(redis.call('PTTL', KEYS[1]), 0)
+    redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + left, ARGV[3])
+    redis.call('DEL', KEYS[4])
+    return 0
+  end
+  return 1
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[5], fence, 'PX', ARGV[2])
+return 1
+";
+
+/// Up to `ARGV[1]` leases past their deadline (left listed until swept: a sweep that fails
+/// is tried again).
+const EXPIRED: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
+";
+
+/// Expired leases read at a time.
+const SWEEP_BATCH: usize = 256;
+/// Most batches one pass sweeps (a pass every `RENEW_EVERY`).
+const SWEEP_BATCHES: usize = 8;
+/// Answers swept at once (each a few Redis round trips and a database update).
+const SWEEPS_AT_ONCE: usize = 8;
+
+/// How long a process may take to sweep one answer before another may try.
+const SWEEPING_MS: u64 = 10_000;
+
+/// Tries a failed step of a sweep again after this, twice.
+const SWEEP_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Sweeps the answers whose process stopped renewing their leases, [`SWEEPS_AT_ONCE`] at a
+/// time, in batches of [`SWEEP_BATCH`] until none is left (at most [`SWEEP_BATCHES`] a pass);
+/// one that fails stays listed for the next pass (after [`SWEEPING_MS`]), and so do the rest of
+/// its batch.
+pub(super) async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> redis::RedisResult<()> {
+    use futures::StreamExt;
+    for _ in 0..SWEEP_BATCHES {
+        let mut redis = cluster.redis();
+        let expired: Vec<String> = eval(EXPIRED, &[cluster.keys.leases()], &[SWEEP_BATCH.to_string()])
+            .query_async(&mut redis)
+            .await?;
+        let full = expired.len() == SWEEP_BATCH;
+        let mut swept = futures::stream::iter(expired)
+            .map(|member| sweep_member(cluster, sessions, member))
+            .buffer_unordered(SWEEPS_AT_ONCE);
+        while let Some(result) = swept.next().await {
+            if !result? {
+                return Ok(());
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Sweeps the answer a listing (`session message`) names; a listing that names none is dropped.
+async fn sweep_member(
+    cluster: &Cluster,
+    sessions: &ChatSessionService,
+    member: String,
+) -> redis::RedisResult<bool> {
+    let mut redis = cluster.redis();
+    let mut parts = member.split(' ');
+    let (Some(Ok(session_id)), Some(Ok(message_id))) =
+        (parts.next().map(SessionId::parse), parts.next().map(MessageId::parse))
+    else {
+        redis::cmd("ZREM").arg(cluster.keys.leases()).arg(&member).query_async::<()>(&mut redis).await?;
+        return Ok(true);
+    };
+    sweep_one(cluster, &mut redis, sessions, session_id, message_id).await
+}
+
+/// Sweeps one answer: fenced off, its text as the stream holds it stored `interrupted` (if
+/// still `streaming`), a terminal `SERVER_SHUTDOWN` appended for its watchers, its session
+/// freed and its listing removed, in that order, so a failure leaves it listed. False when the
+/// database failed (the pass stops: Redis is fine).
+async fn sweep_one(
+    cluster: &Cluster,
+    redis: &mut ConnectionManager,
+    sessions: &ChatSessionService,
+    session_id: SessionId,
+    message_id: MessageId,
+) -> redis::RedisResult<bool> {
+    let keys = [
+        cluster.keys.lease(session_id),
+        cluster.keys.fence(session_id),
+        cluster.keys.leases(),
+        cluster.keys.sweeping(session_id),
+        cluster.keys.swept(session_id),
+    ];
+    let args = [
+        message_id.to_string(),
+        FENCE_KEEP_MS.to_string(),
+        member(session_id, message_id),
+        SWEEPING_MS.to_string(),
+    ];
+    let fenced: i64 = eval(FENCE_OFF, &keys, &args).query_async(redis).await?;
+    if fenced == 0 {
+        // Swept by another process right now, or its lease is still there (listed again).
+        return Ok(true);
+    }
+    let Tail { open, .. } = read_tail(redis, &cluster.keys.events(session_id)).await?;
+    let open = open.filter(|a| a.message_id == message_id);
+    let text = open.as_ref().map(|a| a.text.as_str()).unwrap_or_default();
+    let Some(interrupted) = store_interrupted(sessions, message_id, text).await else {
+        return Ok(false);
+    };
+    let mut pipe = redis::pipe();
+    // Told only when stored so: an answer that ended meanwhile (stored complete by its
+    // process, its end still on the way to the stream) is not announced as lost.
+    if open.is_some() && interrupted {
+        let error = ChatError::ProcessLost;
+        let failed = LoggedEvent::Failed {
+            m: message_id,
+            code: error.code(),
+            message: error.to_string(),
+            retry_after_ms: None,
+        };
+        let json = serde_json::to_string(&failed).unwrap_or_default();
+        pipe.cmd("XADD")
+            .arg(cluster.keys.events(session_id))
+            .arg("*")
+            .arg("o")
+            .arg("sweeper")
+            .arg("e")
+            .arg(json)
+            .ignore();
+    }
+    pipe.add_command(release_command(&cluster.keys, session_id, message_id)).ignore();
+    pipe.cmd("DEL").arg(cluster.keys.sweeping(session_id)).ignore();
+    metrics::counter!("postchat_cluster_answers_swept_total").increment(1);
+    pipe.query_async::<()>(redis).await?;
+    Ok(true)
+}
+
+/// Stores a swept answer `interrupted` (`Some(true)`; `Some(false)` when it had ended), trying
+/// twice more when the database fails; `None` then (the answer stays listed for the next pass).
+async fn store_interrupted(sessions: &ChatSessionService, message_id: MessageId, text: &str) -> Option<bool> {
+    let mut tries = 0;
+    loop {
+        match sessions.interrupt_message(message_id, text).await {
+            Ok(stored) => {
+                info!(%message_id, stored, "swept an answer whose process stopped");
+                return Some(stored);
+            }
+            Err(e) if tries < 2 => {
+                warn!(%message_id, error = %e, "swept answer not stored yet: trying again");
+                tries += 1;
+                tokio::time::sleep(SWEEP_RETRY * tries).await;
+            }
+            Err(e) => {
+                warn!(%message_id, error = %e, "swept answer not stored: left for the next pass");
+                return None;
+            }
+        }
+    }
+}
