@@ -139,14 +139,17 @@ impl InFlightAnswers {
     }
 
     /// Forgets the mirror of `message_id` (it ended); `None` leaves any mirror of the session.
-    pub fn forget_mirror(&self, session_id: SessionId, message_id: Option<MessageId>) {
+    /// True when it was there: whoever forgets it delivers its end, once.
+    pub fn forget_mirror(&self, session_id: SessionId, message_id: Option<MessageId>) -> bool {
         let mut answers = lock(&self.answers);
         let is_it = |a: &Arc<InFlightAnswer>| {
             a.origin != Origin::Here && message_id.is_none_or(|id| id == a.message_id)
         };
-        if answers.get(&session_id).is_some_and(is_it) {
+        let there = answers.get(&session_id).is_some_and(is_it);
+        if there {
             answers.remove(&session_id);
         }
+        there
     }
 
     /// The answers generated here.

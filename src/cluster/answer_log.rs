@@ -50,8 +50,8 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// claim of this process's next answer may move it while this one's last entries are on their
 /// way); -2 when Redis lost the session's fence (restarted empty); 0 when this answer's entry
 /// number `ARGV[7]` was appended already (`KEYS[3]` holds the last: `message number`); else
-/// 1. A session event (`ARGV[6]` empty) is neither fenced nor numbered. `ARGV[4]`: trim below
-/// this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
+/// one. A session event (`ARGV[6]` empty) is neither fenced nor numbered. `ARGV[4]`: trim
+/// below this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
 const APPEND: &str = r"
 if ARGV[6] ~= '' then
   local mine = tonumber(ARGV[1])

@@ -19,10 +19,13 @@ use tracing::{error, warn};
 
 use super::control;
 use super::logged_event::LoggedEvent;
+use super::stored_outcome;
 use super::tail::{decode, read_tail};
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{AnswerAudience, AnswerEvent, ChatError, InFlightAnswers, Origin, OtherWatchers};
-use crate::domain::SessionId;
+use crate::chat::{
+    AnswerAudience, AnswerEvent, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers,
+};
+use crate::domain::{MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep.
 const BLOCK_MS: u64 = 1_000;
@@ -46,6 +49,7 @@ impl Follower {
         cluster: Arc<Cluster>,
         inflight: Arc<InFlightAnswers>,
         audience: Arc<dyn AnswerAudience>,
+        sessions: Arc<ChatSessionService>,
     ) -> Arc<Self> {
         let (requests, rx) = mpsc::unbounded_channel();
         let followed = Arc::new(Mutex::new(HashSet::new()));
@@ -57,6 +61,8 @@ impl Follower {
             followed: followed.clone(),
             positions: HashMap::new(),
             mirrors_current: true,
+            marker: None,
+            sessions,
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
@@ -133,6 +139,10 @@ struct Reader {
     /// goes on from there. False once they were ended (Redis away longer than a lease): each
     /// followed session is caught up again first.
     mirrors_current: bool,
+    /// Redis's marker as last seen: another one means Redis lost its data meanwhile.
+    marker: Option<String>,
+    /// Where the end of a mirrored answer lost with Redis's data is read from.
+    sessions: Arc<ChatSessionService>,
 
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
@@ -186,6 +196,10 @@ impl Reader {
                 .await?;
             self.control_position = last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         }
+        if self.redis_emptied(conn).await? {
+            warn!("Redis lost its data: catching every followed session up again");
+            self.mirrors_current = false;
+        }
         if !self.mirrors_current {
             let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
             for session_id in sessions {
@@ -202,6 +216,23 @@ impl Reader {
             }
             self.read(conn).await?;
         }
+    }
+
+    /// Whether Redis lost its data since this follower last connected: its marker (set once by
+    /// the first process to connect) changed.
+    async fn redis_emptied(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
+        let mine = format!("{:016x}", rand::random::<u64>());
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.cluster.keys.marker())
+            .arg(&mine)
+            .arg("NX")
+            .arg("GET")
+            .query_async(conn)
+            .await?;
+        let now = set.unwrap_or(mine);
+        let emptied = self.marker.as_ref().is_some_and(|before| *before != now);
+        self.marker = Some(now);
+        Ok(emptied)
     }
 
     /// Starts following the sessions asked for.
@@ -226,8 +257,9 @@ impl Reader {
         session_id: SessionId,
     ) -> redis::RedisResult<()> {
         let tail = read_tail(conn, &self.cluster.keys.events(session_id)).await?;
-        self.inflight.forget_mirror(session_id, None);
-        if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id) {
+        let open = tail.open.filter(|a| a.origin != self.cluster.id);
+        self.lost_with_redis(session_id, open.as_ref().map(|a| a.message_id));
+        if let Some(open) = open {
             let claim = crate::chat::Claim {
                 session_id,
                 message_id: open.message_id,
@@ -330,11 +362,36 @@ impl Reader {
                 }
                 return;
             }
-            if event.is_terminal() {
-                self.inflight.forget_mirror(session_id, Some(m));
+            // Delivered by whoever forgets the mirror (the end may have come from the store).
+            if event.is_terminal() && !self.inflight.forget_mirror(session_id, Some(m)) {
+                return;
             }
         }
         event.deliver(session_id, &*self.audience);
+    }
+
+    /// Catching up: an answer mirrored here that the stream no longer holds open (`open` is
+    /// what it holds) ended while its entries were lost with Redis's data: its end is read from
+    /// the store. Any other mirror of the session is forgotten (the catch-up mirrors anew).
+    fn lost_with_redis(&self, session_id: SessionId, open: Option<MessageId>) {
+        // Only after Redis was emptied does a catch-up find a mirror (a long outage ends them
+        // first; a newly followed session has none).
+        let mirrored = self.inflight.get(session_id).filter(|a| a.origin != Origin::Here);
+        match mirrored {
+            Some(answer) if Some(answer.message_id) != open => {
+                let (sessions, inflight) = (self.sessions.clone(), self.inflight.clone());
+                stored_outcome::spawn(
+                    sessions,
+                    inflight,
+                    self.audience.clone(),
+                    session_id,
+                    answer.message_id,
+                );
+            }
+            _ => {
+                self.inflight.forget_mirror(session_id, None);
+            }
+        }
     }
 
     /// Stops following sessions nobody here watches; tells Redis which ones are watched here

@@ -30,6 +30,12 @@ impl Keys {
         format!("{}:session:{session_id}:fence", self.prefix)
     }
 
+    /// A value set once by the first process to connect: another value after a reconnection
+    /// means Redis lost its data meanwhile (restarted empty).
+    pub fn marker(&self) -> String {
+        format!("{}:marker", self.prefix)
+    }
+
     /// The fence the last sweep of the session set: an answer claimed under an older one was
     /// swept, and writes nothing more.
     pub fn swept(&self, session_id: SessionId) -> String {

@@ -37,6 +37,7 @@ mod keys;
 mod lease;
 mod logged_event;
 mod shared_limits;
+mod stored_outcome;
 mod sweeper;
 mod tail;
 
@@ -247,9 +248,9 @@ impl Cluster {
     ) -> Started {
         let released = self.clone();
         inflight.on_release(move |session, message| released.release(session, message));
-        lease::spawn_keeper(self.clone(), inflight.clone(), sessions);
+        lease::spawn_keeper(self.clone(), inflight.clone(), sessions.clone());
         let audience = Arc::new(ClusterAudience::new(rooms.clone(), self.clone(), inflight.clone()));
-        let watchers = Follower::start(self.clone(), inflight, rooms);
+        let watchers = Follower::start(self.clone(), inflight, rooms, sessions);
         Started { audience, leases: self.clone(), watchers }
     }
 

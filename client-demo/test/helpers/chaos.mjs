@@ -232,18 +232,10 @@ function report(run, people) {
   const rows = JSON.parse(execFileSync("psql", [run.cluster.databaseUrl, "-Atc", sql], { encoding: "utf8", maxBuffer: 1 << 28 }));
   const stored = new Map(rows.map((r) => [r.id, r]));
   const answers = people.flatMap((u) => u.answers);
-  // The one fault not survived yet (docs/cluster.md, "Limits"): Redis restarted empty can take
-  // an answer's last entries with it before a watcher elsewhere read them.
-  const emptied = run.faultTimes.filter((f) => f.name.startsWith("restart Redis")).map((f) => f.at);
-  const nearEmptied = (a) => emptied.some((at) => a.sent > at - 15_000 && a.sent < at + 5_000);
-  const violations = [];
-  const lostWithRedis = [];
-  for (const a of answers) {
-    for (const v of check(a, stored)) (nearEmptied(a) ? lostWithRedis : violations).push(`${v} [stored ${stored.get(a.messageId)?.status}]`);
-  }
+  const violations = answers.flatMap((a) => check(a, stored).map((v) => `${v} [stored ${stored.get(a.messageId)?.status}]`));
   const outcomes = {};
   for (const a of answers) outcomes[stored.get(a.messageId)?.status] = (outcomes[stored.get(a.messageId)?.status] ?? 0) + 1;
-  return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations, lostWithRedis };
+  return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
