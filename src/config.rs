@@ -422,28 +422,77 @@ impl Config {
     /// Refuses a number outside the range it works in, naming the variable (nothing is
     /// clamped silently).
     pub fn check_ranges(&self) -> Result<(), String> {
-        let ranges: [(&str, u64, u64, u64); 14] = [
-            ("MAX_SESSIONS_PER_SOCKET", self.limits.max_sessions_per_socket as u64, 1, 100_000),
-            ("MAX_MODEL_CALLS_PER_MESSAGE", self.limits.max_model_calls_per_message.into(), 1, 1_000),
-            ("HTTP_HEADER_TIMEOUT_SECS", self.server.http_header_timeout_secs, 1, 3_600),
-            ("DATABASE_MAX_CONNECTIONS", self.database.database_max_connections.into(), 1, 1_000),
-            ("SOCKET_QUEUE_PACKETS", self.streams.socket_queue_packets as u64, 16, 1_000_000),
-            ("WS_READ_BUFFER_BYTES", self.streams.ws_read_buffer_bytes as u64, 256, 16 << 20),
-            ("MAX_PAYLOAD_BYTES", self.streams.max_payload_bytes as u64, 1_024, 64 << 20),
-            ("MAX_MESSAGE_CHARS", self.streams.max_message_chars as u64, 1, 1_000_000),
-            ("ANSWER_TIMEOUT_SECS", self.ai.answer_timeout_secs, 1, 86_400),
-            ("FIRST_TOKEN_TIMEOUT_SECS", self.ai.first_token_timeout_secs, 1, 3_600),
-            ("TOKEN_IDLE_TIMEOUT_SECS", self.ai.token_idle_timeout_secs, 1, 3_600),
-            ("SESSION_CACHE_CAPACITY", self.sessions.session_cache_capacity as u64, 1, 100_000_000),
-            ("HISTORY_MESSAGES", self.sessions.history_messages.into(), 0, 1_000),
-            ("JOIN_HISTORY_MESSAGES", self.sessions.join_history_messages.into(), 0, 1_000),
-        ];
-        for (name, value, min, max) in ranges {
+        for (name, value, min, max) in self.numeric_settings() {
             if !(min..=max).contains(&value) {
                 return Err(format!("{name}={value}: must be {min} to {max}"));
             }
         }
         self.check_window()
+    }
+
+    /// Every numeric setting (set, for the optional ones) with the range it must be in.
+    fn numeric_settings(&self) -> Vec<(&'static str, u64, u64, u64)> {
+        let (server, db, auth, ai) = (&self.server, &self.database, &self.auth, &self.ai);
+        let (limits, streams, sessions) = (&self.limits, &self.streams, &self.sessions);
+        let n = |v: usize| v as u64;
+        let mut all = vec![
+            ("HTTP_HEADER_TIMEOUT_SECS", server.http_header_timeout_secs, 1, 3_600),
+            ("SHUTDOWN_GRACE_SECS", server.shutdown_grace_secs, 0, 86_400),
+            ("DATABASE_MAX_CONNECTIONS", db.database_max_connections.into(), 1, 1_000),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", db.database_acquire_timeout_ms, 1, 600_000),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", db.database_statement_timeout_ms, 0, 3_600_000),
+            ("JWT_CLOCK_SKEW_SECS", auth.jwt_clock_skew_secs, 0, 3_600),
+            ("JWT_MAX_LIFETIME_SECS", auth.jwt_max_lifetime_secs, 0, 10 * 365 * 86_400),
+            ("LOCAL_AI_PACING_MS", ai.local_ai_pacing_ms, 0, 60_000),
+            ("POST_TOKEN_BUDGET", n(ai.post_token_budget), 64, 10_000_000),
+            ("INTENT_TIMEOUT_MS", ai.intent_timeout_ms, 1, 600_000),
+            ("ANSWER_TIMEOUT_SECS", ai.answer_timeout_secs, 1, 86_400),
+            ("FIRST_TOKEN_TIMEOUT_SECS", ai.first_token_timeout_secs, 1, 3_600),
+            ("TOKEN_IDLE_TIMEOUT_SECS", ai.token_idle_timeout_secs, 1, 3_600),
+            ("RATE_LIMIT_MESSAGES_PER_MINUTE", limits.rate_limit_messages_per_minute.into(), 0, 1_000_000),
+            ("RATE_LIMIT_BURST", limits.rate_limit_burst.into(), 1, 1_000_000),
+            (
+                "RATE_LIMIT_CONNECTIONS_PER_MINUTE",
+                limits.rate_limit_connections_per_minute.into(),
+                0,
+                1_000_000,
+            ),
+            ("RATE_LIMIT_CONNECTIONS_BURST", limits.rate_limit_connections_burst.into(), 1, 1_000_000),
+            ("RATE_LIMIT_POSTS_PER_MINUTE", limits.rate_limit_posts_per_minute.into(), 0, 1_000_000),
+            ("RATE_LIMIT_SESSIONS_PER_MINUTE", limits.rate_limit_sessions_per_minute.into(), 0, 1_000_000),
+            (
+                "RATE_LIMIT_PAGE_FETCHES_PER_MINUTE",
+                limits.rate_limit_page_fetches_per_minute.into(),
+                0,
+                1_000_000,
+            ),
+            ("RATE_LIMIT_JOINS_PER_MINUTE", limits.rate_limit_joins_per_minute.into(), 0, 1_000_000),
+            ("MAX_SESSIONS_PER_SOCKET", n(limits.max_sessions_per_socket), 1, 100_000),
+            ("MAX_SOCKETS_PER_USER", n(limits.max_sockets_per_user), 0, 1_000_000),
+            ("DAILY_TOKEN_BUDGET", limits.daily_token_budget, 0, 1_000_000_000_000),
+            ("MAX_MODEL_CALLS_PER_MESSAGE", limits.max_model_calls_per_message.into(), 1, 1_000),
+            ("WATCH_GRACE_SECS", streams.watch_grace_secs, 1, 86_400),
+            ("SLOW_CONSUMER_SECS", streams.slow_consumer_secs, 1, 3_600),
+            ("SLOW_CONSUMER_BYTES", n(streams.slow_consumer_bytes), 1_024, 1 << 30),
+            ("MAX_MESSAGE_CHARS", n(streams.max_message_chars), 1, 1_000_000),
+            ("MAX_PAYLOAD_BYTES", n(streams.max_payload_bytes), 1_024, 64 << 20),
+            ("SOCKET_QUEUE_PACKETS", n(streams.socket_queue_packets), 16, 1_000_000),
+            ("WS_READ_BUFFER_BYTES", n(streams.ws_read_buffer_bytes), 256, 16 << 20),
+            ("SESSION_CACHE_TTL_SECS", sessions.session_cache_ttl_secs, 1, 86_400),
+            ("SESSION_CACHE_CAPACITY", n(sessions.session_cache_capacity), 1, 100_000_000),
+            ("HISTORY_MESSAGES", sessions.history_messages.into(), 0, 1_000),
+            ("JOIN_HISTORY_MESSAGES", sessions.join_history_messages.into(), 0, 1_000),
+            ("SUMMARY_EVERY", n(sessions.summary_every), 0, 100_000),
+            ("POST_FETCH_MAX_BYTES", n(self.post_fetch.post_fetch_max_bytes), 1_024, 1 << 30),
+            ("POST_FETCH_TIMEOUT_MS", self.post_fetch.post_fetch_timeout_ms, 1, 600_000),
+        ];
+        if let Some(max) = server.max_connections {
+            all.push(("MAX_CONNECTIONS", n(max), 1, 10_000_000));
+        }
+        if let Some(max) = ai.max_answers_generating {
+            all.push(("MAX_ANSWERS_GENERATING", n(max), 0, 1_000_000));
+        }
+        all
     }
 
     /// The model's context window in tokens: `MODEL_CONTEXT_TOKENS`, else the provider's default.
@@ -547,6 +596,12 @@ mod tests {
             .unwrap_err()
             .starts_with("DATABASE_MAX_CONNECTIONS=0"));
         assert!(parse(&["--first-token-timeout-secs", "0"]).check_ranges().is_err());
+        // A burst of 0 used to become 1 silently.
+        let burst = parse(&["--rate-limit-burst", "0"]).check_ranges().unwrap_err();
+        assert_eq!(burst, "RATE_LIMIT_BURST=0: must be 1 to 1000000");
+        let grace = parse(&["--watch-grace-secs", "0"]).check_ranges().unwrap_err();
+        assert_eq!(grace, "WATCH_GRACE_SECS=0: must be 1 to 86400");
+        assert!(parse(&["--max-connections", "0"]).check_ranges().is_err());
     }
 
     #[test]

@@ -19,10 +19,14 @@
 //! - [`expansion`]: fetching a post's page (readable text, title) from public addresses only.
 //! - [`domain`]: validated values and entities, no I/O.
 //! - [`cluster`]: cluster mode (`REDIS_URL`): several processes as one server through Redis
-//!   (answer streams, leases, stop, shared limits and cache versions).
+//!   (answer streams, leases, stop, shared limits and cache versions), as the adapter behind
+//!   the ports [`chat`], [`limits`] and [`http`] own for "the other processes"; its module doc
+//!   follows one token from the generating process to a socket on another.
 //! - [`config`], [`telemetry`], [`startup`], [`shutdown`]: running it.
 //!
-//! Dependencies point one way: socket/http → auth, limits → chat → ai/store → domain. Inside
+//! Dependencies point one way: startup → cluster → socket/http → auth, limits → chat →
+//! ai/store → domain (cluster implements the lower layers' ports; nothing below imports it,
+//! and startup picks it or the one-process implementations once). Inside
 //! [`chat`], the controller holds the answers' runner; an answer never reaches back into it.
 //!
 //! `tests/common/app.rs` builds this whole application in-process for the Rust tests.

@@ -125,7 +125,7 @@ async fn chat_stop_ends_the_answer_stopped_and_stores_it_so() {
     assert_eq!((stop["ok"].as_bool(), stop["stopped"].as_bool()), (Some(true), Some(true)));
     let end = loop {
         match watcher.recv().await.expect("the watcher stays connected") {
-            loadgen::sio::Incoming::Event(name, body) if name == "chat:stream:end" => {
+            sio_client::Incoming::Event(name, body) if name == "chat:stream:end" => {
                 break serde_json::from_str::<serde_json::Value>(&body).unwrap();
             }
             _ => continue,

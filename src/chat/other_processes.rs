@@ -74,8 +74,9 @@ pub trait SpentTokens: Send + Sync {
     async fn spent(&self, user: &UserId, now: DateTime<Utc>) -> Result<Option<u64>, ChatError>;
     /// Starts the day's count from the store's figure (unless another process did first).
     async fn seed(&self, user: &UserId, now: DateTime<Utc>, spent: u64) -> Result<(), ChatError>;
-    /// Adds an answer's tokens, already stored with the answer, to the day's count.
-    async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64);
+    /// Adds the tokens of answer `message_id`, already stored with it, to the day's count,
+    /// once however often it is called for that answer.
+    async fn charge(&self, user: &UserId, now: DateTime<Utc>, message_id: MessageId, tokens: u64);
 }
 
 /// One process: no other process answers, watches or caches anything.

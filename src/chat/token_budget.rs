@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveTime, Utc};
 
 use super::{ChatError, SpentTokens};
-use crate::domain::UserId;
+use crate::domain::{MessageId, UserId};
 
 /// Each user's daily allowance of model tokens, over what every process counts they spent.
 pub struct TokenBudget {
@@ -60,10 +60,10 @@ impl TokenBudget {
         Ok(spent)
     }
 
-    /// Adds an answer's tokens (stored with it) to what `user` spent today.
-    pub async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64) {
+    /// Adds answer `message_id`'s tokens (stored with it) to what `user` spent today.
+    pub async fn charge(&self, user: &UserId, now: DateTime<Utc>, message_id: MessageId, tokens: u64) {
         if self.is_limited() {
-            self.spent.charge(user, now, tokens).await;
+            self.spent.charge(user, now, message_id, tokens).await;
         }
     }
 
@@ -105,7 +105,8 @@ impl SpentTokens for SpentHere {
         Ok(())
     }
 
-    async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64) {
+    async fn charge(&self, user: &UserId, now: DateTime<Utc>, _: MessageId, tokens: u64) {
+        // Called once per answer in one process.
         let today = day_start(now);
         let mut spent = self.spent();
         let entry = spent.entry(user.clone()).or_insert((today, 0));
@@ -126,7 +127,7 @@ mod tests {
         let alice = UserId::parse("alice").unwrap();
         let now = DateTime::parse_from_rfc3339("2026-11-25T23:00:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(budget.spent(&alice, now, async { Ok(60) }).await.unwrap(), 60, "read from the store");
-        budget.charge(&alice, now, 50).await;
+        budget.charge(&alice, now, MessageId::new(), 50).await;
         let spent = budget.spent(&alice, now, async { panic!("counted: not read again") }).await.unwrap();
         assert_eq!(spent, 110);
         assert_eq!(budget.check(spent, now), Err(Duration::from_secs(3600)));

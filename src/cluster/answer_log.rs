@@ -25,6 +25,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::fences::Fences;
 use super::keys::Keys;
 use super::lease;
 use super::logged_event::LoggedEvent;
@@ -44,32 +45,34 @@ pub(super) const BUFFER_BYTES: usize = 32 << 20;
 const RESEND_AFTER: Duration = Duration::from_millis(250);
 
 /// Appends one entry (`ARGV[3]`, from process `ARGV[2]`) to the stream `KEYS[1]`, under the
-/// answer's fencing token `ARGV[1]`: -1 without writing once the answer was swept (`KEYS[4]`,
-/// the fence the last sweep set, is past it) or another process's answer took the session
-/// (the session's fence `KEYS[2]` moved on and the lease `KEYS[5]` is not this process's: a
-/// claim of this process's next answer may move it while this one's last entries are on their
-/// way); -2 when Redis lost the session's fence (restarted empty); 0 when this answer's entry
-/// number `ARGV[7]` was appended already (`KEYS[3]` holds the last: `message number`); else
-/// one. A session event (`ARGV[6]` empty) is neither fenced nor numbered. `ARGV[4]`: trim
-/// below this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
+/// answer's fencing token `ARGV[1]`: -1 without writing once the answer was swept or its
+/// session taken since (`KEYS[4]`, the session's sweep line, is past the token: set by each
+/// sweep and each claim of a free lease), or once another process's answer holds the session
+/// (the session's fence `KEYS[2]` moved on and the lease `KEYS[5]` is not this process's; a
+/// claim of this process's own next answer may move the fence while the last entries of the one
+/// before are queued); -2 when Redis lost the session's fence (restarted empty), unless
+/// `ARGV[8]` is `1` (the last entry of an answer that ended for that reason); 0 when this
+/// answer's entry number `ARGV[7]` was appended already (`KEYS[3]`, a hash, holds each
+/// answer's last); else one. A session event (`ARGV[6]` empty) is neither fenced nor numbered.
+/// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
 const APPEND: &str = r"
 if ARGV[6] ~= '' then
   local mine = tonumber(ARGV[1])
   local fence = redis.call('GET', KEYS[2])
-  if not fence then return -2 end
-  if tonumber(redis.call('GET', KEYS[4]) or '0') > mine then return -1 end
-  if tonumber(fence) ~= mine then
-    local held = redis.call('GET', KEYS[5])
-    if not held then return -1 end
-    local ok, lease = pcall(cjson.decode, held)
-    if not ok or lease.o ~= ARGV[2] then return -1 end
+  if not fence then
+    if ARGV[8] ~= '1' then return -2 end
+  else
+    if tonumber(redis.call('GET', KEYS[4]) or '0') > mine then return -1 end
+    if tonumber(fence) ~= mine then
+      local held = redis.call('GET', KEYS[5])
+      if not held then return -1 end
+      local ok, lease = pcall(cjson.decode, held)
+      if not ok or lease.o ~= ARGV[2] then return -1 end
+    end
   end
-  local last = redis.call('GET', KEYS[3])
-  if last then
-    local m, n = string.match(last, '^(%S+) (%d+)$')
-    if m == ARGV[6] and tonumber(n) >= tonumber(ARGV[7]) then return 0 end
-  end
-  redis.call('SET', KEYS[3], ARGV[6] .. ' ' .. ARGV[7], 'PX', ARGV[5])
+  if tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') >= tonumber(ARGV[7]) then return 0 end
+  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', 'o', ARGV[2], 'e', ARGV[3])
@@ -111,8 +114,26 @@ enum Entry {
 
 /// What one pipeline sends, per session in order.
 enum Command {
-    Append { session_id: SessionId, event: LoggedEvent, numbered: Option<Numbered> },
-    Release { session_id: SessionId, message_id: MessageId },
+    Append {
+        session_id: SessionId,
+        event: LoggedEvent,
+        numbered: Option<Numbered>,
+        /// The last entry of an answer Redis failed: appended even if the session's fence went
+        /// with Redis's data.
+        last_of_lost: bool,
+    },
+    Release {
+        session_id: SessionId,
+        message_id: MessageId,
+    },
+}
+
+/// What the writer is built from.
+pub(super) struct Parts {
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub process: String,
+    pub clock: Arc<super::clock::RedisClock>,
 }
 
 /// An answer's entry: its fencing token and its number within the answer.
@@ -124,20 +145,20 @@ struct Numbered {
 
 impl AnswerLog {
     pub(super) fn start(
-        redis: ConnectionManager,
-        keys: Keys,
-        process: String,
+        parts: Parts,
         inflight: Arc<InFlightAnswers>,
+        fences: Arc<Fences>,
         keep: Duration,
-        clock: Arc<super::clock::RedisClock>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = metrics::gauge!("postchat_cluster_log_queued");
         let buffered = Arc::new(AtomicUsize::new(0));
+        let Parts { redis, keys, process, clock } = parts;
         let writer = Writer {
             redis,
             keys,
             process,
+            fences,
             inflight: inflight.clone(),
             keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
             planner: Planner::default(),
@@ -166,19 +187,25 @@ impl AnswerLog {
     }
 
     /// Ends the answer whose tokens did not fit (Redis has not taken the queue for a while).
+    /// From a task of its own: `append` runs under the answer's progress lock, and the
+    /// registry's lock must never be taken inside it (a join takes them the other way round).
     fn overflow(&self, session_id: SessionId, event: &LoggedEvent) {
-        let answer = self.inflight.get(session_id).filter(|a| Some(a.message_id) == event.message_id());
-        if let Some(answer) = answer {
-            warn!(message_id = %answer.message_id, limit = BUFFER_BYTES, "answer events queued for Redis past the bound: ending the answer");
-            metrics::counter!("postchat_cluster_log_overflows_total").increment(1);
-            answer.lose(Lost::ClusterUnavailable);
-        }
+        let (inflight, message_id) = (self.inflight.clone(), event.message_id());
+        tokio::spawn(async move {
+            let answer = inflight.get(session_id).filter(|a| Some(a.message_id) == message_id);
+            if let Some(answer) = answer {
+                warn!(message_id = %answer.message_id, limit = BUFFER_BYTES, "answer events queued for Redis past the bound: ending the answer");
+                metrics::counter!("postchat_cluster_log_overflows_total").increment(1);
+                answer.lose(Lost::ClusterUnavailable);
+            }
+        });
     }
 
     /// Resolves once everything queued so far has been sent (or failed): at shutdown, so the
     /// last answers' ends reach Redis before the process exits.
     pub async fn flushed(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queued.increment(1.0);
         if self.tx.send(Entry::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
@@ -189,6 +216,7 @@ impl AnswerLog {
     /// off).
     pub fn settled(&self, message_id: MessageId) -> impl std::future::Future<Output = bool> + Send + 'static {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queued.increment(1.0);
         let sent = self.tx.send(Entry::Settled(message_id, tx)).is_ok();
         async move { sent && rx.await.unwrap_or(false) }
     }
@@ -205,6 +233,8 @@ struct Writer {
     redis: ConnectionManager,
     keys: Keys,
     process: String,
+    /// Forgotten as each answer's release is sent.
+    fences: Arc<Fences>,
     inflight: Arc<InFlightAnswers>,
     keep_ms: u64,
     planner: Planner,
@@ -259,8 +289,11 @@ impl Writer {
         loop {
             let sent: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.redis).await;
             match sent {
-                Ok(replies) => return self.fenced_off(&commands, &replies),
-                Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => return self.lose(&commands, &e),
+                Ok(replies) => return self.sent(&commands, &replies),
+                Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => {
+                    self.forget_released(&commands);
+                    return self.lose(&commands, &e);
+                }
                 Err(e) => {
                     warn!(error = %e, "answer events not taken by Redis yet: sending them again");
                     metrics::counter!("postchat_cluster_log_resends_total").increment(1);
@@ -279,8 +312,8 @@ impl Writer {
         let mut released = false;
         for command in commands {
             match command {
-                Command::Append { session_id, event, numbered } => {
-                    pipe.add_command(self.append_command(*session_id, event, *numbered));
+                Command::Append { session_id, event, numbered, last_of_lost } => {
+                    pipe.add_command(self.append_command(*session_id, event, *numbered, *last_of_lost));
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
@@ -301,6 +334,7 @@ impl Writer {
         session_id: SessionId,
         event: &LoggedEvent,
         numbered: Option<Numbered>,
+        last_of_lost: bool,
     ) -> redis::Cmd {
         let keys = [
             self.keys.events(session_id),
@@ -318,10 +352,28 @@ impl Writer {
             _ => Default::default(),
         };
         let json = serde_json::to_string(event).unwrap_or_default();
-        let args = [fence, self.process.clone(), json, trim, self.keep_ms.to_string(), message, n];
+        let last_of_lost = if last_of_lost { "1" } else { "" }.to_owned();
+        let args =
+            [fence, self.process.clone(), json, trim, self.keep_ms.to_string(), message, n, last_of_lost];
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(redis::Script::new(APPEND).get_hash()).arg(keys.len()).arg(&keys).arg(&args);
         cmd
+    }
+
+    /// The pipeline was taken: the released answers' tokens are forgotten, the answers whose
+    /// entries were refused end.
+    fn sent(&mut self, commands: &[Command], replies: &[redis::Value]) {
+        self.forget_released(commands);
+        self.fenced_off(commands, replies);
+    }
+
+    /// The answers whose leases these commands release (or gave up on) renew no more.
+    fn forget_released(&self, commands: &[Command]) {
+        for command in commands {
+            if let Command::Release { message_id, .. } = command {
+                self.fences.remove(*message_id);
+            }
+        }
     }
 
     /// Ends the answers whose entries were refused: fenced off (-1: swept while this process
@@ -363,14 +415,16 @@ impl Writer {
         self.end(&lost, Lost::ClusterUnavailable);
     }
 
+    /// Ends the answers (still running here) and drops the rest of their events, but for the
+    /// last, which may have to be appended (see `Planner::plan`). An answer whose last entry
+    /// was in this batch has nothing more to drop.
     fn end(&mut self, answers: &HashSet<MessageId>, why: Lost) {
         for answer in self.inflight.local() {
             if answers.contains(&answer.message_id) {
                 answer.lose(why);
             }
         }
-        for id in answers {
-            self.planner.open.remove(id);
+        for id in answers.iter().filter(|id| self.planner.open.contains_key(id)) {
             self.planner.lost.insert(*id, why);
         }
     }
@@ -395,10 +449,7 @@ impl Planner {
                 Entry::Event { session_id, event, fence, .. } => {
                     let message_id = event.message_id();
                     if let Some(m) = message_id.filter(|m| self.lost.contains_key(m)) {
-                        // Its terminal event is its last.
-                        if event.is_terminal() && self.lost.remove(&m) == Some(Lost::ClusterUnavailable) {
-                            commands.push(Command::Append { session_id, event, numbered: None });
-                        }
+                        self.plan_lost(&mut commands, session_id, m, event);
                         continue;
                     }
                     if let Some(&i) = last_of_session.get(&session_id) {
@@ -408,7 +459,7 @@ impl Planner {
                     }
                     let (numbered, release) = self.track(&event, message_id, fence);
                     last_of_session.insert(session_id, commands.len());
-                    commands.push(Command::Append { session_id, event, numbered });
+                    commands.push(Command::Append { session_id, event, numbered, last_of_lost: false });
                     if let (true, Some(message_id)) = (release, message_id) {
                         commands.push(Command::Release { session_id, message_id });
                     }
@@ -424,6 +475,29 @@ impl Planner {
             }
         }
         commands
+    }
+
+    /// An event of an answer that cannot be logged any more: dropped, but for its terminal
+    /// event when Redis failed (fenced off, the sweep tells the watchers), which goes in with
+    /// its deferred release after it.
+    fn plan_lost(
+        &mut self,
+        commands: &mut Vec<Command>,
+        session_id: SessionId,
+        m: MessageId,
+        event: LoggedEvent,
+    ) {
+        if !event.is_terminal() {
+            return;
+        }
+        let why = self.lost.remove(&m);
+        let (numbered, release) = self.track(&event, Some(m), None);
+        if why == Some(Lost::ClusterUnavailable) {
+            commands.push(Command::Append { session_id, event, numbered, last_of_lost: true });
+        }
+        if release {
+            commands.push(Command::Release { session_id, message_id: m });
+        }
     }
 
     /// Notes starts and ends: the entry's number within its answer, and whether a deferred
@@ -452,8 +526,8 @@ impl Planner {
 /// Joins `event` into `command` when both are tokens of the same answer, the new ones next.
 fn coalesce(command: &mut Command, event: &LoggedEvent) -> bool {
     let (
-        Command::Append { event: LoggedEvent::Tokens { m, t, seq, count }, .. },
-        LoggedEvent::Tokens { m: m2, t: t2, seq: seq2, count: count2 },
+        Command::Append { event: LoggedEvent::Tokens { message_id: m, text: t, seq, count }, .. },
+        LoggedEvent::Tokens { message_id: m2, text: t2, seq: seq2, count: count2 },
     ) = (command, event)
     else {
         return false;
@@ -477,14 +551,14 @@ mod tests {
     }
 
     fn tokens(m: MessageId, t: &str, seq: u64) -> LoggedEvent {
-        LoggedEvent::Tokens { m, t: t.into(), seq, count: 1 }
+        LoggedEvent::Tokens { message_id: m, text: t.into(), seq, count: 1 }
     }
 
     fn names(commands: &[Command]) -> Vec<String> {
         commands
             .iter()
             .map(|c| match c {
-                Command::Append { event: LoggedEvent::Tokens { t, seq, count, .. }, .. } => {
+                Command::Append { event: LoggedEvent::Tokens { text: t, seq, count, .. }, .. } => {
                     format!("tokens {t:?} {seq} x{count}")
                 }
                 Command::Append { event, .. } => {
@@ -514,7 +588,7 @@ mod tests {
         let (s, m) = (SessionId::new(), MessageId::new());
         let entries = vec![
             event(s, tokens(m, "a", 0)),
-            event(s, LoggedEvent::Waiting { m, ms: 10 }),
+            event(s, LoggedEvent::Waiting { message_id: m, retry_after_ms: 10 }),
             event(s, tokens(m, "b", 1)),
         ];
         let commands = Planner::default().plan(entries.into_iter(), &mut Vec::new());
@@ -525,7 +599,12 @@ mod tests {
     fn a_started_answers_release_waits_for_its_terminal_event_even_in_a_later_batch() {
         let (s, m) = (SessionId::new(), MessageId::new());
         let mut planner = Planner::default();
-        let start = LoggedEvent::Start { m, i: IntentType::Question, c: None, u: "q".into() };
+        let start = LoggedEvent::Start {
+            message_id: m,
+            intent: IntentType::Question,
+            client_message_id: None,
+            user_message: "q".into(),
+        };
         // The session is released (the guard dropped) before the end is delivered.
         let first = vec![
             event(s, start),
@@ -533,8 +612,13 @@ mod tests {
             Entry::Release { session_id: s, message_id: m },
         ];
         assert_eq!(names(&planner.plan(first.into_iter(), &mut Vec::new())), ["Start", "tokens \"a\" 0 x1"]);
-        let end =
-            LoggedEvent::End { m, i: IntentType::Question, content: "a".into(), stopped: false, cut: false };
+        let end = LoggedEvent::End {
+            message_id: m,
+            intent: IntentType::Question,
+            content: "a".into(),
+            stopped: false,
+            cut: false,
+        };
         let second = vec![event(s, end)];
         assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End", "release"]);
         assert!(planner.open.is_empty() && planner.deferred.is_empty());

@@ -1,7 +1,8 @@
 //! Each process's control stream: what other processes ask of it (stop an answer generated
-//! here) and the wakes that end its follower's blocking read. Only its own follower trims it,
-//! up to the last entry it read: a stop request is never trimmed unread. A dead process's
-//! stream expires [`CONTROL_KEEP`] after its last entry or upkeep.
+//! here) and the wakes that end its follower's blocking read. Its own follower trims it, up to
+//! the last entry it read: a stop request is never trimmed unread while the follower reads
+//! (a cap of [`CONTROL_MAX`] entries only bounds a follower cut off for long). A dead
+//! process's stream expires [`CONTROL_KEEP`] after its last entry or upkeep.
 
 use std::time::Duration;
 
@@ -33,10 +34,14 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 ";
 
+/// Most entries a control stream keeps: only reached when its follower cannot read it for a
+/// long while (it trims what it read every upkeep), and then the wakes are what piles up.
+const CONTROL_MAX: u64 = 10_000;
+
 /// Adds to `pipe` a wake of `process`'s follower.
 pub(super) fn add_wake(pipe: &mut redis::Pipeline, keys: &Keys, process: &str) {
     let key = keys.control(process);
-    pipe.cmd("XADD").arg(&key).arg("*").arg("wake").arg("").ignore();
+    pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(CONTROL_MAX).arg("*").arg("wake").arg("").ignore();
     pipe.cmd("PEXPIRE").arg(&key).arg(CONTROL_KEEP.as_millis() as u64).ignore();
 }
 

@@ -22,9 +22,7 @@ use super::logged_event::LoggedEvent;
 use super::stored_outcome;
 use super::tail::{decode, read_tail};
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{
-    AnswerAudience, AnswerEvent, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers,
-};
+use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
 use crate::domain::{MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep.
@@ -199,6 +197,8 @@ impl Reader {
         if self.redis_emptied(conn).await? {
             warn!("Redis lost its data: catching every followed session up again");
             self.mirrors_current = false;
+            // The control stream is new too: read it from its start.
+            self.control_position = "0-0".to_owned();
         }
         if !self.mirrors_current {
             let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
@@ -341,7 +341,8 @@ impl Reader {
     /// its lease may append on after the sweep ended its answer, and may end it once more),
     /// nothing of an answer generated here.
     fn apply(&self, session_id: SessionId, origin: String, event: &LoggedEvent) {
-        if let LoggedEvent::Start { m, i, c, u } = event {
+        if let LoggedEvent::Start { message_id: m, intent: i, client_message_id: c, user_message: u } = event
+        {
             let claim = crate::chat::Claim {
                 session_id,
                 message_id: *m,
@@ -354,7 +355,7 @@ impl Reader {
             let mirrored =
                 self.inflight.get(session_id).filter(|a| a.message_id == m && a.origin != Origin::Here);
             let Some(answer) = mirrored else { return };
-            if let LoggedEvent::Tokens { t, seq, count, .. } = event {
+            if let LoggedEvent::Tokens { text: t, seq, count, .. } = event {
                 let audience = &*self.audience;
                 let deliver = || event.deliver(session_id, audience);
                 if !answer.append_logged(t, *seq, *count, deliver) {
@@ -432,19 +433,16 @@ impl Reader {
     }
 
     /// Redis is gone: the answers mirrored here cannot be followed any more. Their watchers
-    /// here are told (`CLUSTER_UNAVAILABLE`, retryable); a join after Redis is back catches up.
+    /// here are told how each ended as its row is stored (its process ends it
+    /// `CLUSTER_UNAVAILABLE` when its own log fails, the same for everyone); a join after Redis
+    /// is back catches up.
     fn end_mirrors(&mut self) {
         self.mirrors_current = false;
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).clear();
         for session_id in self.inflight.mirrored_sessions() {
             let Some(answer) = self.inflight.get(session_id) else { continue };
-            self.inflight.forget_mirror(session_id, Some(answer.message_id));
-            let event = AnswerEvent::Failed {
-                session_id,
-                message_id: answer.message_id,
-                error: &ChatError::ClusterUnavailable,
-            };
-            self.audience.deliver(event);
+            let (sessions, inflight) = (self.sessions.clone(), self.inflight.clone());
+            stored_outcome::spawn(sessions, inflight, self.audience.clone(), session_id, answer.message_id);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The Redis keys of cluster mode, all under one prefix (`REDIS_PREFIX`), so several
 //! deployments (or test runs) can share a Redis.
 
-use crate::domain::{SessionId, UserId};
+use crate::domain::{MessageId, SessionId, UserId};
 
 /// Key names.
 #[derive(Debug, Clone)]
@@ -28,6 +28,11 @@ impl Keys {
     /// sweep, so a lease holder paused past its lease finds it fenced off when it comes back.
     pub fn fence(&self, session_id: SessionId) -> String {
         format!("{}:session:{session_id}:fence", self.prefix)
+    }
+
+    /// Set once answer `message_id`'s tokens are charged to its user's day.
+    pub fn charged(&self, message_id: MessageId) -> String {
+        format!("{}:answer:{message_id}:charged", self.prefix)
     }
 
     /// A value set once by the first process to connect: another value after a reconnection

@@ -14,12 +14,14 @@ use tracing::warn;
 
 use super::keys::Keys;
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{ChatSessionService, InFlightAnswers, Lost};
+use crate::chat::{ChatSessionService, InFlightAnswers, Lost, Origin};
 use crate::domain::{ClientMessageId, MessageId, SessionId};
 
 /// Takes a free lease, or one this process holds for an answer it has already ended (its
 /// release is still queued behind that answer's last events), with the next fencing token;
-/// returns `{1, token}`, or `{0, holder}` when another answer holds it.
+/// returns `{1, token}`, or `{0, holder}` when another answer holds it. Taking a free lease
+/// also marks the token as the session's sweep line (`KEYS[4]`): entries of any answer under an
+/// older token are refused from then on (see `answer_log::APPEND`).
 const CLAIM: &str = r"
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -28,6 +30,11 @@ if held then
 end
 local fence = redis.call('INCR', KEYS[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
+if not held then
+  -- Whatever held the session before was released or swept: nothing under an older token
+  -- may be appended from now on.
+  redis.call('SET', KEYS[4], fence, 'PX', ARGV[5])
+end
 local lease = cjson.decode(ARGV[1])
 lease.f = fence
 redis.call('SET', KEYS[1], cjson.encode(lease), 'PX', ARGV[2])
@@ -125,7 +132,12 @@ pub(super) async fn claim(
         fence: 0,
     };
     let value = serde_json::to_string(&holder).unwrap_or_default();
-    let keys = [cluster.keys.lease(session_id), cluster.keys.leases(), cluster.keys.fence(session_id)];
+    let keys = [
+        cluster.keys.lease(session_id),
+        cluster.keys.leases(),
+        cluster.keys.fence(session_id),
+        cluster.keys.swept(session_id),
+    ];
     let args = [
         value,
         LEASE_TTL.as_millis().to_string(),
@@ -202,40 +214,39 @@ where
     });
 }
 
-/// Renews the lease of every answer generated here, each under its fencing token; one that
-/// was fenced off (swept while this process was paused) or lost with Redis's state ends.
+/// Renews every lease held here (answers generated here, until their release is sent: an
+/// answer whose end still waits in the log keeps its lease), each under its fencing token; an
+/// answer still running whose lease was fenced off (swept while this process was paused) or
+/// lost with Redis's state ends.
 async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisResult<()> {
-    // An answer whose claim is still under way (no token yet) has nothing to renew.
-    let answers: Vec<_> =
-        inflight.local().into_iter().filter_map(|a| Some((cluster.fence_of(a.message_id)?, a))).collect();
-    if answers.is_empty() {
+    let held = cluster.fences.held();
+    if held.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for (fence, answer) in &answers {
-        let keys = [
-            cluster.keys.lease(answer.session_id),
-            cluster.keys.leases(),
-            cluster.keys.fence(answer.session_id),
-        ];
+    for (session_id, message_id, fence) in &held {
+        let keys = [cluster.keys.lease(*session_id), cluster.keys.leases(), cluster.keys.fence(*session_id)];
         let args = [
-            answer.message_id.to_string(),
+            message_id.to_string(),
             LEASE_TTL.as_millis().to_string(),
-            member(answer.session_id, answer.message_id),
+            member(*session_id, *message_id),
             fence.to_string(),
         ];
         pipe.add_command(eval(RENEW, &keys, &args));
     }
     let renewed: Vec<i64> = pipe.query_async(&mut cluster.redis()).await?;
-    for ((_, answer), renewed) in answers.iter().zip(renewed) {
+    for ((session_id, message_id, _), renewed) in held.iter().zip(renewed) {
+        let running =
+            inflight.get(*session_id).filter(|a| a.message_id == *message_id && a.origin == Origin::Here);
+        let Some(answer) = running else { continue };
         match renewed {
             1 => {}
             0 => {
-                warn!(message_id = %answer.message_id, "the answer's lease was fenced off (swept while this process was paused): ending it as the sweep did");
+                warn!(%message_id, "the answer's lease was fenced off (swept while this process was paused): ending it as the sweep did");
                 answer.lose(Lost::FencedOff);
             }
             _ => {
-                warn!(message_id = %answer.message_id, "the answer's lease is gone with Redis's state: ending it");
+                warn!(%message_id, "the answer's lease is gone with Redis's state: ending it");
                 answer.lose(Lost::ClusterUnavailable);
             }
         }

@@ -1,5 +1,7 @@
 //! An answer's event as its session's Redis stream holds it: the `AnswerEvent` of the process
 //! that generated it, owned, in JSON (field `e` of the stream entry; field `o` is the process).
+//! Named fields here; on the wire the frequent ones are one letter (`m` the message, `t` the
+//! text...), as every token entry carries them.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,18 +14,58 @@ use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId, SocialPos
 pub enum LoggedEvent {
     /// `chat:stream:start`, with what a retry on another process is compared with.
     #[serde(rename = "start")]
-    Start { m: MessageId, i: IntentType, c: Option<ClientMessageId>, u: String },
+    Start {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        #[serde(rename = "i")]
+        intent: IntentType,
+        #[serde(rename = "c")]
+        client_message_id: Option<ClientMessageId>,
+        #[serde(rename = "u")]
+        user_message: String,
+    },
     /// `count` tokens concatenated, the last numbered `seq`.
     #[serde(rename = "tokens")]
-    Tokens { m: MessageId, t: String, seq: u64, count: u64 },
+    Tokens {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        #[serde(rename = "t")]
+        text: String,
+        seq: u64,
+        count: u64,
+    },
     #[serde(rename = "waiting")]
-    Waiting { m: MessageId, ms: u64 },
+    Waiting {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        #[serde(rename = "ms")]
+        retry_after_ms: u64,
+    },
     #[serde(rename = "end")]
-    End { m: MessageId, i: IntentType, content: String, stopped: bool, cut: bool },
+    End {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        #[serde(rename = "i")]
+        intent: IntentType,
+        content: String,
+        stopped: bool,
+        cut: bool,
+    },
     #[serde(rename = "posts")]
-    Posts { m: MessageId, content: String, posts: Vec<SocialPost> },
+    Posts {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        content: String,
+        posts: Vec<SocialPost>,
+    },
     #[serde(rename = "failed")]
-    Failed { m: MessageId, code: ErrorCode, message: String, retry_after_ms: Option<u64> },
+    Failed {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: Option<u64>,
+    },
     /// `chat:session:updated` (the session was named).
     #[serde(rename = "title")]
     Title { title: String },
@@ -35,23 +77,23 @@ impl LoggedEvent {
         match *event {
             AnswerEvent::Start { message_id, intent, .. } => {
                 let (c, u) = claim.map_or((None, String::new()), |(c, u)| (c.clone(), u.to_owned()));
-                LoggedEvent::Start { m: message_id, i: intent, c, u }
+                LoggedEvent::Start { message_id, intent, client_message_id: c, user_message: u }
             }
             AnswerEvent::Token { message_id, token, seq, count, .. } => {
-                LoggedEvent::Tokens { m: message_id, t: token.to_owned(), seq, count }
+                LoggedEvent::Tokens { message_id, text: token.to_owned(), seq, count }
             }
             AnswerEvent::Waiting { message_id, retry_after, .. } => LoggedEvent::Waiting {
-                m: message_id,
-                ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                message_id,
+                retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
             },
             AnswerEvent::End { message_id, intent, content, stopped, cut, .. } => {
-                LoggedEvent::End { m: message_id, i: intent, content: content.to_owned(), stopped, cut }
+                LoggedEvent::End { message_id, intent, content: content.to_owned(), stopped, cut }
             }
             AnswerEvent::SocialGenerated { message_id, content, posts, .. } => {
-                LoggedEvent::Posts { m: message_id, content: content.to_owned(), posts: posts.to_vec() }
+                LoggedEvent::Posts { message_id, content: content.to_owned(), posts: posts.to_vec() }
             }
             AnswerEvent::Failed { message_id, error, .. } => LoggedEvent::Failed {
-                m: message_id,
+                message_id,
                 code: error.code(),
                 message: error.client_message(),
                 retry_after_ms: error.retry_after_ms(),
@@ -62,12 +104,12 @@ impl LoggedEvent {
     /// The answer it belongs to (`None` for a session event).
     pub fn message_id(&self) -> Option<MessageId> {
         match self {
-            LoggedEvent::Start { m, .. }
-            | LoggedEvent::Tokens { m, .. }
-            | LoggedEvent::Waiting { m, .. }
-            | LoggedEvent::End { m, .. }
-            | LoggedEvent::Posts { m, .. }
-            | LoggedEvent::Failed { m, .. } => Some(*m),
+            LoggedEvent::Start { message_id: m, .. }
+            | LoggedEvent::Tokens { message_id: m, .. }
+            | LoggedEvent::Waiting { message_id: m, .. }
+            | LoggedEvent::End { message_id: m, .. }
+            | LoggedEvent::Posts { message_id: m, .. }
+            | LoggedEvent::Failed { message_id: m, .. } => Some(*m),
             LoggedEvent::Title { .. } => None,
         }
     }
@@ -75,8 +117,8 @@ impl LoggedEvent {
     /// About how many bytes it takes queued (its text, and a little for the rest).
     pub fn size(&self) -> usize {
         64 + match self {
-            LoggedEvent::Start { u, .. } => u.len(),
-            LoggedEvent::Tokens { t, .. } => t.len(),
+            LoggedEvent::Start { user_message: u, .. } => u.len(),
+            LoggedEvent::Tokens { text: t, .. } => t.len(),
             LoggedEvent::End { content, .. } => content.len(),
             LoggedEvent::Posts { content, posts, .. } => {
                 content.len() + posts.iter().map(|p| p.content.len() + 32).sum::<usize>()
@@ -96,16 +138,18 @@ impl LoggedEvent {
     pub fn deliver(&self, session_id: SessionId, audience: &dyn AnswerAudience) {
         let event = match self {
             LoggedEvent::Title { title } => return audience.session_updated(session_id, title),
-            LoggedEvent::Start { m, i, .. } => AnswerEvent::Start { session_id, message_id: *m, intent: *i },
-            LoggedEvent::Tokens { m, t, seq, count } => {
+            LoggedEvent::Start { message_id: m, intent: i, .. } => {
+                AnswerEvent::Start { session_id, message_id: *m, intent: *i }
+            }
+            LoggedEvent::Tokens { message_id: m, text: t, seq, count } => {
                 AnswerEvent::Token { session_id, message_id: *m, token: t, seq: *seq, count: *count }
             }
-            LoggedEvent::Waiting { m, ms } => AnswerEvent::Waiting {
+            LoggedEvent::Waiting { message_id: m, retry_after_ms: ms } => AnswerEvent::Waiting {
                 session_id,
                 message_id: *m,
                 retry_after: std::time::Duration::from_millis(*ms),
             },
-            LoggedEvent::End { m, i, content, stopped, cut } => AnswerEvent::End {
+            LoggedEvent::End { message_id: m, intent: i, content, stopped, cut } => AnswerEvent::End {
                 session_id,
                 message_id: *m,
                 intent: *i,
@@ -113,10 +157,10 @@ impl LoggedEvent {
                 stopped: *stopped,
                 cut: *cut,
             },
-            LoggedEvent::Posts { m, content, posts } => {
+            LoggedEvent::Posts { message_id: m, content, posts } => {
                 AnswerEvent::SocialGenerated { session_id, message_id: *m, content, posts }
             }
-            LoggedEvent::Failed { m, code, message, retry_after_ms } => {
+            LoggedEvent::Failed { message_id: m, code, message, retry_after_ms } => {
                 let error = ChatError::Relayed {
                     code: *code,
                     message: message.clone(),
@@ -137,10 +181,15 @@ mod tests {
     fn events_survive_the_round_trip_through_json() {
         let m = MessageId::new();
         let events = [
-            LoggedEvent::Start { m, i: IntentType::Question, c: None, u: "why?".into() },
-            LoggedEvent::Tokens { m, t: "a b".into(), seq: 4, count: 2 },
+            LoggedEvent::Start {
+                message_id: m,
+                intent: IntentType::Question,
+                client_message_id: None,
+                user_message: "why?".into(),
+            },
+            LoggedEvent::Tokens { message_id: m, text: "a b".into(), seq: 4, count: 2 },
             LoggedEvent::Failed {
-                m,
+                message_id: m,
                 code: ErrorCode::ClusterUnavailable,
                 message: "x".into(),
                 retry_after_ms: Some(5),
@@ -151,5 +200,14 @@ mod tests {
             let json = serde_json::to_string(&event).unwrap();
             assert_eq!(serde_json::from_str::<LoggedEvent>(&json).unwrap(), event);
         }
+    }
+
+    #[test]
+    fn the_wire_keeps_its_short_names() {
+        let m = MessageId::new();
+        let tokens = LoggedEvent::Tokens { message_id: m, text: "a b".into(), seq: 4, count: 2 };
+        let expected =
+            serde_json::json!({ "k": "tokens", "m": m.to_string(), "t": "a b", "seq": 4, "count": 2 });
+        assert_eq!(serde_json::to_value(&tokens).unwrap(), expected);
     }
 }

@@ -31,6 +31,7 @@ mod audience;
 mod cache_versions;
 mod clock;
 mod control;
+mod fences;
 
 mod follower;
 mod keys;
@@ -97,10 +98,10 @@ pub struct Cluster {
     /// Redis's clock as this process estimates it (watcher deadlines, trimming).
     pub(crate) clock: Arc<RedisClock>,
     /// The fencing token each answer generated here claimed its session under, until its
-    /// release: renewals are made under it.
-    fences: std::sync::Mutex<std::collections::HashMap<MessageId, u64>>,
+    /// release is sent.
+    fences: Arc<fences::Fences>,
     /// Answers' tokens Redis did not take (user, day, tokens): added at the next budget read.
-    uncharged: std::sync::Mutex<Vec<(UserId, String, u64)>>,
+    uncharged: std::sync::Mutex<Vec<(UserId, String, MessageId, u64)>>,
 }
 
 impl Cluster {
@@ -131,11 +132,20 @@ impl Cluster {
             .await?;
         let clock = Arc::new(RedisClock::default());
         clock.sync(&mut redis).await?;
-        let log =
-            AnswerLog::start(redis.clone(), keys.clone(), id.clone(), inflight, answer_keep, clock.clone());
+        let fences = Arc::new(fences::Fences::default());
+        let log = AnswerLog::start(
+            answer_log::Parts {
+                redis: redis.clone(),
+                keys: keys.clone(),
+                process: id.clone(),
+                clock: clock.clone(),
+            },
+            inflight,
+            fences.clone(),
+            answer_keep,
+        );
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         let healthy = AtomicBool::new(true);
-        let fences = std::sync::Mutex::default();
         let (epoch, uncharged) = (AtomicU64::new(0), std::sync::Mutex::default());
         Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch, log, clock, fences, uncharged }))
     }
@@ -185,25 +195,19 @@ impl Cluster {
         let claimed = lease::claim(self, session_id, message_id, client_message_id).await;
         self.record(claimed.is_ok());
         if let Ok(Claimed::Yes { fence }) = &claimed {
-            self.fences().insert(message_id, *fence);
+            self.fences.insert(session_id, message_id, *fence);
         }
         claimed.map_err(|e| unavailable(&e))
     }
 
-    fn fences(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<MessageId, u64>> {
-        // Plain numbers: a panic elsewhere cannot leave them half-written.
-        self.fences.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The fencing token of an answer generated here, until its release.
     fn fence_of(&self, message_id: MessageId) -> Option<u64> {
-        self.fences().get(&message_id).copied()
+        self.fences.of(message_id)
     }
 
-    /// Frees the session of an answer generated here: its fencing token forgotten, the
-    /// release queued after the answer's last event.
+    /// Frees the session of an answer generated here: the release is queued after the
+    /// answer's last event (its fencing token is forgotten once the release is sent).
     fn release(&self, session_id: SessionId, message_id: MessageId) {
-        self.fences().remove(&message_id);
         self.log.release(session_id, message_id);
     }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::Cluster;
 use crate::chat::{day_name, ChatError, SpentTokens};
-use crate::domain::UserId;
+use crate::domain::{MessageId, UserId};
 use crate::limits::{Counted, SharedCounts};
 
 /// GCRA: `interval` ms per request after a burst of `burst`; returns 0 (go) or the ms to wait.
@@ -51,8 +51,10 @@ redis.call('PEXPIRE', KEYS[1], 86400000)
 return 1
 ";
 
-/// Adds ARGV[1] to a count that exists.
+/// Adds ARGV[1] to a count that exists, once per answer (`KEYS[2]` marks the answer charged:
+/// a charge sent again after a reply that never came is not added twice).
 const CHARGE: &str = r"
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', 172800) then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return 0
 ";
@@ -123,11 +125,18 @@ impl Cluster {
 
     /// Adds an answer's tokens to today's count, if counting has started today (if not, the
     /// first check reads the database, which holds this answer).
-    async fn charge_tokens(&self, user: &UserId, day: &str, tokens: u64) -> redis::RedisResult<()> {
+    async fn charge_tokens(
+        &self,
+        user: &UserId,
+        day: &str,
+        message_id: MessageId,
+        tokens: u64,
+    ) -> redis::RedisResult<()> {
         redis::cmd("EVAL")
             .arg(CHARGE)
-            .arg(1)
+            .arg(2)
             .arg(self.keys.tokens_spent(user, day))
+            .arg(self.keys.charged(message_id))
             .arg(tokens)
             .query_async(&mut self.redis())
             .await
@@ -174,14 +183,14 @@ impl Cluster {
     /// Adds the charges Redis missed; those it misses again are kept.
     async fn charge_missed(&self) {
         let missed = std::mem::take(&mut *self.uncharged());
-        for (user, day, tokens) in missed {
-            if Cluster::charge_tokens(self, &user, &day, tokens).await.is_err() {
-                self.uncharged().push((user, day, tokens));
+        for (user, day, message_id, tokens) in missed {
+            if Cluster::charge_tokens(self, &user, &day, message_id, tokens).await.is_err() {
+                self.uncharged().push((user, day, message_id, tokens));
             }
         }
     }
 
-    fn uncharged(&self) -> std::sync::MutexGuard<'_, Vec<(UserId, String, u64)>> {
+    fn uncharged(&self) -> std::sync::MutexGuard<'_, Vec<(UserId, String, MessageId, u64)>> {
         // A list of plain values: a panic elsewhere cannot leave it half-written.
         self.uncharged.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -202,12 +211,12 @@ impl SpentTokens for Cluster {
         seeded.map_err(|e| super::unavailable(&e))
     }
 
-    async fn charge(&self, user: &UserId, now: DateTime<Utc>, tokens: u64) {
+    async fn charge(&self, user: &UserId, now: DateTime<Utc>, message_id: MessageId, tokens: u64) {
         let day = day_name(now);
-        if let Err(e) = self.charge_tokens(user, &day, tokens).await {
+        if let Err(e) = self.charge_tokens(user, &day, message_id, tokens).await {
             self.record(false);
             tracing::warn!(error = %e, "tokens not charged in Redis yet: charged at the next budget check");
-            self.uncharged().push((user.clone(), day, tokens));
+            self.uncharged().push((user.clone(), day, message_id, tokens));
         }
     }
 }

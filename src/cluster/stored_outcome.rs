@@ -1,6 +1,7 @@
-//! The end of a mirrored answer whose last entries Redis lost (restarted empty before this
-//! process read them): told to the sockets here from the stored row, as its sender was told,
-//! once the row is no longer `streaming` (its process stores it, or the sweep does).
+//! The end of an answer as its stored row says: told to the sockets here when the stream
+//! cannot tell it (Redis lost its data before this process read the end, or Redis is away for
+//! longer than a lease), and appended by the sweep when the answer's own end never reached the
+//! stream. Its sender was told the same, so every socket sees one outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use crate::domain::{IntentType, Message, MessageId, MessageStatus, SessionId};
 
 /// How often the row is read while it is still `streaming`.
 const POLL: Duration = Duration::from_millis(500);
-/// Longest the row is waited for (a dead process's answer is swept well within it).
+/// Longest the row is waited for (a dead process's answer is swept well within it, once Redis
+/// answers); then the watchers are told `CLUSTER_UNAVAILABLE`.
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Ends the mirror of `message_id` from its stored row, unless its terminal entry reaches the
@@ -33,8 +35,8 @@ pub(super) fn spawn(
             match sessions.recent_message(session_id, message_id).await {
                 Ok(Some(row)) if row.status != MessageStatus::Streaming => {
                     if inflight.forget_mirror(session_id, Some(message_id)) {
-                        info!(%message_id, status = row.status.as_str(), "an answer lost with Redis's data: ended from its stored row");
-                        deliver(&*audience, &row);
+                        info!(%message_id, status = row.status.as_str(), "an answer's end told from its stored row");
+                        terminal(&row, |event| audience.deliver(event));
                     }
                     return;
                 }
@@ -43,26 +45,33 @@ pub(super) fn spawn(
             }
             tokio::time::sleep(POLL).await;
         }
+        if inflight.forget_mirror(session_id, Some(message_id)) {
+            let error = &ChatError::ClusterUnavailable;
+            audience.deliver(AnswerEvent::Failed { session_id, message_id, error });
+        }
     });
 }
 
-/// The terminal event the row's status says (an error's own code was lost with Redis:
-/// `CLUSTER_UNAVAILABLE`, retryable, stands for it).
-fn deliver(audience: &dyn AnswerAudience, row: &Message) {
+/// The terminal event the row's status says, given to `emit` (an error's own code is not
+/// stored: `CLUSTER_UNAVAILABLE`, retryable, stands for it).
+pub(super) fn terminal(row: &Message, emit: impl FnOnce(AnswerEvent<'_>)) {
     let (session_id, message_id) = (row.session_id, row.id);
-    let failed = |error: &ChatError| audience.deliver(AnswerEvent::Failed { session_id, message_id, error });
     match row.status {
-        MessageStatus::Interrupted => failed(&ChatError::ProcessLost),
-        MessageStatus::Error | MessageStatus::Streaming => failed(&ChatError::ClusterUnavailable),
+        MessageStatus::Interrupted => {
+            emit(AnswerEvent::Failed { session_id, message_id, error: &ChatError::ProcessLost })
+        }
+        MessageStatus::Error | MessageStatus::Streaming => {
+            emit(AnswerEvent::Failed { session_id, message_id, error: &ChatError::ClusterUnavailable })
+        }
         MessageStatus::Complete if row.intent_type == IntentType::SocialPost => {
-            audience.deliver(AnswerEvent::SocialGenerated {
+            emit(AnswerEvent::SocialGenerated {
                 session_id,
                 message_id,
                 content: &row.ai_response,
                 posts: &row.posts,
             });
         }
-        MessageStatus::Complete | MessageStatus::Stopped => audience.deliver(AnswerEvent::End {
+        MessageStatus::Complete | MessageStatus::Stopped => emit(AnswerEvent::End {
             session_id,
             message_id,
             intent: row.intent_type,

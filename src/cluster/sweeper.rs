@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use super::lease::{eval, member, release_command, FENCE_KEEP_MS};
 use super::logged_event::LoggedEvent;
+use super::stored_outcome;
 use super::tail::{read_tail, Tail};
 use super::Cluster;
 use crate::chat::{ChatError, ChatSessionService};
@@ -103,9 +104,10 @@ async fn sweep_member(
 }
 
 /// Sweeps one answer: fenced off, its text as the stream holds it stored `interrupted` (if
-/// still `streaming`), a terminal `SERVER_SHUTDOWN` appended for its watchers, its session
-/// freed and its listing removed, in that order, so a failure leaves it listed. False when the
-/// database failed (the pass stops: Redis is fine).
+/// still `streaming`), a terminal appended for its watchers if the stream has it open
+/// (`SERVER_SHUTDOWN`, or its stored outcome if it had ended), its session freed and its
+/// listing removed, in that order, so a failure leaves it listed. False when the database
+/// failed (the pass stops: Redis is fine).
 async fn sweep_one(
     cluster: &Cluster,
     redis: &mut ConnectionManager,
@@ -138,17 +140,12 @@ async fn sweep_one(
         return Ok(false);
     };
     let mut pipe = redis::pipe();
-    // Told only when stored so: an answer that ended meanwhile (stored complete by its
-    // process, its end still on the way to the stream) is not announced as lost.
-    if open.is_some() && interrupted {
-        let error = ChatError::ProcessLost;
-        let failed = LoggedEvent::Failed {
-            m: message_id,
-            code: error.code(),
-            message: error.to_string(),
-            retry_after_ms: None,
+    // The stream still has the answer open: its watchers are told how it ended, as stored.
+    if open.is_some() {
+        let Some(terminal) = stored_terminal(sessions, session_id, message_id, interrupted).await else {
+            return Ok(false);
         };
-        let json = serde_json::to_string(&failed).unwrap_or_default();
+        let json = serde_json::to_string(&terminal).unwrap_or_default();
         pipe.cmd("XADD")
             .arg(cluster.keys.events(session_id))
             .arg("*")
@@ -163,6 +160,32 @@ async fn sweep_one(
     metrics::counter!("postchat_cluster_answers_swept_total").increment(1);
     pipe.query_async::<()>(redis).await?;
     Ok(true)
+}
+
+/// The terminal entry of a swept answer: `SERVER_SHUTDOWN` when the sweep stored it
+/// `interrupted`; else it had ended (stored by its process, whose end never reached the stream:
+/// it died or was paused first, or its log gave up), and its stored outcome is the terminal.
+/// `None` when the row could not be read (the answer stays listed for the next pass).
+async fn stored_terminal(
+    sessions: &ChatSessionService,
+    session_id: SessionId,
+    message_id: MessageId,
+    interrupted: bool,
+) -> Option<LoggedEvent> {
+    if interrupted {
+        let error = ChatError::ProcessLost;
+        let code = error.code();
+        return Some(LoggedEvent::Failed {
+            message_id,
+            code,
+            message: error.to_string(),
+            retry_after_ms: None,
+        });
+    }
+    let row = sessions.recent_message(session_id, message_id).await.ok()??;
+    let mut terminal = None;
+    stored_outcome::terminal(&row, |event| terminal = Some(LoggedEvent::of(&event, None)));
+    terminal
 }
 
 /// Stores a swept answer `interrupted` (`Some(true)`; `Some(false)` when it had ended), trying

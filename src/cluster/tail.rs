@@ -67,16 +67,18 @@ pub(super) async fn read_tail(
             top.get_or_insert_with(|| entry.id.clone());
             let Some((origin, event)) = decode(entry) else { continue };
             match event {
-                LoggedEvent::Tokens { m, t, seq, .. } => tokens.push((m, t, seq)),
+                LoggedEvent::Tokens { message_id: m, text: t, seq, .. } => tokens.push((m, t, seq)),
                 // Its process ended it (a process paused past its lease may end it once more,
                 // after another answer started): only this answer is closed.
-                LoggedEvent::End { m, .. } | LoggedEvent::Posts { m, .. } | LoggedEvent::Failed { m, .. } => {
+                LoggedEvent::End { message_id: m, .. }
+                | LoggedEvent::Posts { message_id: m, .. }
+                | LoggedEvent::Failed { message_id: m, .. } => {
                     ended.insert(m);
                 }
-                LoggedEvent::Start { m, .. } if ended.contains(&m) => {
+                LoggedEvent::Start { message_id: m, .. } if ended.contains(&m) => {
                     return Ok(Tail { top: top.unwrap_or_default(), open: None });
                 }
-                LoggedEvent::Start { m, i, c, u } => {
+                LoggedEvent::Start { message_id: m, intent: i, client_message_id: c, user_message: u } => {
                     tokens.retain(|(of, _, _)| *of == m);
                     let text: String = tokens.iter().rev().map(|(_, t, _)| t.as_str()).collect();
                     let count = tokens.first().map_or(0, |(_, _, seq)| seq + 1);

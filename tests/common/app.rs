@@ -1,17 +1,17 @@
 //! The real application in-process, as zero2prod's `TestApp`: built from the same `Config` the
 //! binary parses, on port 0, with its own SQLite database in a temporary folder, served on the
 //! test's runtime and stopped (gracefully) when dropped. Sockets speak Socket.IO through the
-//! load generator's client (`loadgen::sio`), HTTP through reqwest.
+//! load generator's client (the `sio-client` crate, tools/sio-client), HTTP through reqwest.
 
 use std::time::Duration;
 
 use clap::Parser;
-use loadgen::sio::{Incoming, Socket};
 use postchat::auth::JwtKeys;
 use postchat::config::Cli;
 use postchat::domain::UserId;
 use postchat::startup::{jwt_keys, Application};
 use serde_json::{json, Value};
+use sio_client::{Incoming, Socket};
 
 /// The HS256 secret of every test app.
 pub const SECRET: &str = "test-app-secret-0123456789abcdef-0123";

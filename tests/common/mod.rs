@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cluster;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -232,7 +232,10 @@ function report(run, people) {
   const rows = JSON.parse(execFileSync("psql", [run.cluster.databaseUrl, "-Atc", sql], { encoding: "utf8", maxBuffer: 1 << 28 }));
   const stored = new Map(rows.map((r) => [r.id, r]));
   const answers = people.flatMap((u) => u.answers);
-  const violations = answers.flatMap((a) => check(a, stored).map((v) => `${v} [stored ${stored.get(a.messageId)?.status}]`));
+  // Each violation names the last fault injected before its answer was sent, and how long before.
+  const lastFault = (a) => run.faultTimes.filter((f) => f.at <= a.sent).at(-1);
+  const when = (a) => (lastFault(a) ? `${lastFault(a).name}, ${((a.sent - lastFault(a).at) / 1000).toFixed(1)} s before` : "before any fault");
+  const violations = answers.flatMap((a) => check(a, stored).map((v) => `${v} [stored ${stored.get(a.messageId)?.status}; after ${when(a)}]`));
   const outcomes = {};
   for (const a of answers) outcomes[stored.get(a.messageId)?.status] = (outcomes[stored.get(a.messageId)?.status] ?? 0) + 1;
   return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations };

@@ -83,7 +83,8 @@ impl AnswerJob {
         if let Some(usage) = usage {
             let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
             let owner = &self.entry.session.owner;
-            self.runner.budget.charge(owner, crate::domain::now(), tokens).await;
+            let message_id = self.guard.answer().message_id;
+            self.runner.budget.charge(owner, crate::domain::now(), message_id, tokens).await;
         }
         stored
     }

@@ -13,6 +13,7 @@ mod scenarios;
 
 mod soak;
 mod stats;
+mod tokens;
 mod watchers;
 
 use std::process::ExitCode;

@@ -3,25 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postchat::auth::JwtKeys;
-use postchat::domain::UserId;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::stats::{Latencies, Report};
+use crate::tokens::user_token;
 use crate::Cli;
-use loadgen::sio::{Incoming, Payload, Socket, BROWSER_HEADERS};
-
-/// A token for `user`, signed with the server's secret.
-pub fn user_token(cli: &Cli, user: &str) -> Result<String, String> {
-    token(cli, user)
-}
-
-fn token(cli: &Cli, user: &str) -> Result<String, String> {
-    let keys = JwtKeys::hs256(cli.jwt_secret.as_bytes(), None, None);
-    let user = UserId::parse(user).map_err(|e| e.to_string())?;
-    keys.issue(&user, 24 * 3600).map_err(|e| e.to_string())
-}
+use sio_client::{Incoming, Payload, Socket, BROWSER_HEADERS};
 
 /// POSTs `body` as JSON with `token`; the JSON answer.
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Result<Value, String> {
@@ -54,7 +42,7 @@ pub fn rss_kib(pid: u32) -> Option<f64> {
 pub async fn open_idle(cli: &Cli, connections: usize) -> Result<(), String> {
     let users = connections.div_ceil(10).max(1);
     let tokens: Vec<String> =
-        (0..users).map(|u| token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
+        (0..users).map(|u| user_token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
     for i in 0..connections {
         Socket::connect(cli.addr_for(i), &tokens[i % users]).await?.hold();
     }
@@ -66,7 +54,7 @@ pub async fn chat_users(cli: &Cli, users: usize, prefix: &str) -> Result<Vec<(So
     let http = reqwest::Client::new();
     let mut setups = Vec::new();
     for u in 0..users {
-        let token = token(cli, &format!("{prefix}-{u}"))?;
+        let token = user_token(cli, &format!("{prefix}-{u}"))?;
         let session_id = session(&http, cli.addr_for(u), &token).await?;
         let socket = Socket::connect(cli.addr_for(u), &token).await?;
         setups.push((socket, session_id));
@@ -78,7 +66,7 @@ pub async fn idle(cli: &Cli, connections: usize, hold: u64, browser: bool) -> Re
     let before = cli.server_pid.and_then(rss_kib);
     let users = connections.div_ceil(10).max(1);
     let tokens: Vec<String> =
-        (0..users).map(|u| token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
+        (0..users).map(|u| user_token(cli, &format!("idle-{u}"))).collect::<Result<_, _>>()?;
     let gate = Arc::new(Semaphore::new(256));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
@@ -323,7 +311,7 @@ pub async fn join(socket: &mut Socket, session_id: &str) -> Result<(), String> {
 
 pub async fn fanout(cli: &Cli, sockets: usize, seconds: u64) -> Result<Report, String> {
     let http = reqwest::Client::new();
-    let token = token(cli, "fanout")?;
+    let token = user_token(cli, "fanout")?;
     let session_id = session(&http, cli.addr_for(0), &token).await?;
     let mut watchers = Vec::new();
     for i in 0..sockets.saturating_sub(1) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::stats::Latencies;
 use crate::Cli;
-use loadgen::sio::{Incoming, Payload, Socket};
+use sio_client::{Incoming, Payload, Socket};
 
 /// When a socket got the token `seq` of an answer.
 pub struct Arrival {
@@ -52,7 +52,7 @@ pub async fn watch(cli: &Cli, users: &[(Socket, String)]) -> Result<Watching, St
     }
     let mut tasks = Vec::with_capacity(users.len());
     for (u, (_, session_id)) in users.iter().enumerate() {
-        let token = crate::scenarios::user_token(cli, &format!("chat-{u}"))?;
+        let token = crate::tokens::user_token(cli, &format!("chat-{u}"))?;
         let mut socket = Socket::connect(cli.addr_for(u + 1), &token).await?;
         crate::scenarios::join(&mut socket, session_id).await?;
         tasks.push(tokio::spawn(follow(socket)));

@@ -1,0 +1,128 @@
+//! Cluster mode across processes, in-process: several applications sharing one PostgreSQL
+//! database and one Redis (tests/common/cluster.rs). What needs real processes and real faults
+//! is in client-demo/test/cluster.test.mjs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::{emit, TestApp};
+use common::cluster::TestCluster;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sio_client::{Incoming, Socket};
+
+/// Events of answer `message_id` on `socket` up to its terminal one (10 s at most between two).
+async fn answer_events(socket: &mut Socket, message_id: &Value) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+        let Incoming::Event(name, body) = next.expect("the answer goes on").expect("the socket stays open")
+        else {
+            continue;
+        };
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if &body["messageId"] != message_id {
+            continue;
+        }
+        let terminal = matches!(name.as_str(), "chat:stream:end" | "chat:social:generated" | "chat:error");
+        events.push((name, body));
+        if terminal {
+            return events;
+        }
+    }
+}
+
+fn tokens(events: &[(String, Value)]) -> String {
+    events.iter().filter(|(n, _)| n == "chat:stream:token").filter_map(|(_, p)| p["token"].as_str()).collect()
+}
+
+async fn ask(socket: &mut Socket, session: &str, content: &str, key: Option<&str>) -> Value {
+    let mut payload = json!({ "sessionId": session, "content": content });
+    if let Some(key) = key {
+        payload["clientMessageId"] = json!(key);
+    }
+    emit(socket, "chat:message", payload).await
+}
+
+fn pair(cluster: &TestCluster) -> (&TestApp, &TestApp) {
+    (&cluster.apps[0], &cluster.apps[1])
+}
+
+#[tokio::test]
+async fn an_answer_generated_on_one_process_reaches_a_socket_on_another_whole_and_in_order() {
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "5"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let mut watcher = b.socket("alice").await;
+    assert_eq!(emit(&mut watcher, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    let mut sender = a.socket("alice").await;
+    let ack = ask(&mut sender, &session, "How does Tokio schedule tasks?", None).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let (mine, theirs) = tokio::join!(
+        answer_events(&mut sender, &ack["messageId"]),
+        answer_events(&mut watcher, &ack["messageId"])
+    );
+    let (end, watched_end) = (mine.last().unwrap(), theirs.last().unwrap());
+    assert_eq!((end.0.as_str(), watched_end.0.as_str()), ("chat:stream:end", "chat:stream:end"));
+    assert_eq!(tokens(&theirs), end.1["content"].as_str().unwrap(), "every token once, in order, elsewhere");
+    assert_eq!(watched_end.1["content"], end.1["content"]);
+}
+
+#[tokio::test]
+async fn one_answer_per_session_across_processes_and_a_retry_elsewhere_is_the_same_message() {
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "50"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let (mut on_a, mut on_b) = (a.socket("alice").await, b.socket("alice").await);
+    let first = ask(&mut on_a, &session, "How does Tokio schedule tasks?", Some("k1")).await;
+    assert_eq!(first["ok"], true, "{first}");
+    let busy = ask(&mut on_b, &session, "Something else", None).await;
+    assert_eq!(busy["error"]["code"], "BUSY", "{busy}");
+    let retry = ask(&mut on_b, &session, "How does Tokio schedule tasks?", Some("k1")).await;
+    assert_eq!((retry["ok"].as_bool(), retry["duplicate"].as_bool()), (Some(true), Some(true)), "{retry}");
+    assert_eq!(retry["messageId"], first["messageId"]);
+}
+
+#[tokio::test]
+async fn a_stop_from_another_process_stops_the_answer_where_it_runs_once() {
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "50"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let (mut on_a, mut on_b) = (a.socket("alice").await, b.socket("alice").await);
+    let ack = ask(&mut on_a, &session, "How does Tokio schedule tasks?", None).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let stop = emit(&mut on_b, "chat:stop", json!({ "sessionId": session })).await;
+    assert_eq!((stop["ok"].as_bool(), stop["stopped"].as_bool()), (Some(true), Some(true)), "{stop}");
+    let again = emit(&mut on_b, "chat:stop", json!({ "sessionId": session })).await;
+    assert_eq!(again["stopped"], false, "stopped: true once");
+    let events = answer_events(&mut on_a, &ack["messageId"]).await;
+    let (name, end) = events.last().unwrap();
+    assert_eq!((name.as_str(), end["stopped"].as_bool()), ("chat:stream:end", Some(true)));
+    let path = format!("/api/sessions/{session}/messages");
+    let (_, history) = b.request(Method::GET, &path, "alice", None).await;
+    assert_eq!(history["messages"][0]["status"], "stopped");
+}
+
+#[tokio::test]
+async fn preferences_changed_on_one_process_are_never_served_stale_by_another() {
+    let Some(cluster) = TestCluster::spawn(2, &[]).await else { return };
+    let (a, b) = pair(&cluster);
+    let prefs = |voice: &str| json!({ "voice": voice, "style": "short", "platforms": ["bluesky"], "hashtags": false, "emoji": true });
+    assert_eq!(a.request(Method::PUT, "/api/preferences", "alice", Some(prefs("dry"))).await.0, 200);
+    // Read on B: now in B's cache.
+    assert_eq!(b.request(Method::GET, "/api/preferences", "alice", None).await.1["voice"], "dry");
+    assert_eq!(a.request(Method::PUT, "/api/preferences", "alice", Some(prefs("warm"))).await.0, 200);
+    assert_eq!(b.request(Method::GET, "/api/preferences", "alice", None).await.1["voice"], "warm");
+}
+
+#[tokio::test]
+async fn sockets_per_user_are_counted_across_processes() {
+    let Some(cluster) = TestCluster::spawn(2, &["--max-sockets-per-user", "2"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let _first = a.socket("alice").await;
+    let _second = b.socket("alice").await;
+    let third = Socket::connect(&a.addr, &a.token("alice")).await;
+    assert!(third.is_err(), "a third socket on either process is refused");
+    assert!(Socket::connect(&b.addr, &b.token("bob")).await.is_ok(), "users are counted apart");
+}
