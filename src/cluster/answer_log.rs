@@ -110,6 +110,9 @@ enum Entry {
     /// Answered once everything queued before it is sent: whether the answer's events were
     /// all taken.
     Settled(MessageId, tokio::sync::oneshot::Sender<bool>),
+    /// The answer was found lost elsewhere (its renewal): the rest of its events are planned
+    /// as a lost answer's.
+    Lost(MessageId, Lost),
 }
 
 /// What one pipeline sends, per session in order.
@@ -219,6 +222,13 @@ impl AnswerLog {
         self.queued.increment(1.0);
         let sent = self.tx.send(Entry::Settled(message_id, tx)).is_ok();
         async move { sent && rx.await.unwrap_or(false) }
+    }
+
+    /// Tells the log that answer `message_id` is lost (found by its renewal), so its last
+    /// entry goes in as a lost answer's (or not at all, fenced off).
+    pub fn lost(&self, message_id: MessageId, why: Lost) {
+        self.queued.increment(1.0);
+        let _ = self.tx.send(Entry::Lost(message_id, why));
     }
 
     /// Releases the session's lease held for `message_id` (after its terminal event, if it
@@ -469,6 +479,11 @@ impl Planner {
                         self.deferred.insert(message_id);
                     } else {
                         commands.push(Command::Release { session_id, message_id });
+                    }
+                }
+                Entry::Lost(m, why) => {
+                    if self.open.contains_key(&m) {
+                        self.lost.insert(m, why);
                     }
                 }
                 Entry::Flush(_) | Entry::Settled(..) => waiting.push(entry),

@@ -23,7 +23,7 @@ use super::stored_outcome;
 use super::tail::{decode, read_tail};
 use super::{Cluster, LEASE_TTL, RENEW_EVERY};
 use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
-use crate::domain::{MessageId, SessionId};
+use crate::domain::SessionId;
 
 /// Longest a blocking read waits before the follower does its upkeep.
 const BLOCK_MS: u64 = 1_000;
@@ -48,6 +48,7 @@ impl Follower {
         inflight: Arc<InFlightAnswers>,
         audience: Arc<dyn AnswerAudience>,
         sessions: Arc<ChatSessionService>,
+        answer_wait: Duration,
     ) -> Arc<Self> {
         let (requests, rx) = mpsc::unbounded_channel();
         let followed = Arc::new(Mutex::new(HashSet::new()));
@@ -61,6 +62,7 @@ impl Follower {
             mirrors_current: true,
             marker: None,
             sessions,
+            answer_wait,
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
@@ -139,8 +141,10 @@ struct Reader {
     mirrors_current: bool,
     /// Redis's marker as last seen: another one means Redis lost its data meanwhile.
     marker: Option<String>,
-    /// Where the end of a mirrored answer lost with Redis's data is read from.
+    /// Where the end of a mirrored answer the stream cannot tell is read from.
     sessions: Arc<ChatSessionService>,
+    /// Longest an answer may run: how long such an end is waited for.
+    answer_wait: Duration,
 
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
@@ -195,10 +199,7 @@ impl Reader {
             self.control_position = last.ids.first().map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         }
         if self.redis_emptied(conn).await? {
-            warn!("Redis lost its data: catching every followed session up again");
-            self.mirrors_current = false;
-            // The control stream is new too: read it from its start.
-            self.control_position = "0-0".to_owned();
+            self.after_redis_emptied();
         }
         if !self.mirrors_current {
             let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
@@ -257,9 +258,8 @@ impl Reader {
         session_id: SessionId,
     ) -> redis::RedisResult<()> {
         let tail = read_tail(conn, &self.cluster.keys.events(session_id)).await?;
-        let open = tail.open.filter(|a| a.origin != self.cluster.id);
-        self.lost_with_redis(session_id, open.as_ref().map(|a| a.message_id));
-        if let Some(open) = open {
+        self.inflight.forget_mirror(session_id, None);
+        if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id) {
             let claim = crate::chat::Claim {
                 session_id,
                 message_id: open.message_id,
@@ -371,27 +371,29 @@ impl Reader {
         event.deliver(session_id, &*self.audience);
     }
 
-    /// Catching up: an answer mirrored here that the stream no longer holds open (`open` is
-    /// what it holds) ended while its entries were lost with Redis's data: its end is read from
-    /// the store. Any other mirror of the session is forgotten (the catch-up mirrors anew).
-    fn lost_with_redis(&self, session_id: SessionId, open: Option<MessageId>) {
-        // Only after Redis was emptied does a catch-up find a mirror (a long outage ends them
-        // first; a newly followed session has none).
-        let mirrored = self.inflight.get(session_id).filter(|a| a.origin != Origin::Here);
-        match mirrored {
-            Some(answer) if Some(answer.message_id) != open => {
-                let (sessions, inflight) = (self.sessions.clone(), self.inflight.clone());
-                stored_outcome::spawn(
-                    sessions,
-                    inflight,
-                    self.audience.clone(),
-                    session_id,
-                    answer.message_id,
-                );
-            }
-            _ => {
-                self.inflight.forget_mirror(session_id, None);
-            }
+    /// Redis lost its data (restarted empty): the answers mirrored here may have lost their
+    /// last entries with it, so their ends are told from the store; every stream (the control
+    /// stream too) is new and is read from its start, so what was appended since reaches the
+    /// sockets here whole.
+    fn after_redis_emptied(&mut self) {
+        warn!("Redis lost its data: mirrored answers end as stored, every stream read from its start");
+        self.take_over_mirrors();
+        self.positions.values_mut().for_each(|p| *p = "0-0".to_owned());
+        self.control_position = "0-0".to_owned();
+    }
+
+    /// Hands the end of every answer mirrored here to the store (`stored_outcome`).
+    fn take_over_mirrors(&self) {
+        for session_id in self.inflight.mirrored_sessions() {
+            let Some(answer) = self.inflight.get(session_id) else { continue };
+            let ids = (session_id, answer.message_id);
+            stored_outcome::take_over(
+                self.sessions.clone(),
+                &self.inflight,
+                self.audience.clone(),
+                ids,
+                self.answer_wait,
+            );
         }
     }
 
@@ -439,10 +441,6 @@ impl Reader {
     fn end_mirrors(&mut self) {
         self.mirrors_current = false;
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        for session_id in self.inflight.mirrored_sessions() {
-            let Some(answer) = self.inflight.get(session_id) else { continue };
-            let (sessions, inflight) = (self.sessions.clone(), self.inflight.clone());
-            stored_outcome::spawn(sessions, inflight, self.audience.clone(), session_id, answer.message_id);
-        }
+        self.take_over_mirrors();
     }
 }

@@ -7,14 +7,12 @@
 //! sweep): a process paused past its lease finds it fenced off when it renews, and ends that
 //! answer as the sweep did rather than stream on.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::keys::Keys;
-use super::{Cluster, LEASE_TTL, RENEW_EVERY};
-use crate::chat::{ChatSessionService, InFlightAnswers, Lost, Origin};
+use super::{Cluster, LEASE_TTL};
+use crate::chat::{InFlightAnswers, Lost, Origin};
 use crate::domain::{ClientMessageId, MessageId, SessionId};
 
 /// Takes a free lease, or one this process holds for an answer it has already ended (its
@@ -169,56 +167,11 @@ pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: Me
     eval(RELEASE, &keys, &[message_id.to_string(), member(session_id, message_id)])
 }
 
-/// Renews this process's leases and sweeps expired ones, every [`RENEW_EVERY`], as two tasks:
-/// a long sweep (many answers, a database that fails) must never hold up this process's own
-/// renewals past its leases.
-pub(super) fn spawn_keeper(
-    cluster: Arc<Cluster>,
-    inflight: Arc<InFlightAnswers>,
-    sessions: Arc<ChatSessionService>,
-) {
-    every_renewal(cluster.clone(), "leases not renewed this time", move |cluster| {
-        let inflight = inflight.clone();
-        async move {
-            let renewed = renew(&cluster, &inflight).await;
-            if let Err(e) = cluster.clock.sync(&mut cluster.redis()).await {
-                warn!(error = %e, "Redis's clock not read this time");
-            }
-            renewed
-        }
-    });
-    every_renewal(cluster, "expired leases not swept this time", move |cluster| {
-        let sessions = sessions.clone();
-        async move { super::sweeper::sweep(&cluster, &sessions).await }
-    });
-}
-
-/// Runs `step` every [`RENEW_EVERY`] (a late one delays the next) in a task of its own,
-/// recording whether Redis answered.
-fn every_renewal<F, Fut>(cluster: Arc<Cluster>, failed: &'static str, step: F)
-where
-    F: Fn(Arc<Cluster>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = redis::RedisResult<()>> + Send,
-{
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(RENEW_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let done = step(cluster.clone()).await;
-            cluster.record(done.is_ok());
-            if let Err(e) = done {
-                warn!(error = %e, "{failed}");
-            }
-        }
-    });
-}
-
 /// Renews every lease held here (answers generated here, until their release is sent: an
 /// answer whose end still waits in the log keeps its lease), each under its fencing token; an
 /// answer still running whose lease was fenced off (swept while this process was paused) or
 /// lost with Redis's state ends.
-async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisResult<()> {
+pub(super) async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisResult<()> {
     let held = cluster.fences.held();
     if held.is_empty() {
         return Ok(());
@@ -244,10 +197,12 @@ async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redis::RedisRes
             0 => {
                 warn!(%message_id, "the answer's lease was fenced off (swept while this process was paused): ending it as the sweep did");
                 answer.lose(Lost::FencedOff);
+                cluster.log.lost(*message_id, Lost::FencedOff);
             }
             _ => {
                 warn!(%message_id, "the answer's lease is gone with Redis's state: ending it");
                 answer.lose(Lost::ClusterUnavailable);
+                cluster.log.lost(*message_id, Lost::ClusterUnavailable);
             }
         }
     }

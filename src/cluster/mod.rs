@@ -34,6 +34,7 @@ mod control;
 mod fences;
 
 mod follower;
+mod keeper;
 mod keys;
 mod lease;
 mod logged_event;
@@ -100,6 +101,8 @@ pub struct Cluster {
     /// The fencing token each answer generated here claimed its session under, until its
     /// release is sent.
     fences: Arc<fences::Fences>,
+    /// How long a session's stream outlives its last event: longer than any answer runs.
+    answer_keep: Duration,
     /// Answers' tokens Redis did not take (user, day, tokens): added at the next budget read.
     uncharged: std::sync::Mutex<Vec<(UserId, String, MessageId, u64)>>,
 }
@@ -147,7 +150,19 @@ impl Cluster {
         info!(process = %id, prefix, "cluster mode: connected to Redis");
         let healthy = AtomicBool::new(true);
         let (epoch, uncharged) = (AtomicU64::new(0), std::sync::Mutex::default());
-        Ok(Arc::new(Self { redis, client, id, keys, healthy, epoch, log, clock, fences, uncharged }))
+        Ok(Arc::new(Self {
+            redis,
+            client,
+            id,
+            keys,
+            healthy,
+            epoch,
+            log,
+            clock,
+            fences,
+            answer_keep,
+            uncharged,
+        }))
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
@@ -252,9 +267,9 @@ impl Cluster {
     ) -> Started {
         let released = self.clone();
         inflight.on_release(move |session, message| released.release(session, message));
-        lease::spawn_keeper(self.clone(), inflight.clone(), sessions.clone());
+        keeper::spawn(self.clone(), inflight.clone(), sessions.clone());
         let audience = Arc::new(ClusterAudience::new(rooms.clone(), self.clone(), inflight.clone()));
-        let watchers = Follower::start(self.clone(), inflight, rooms, sessions);
+        let watchers = Follower::start(self.clone(), inflight, rooms, sessions, self.answer_keep);
         Started { audience, leases: self.clone(), watchers }
     }
 

@@ -1,7 +1,7 @@
 //! The end of an answer as its stored row says: told to the sockets here when the stream
-//! cannot tell it (Redis lost its data before this process read the end, or Redis is away for
-//! longer than a lease), and appended by the sweep when the answer's own end never reached the
-//! stream. Its sender was told the same, so every socket sees one outcome.
+//! cannot tell it (Redis lost its data, or was away from this process for longer than a
+//! lease), and appended by the sweep when the answer's own end never reached the stream. Its
+//! sender was told the same, so every socket sees one outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,44 +11,42 @@ use tracing::{info, warn};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ChatSessionService, InFlightAnswers};
 use crate::domain::{IntentType, Message, MessageId, MessageStatus, SessionId};
 
-/// How often the row is read while it is still `streaming`.
-const POLL: Duration = Duration::from_millis(500);
-/// Longest the row is waited for (a dead process's answer is swept well within it, once Redis
-/// answers); then the watchers are told `CLUSTER_UNAVAILABLE`.
-const WAIT: Duration = Duration::from_secs(120);
+/// How often the row is read while it is still `streaming`: soon at first, then less often.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+const POLL_MOST: Duration = Duration::from_secs(5);
 
-/// Ends the mirror of `message_id` from its stored row, unless its terminal entry reaches the
-/// follower first (whoever forgets the mirror delivers the end).
-pub(super) fn spawn(
+/// Takes over the end of mirrored answer `message_id` for the sockets here: its mirror is
+/// forgotten now (nothing from the stream reaches them for it any more) and its terminal event
+/// is told from its row once the row is no longer `streaming` (its process stores it, or the
+/// sweep does). Past `wait` (longer than any answer may run) it is told `CLUSTER_UNAVAILABLE`.
+pub(super) fn take_over(
     sessions: Arc<ChatSessionService>,
-    inflight: Arc<InFlightAnswers>,
+    inflight: &InFlightAnswers,
     audience: Arc<dyn AnswerAudience>,
-    session_id: SessionId,
-    message_id: MessageId,
+    (session_id, message_id): (SessionId, MessageId),
+    wait: Duration,
 ) {
+    if !inflight.forget_mirror(session_id, Some(message_id)) {
+        return; // Ended already.
+    }
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        while started.elapsed() < WAIT {
-            if inflight.get(session_id).is_none_or(|a| a.message_id != message_id) {
-                return; // Its terminal entry arrived after all.
-            }
+        let mut poll = POLL_FIRST;
+        while started.elapsed() < wait {
             match sessions.recent_message(session_id, message_id).await {
                 Ok(Some(row)) if row.status != MessageStatus::Streaming => {
-                    if inflight.forget_mirror(session_id, Some(message_id)) {
-                        info!(%message_id, status = row.status.as_str(), "an answer's end told from its stored row");
-                        terminal(&row, |event| audience.deliver(event));
-                    }
-                    return;
+                    info!(%message_id, status = row.status.as_str(), "an answer's end told from its stored row");
+                    return terminal(&row, |event| audience.deliver(event));
                 }
-                Ok(_) => {}
+                Ok(None) => return, // Deleted with its session: nobody watches it.
+                Ok(Some(_)) => {}
                 Err(e) => warn!(error = %e, %message_id, "stored answer not read yet"),
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_MOST);
         }
-        if inflight.forget_mirror(session_id, Some(message_id)) {
-            let error = &ChatError::ClusterUnavailable;
-            audience.deliver(AnswerEvent::Failed { session_id, message_id, error });
-        }
+        let error = &ChatError::ClusterUnavailable;
+        audience.deliver(AnswerEvent::Failed { session_id, message_id, error });
     });
 }
 

@@ -141,10 +141,14 @@ async fn sweep_one(
     };
     let mut pipe = redis::pipe();
     // The stream still has the answer open: its watchers are told how it ended, as stored.
-    if open.is_some() {
-        let Some(terminal) = stored_terminal(sessions, session_id, message_id, interrupted).await else {
-            return Ok(false);
-        };
+    let terminal = match open {
+        Some(_) => match stored_terminal(sessions, session_id, message_id, interrupted).await {
+            Ok(terminal) => terminal,
+            Err(()) => return Ok(false),
+        },
+        None => None,
+    };
+    if let Some(terminal) = terminal {
         let json = serde_json::to_string(&terminal).unwrap_or_default();
         pipe.cmd("XADD")
             .arg(cluster.keys.events(session_id))
@@ -165,27 +169,25 @@ async fn sweep_one(
 /// The terminal entry of a swept answer: `SERVER_SHUTDOWN` when the sweep stored it
 /// `interrupted`; else it had ended (stored by its process, whose end never reached the stream:
 /// it died or was paused first, or its log gave up), and its stored outcome is the terminal.
-/// `None` when the row could not be read (the answer stays listed for the next pass).
+/// `Ok(None)` when the row is gone (deleted with its session); `Err` when it could not be read
+/// (the answer stays listed for the next pass).
 async fn stored_terminal(
     sessions: &ChatSessionService,
     session_id: SessionId,
     message_id: MessageId,
     interrupted: bool,
-) -> Option<LoggedEvent> {
+) -> Result<Option<LoggedEvent>, ()> {
     if interrupted {
         let error = ChatError::ProcessLost;
-        let code = error.code();
-        return Some(LoggedEvent::Failed {
-            message_id,
-            code,
-            message: error.to_string(),
-            retry_after_ms: None,
-        });
+        let (code, message) = (error.code(), error.to_string());
+        return Ok(Some(LoggedEvent::Failed { message_id, code, message, retry_after_ms: None }));
     }
-    let row = sessions.recent_message(session_id, message_id).await.ok()??;
+    let Some(row) = sessions.recent_message(session_id, message_id).await.map_err(drop)? else {
+        return Ok(None);
+    };
     let mut terminal = None;
     stored_outcome::terminal(&row, |event| terminal = Some(LoggedEvent::of(&event, None)));
-    terminal
+    Ok(terminal)
 }
 
 /// Stores a swept answer `interrupted` (`Some(true)`; `Some(false)` when it had ended), trying
