@@ -231,7 +231,8 @@ impl InFlightAnswer {
 
     /// Records `count` tokens (concatenated in `text`) ending at `last_seq`, as another process
     /// logged them, and delivers them under the same lock. False, with nothing recorded, when
-    /// they do not follow the tokens recorded so far (the follower then catches up again).
+    /// they do not follow the tokens recorded so far (the follower then tells the answer's end
+    /// from the store).
     pub fn append_logged(&self, text: &str, last_seq: u64, count: u64, deliver: impl FnOnce()) -> bool {
         let mut progress = lock(&self.progress);
         if count == 0 || progress.tokens + count != last_seq + 1 {

@@ -359,7 +359,11 @@ impl Reader {
                 let audience = &*self.audience;
                 let deliver = || event.deliver(session_id, audience);
                 if !answer.append_logged(t, *seq, *count, deliver) {
-                    error!(message_id = %m, seq, "tokens out of order in the answer stream: not delivered");
+                    // Tokens missing before these: the answer cannot be followed whole, so its
+                    // end is told from the store (its full text included) rather than freeze.
+                    error!(message_id = %m, seq, "tokens out of order in the answer stream: its end is told from the store");
+                    let ids = (session_id, m);
+                    stored_outcome::take_over(self.sessions.clone(), &self.inflight, self.audience.clone(), ids, self.answer_wait);
                 }
                 return;
             }

@@ -20,9 +20,11 @@
 //!    the answer's start).
 //!
 //! Around it: `lease.rs` (one answer per session across processes, renewals with fencing
-//! tokens), `sweeper.rs` (a dead or paused process's answers stored `interrupted`, watchers
-//! told), `control.rs` (stop requests, wakes), `shared_limits.rs` (rates, sockets per user, the
-//! daily token budget, counted in Redis), `cache_versions.rs` (no process serves a cached copy
+//! tokens, `fences.rs` the tokens held here), `keeper.rs` (renewals and sweeps, every 2 s),
+//! `sweeper.rs` (a dead or paused process's answers stored `interrupted`, watchers told),
+//! `stored_outcome.rs` (an answer's end told from its row when the stream cannot tell it),
+//! `control.rs` (stop requests, wakes), `shared_limits.rs` (rates, sockets per user, the daily
+//! token budget, counted in Redis), `cache_versions.rs` (no process serves a cached copy
 //! another changed), `clock.rs` (Redis's clock, for anything compared across processes),
 //! `keys.rs` (every key's name).
 

@@ -15,6 +15,7 @@ mod proxy_protocol;
 pub mod request_id;
 pub mod request_layers;
 mod sessions;
+mod socket_head;
 
 use std::sync::Arc;
 

@@ -18,7 +18,6 @@ use tower_http::trace::TraceLayer;
 use super::client_address::ClientAddress;
 use crate::config::AllowedOrigins;
 use crate::limits::RateLimit;
-use crate::socket;
 use crate::telemetry::Untrusted;
 
 /// What every request passes through before a route or the socket layer, outermost last:
@@ -26,7 +25,7 @@ use crate::telemetry::Untrusted;
 /// (a client's kept only when printable and short) and the request's log span.
 pub fn wrap(router: Router, origins: AllowedOrigins, handshakes_per_ip: Arc<RateLimit<IpAddr>>) -> Router {
     router
-        .layer(axum::middleware::from_fn(socket::keep_socket_head))
+        .layer(axum::middleware::from_fn(super::socket_head::keep_socket_head))
         .layer(axum::middleware::from_fn({
             let origins = origins.clone();
             move |req, next| check_origin(origins.clone(), req, next)

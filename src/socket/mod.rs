@@ -7,7 +7,6 @@ mod connect;
 pub mod events;
 mod handlers;
 mod outbox;
-mod request_head;
 mod rooms;
 mod token_expiry;
 
@@ -24,7 +23,6 @@ use crate::domain::UserId;
 use crate::limits::RateLimit;
 use crate::limits::SocketsPerUser;
 
-pub use request_head::keep_socket_head;
 pub use rooms::{SessionRooms, SlowConsumer};
 pub use token_expiry::TokenExpiries;
 

@@ -135,6 +135,7 @@ const FAULTS = [
     victim.process.kill("SIGKILL");
     await sleep(2_000);
     run.cluster.servers[2] = await run.cluster.startOne(run.extra);
+    run.every.push(run.cluster.servers[2]);
   }],
   ["cut every Redis connection (CLIENT KILL TYPE normal)", async (run) => {
     run.redis("CLIENT", "KILL", "TYPE", "normal");
@@ -157,6 +158,7 @@ const FAULTS = [
     if (!FAKETIME) throw new Error("faketime is not installed (tests/run-all.sh installs it)");
     await run.cluster.servers[2].stop();
     run.cluster.servers[2] = await run.cluster.startOne({ ...run.extra, LD_PRELOAD: FAKETIME, FAKETIME: "+90s" });
+    run.every.push(run.cluster.servers[2]);
   }],
 ];
 
@@ -201,6 +203,7 @@ export async function runChaos({ seconds = 600, users = 6, log = () => {} } = {}
     run.proxy = await latencyProxy(run.cluster.redis.port);
     run.extra = { REDIS_URL: `redis://127.0.0.1:${run.proxy.port}` };
     for (let i = 0; i < 3; i++) run.cluster.servers.push(await run.cluster.startOne(run.extra));
+    run.every = [...run.cluster.servers];
     run.url = (i) => run.cluster.servers[i].url;
     run.redis = (...args) => execFileSync("redis-cli", ["-p", String(run.cluster.redis.port), ...args], { encoding: "utf8" });
     const people = Array.from({ length: users }, (_, i) => new User(run, i));
@@ -238,7 +241,10 @@ function report(run, people) {
   const violations = answers.flatMap((a) => check(a, stored).map((v) => `${v} [stored ${stored.get(a.messageId)?.status}; after ${when(a)}]`));
   const outcomes = {};
   for (const a of answers) outcomes[stored.get(a.messageId)?.status] = (outcomes[stored.get(a.messageId)?.status] ?? 0) + 1;
-  return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations };
+  // What the servers logged about the answers that broke a rule: where to start looking.
+  const broken = [...new Set(violations.map((v) => v.split(":")[0]))].slice(0, 5);
+  const logs = broken.flatMap((id) => run.every.flatMap((server, i) => server.logs().split("\n").filter((l) => l.includes(id)).map((l) => `server ${i}: ${l}`)));
+  return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations, logs };
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
