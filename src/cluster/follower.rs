@@ -21,9 +21,9 @@ use super::control;
 use super::logged_event::LoggedEvent;
 use super::stored_outcome;
 use super::tail::{decode, read_tail};
-use super::{Cluster, LEASE_TTL, RENEW_EVERY};
+use super::{Cluster, LEASE_TTL, RENEW_EVERY, SWEEPER};
 use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
-use crate::domain::SessionId;
+use crate::domain::{MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep.
 const BLOCK_MS: u64 = 1_000;
@@ -63,6 +63,7 @@ impl Follower {
             marker: None,
             sessions,
             answer_wait,
+            ended: HashMap::new(),
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
@@ -145,6 +146,9 @@ struct Reader {
     sessions: Arc<ChatSessionService>,
     /// Longest an answer may run: how long such an end is waited for.
     answer_wait: Duration,
+    /// Per followed session, the last answer whose end was told here (from its stream or the
+    /// store): its end is not told twice.
+    ended: HashMap<SessionId, MessageId>,
 
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
@@ -340,7 +344,7 @@ impl Reader {
     /// only while it is mirrored here: nothing after its terminal event (a process paused past
     /// its lease may append on after the sweep ended its answer, and may end it once more),
     /// nothing of an answer generated here.
-    fn apply(&self, session_id: SessionId, origin: String, event: &LoggedEvent) {
+    fn apply(&mut self, session_id: SessionId, origin: String, event: &LoggedEvent) {
         if let LoggedEvent::Start { message_id: m, intent: i, client_message_id: c, user_message: u } = event
         {
             let claim = crate::chat::Claim {
@@ -354,25 +358,60 @@ impl Reader {
         } else if let Some(m) = event.message_id() {
             let mirrored =
                 self.inflight.get(session_id).filter(|a| a.message_id == m && a.origin != Origin::Here);
-            let Some(answer) = mirrored else { return };
-            if let LoggedEvent::Tokens { text: t, seq, count, .. } = event {
-                let audience = &*self.audience;
-                let deliver = || event.deliver(session_id, audience);
-                if !answer.append_logged(t, *seq, *count, deliver) {
-                    // Tokens missing before these: the answer cannot be followed whole, so its
-                    // end is told from the store (its full text included) rather than freeze.
-                    error!(message_id = %m, seq, "tokens out of order in the answer stream: its end is told from the store");
-                    let ids = (session_id, m);
-                    stored_outcome::take_over(self.sessions.clone(), &self.inflight, self.audience.clone(), ids, self.answer_wait);
+            match mirrored {
+                Some(answer) => {
+                    if let LoggedEvent::Tokens { text: t, seq, count, .. } = event {
+                        let audience = &*self.audience;
+                        let deliver = || event.deliver(session_id, audience);
+                        if !answer.append_logged(t, *seq, *count, deliver) {
+                            // Tokens missing before these: the answer cannot be followed whole,
+                            // so its end is told from the store rather than freeze.
+                            error!(message_id = %m, seq, "tokens out of order in the answer stream: its end is told from the store");
+                            self.take_over(session_id, m);
+                        }
+                        return;
+                    }
+                    // Delivered by whoever forgets the mirror (the end may come from the store).
+                    if event.is_terminal() && !self.inflight.forget_mirror(session_id, Some(m)) {
+                        return;
+                    }
                 }
-                return;
+                None if !self.end_of_unseen_answer(session_id, m, &origin, event) => return,
+                None => {}
             }
-            // Delivered by whoever forgets the mirror (the end may have come from the store).
-            if event.is_terminal() && !self.inflight.forget_mirror(session_id, Some(m)) {
-                return;
+            if event.is_terminal() {
+                self.ended.insert(session_id, m);
             }
         }
         event.deliver(session_id, &*self.audience);
+    }
+
+    /// Whether the terminal entry of an answer not mirrored here is to be delivered: yes when
+    /// another process ended an answer whose start this process never read (Redis lost it in
+    /// a restart); not an event before the end, not the end of an answer generated here (the
+    /// sweep's), nor one whose end was told here already (from the store).
+    fn end_of_unseen_answer(
+        &self,
+        session_id: SessionId,
+        m: MessageId,
+        origin: &str,
+        event: &LoggedEvent,
+    ) -> bool {
+        let generated_here = self.inflight.get(session_id).is_some_and(|a| a.origin == Origin::Here);
+        event.is_terminal() && origin != SWEEPER && !generated_here && self.ended.get(&session_id) != Some(&m)
+    }
+
+    /// Tells the end of the answer mirrored here from the store (`stored_outcome`).
+    fn take_over(&mut self, session_id: SessionId, message_id: MessageId) {
+        self.ended.insert(session_id, message_id);
+        let (sessions, audience) = (self.sessions.clone(), self.audience.clone());
+        stored_outcome::take_over(
+            sessions,
+            &self.inflight,
+            audience,
+            (session_id, message_id),
+            self.answer_wait,
+        );
     }
 
     /// Redis lost its data (restarted empty): the answers mirrored here may have lost their
@@ -387,17 +426,10 @@ impl Reader {
     }
 
     /// Hands the end of every answer mirrored here to the store (`stored_outcome`).
-    fn take_over_mirrors(&self) {
+    fn take_over_mirrors(&mut self) {
         for session_id in self.inflight.mirrored_sessions() {
             let Some(answer) = self.inflight.get(session_id) else { continue };
-            let ids = (session_id, answer.message_id);
-            stored_outcome::take_over(
-                self.sessions.clone(),
-                &self.inflight,
-                self.audience.clone(),
-                ids,
-                self.answer_wait,
-            );
+            self.take_over(session_id, answer.message_id);
         }
     }
 
@@ -433,6 +465,7 @@ impl Reader {
 
     fn unfollow(&mut self, session_id: SessionId) {
         self.positions.remove(&session_id);
+        self.ended.remove(&session_id);
         self.unwatched_since.remove(&session_id);
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
         self.inflight.forget_mirror(session_id, None);

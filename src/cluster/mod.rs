@@ -69,6 +69,8 @@ use lease::{Claimed, LeaseHolder};
 const LEASE_TTL: Duration = Duration::from_secs(6);
 /// How often leases are renewed, watchers refreshed and expired leases swept.
 const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// The origin of the entries a sweep appends (a process's own are its id).
+const SWEEPER: &str = "sweeper";
 /// Longest wait for a Redis reply: Redis trouble is an error, never a hang.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(1_000);
 

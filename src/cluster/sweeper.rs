@@ -10,7 +10,7 @@ use super::lease::{eval, member, release_command, FENCE_KEEP_MS};
 use super::logged_event::LoggedEvent;
 use super::stored_outcome;
 use super::tail::{read_tail, Tail};
-use super::Cluster;
+use super::{Cluster, SWEEPER};
 use crate::chat::{ChatError, ChatSessionService};
 use crate::domain::{MessageId, SessionId};
 
@@ -154,7 +154,7 @@ async fn sweep_one(
             .arg(cluster.keys.events(session_id))
             .arg("*")
             .arg("o")
-            .arg("sweeper")
+            .arg(SWEEPER)
             .arg("e")
             .arg(json)
             .ignore();

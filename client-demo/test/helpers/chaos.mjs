@@ -106,7 +106,7 @@ class User {
         await sleep(500);
         continue;
       }
-      this.answers.push({ messageId: ack.messageId, sent, sockets: [this.sender, this.watcher].filter(Boolean) });
+      this.answers.push({ messageId: ack.messageId, sessionId: this.session.id, sent, sockets: [this.sender, this.watcher].filter(Boolean) });
       await this.ended(ack.messageId, 40_000);
     }
   }
@@ -210,9 +210,12 @@ export async function runChaos({ seconds = 600, users = 6, log = () => {} } = {}
     await Promise.all(people.map((u) => u.start()));
     const loops = people.map((u) => u.loop());
     const started = Date.now();
-    for (let i = 0; i < FAULTS.length || Date.now() - started < seconds * 1000; i++) {
+    // CHAOS_FAULTS=restart,pause Redis: only the faults whose names contain one of these.
+    const only = process.env.CHAOS_FAULTS?.split(",");
+    const faults = only ? FAULTS.filter(([name]) => only.some((o) => name.includes(o))) : FAULTS;
+    for (let i = 0; i < faults.length || Date.now() - started < seconds * 1000; i++) {
       await sleep(5_000);
-      const [name, inject] = FAULTS[i % FAULTS.length];
+      const [name, inject] = faults[i % faults.length];
       log(`fault: ${name}`);
       run.faultTimes.push({ name, at: Date.now() });
       await inject(run);
@@ -242,8 +245,10 @@ function report(run, people) {
   const outcomes = {};
   for (const a of answers) outcomes[stored.get(a.messageId)?.status] = (outcomes[stored.get(a.messageId)?.status] ?? 0) + 1;
   // What the servers logged about the answers that broke a rule: where to start looking.
-  const broken = [...new Set(violations.map((v) => v.split(":")[0]))].slice(0, 5);
-  const logs = broken.flatMap((id) => run.every.flatMap((server, i) => server.logs().split("\n").filter((l) => l.includes(id)).map((l) => `server ${i}: ${l}`)));
+  const broken = [...new Set(violations.map((v) => v.split(":")[0]))].slice(0, 3);
+  const sessionOf = new Map(answers.map((a) => [a.messageId, a.sessionId]));
+  const about = (id) => (l) => l.includes(id) || l.includes(sessionOf.get(id));
+  const logs = broken.flatMap((id) => run.every.flatMap((server, i) => server.logs().split("\n").filter(about(id)).map((l) => `server ${i}: ${l}`)));
   return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations, logs };
 }
 
