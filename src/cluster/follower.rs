@@ -137,8 +137,8 @@ struct Reader {
     /// Per followed session, the id of the last entry delivered.
     positions: HashMap<SessionId, String>,
     /// The mirrors are as the streams were at `positions`: after a cut connection, reading
-    /// goes on from there. False once they were ended (Redis away longer than a lease): each
-    /// followed session is caught up again first.
+    /// goes on from there. False once they were taken over (Redis away longer than a lease):
+    /// joins wait (and time out, retryable) until Redis is back.
     mirrors_current: bool,
     /// Redis's marker as last seen: another one means Redis lost its data meanwhile.
     marker: Option<String>,
@@ -206,10 +206,12 @@ impl Reader {
             self.after_redis_emptied();
         }
         if !self.mirrors_current {
-            let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
-            for session_id in sessions {
-                self.catch_up(conn, session_id).await?;
-            }
+            // Back after a long outage: the mirrors were taken over (their ends come from the
+            // store); reading on from each position brings every answer started since, whole,
+            // to the sockets already watching. Joins may snapshot again.
+            let mut followed = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+            followed.extend(self.positions.keys().copied());
+            drop(followed);
             self.mirrors_current = true;
         }
         *unreachable_since = None;
