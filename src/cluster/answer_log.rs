@@ -87,6 +87,8 @@ return 1
 pub struct AnswerLog {
     tx: mpsc::UnboundedSender<Entry>,
     queued: metrics::Gauge,
+    /// `postchat_cluster_log_buffered_bytes`, looked up once (it is set for every token).
+    buffered_bytes: metrics::Gauge,
     /// Bytes of events queued and not yet taken by Redis.
     buffered: Arc<AtomicUsize>,
     /// To end an answer whose tokens found the queue full.
@@ -156,6 +158,7 @@ impl AnswerLog {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = metrics::gauge!("postchat_cluster_log_queued");
         let buffered = Arc::new(AtomicUsize::new(0));
+        let buffered_bytes = metrics::gauge!("postchat_cluster_log_buffered_bytes");
         let Parts { redis, keys, process, clock } = parts;
         let writer = Writer {
             redis,
@@ -166,11 +169,12 @@ impl AnswerLog {
             keep_ms: u64::try_from(keep.as_millis()).unwrap_or(u64::MAX),
             planner: Planner::default(),
             queued: queued.clone(),
+            buffered_bytes: buffered_bytes.clone(),
             buffered: buffered.clone(),
             clock,
         };
         tokio::spawn(writer.run(rx));
-        Self { tx, queued, buffered, inflight }
+        Self { tx, queued, buffered_bytes, buffered, inflight }
     }
 
     /// Queues an event of an answer generated here (`fence`: its fencing token, with its
@@ -183,7 +187,7 @@ impl AnswerLog {
             self.overflow(session_id, &event);
             return;
         }
-        metrics::gauge!("postchat_cluster_log_buffered_bytes").set((before + bytes) as f64);
+        self.buffered_bytes.set((before + bytes) as f64);
         self.queued.increment(1.0);
         // The writer lives as long as the runtime; after that nothing is delivered anyway.
         let _ = self.tx.send(Entry::Event { session_id, event, fence, bytes });
@@ -249,6 +253,8 @@ struct Writer {
     keep_ms: u64,
     planner: Planner,
     queued: metrics::Gauge,
+    /// `postchat_cluster_log_buffered_bytes`, looked up once (it is set for every token).
+    buffered_bytes: metrics::Gauge,
     buffered: Arc<AtomicUsize>,
     /// Redis's clock: trimming compares with stream ids, which Redis's clock made.
     clock: Arc<super::clock::RedisClock>,
@@ -277,7 +283,7 @@ impl Writer {
             let commands = self.planner.plan(batch.drain(..), &mut waiting);
             self.send(commands).await;
             let left = self.buffered.fetch_sub(bytes, Ordering::AcqRel).saturating_sub(bytes);
-            metrics::gauge!("postchat_cluster_log_buffered_bytes").set(left as f64);
+            self.buffered_bytes.set(left as f64);
             for entry in waiting {
                 match entry {
                     Entry::Flush(done) => drop(done.send(())),
