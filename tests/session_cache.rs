@@ -100,6 +100,9 @@ impl Store for CountingStore {
     ) -> Result<Option<Message>, StoreError> {
         self.inner.find_message_by_client_id(s, c).await
     }
+    async fn get_message(&self, s: SessionId, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.get_message(s, id).await
+    }
     async fn recent_messages(
         &self,
         s: SessionId,

@@ -416,7 +416,7 @@ test("a process killed with 1,000 answers in flight: all stored interrupted with
   });
 });
 
-test("clocks 90 s apart (faketime): a join mid-answer finds it whole, a watcher elsewhere keeps it alive", async (t) => {
+test("clocks 90 s apart (faketime): a join mid-answer finds it whole, a watcher elsewhere keeps it alive, messages keep their order", async (t) => {
   // libfaketime preloaded into the server itself: the `faketime` wrapper forks and would not
   // pass the test's SIGTERM on to it.
   const faketime = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"].find((p) => existsSync(p));
@@ -452,6 +452,16 @@ test("clocks 90 s apart (faketime): a join mid-answer finds it whole, a watcher 
     assert.equal(joined.inFlight.content + after.map((x) => x.token).join(""), events.at(-1).payload.content);
     const stored = (await history(b.url, token, session.id)).find((m) => m.id === ack.messageId);
     assert.equal(stored.status, "complete");
+    // The next message, through B (its clock 180 s behind A's), comes after A's in the
+    // session's history, and both are stamped with the shared (Redis's) clock.
+    const next = await ask(onB, session.id, "And what does it say about the scheduler?");
+    assert.equal(next.terminal.name, "chat:stream:end");
+    const messages = await history(b.url, token, session.id);
+    assert.deepEqual(messages.map((m) => m.id), [ack.messageId, next.ack.messageId], "in the order they were sent");
+    for (const m of messages) {
+      const off = Math.abs(Date.parse(m.createdAt) - Date.now());
+      assert.ok(off < 30_000, `stamped on the shared clock, not 90 s off (${m.createdAt})`);
+    }
     onB.close();
   } finally {
     await cluster.stop();

@@ -197,15 +197,10 @@ impl ChatSessionService {
         Ok(self.store.find_message_by_client_id(session, client_message_id).await?)
     }
 
-    /// Message `id` of session `session`, if it is among its last few (an answer just
-    /// generated: cluster mode reads how it ended).
-    pub async fn recent_message(
-        &self,
-        session: SessionId,
-        id: MessageId,
-    ) -> Result<Option<Message>, ChatError> {
-        let recent = self.store.recent_messages(session, 8, None).await?;
-        Ok(recent.into_iter().find(|m| m.id == id))
+    /// Message `id` of session `session`, if it exists (cluster mode reads how an answer
+    /// generated elsewhere ended).
+    pub async fn message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, ChatError> {
+        Ok(self.store.get_message(session, id).await?)
     }
 
     /// Stores the user's message as a new exchange (status `streaming`).

@@ -1,6 +1,7 @@
 //! One clock for the cluster: Redis's. Stream ids, lease deadlines and rates come from Redis's
 //! `TIME`; what a process computes from the time and another process compares (watcher
-//! deadlines, how far back a stream is trimmed) uses its estimate of that same clock, so a
+//! deadlines, how far back a stream is trimmed) uses its estimate of that same clock, and so
+//! does every timestamp it writes (`domain::now`: messages are ordered by theirs), so a
 //! process whose own clock is off (by a minute and a half, say) behaves as the others do.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,8 +12,9 @@ pub struct RedisClock {
     offset_ms: AtomicI64,
 }
 
+/// This machine's own clock (`domain::now` is already the shared one).
 fn local_ms() -> i64 {
-    crate::domain::now().timestamp_millis()
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl RedisClock {
@@ -27,7 +29,10 @@ impl RedisClock {
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
         let after = local_ms();
         let redis_ms = secs * 1_000 + micros / 1_000;
-        self.offset_ms.store(redis_ms - (before + after) / 2, Ordering::Relaxed);
+        let offset = redis_ms - (before + after) / 2;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        // Every timestamp this process writes is on Redis's clock too.
+        crate::domain::set_clock_offset(offset);
         Ok(())
     }
 }

@@ -33,7 +33,7 @@ pub(super) fn take_over(
         let started = tokio::time::Instant::now();
         let mut poll = POLL_FIRST;
         while started.elapsed() < wait {
-            match sessions.recent_message(session_id, message_id).await {
+            match sessions.message(session_id, message_id).await {
                 Ok(Some(row)) if row.status != MessageStatus::Streaming => {
                     info!(%message_id, status = row.status.as_str(), "an answer's end told from its stored row");
                     return terminal(&row, |event| audience.deliver(event));

@@ -182,7 +182,7 @@ async fn stored_terminal(
         let (code, message) = (error.code(), error.to_string());
         return Ok(Some(LoggedEvent::Failed { message_id, code, message, retry_after_ms: None }));
     }
-    let Some(row) = sessions.recent_message(session_id, message_id).await.map_err(drop)? else {
+    let Some(row) = sessions.message(session_id, message_id).await.map_err(drop)? else {
         return Ok(None);
     };
     let mut terminal = None;

@@ -23,9 +23,22 @@ pub use post::{Post, PostExpanded};
 pub use preferences::Preferences;
 pub use session::ChatSession;
 
-/// Current time truncated to microseconds, the precision both databases keep, so a value
-/// read back equals the value written.
+/// Milliseconds this process adds to its machine's clock: zero, or in cluster mode the offset
+/// to Redis's clock measured at each lease renewal (`cluster/clock.rs`), so the timestamps
+/// every process writes (a session's messages in order, a budget's day, what counts as an
+/// old answer at start) are on the one clock they share.
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// The current time on the clock shared by every process (see [`set_clock_offset`]),
+/// truncated to microseconds, the precision both databases keep, so a value read back equals
+/// the value written.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
-    chrono::Utc::now().trunc_subsecs(6)
+    let offset = CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed);
+    (chrono::Utc::now() + chrono::Duration::milliseconds(offset)).trunc_subsecs(6)
+}
+
+/// Sets how far the shared clock is ahead of this machine's (cluster mode: Redis's `TIME`).
+pub fn set_clock_offset(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
 }

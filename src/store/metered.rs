@@ -140,6 +140,9 @@ impl Store for MeteredStore {
     ) -> Result<Option<Message>, StoreError> {
         self.timed("find_message_by_client_id", self.inner.find_message_by_client_id(session, key)).await
     }
+    async fn get_message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.timed("get_message", self.inner.get_message(session, id)).await
+    }
     async fn recent_messages(
         &self,
         session: SessionId,

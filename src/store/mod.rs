@@ -174,6 +174,8 @@ pub trait Store: Send + Sync + 'static {
         session: SessionId,
         client_message_id: &ClientMessageId,
     ) -> Result<Option<Message>, StoreError>;
+    /// Message `id` of `session`, if there is one (how an answer ended, read by cluster mode).
+    async fn get_message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, StoreError>;
     /// Up to `limit` messages of a session, oldest first: the newest ones, or the newest ones
     /// older than `before`.
     async fn recent_messages(

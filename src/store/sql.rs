@@ -68,6 +68,9 @@ pub(super) fn find_message_by_client_id() -> String {
          WHERE chat_session_id = $1 AND client_message_id = $2"
     )
 }
+pub(super) fn get_message() -> String {
+    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 AND id = $2")
+}
 pub(super) fn recent_messages() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \

@@ -258,6 +258,16 @@ where
             .transpose()
     }
 
+    async fn get_message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, StoreError> {
+        sqlx::query_as::<_, sql::MessageRow>(&sql::get_message())
+            .bind(session.as_uuid())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Message::try_from)
+            .transpose()
+    }
+
     async fn recent_messages(
         &self,
         session: SessionId,

@@ -8,7 +8,7 @@
 // client-demo/test/chaos.test.mjs runs it for every fault once in CI.
 import net from "node:net";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { createSession, connect, request } from "../../lib/client.mjs";
 import { samplePost } from "./server.mjs";
 import { freePort, startProcesses } from "./processes.mjs";
@@ -249,6 +249,11 @@ function report(run, people) {
   const sessionOf = new Map(answers.map((a) => [a.messageId, a.sessionId]));
   const about = (id) => (l) => l.includes(id) || l.includes(sessionOf.get(id));
   const logs = broken.flatMap((id) => run.every.flatMap((server, i) => server.logs().split("\n").filter(about(id)).map((l) => `server ${i}: ${l}`)));
+  // CHAOS_LOGS=dir: every server's whole log written there, one file per process started.
+  if (process.env.CHAOS_LOGS) {
+    mkdirSync(process.env.CHAOS_LOGS, { recursive: true });
+    run.every.forEach((server, i) => writeFileSync(`${process.env.CHAOS_LOGS}/server-${i}.log`, server.logs()));
+  }
   return { answers: answers.length, outcomes, refused: run.refused, faults: run.faults, violations, logs };
 }
 
