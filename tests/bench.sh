@@ -15,11 +15,13 @@
 #     chat at 100 users on PostgreSQL, on an empty database and on one holding 1,000,000 (default)
 #     stored messages of 2,000 sessions: throughput must not depend on what is stored.
 #   tests/bench.sh cluster [users ...]
-#     cluster mode's cost (PostgreSQL): chat at each number of users (default: 100 500) on one
-#     process without Redis, then on three processes sharing a redis-server of the script's own,
-#     the users' sockets spread over them; then the same with each session also watched from
-#     another process (the cross-process token delay), and paced at $THINK_CLUSTER ms (default
-#     1000, below saturation). Redis commands per answer from Redis's own count.
+#     cluster mode's cost (PostgreSQL), on one process without Redis, one with a redis-server of
+#     the script's own, and three sharing it (the users' sockets spread over them): 100 users
+#     offering $RATE_CLUSTER answers/s in all (default 300, an open loop below saturation), then
+#     each number of users (default: 100 500) back to back (saturation). Per answer: CPU of the
+#     servers and Redis (/proc and Redis's INFO), Redis commands and bytes. Then three processes
+#     with each session also watched from another (the cross-process token delay), back to back
+#     and paced at $THINK_CLUSTER ms (default 1000).
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 # POSTCHAT_BIN=path runs another build of the server (an earlier commit, to compare).
 set -euo pipefail
@@ -92,32 +94,56 @@ if [ "$mode" = cluster ]; then
   redis-server --port $redis_port --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$PWD/$out/redis.pid" --logfile "$PWD/$out/redis.log"
   trap 'stop_server; kill "$(cat "$out/redis.pid")" 2>/dev/null || true' EXIT
-  redis_calls() { redis-cli -p $redis_port info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p'; }
-  start_cluster() {
+  redis_url="REDIS_URL=redis://127.0.0.1:$redis_port"
+  tick=$(getconf CLK_TCK)
+  # What the servers and Redis have used so far: "CPU-seconds commands bytes" (Redis's counters
+  # only where it is used).
+  usage() {
+    local with_redis=$1 ticks=0 pid
+    for pid in "${servers[@]}"; do ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+    if [ "$with_redis" = yes ]; then
+      redis-cli -p $redis_port info all | tr -d '\r' | awk -F: -v t="$ticks" -v hz="$tick" '
+        /^used_cpu_(sys|user):/ { cpu += $2 } /^total_commands_processed:/ { c = $2 }
+        /^total_net_(input|output)_bytes:/ { b += $2 }
+        END { printf "%.3f %d %d\n", t / hz + cpu, c, b }'
+    else
+      awk -v t="$ticks" -v hz="$tick" 'BEGIN { printf "%.3f 0 0\n", t / hz }'
+    fi
+  }
+  # measure NAME PROCESSES [loadgen chat arguments]: PROCESSES fresh servers (0: one without
+  # Redis), the load, then per answer what they and Redis used (target/bench/NAME-cost.txt).
+  measure() {
+    local name=$1 processes=$2 with_redis=yes addrs="" before after answers i
+    shift 2
     redis-cli -p $redis_port flushall >/dev/null
-    for i in 0 1 2; do start_server "${1:-0}" $((port + i)) "REDIS_URL=redis://127.0.0.1:$redis_port"; done
-  }
-  three="127.0.0.1:$port,127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2))"
-  # cluster_run NAME [loadgen chat arguments]: three processes, Redis commands per answer.
-  cluster_run() {
-    local name=$1 before after answers
-    shift
-    start_cluster
-    before=$(redis_calls)
-    ./target/release/loadgen --addr "$three" --jwt-secret $secret --json "$out/$name.json" chat "$@"
-    after=$(redis_calls)
-    answers=$(sed -n 's/.*"answers":\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
-    awk -v c=$((after - before)) -v a="${answers:-1}" 'BEGIN { printf "  Redis commands: %d in all, %.1f per answer\n", c, c / a }' | tee "$out/$name-redis.txt"
+    if [ "$processes" = 0 ]; then
+      with_redis=no
+      start_server
+      addrs="127.0.0.1:$port"
+    else
+      for i in $(seq 0 $((processes - 1))); do
+        start_server 0 $((port + i)) "$redis_url"
+        addrs="$addrs${addrs:+,}127.0.0.1:$((port + i))"
+      done
+    fi
+    before=$(usage $with_redis)
+    ./target/release/loadgen --addr "$addrs" --jwt-secret $secret --json "$out/$name.json" chat "$@"
+    after=$(usage $with_redis)
+    # The warm-up's answers used CPU too: "answers asked" counts them.
+    answers=$(sed -n 's/.*"answers asked":\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
+    echo "$before $after" | awk -v a="${answers:-1}" -v n="$name" '{
+      printf "  %s: %d answers; per answer: %.1f µs of CPU (servers + Redis), %.1f Redis commands, %.0f bytes to and from Redis\n",
+        n, a, ($4 - $1) / a * 1e6, ($5 - $2) / a, ($6 - $3) / a }' | tee "$out/$name-cost.txt"
     stop_server
   }
-  for n in "$@"; do
-    start_server
-    lg --json "$out/cluster-single-$n.json" chat --users "$n" --seconds 15
-    stop_server
-    cluster_run "cluster-three-$n" --users "$n" --seconds 15
-    cluster_run "cluster-three-$n-watched" --users "$n" --seconds 15 --watch-elsewhere
+  rate=${RATE_CLUSTER:-300}
+  for setup in "single 0" "one-with-redis 1" "three 3"; do
+    read -r label processes <<< "$setup"
+    measure "cluster-$label-rate-$rate" "$processes" --users 100 --seconds 15 --rate "$rate"
+    for n in "$@"; do measure "cluster-$label-$n" "$processes" --users "$n" --seconds 15; done
   done
-  cluster_run "cluster-three-100-watched-think-${THINK_CLUSTER:-1000}" --users 100 --seconds 15 \
+  measure "cluster-three-100-watched" 3 --users 100 --seconds 15 --watch-elsewhere
+  measure "cluster-three-100-watched-think-${THINK_CLUSTER:-1000}" 3 --users 100 --seconds 15 \
     --watch-elsewhere --think-ms "${THINK_CLUSTER:-1000}"
   exit 0
 fi

@@ -69,6 +69,12 @@ pub enum Scenario {
         /// 0 sends back to back and saturates the machine; the users' starts are spread over it.
         #[arg(long, default_value_t = 0)]
         think_ms: u64,
+        /// Offered answers per second across all users, an open loop: each user sends on a
+        /// fixed schedule (every users/rate seconds, the users spread over it), or as soon as
+        /// its last answer ended when that ended late. The load is the same whatever the
+        /// server's speed, so CPU per answer compares across setups.
+        #[arg(long, conflicts_with = "think_ms")]
+        rate: Option<f64>,
         /// Seconds before `seconds` during which answers are checked but not measured: the
         /// users' first messages arrive at once, on sessions the server has not cached yet
         /// (a start-up burst, not the steady load the figures describe).
@@ -126,12 +132,15 @@ async fn main() -> ExitCode {
         Scenario::Idle { connections, hold, browser_headers } => {
             scenarios::idle(&cli, connections, hold, browser_headers).await
         }
-        Scenario::Chat { users, seconds, think_ms, warmup_secs, watch_elsewhere } => {
+        Scenario::Chat { users, seconds, think_ms, rate, warmup_secs, watch_elsewhere } => {
             let length = scenarios::Length {
                 warmup: Duration::from_secs(warmup_secs),
                 measured: Duration::from_secs(seconds),
             };
-            scenarios::chat(&cli, users, length, Duration::from_millis(think_ms), watch_elsewhere).await
+            match scenarios::Pace::of(users, think_ms, rate) {
+                Ok(pace) => scenarios::chat(&cli, users, length, pace, watch_elsewhere).await,
+                Err(e) => Err(e),
+            }
         }
         Scenario::Fanout { sockets, seconds } => scenarios::fanout(&cli, sockets, seconds).await,
         Scenario::Soak { users, idle, think_ms, minutes, sample_secs, warmup_secs } => {

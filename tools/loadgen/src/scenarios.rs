@@ -206,11 +206,47 @@ pub struct Length {
     pub measured: Duration,
 }
 
+/// How each user of `chat` paces its messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// A pause after each answer's end (0: back to back, a closed loop).
+    Think(Duration),
+    /// One message every period, on a fixed schedule (an open loop), or at once after an answer
+    /// that ended late.
+    Every(Duration),
+}
+
+impl Pace {
+    /// From the command line: `--rate` (answers/s across `users`) or `--think-ms`.
+    pub fn of(users: usize, think_ms: u64, rate: Option<f64>) -> Result<Self, String> {
+        match rate {
+            None => Ok(Pace::Think(Duration::from_millis(think_ms))),
+            Some(r) if r.is_finite() && r > 0.0 => Ok(Pace::Every(Duration::from_secs_f64(users as f64 / r))),
+            Some(r) => Err(format!("--rate must be a number of answers per second above 0, not {r}")),
+        }
+    }
+
+    /// The spread of the users' first messages.
+    fn period(self) -> Duration {
+        match self {
+            Pace::Think(d) | Pace::Every(d) => d,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Pace::Think(d) if d.is_zero() => String::new(),
+            Pace::Think(d) => format!(", {} ms between answers", d.as_millis()),
+            Pace::Every(d) => format!(", one message every {} ms each (open loop)", d.as_millis()),
+        }
+    }
+}
+
 pub async fn chat(
     cli: &Cli,
     users: usize,
     length: Length,
-    think: Duration,
+    pace: Pace,
     watch_elsewhere: bool,
 ) -> Result<Report, String> {
     let setups = chat_users(cli, users, "chat").await?;
@@ -229,11 +265,17 @@ pub async fn chat(
                 run.arrivals = Some(Vec::new());
             }
             let mut n = 0;
-            // Spread over the pause, so that the users do not send in step.
-            tokio::time::sleep(think.mul_f64(u as f64 / users as f64)).await;
+            // Spread over the period, so that the users do not send in step.
+            let first = Instant::now() + pace.period().mul_f64(u as f64 / users as f64);
+            tokio::time::sleep_until(first.into()).await;
             while Instant::now() < stop_at {
-                if n > 0 {
-                    tokio::time::sleep(think).await;
+                match pace {
+                    Pace::Think(think) if n > 0 => tokio::time::sleep(think).await,
+                    Pace::Every(period) => {
+                        let due = first + period.mul_f64(n as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    Pace::Think(_) => {}
                 }
                 n += 1;
                 let into = if Instant::now() < measure_from { &mut warmup } else { &mut run };
@@ -279,18 +321,13 @@ pub async fn chat(
     }
     let (seconds, warmup) = (length.measured.as_secs(), length.warmup.as_secs());
     Ok(Report {
-        scenario: if think.is_zero() {
-            format!("chat ({users} users, {seconds} s after {warmup} s of warm-up)")
-        } else {
-            format!(
-                "chat ({users} users, {seconds} s after {warmup} s of warm-up, {} ms between answers)",
-                think.as_millis()
-            )
-        },
+        scenario: format!("chat ({users} users, {seconds} s after {warmup} s of warm-up{})", pace.describe()),
         figures: vec![
             ("answers/s".into(), total.answers as f64 / elapsed),
             ("token events/s delivered".into(), total.tokens as f64 / elapsed),
             ("answers".into(), total.answers as f64),
+            // With the warm-up's: what the servers' CPU over the whole run is divided by.
+            ("answers asked".into(), total.answers_asked as f64),
         ],
         latencies,
         violations: total.violations,
