@@ -29,6 +29,7 @@ use super::fences::Fences;
 use super::keys::Keys;
 use super::lease;
 use super::logged_event::LoggedEvent;
+use super::lua::{unknown_script, Lua};
 use super::LEASE_TTL;
 use crate::chat::{InFlightAnswers, Lost};
 use crate::domain::{MessageId, SessionId};
@@ -55,7 +56,8 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// answer's entry number `ARGV[7]` was appended already (`KEYS[3]`, a hash, holds each
 /// answer's last); else one. A session event (`ARGV[6]` empty) is neither fenced nor numbered.
 /// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
-const APPEND: &str = r"
+static APPEND: Lua = Lua::new(
+    r"
 if ARGV[6] ~= '' then
   local mine = tonumber(ARGV[1])
   local fence = redis.call('GET', KEYS[2])
@@ -81,7 +83,8 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
-";
+",
+);
 
 /// The sending side: cheap, synchronous, never blocks.
 pub struct AnswerLog {
@@ -300,12 +303,15 @@ impl Writer {
         if commands.is_empty() {
             return;
         }
-        let pipe = self.pipeline(&commands);
+        let mut pipe = self.pipeline(&commands, false);
         let stalled = Instant::now();
         loop {
             let sent: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.redis).await;
             match sent {
                 Ok(replies) => return self.sent(&commands, &replies),
+                // Redis restarted empty: sent again at once with the scripts loaded first
+                // (appends are numbered, releases idempotent: nothing happens twice).
+                Err(e) if unknown_script(&e) => pipe = self.pipeline(&commands, true),
                 Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => {
                     self.forget_released(&commands);
                     return self.lose(&commands, &e);
@@ -319,12 +325,15 @@ impl Writer {
         }
     }
 
-    /// One pipeline: the append script loaded (Redis may have restarted empty), each command,
-    /// the wake of this process's follower when sessions were released. Replies: one per
-    /// command.
-    fn pipeline(&self, commands: &[Command]) -> redis::Pipeline {
+    /// One pipeline: the scripts loaded first when Redis did not know them (`load`), each
+    /// command, the wake of this process's follower when sessions were released. Replies: one
+    /// per command.
+    fn pipeline(&self, commands: &[Command], load: bool) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(APPEND).ignore();
+        if load {
+            pipe.add_command(APPEND.load()).ignore();
+            pipe.add_command(lease::RELEASE.load()).ignore();
+        }
         let mut released = false;
         for command in commands {
             match command {
@@ -371,9 +380,7 @@ impl Writer {
         let last_of_lost = if last_of_lost { "1" } else { "" }.to_owned();
         let args =
             [fence, self.process.clone(), json, trim, self.keep_ms.to_string(), message, n, last_of_lost];
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(redis::Script::new(APPEND).get_hash()).arg(keys.len()).arg(&keys).arg(&args);
-        cmd
+        APPEND.command(&keys, &args)
     }
 
     /// The pipeline was taken: the released answers' tokens are forgotten, the answers whose

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::keys::Keys;
+use super::lua::{unknown_script, Lua};
 use super::{Cluster, LEASE_TTL};
 use crate::chat::{InFlightAnswers, Lost, Origin};
 use crate::domain::{ClientMessageId, MessageId, SessionId};
@@ -20,7 +21,8 @@ use crate::domain::{ClientMessageId, MessageId, SessionId};
 /// returns `{1, token}`, or `{0, holder}` when another answer holds it. Taking a free lease
 /// also marks the token as the session's sweep line (`KEYS[4]`): entries of any answer under an
 /// older token are refused from then on (see `answer_log::APPEND`).
-const CLAIM: &str = r"
+static CLAIM: Lua = Lua::new(
+    r"
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
@@ -39,12 +41,14 @@ redis.call('SET', KEYS[1], cjson.encode(lease), 'PX', ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
 return {1, tostring(fence)}
-";
+",
+);
 
 /// Extends the lease this answer holds under its fencing token: 1. A lease that is gone is
 /// never taken again: 0 when the session's fence exists (the answer was swept, or another
 /// claimed the session: fenced off), -1 when Redis lost it all (restarted empty).
-const RENEW: &str = r"
+static RENEW: Lua = Lua::new(
+    r"
 local held = redis.call('GET', KEYS[1])
 if not held then
   if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
@@ -56,10 +60,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
 return 1
-";
+",
+);
 
 /// Frees the session if this answer holds it.
-const RELEASE: &str = r"
+pub(super) static RELEASE: Lua = Lua::new(
+    r"
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
@@ -67,7 +73,8 @@ if held then
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
-";
+",
+);
 
 /// How long a session's fence outlives its last answer: longer than any process pause worth
 /// fencing off (a process paused longer finds its lease gone and Redis seemingly emptied,
@@ -110,12 +117,6 @@ fn unreadable(what: &str, value: &str) -> redis::RedisError {
     ))
 }
 
-pub(super) fn eval(script: &str, keys: &[String], args: &[String]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
-    cmd
-}
-
 pub(super) async fn claim(
     cluster: &Cluster,
     session_id: SessionId,
@@ -143,7 +144,7 @@ pub(super) async fn claim(
         cluster.id.clone(),
         FENCE_KEEP_MS.to_string(),
     ];
-    let (claimed, value): (i64, String) = eval(CLAIM, &keys, &args).query_async(&mut cluster.redis()).await?;
+    let (claimed, value): (i64, String) = CLAIM.run(&mut cluster.redis(), &keys, &args).await?;
     if claimed == 1 {
         let fence = value.parse().map_err(|_| unreadable("a fencing token", &value))?;
         return Ok(Claimed::Yes { fence });
@@ -164,7 +165,7 @@ pub(super) async fn holder(
 /// The command that frees the session held by `message_id` (queued in the answer log).
 pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: MessageId) -> redis::Cmd {
     let keys = [keys.lease(session_id), keys.leases()];
-    eval(RELEASE, &keys, &[message_id.to_string(), member(session_id, message_id)])
+    RELEASE.command(&keys, &[message_id.to_string(), member(session_id, message_id)])
 }
 
 /// Renews every lease held here (answers generated here, until their release is sent: an
@@ -185,9 +186,17 @@ pub(super) async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redi
             member(*session_id, *message_id),
             fence.to_string(),
         ];
-        pipe.add_command(eval(RENEW, &keys, &args));
+        pipe.add_command(RENEW.command(&keys, &args));
     }
-    let renewed: Vec<i64> = pipe.query_async(&mut cluster.redis()).await?;
+    let mut redis = cluster.redis();
+    let renewed: Vec<i64> = match pipe.query_async(&mut redis).await {
+        // Redis restarted empty: loaded, the renewals are sent again (they are idempotent).
+        Err(e) if unknown_script(&e) => {
+            RENEW.load().query_async::<()>(&mut redis).await?;
+            pipe.query_async(&mut redis).await?
+        }
+        renewed => renewed?,
+    };
     for ((session_id, message_id, _), renewed) in held.iter().zip(renewed) {
         let running =
             inflight.get(*session_id).filter(|a| a.message_id == *message_id && a.origin == Origin::Here);

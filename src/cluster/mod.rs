@@ -26,7 +26,7 @@
 //! `control.rs` (stop requests, wakes), `shared_limits.rs` (rates, sockets per user, the daily
 //! token budget, counted in Redis), `cache_versions.rs` (no process serves a cached copy
 //! another changed), `clock.rs` (Redis's clock, for anything compared across processes),
-//! `keys.rs` (every key's name).
+//! `keys.rs` (every key's name), `lua.rs` (the scripts, called by their SHA1).
 
 mod answer_log;
 mod audience;
@@ -40,6 +40,7 @@ mod keeper;
 mod keys;
 mod lease;
 mod logged_event;
+mod lua;
 mod shared_limits;
 mod stored_outcome;
 mod sweeper;

@@ -12,13 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::lua::Lua;
 use super::Cluster;
 use crate::chat::{day_name, ChatError, SpentTokens};
 use crate::domain::{MessageId, UserId};
 use crate::limits::{Counted, SharedCounts};
 
 /// GCRA: `interval` ms per request after a burst of `burst`; returns 0 (go) or the ms to wait.
-const RATE: &str = r"
+static RATE: Lua = Lua::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
 local interval = tonumber(ARGV[1])
@@ -30,11 +32,13 @@ local allowed_at = new_tat - interval * burst
 if allowed_at > now then return math.ceil(allowed_at - now) end
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
 return 0
-";
+",
+);
 
 /// Counts the members whose process is alive (dropping the others), and adds ARGV[1] unless
 /// that makes more than ARGV[2]; 1 when added.
-const OPEN: &str = r"
+static OPEN: Lua = Lua::new(
+    r"
 local live = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local process = string.match(member, '^(%S+)')
@@ -49,15 +53,18 @@ if max > 0 and live >= max then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], 86400000)
 return 1
-";
+",
+);
 
 /// Adds ARGV[1] to a count that exists, once per answer (`KEYS[2]` marks the answer charged:
 /// a charge sent again after a reply that never came is not added twice).
-const CHARGE: &str = r"
+static CHARGE: Lua = Lua::new(
+    r"
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', 172800) then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return 0
-";
+",
+);
 
 impl Cluster {
     /// One request under the rate `per_minute` after a burst of `burst`, for `key` of the
@@ -70,30 +77,18 @@ impl Cluster {
         burst: u32,
     ) -> redis::RedisResult<Option<Duration>> {
         let interval_ms = 60_000.0 / f64::from(per_minute.max(1));
-        let wait: u64 = redis::cmd("EVAL")
-            .arg(RATE)
-            .arg(1)
-            .arg(self.keys.rate(name, key))
-            .arg(interval_ms)
-            .arg(burst.max(1))
-            .query_async(&mut self.redis())
-            .await?;
+        let keys = [self.keys.rate(name, key)];
+        let args = [interval_ms.to_string(), burst.max(1).to_string()];
+        let wait: u64 = RATE.run(&mut self.redis(), &keys, &args).await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
 
     /// Counts socket `sid` of `user`, unless they hold `max` already (0: no cap); false then.
     async fn open_socket(&self, user: &UserId, sid: &str, max: usize) -> redis::RedisResult<bool> {
         let (before, after) = self.keys.alive_around();
-        let added: i64 = redis::cmd("EVAL")
-            .arg(OPEN)
-            .arg(1)
-            .arg(self.keys.open("sockets", user.as_str()))
-            .arg(format!("{} {sid}", self.id))
-            .arg(max)
-            .arg(before)
-            .arg(after)
-            .query_async(&mut self.redis())
-            .await?;
+        let keys = [self.keys.open("sockets", user.as_str())];
+        let args = [format!("{} {sid}", self.id), max.to_string(), before.to_string(), after.to_string()];
+        let added: i64 = OPEN.run(&mut self.redis(), &keys, &args).await?;
         Ok(added == 1)
     }
 
@@ -132,14 +127,8 @@ impl Cluster {
         message_id: MessageId,
         tokens: u64,
     ) -> redis::RedisResult<()> {
-        redis::cmd("EVAL")
-            .arg(CHARGE)
-            .arg(2)
-            .arg(self.keys.tokens_spent(user, day))
-            .arg(self.keys.charged(message_id))
-            .arg(tokens)
-            .query_async(&mut self.redis())
-            .await
+        let keys = [self.keys.tokens_spent(user, day), self.keys.charged(message_id)];
+        CHARGE.run(&mut self.redis(), &keys, &[tokens.to_string()]).await
     }
 }
 

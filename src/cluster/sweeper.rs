@@ -6,8 +6,9 @@
 use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
-use super::lease::{eval, member, release_command, FENCE_KEEP_MS};
+use super::lease::{member, release_command, FENCE_KEEP_MS};
 use super::logged_event::LoggedEvent;
+use super::lua::Lua;
 use super::stored_outcome;
 use super::tail::{read_tail, Tail};
 use super::{Cluster, SWEEPER};
@@ -18,7 +19,8 @@ use crate::domain::{MessageId, SessionId};
 /// there (renewed after its deadline, or about to expire: listed again until its key's end,
 /// so it is not forgotten); otherwise 1, its fence moved on first and noted as swept (unless
 /// another answer's claim already moved it), so its process, if it comes back, is fenced off.
-const FENCE_OFF: &str = r"
+static FENCE_OFF: Lua = Lua::new(
+    r"
 if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 local held = redis.call('GET', KEYS[1])
 if held then
@@ -36,15 +38,18 @@ local fence = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[5], fence, 'PX', ARGV[2])
 return 1
-";
+",
+);
 
 /// Up to `ARGV[1]` leases past their deadline (left listed until swept: a sweep that fails
 /// is tried again).
-const EXPIRED: &str = r"
+static EXPIRED: Lua = Lua::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[1])
-";
+",
+);
 
 /// Expired leases read at a time.
 const SWEEP_BATCH: usize = 256;
@@ -67,9 +72,8 @@ pub(super) async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> r
     use futures::StreamExt;
     for _ in 0..SWEEP_BATCHES {
         let mut redis = cluster.redis();
-        let expired: Vec<String> = eval(EXPIRED, &[cluster.keys.leases()], &[SWEEP_BATCH.to_string()])
-            .query_async(&mut redis)
-            .await?;
+        let expired: Vec<String> =
+            EXPIRED.run(&mut redis, &[cluster.keys.leases()], &[SWEEP_BATCH.to_string()]).await?;
         let full = expired.len() == SWEEP_BATCH;
         let mut swept = futures::stream::iter(expired)
             .map(|member| sweep_member(cluster, sessions, member))
@@ -128,7 +132,7 @@ async fn sweep_one(
         member(session_id, message_id),
         SWEEPING_MS.to_string(),
     ];
-    let fenced: i64 = eval(FENCE_OFF, &keys, &args).query_async(redis).await?;
+    let fenced: i64 = FENCE_OFF.run(redis, &keys, &args).await?;
     if fenced == 0 {
         // Swept by another process right now, or its lease is still there (listed again).
         return Ok(true);
