@@ -96,8 +96,8 @@ if [ "$mode" = cluster ]; then
   trap 'stop_server; kill "$(cat "$out/redis.pid")" 2>/dev/null || true' EXIT
   redis_url="REDIS_URL=redis://127.0.0.1:$redis_port"
   tick=$(getconf CLK_TCK)
-  # What the servers and Redis have used so far: "CPU-seconds commands bytes" (Redis's counters
-  # only where it is used).
+  # What the servers and Redis have used so far: "servers' CPU-seconds, Redis's, commands,
+  # bytes" (Redis's counters only where it is used).
   usage() {
     local with_redis=$1 ticks=0 pid
     for pid in "${servers[@]}"; do ticks=$((ticks + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
@@ -105,9 +105,9 @@ if [ "$mode" = cluster ]; then
       redis-cli -p $redis_port info all | tr -d '\r' | awk -F: -v t="$ticks" -v hz="$tick" '
         /^used_cpu_(sys|user):/ { cpu += $2 } /^total_commands_processed:/ { c = $2 }
         /^total_net_(input|output)_bytes:/ { b += $2 }
-        END { printf "%.3f %d %d\n", t / hz + cpu, c, b }'
+        END { printf "%.3f %.3f %d %d\n", t / hz, cpu, c, b }'
     else
-      awk -v t="$ticks" -v hz="$tick" 'BEGIN { printf "%.3f 0 0\n", t / hz }'
+      awk -v t="$ticks" -v hz="$tick" 'BEGIN { printf "%.3f 0 0 0\n", t / hz }'
     fi
   }
   # measure NAME PROCESSES [loadgen chat arguments]: PROCESSES fresh servers (0: one without
@@ -116,6 +116,7 @@ if [ "$mode" = cluster ]; then
     local name=$1 processes=$2 with_redis=yes addrs="" before after answers i
     shift 2
     redis-cli -p $redis_port flushall >/dev/null
+    redis-cli -p $redis_port config resetstat >/dev/null
     if [ "$processes" = 0 ]; then
       with_redis=no
       start_server
@@ -129,11 +130,14 @@ if [ "$mode" = cluster ]; then
     before=$(usage $with_redis)
     ./target/release/loadgen --addr "$addrs" --jwt-secret $secret --json "$out/$name.json" chat "$@"
     after=$(usage $with_redis)
+    # Which commands, counted since the scenario's start (CONFIG RESETSTAT).
+    [ "$with_redis" = no ] || redis-cli -p $redis_port info commandstats | tr -d '\r' > "$out/$name-commands.txt"
     # The warm-up's answers used CPU too: "answers asked" counts them.
     answers=$(sed -n 's/.*"answers asked":\([0-9.]*\).*/\1/p' "$out/$name.json" | head -1)
     echo "$before $after" | awk -v a="${answers:-1}" -v n="$name" '{
-      printf "  %s: %d answers; per answer: %.1f µs of CPU (servers + Redis), %.1f Redis commands, %.0f bytes to and from Redis\n",
-        n, a, ($4 - $1) / a * 1e6, ($5 - $2) / a, ($6 - $3) / a }' | tee "$out/$name-cost.txt"
+      s = ($5 - $1) / a * 1e6; r = ($6 - $2) / a * 1e6
+      printf "  %s: %d answers; per answer: %.1f µs of CPU (servers %.1f + Redis %.1f), %.1f Redis commands, %.0f bytes to and from Redis\n",
+        n, a, s + r, s, r, ($7 - $3) / a, ($8 - $4) / a }' | tee "$out/$name-cost.txt"
     stop_server
   }
   rate=${RATE_CLUSTER:-300}

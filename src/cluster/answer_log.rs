@@ -55,7 +55,9 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// `ARGV[8]` is `1` (the last entry of an answer that ended for that reason); 0 when this
 /// answer's entry number `ARGV[7]` was appended already (`KEYS[3]`, a hash, holds each
 /// answer's last); else one. A session event (`ARGV[6]` empty) is neither fenced nor numbered.
-/// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's expiry, in ms.
+/// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's (and the hash's)
+/// expiry, in ms, set by an answer's start and end and by session events (empty for the
+/// entries between: an answer lasts far less than the expiry).
 static APPEND: Lua = Lua::new(
     r"
 if ARGV[6] ~= '' then
@@ -74,14 +76,14 @@ if ARGV[6] ~= '' then
   end
   if tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') >= tonumber(ARGV[7]) then return 0 end
   redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 end
 if ARGV[4] ~= '' then
   redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[4], '*', 'o', ARGV[2], 'e', ARGV[3])
 else
   redis.call('XADD', KEYS[1], '*', 'o', ARGV[2], 'e', ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 return 1
 ",
 );
@@ -377,9 +379,13 @@ impl Writer {
             _ => Default::default(),
         };
         let json = serde_json::to_string(event).unwrap_or_default();
+        // The expiries are set where an answer starts and ends (and by session events).
+        let expiry = match event {
+            LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. } if numbered.is_some() => String::new(),
+            _ => self.keep_ms.to_string(),
+        };
         let last_of_lost = if last_of_lost { "1" } else { "" }.to_owned();
-        let args =
-            [fence, self.process.clone(), json, trim, self.keep_ms.to_string(), message, n, last_of_lost];
+        let args = [fence, self.process.clone(), json, trim, expiry, message, n, last_of_lost];
         APPEND.command(&keys, &args)
     }
 
