@@ -59,10 +59,13 @@ async fn an_answer_generated_on_one_process_reaches_a_socket_on_another_whole_an
     let mut sender = a.socket("alice").await;
     let ack = ask(&mut sender, &session, "How does Tokio schedule tasks?", None).await;
     assert_eq!(ack["ok"], true, "{ack}");
-    let (mine, theirs) = tokio::join!(
-        answer_events(&mut sender, &ack["messageId"]),
-        answer_events(&mut watcher, &ack["messageId"])
-    );
+    assert_whole_on_both(&mut sender, &mut watcher, &ack["messageId"]).await;
+}
+
+/// Answer `message_id` ends on the sender's socket and on the watcher's (on another process),
+/// the watcher's tokens every one once, in order.
+async fn assert_whole_on_both(sender: &mut Socket, watcher: &mut Socket, message_id: &Value) {
+    let (mine, theirs) = tokio::join!(answer_events(sender, message_id), answer_events(watcher, message_id));
     let (end, watched_end) = (mine.last().unwrap(), theirs.last().unwrap());
     assert_eq!((end.0.as_str(), watched_end.0.as_str()), ("chat:stream:end", "chat:stream:end"));
     assert_eq!(tokens(&theirs), end.1["content"].as_str().unwrap(), "every token once, in order, elsewhere");
@@ -125,4 +128,22 @@ async fn sockets_per_user_are_counted_across_processes() {
     let third = Socket::connect(&a.addr, &a.token("alice")).await;
     assert!(third.is_err(), "a third socket on either process is refused");
     assert!(Socket::connect(&b.addr, &b.token("bob")).await.is_ok(), "users are counted apart");
+}
+
+#[tokio::test]
+async fn redis_forgetting_its_scripts_mid_answer_loses_nothing() {
+    // A Redis restarted with its data (a snapshot, a failover) knows none of the scripts: every
+    // call and pipeline that finds one missing loads it and goes on.
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "20"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let mut watcher = b.socket("alice").await;
+    assert_eq!(emit(&mut watcher, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    let mut sender = a.socket("alice").await;
+    for question in ["How does Tokio schedule tasks?", "And what about timers?"] {
+        let ack = ask(&mut sender, &session, question, None).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        cluster.redis(&["SCRIPT", "FLUSH"]).await.expect("scripts flushed");
+        assert_whole_on_both(&mut sender, &mut watcher, &ack["messageId"]).await;
+    }
 }

@@ -184,13 +184,13 @@ async fn a_second_message_on_a_session_does_not_read_the_session_again() {
     let id = new_session(&f, &alice()).await;
     let service = cold_service(&f).await;
 
-    let entry = service.session(&alice(), id).await.unwrap();
-    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    let asked = service.asked(&alice(), id).await.unwrap();
+    service.build_ai_context(&asked, MessageId::new()).await.unwrap();
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "first use reads through");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
 
-    let entry = service.session(&alice(), id).await.unwrap();
-    service.build_ai_context(&entry, MessageId::new()).await.unwrap();
+    let asked = service.asked(&alice(), id).await.unwrap();
+    service.build_ai_context(&asked, MessageId::new()).await.unwrap();
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "second use is a cache hit");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
     let stats = service.cache().stats();

@@ -17,8 +17,8 @@ use crate::telemetry::Untrusted;
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard, Origin};
 use super::{
-    AnswerAudience, AnswerElsewhere, AnswerLeases, ChatError, ChatSessionService, GenerationSlots,
-    InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers, SessionEntry, TokenBudget,
+    AnswerAudience, AnswerElsewhere, AnswerLeases, AskedSession, ChatError, ChatSessionService,
+    GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers, SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -136,7 +136,7 @@ impl ChatController {
         if !self.is_accepting() {
             return Err(ChatError::ShuttingDown);
         }
-        let entry = self.sessions.session(user, req.session_id).await?;
+        let asked = self.sessions.asked(user, req.session_id).await?;
         // A repeated `clientMessageId` is found by the database's unique key when the message is
         // inserted (or on the rare refusals below), not by a read before every message.
         let tokens_left = match self.check_budget(user).await {
@@ -154,7 +154,7 @@ impl ChatController {
             drop(guard);
             return self.busy_elsewhere(&req, holder).await;
         }
-        self.store_and_answer(req, message_id, entry, guard, intent, tokens_left).await
+        self.store_and_answer(req, message_id, asked, guard, intent, tokens_left).await
     }
 
     /// Claims the session across processes for the answer `guard` holds here; the answer
@@ -203,7 +203,7 @@ impl ChatController {
         self: &Arc<Self>,
         req: SendMessage,
         message_id: MessageId,
-        entry: Arc<SessionEntry>,
+        asked: AskedSession,
         guard: InFlightGuard,
         intent: IntentRequest,
         tokens_left: Option<u64>,
@@ -221,12 +221,12 @@ impl ChatController {
             // The key is taken: a retry of a stored message (or a parallel retry that won).
             Err(StoreError::Duplicate(_)) => {
                 drop(guard);
-                return self.retry_of_stored(&req, entry, intent.platforms, tokens_left).await;
+                return self.retry_of_stored(&req, asked, intent.platforms, tokens_left).await;
             }
             Err(e) => return Err(e.into()),
         }
         info!(%message_id, intent = intent.intent.as_str(), "message accepted");
-        let job = self.answers.job(entry, guard, new.user_message, intent.platforms, tokens_left);
+        let job = self.answers.job(asked, guard, new.user_message, intent.platforms, tokens_left);
         Ok(AcceptedMessage { message_id, duplicate: false, job: Some(job) })
     }
 
@@ -249,7 +249,7 @@ impl ChatController {
     async fn retry_of_stored(
         self: &Arc<Self>,
         req: &SendMessage,
-        entry: Arc<SessionEntry>,
+        asked: AskedSession,
         platforms: Vec<Platform>,
         tokens_left: Option<u64>,
     ) -> Result<AcceptedMessage, ChatError> {
@@ -278,7 +278,7 @@ impl ChatController {
                 return if holder.message_id == first.id { Ok(accepted) } else { Err(ChatError::Busy) };
             }
             info!(message_id = %first.id, "answering a stored message that nothing answered");
-            accepted.job = Some(self.answers.job(entry, guard, first.user_message, platforms, tokens_left));
+            accepted.job = Some(self.answers.job(asked, guard, first.user_message, platforms, tokens_left));
         }
         Ok(accepted)
     }

@@ -32,5 +32,5 @@ pub use other_processes::{
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;
 pub use session_cache::{CacheStats, CacheVersion, SessionCache, SessionEntry};
-pub use session_service::ChatSessionService;
+pub use session_service::{AskedSession, ChatSessionService};
 pub use token_budget::{day_name, SpentHere, TokenBudget};

@@ -63,6 +63,14 @@ pub trait CacheVersions: Send + Sync {
     /// Makes every other copy of the session stale; the version of this change.
     async fn session_changed(&self, id: SessionId) -> Option<CacheVersion>;
     async fn preferences(&self, user: &UserId) -> Option<CacheVersion>;
+    /// The session's version and its owner's preferences' (a message needs both): one look.
+    async fn session_and_preferences(
+        &self,
+        id: SessionId,
+        user: &UserId,
+    ) -> (Option<CacheVersion>, Option<CacheVersion>) {
+        (self.session(id).await, self.preferences(user).await)
+    }
     /// Makes every other copy of the user's preferences stale; the version of this change.
     async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion>;
 }

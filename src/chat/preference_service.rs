@@ -28,7 +28,15 @@ impl PreferenceService {
 
     /// `user`'s preferences (the defaults until they set theirs).
     pub async fn of(&self, user: &UserId) -> Result<Arc<Preferences>, ChatError> {
-        let current = self.current(user).await;
+        self.of_at(user, self.current(user).await).await
+    }
+
+    /// `user`'s preferences, given the version a cached copy must have (`None`: bypass it).
+    pub async fn of_at(
+        &self,
+        user: &UserId,
+        current: Option<CacheVersion>,
+    ) -> Result<Arc<Preferences>, ChatError> {
         if let Some(prefs) = current.and_then(|v| self.cache.preferences(user, v)) {
             return Ok(prefs);
         }

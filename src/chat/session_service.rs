@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tracing::instrument;
 
 use crate::ai::AiContext;
-use crate::domain::{ChatSession, ClientMessageId, Message, MessageId, PostId, SessionId, UserId};
+use crate::domain::{
+    ChatSession, ClientMessageId, Message, MessageId, PostId, Preferences, SessionId, UserId,
+};
 use crate::store::{BatchedMessages, FinishedAnswer, NewMessage, Store, StoreError};
 
 use super::{
@@ -18,6 +20,14 @@ use super::{
 /// load fewer, larger batches do more than many small ones; 4 gave the most answers per second
 /// and the lowest ack latency on both backends, from 100 users to 500 (docs/benchmarks.md).
 const ANSWER_STATEMENTS: usize = 4;
+
+/// The session a message is sent to, with its owner's preferences: what its answer needs
+/// besides the history.
+#[derive(Debug, Clone)]
+pub struct AskedSession {
+    pub entry: Arc<SessionEntry>,
+    pub preferences: Arc<Preferences>,
+}
 
 pub struct ChatSessionService {
     store: Arc<dyn Store>,
@@ -106,7 +116,27 @@ impl ChatSessionService {
     /// otherwise, also when it is someone else's (cached or not).
     #[instrument(skip_all, fields(session_id = %id))]
     pub async fn session(&self, owner: &UserId, id: SessionId) -> Result<Arc<SessionEntry>, ChatError> {
-        let current = self.current(id).await;
+        self.session_at(owner, id, self.current(id).await).await
+    }
+
+    /// The session a message is sent to, with its owner's preferences, their cache versions
+    /// read in one look (cluster mode: one round trip to Redis); `NotFound` as [`session`].
+    ///
+    /// [`session`]: Self::session
+    pub async fn asked(&self, owner: &UserId, id: SessionId) -> Result<AskedSession, ChatError> {
+        let (session_version, preferences_version) = self.versions.session_and_preferences(id, owner).await;
+        let entry = self.session_at(owner, id, session_version).await?;
+        let preferences = self.preferences.of_at(owner, preferences_version).await?;
+        Ok(AskedSession { entry, preferences })
+    }
+
+    /// The session, given the version a cached copy must have (`None`: bypass the cache).
+    async fn session_at(
+        &self,
+        owner: &UserId,
+        id: SessionId,
+        current: Option<CacheVersion>,
+    ) -> Result<Arc<SessionEntry>, ChatError> {
         let entry = match current.and_then(|v| self.cache.session(id, v)) {
             Some(entry) => entry,
             None => {
@@ -231,15 +261,15 @@ impl ChatSessionService {
     // ---- context ----
 
     /// What the model needs for the exchange `current`: the post, the session summary, the
-    /// last exchanges before it (from the database) and the owner's preferences. On a cache hit
-    /// this is one read: the recent messages.
-    #[instrument(skip_all, fields(session_id = %entry.session.id))]
+    /// last exchanges before it (from the database) and the owner's preferences (read when the
+    /// message was accepted). On a cache hit this is one read: the recent messages.
+    #[instrument(skip_all, fields(session_id = %asked.entry.session.id))]
     pub async fn build_ai_context(
         &self,
-        entry: &SessionEntry,
+        asked: &AskedSession,
         current: MessageId,
     ) -> Result<AiContext, ChatError> {
-        let preferences = self.preferences.of(&entry.session.owner).await?;
+        let entry = &asked.entry;
         let mut history = self.batched.recent(entry.session.id, self.history_limit + 1).await?;
         history.retain(|m| m.id != current);
         if history.len() > self.history_limit as usize {
@@ -249,7 +279,7 @@ impl ChatSessionService {
             post: entry.post.clone(),
             session_summary: entry.session.summary.clone(),
             history,
-            preferences,
+            preferences: asked.preferences.clone(),
         })
     }
 }

@@ -305,15 +305,18 @@ impl Writer {
         if commands.is_empty() {
             return;
         }
-        let mut pipe = self.pipeline(&commands, false);
+        let (mut pipe, mut loading) = (self.pipeline(&commands, false), false);
         let stalled = Instant::now();
         loop {
             let sent: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.redis).await;
             match sent {
                 Ok(replies) => return self.sent(&commands, &replies),
                 // Redis restarted empty: sent again at once with the scripts loaded first
-                // (appends are numbered, releases idempotent: nothing happens twice).
-                Err(e) if unknown_script(&e) => pipe = self.pipeline(&commands, true),
+                // (appends are numbered, releases idempotent: nothing happens twice); from
+                // then on with them, resent as after any failure.
+                Err(e) if unknown_script(&e) && !loading => {
+                    (pipe, loading) = (self.pipeline(&commands, true), true);
+                }
                 Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => {
                     self.forget_released(&commands);
                     return self.lose(&commands, &e);

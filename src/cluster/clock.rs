@@ -4,13 +4,18 @@
 //! does every timestamp it writes (`domain::now`: messages are ordered by theirs), so a
 //! process whose own clock is off (by a minute and a half, say) behaves as the others do.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// This process's estimate of Redis's clock: its own, plus the offset last measured.
 #[derive(Debug, Default)]
 pub struct RedisClock {
     offset_ms: AtomicI64,
+    /// Whether an offset was measured yet (the first is kept however slow its reply).
+    synced: AtomicBool,
 }
+
+/// A `TIME` whose round trip took longer than this is not used to correct the offset.
+const SLOW_REPLY_MS: i64 = 20;
 
 /// This machine's own clock (`domain::now` is already the shared one).
 fn local_ms() -> i64 {
@@ -29,6 +34,11 @@ impl RedisClock {
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
         let after = local_ms();
         let redis_ms = secs * 1_000 + micros / 1_000;
+        // A slow reply says little about when Redis read its clock: the last good offset stays.
+        if after - before > SLOW_REPLY_MS && self.synced.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.synced.store(true, Ordering::Relaxed);
         let offset = redis_ms - (before + after) / 2;
         self.offset_ms.store(offset, Ordering::Relaxed);
         // Every timestamp this process writes is on Redis's clock too.

@@ -164,8 +164,23 @@ pub(super) async fn holder(
 
 /// The command that frees the session held by `message_id` (queued in the answer log).
 pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: MessageId) -> redis::Cmd {
-    let keys = [keys.lease(session_id), keys.leases()];
-    RELEASE.command(&keys, &[message_id.to_string(), member(session_id, message_id)])
+    let (keys, args) = release_parts(keys, session_id, message_id);
+    RELEASE.command(&keys, &args)
+}
+
+/// Frees the session held by `message_id` now (the sweep's release).
+pub(super) async fn release(
+    keys: &Keys,
+    conn: &mut impl redis::aio::ConnectionLike,
+    session_id: SessionId,
+    message_id: MessageId,
+) -> redis::RedisResult<()> {
+    let (keys, args) = release_parts(keys, session_id, message_id);
+    RELEASE.run(conn, &keys, &args).await
+}
+
+fn release_parts(keys: &Keys, session_id: SessionId, message_id: MessageId) -> ([String; 2], [String; 2]) {
+    ([keys.lease(session_id), keys.leases()], [message_id.to_string(), member(session_id, message_id)])
 }
 
 /// Renews every lease held here (answers generated here, until their release is sent: an

@@ -6,7 +6,7 @@
 use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
-use super::lease::{member, release_command, FENCE_KEEP_MS};
+use super::lease::{self, member, FENCE_KEEP_MS};
 use super::logged_event::LoggedEvent;
 use super::lua::Lua;
 use super::stored_outcome;
@@ -143,7 +143,6 @@ async fn sweep_one(
     let Some(interrupted) = store_interrupted(sessions, message_id, text).await else {
         return Ok(false);
     };
-    let mut pipe = redis::pipe();
     // The stream still has the answer open: its watchers are told how it ended, as stored.
     let terminal = match open {
         Some(_) => match stored_terminal(sessions, session_id, message_id, interrupted).await {
@@ -153,20 +152,16 @@ async fn sweep_one(
         None => None,
     };
     if let Some(terminal) = terminal {
-        let json = serde_json::to_string(&terminal).unwrap_or_default();
-        pipe.cmd("XADD")
-            .arg(cluster.keys.events(session_id))
-            .arg("*")
-            .arg("o")
-            .arg(SWEEPER)
-            .arg("e")
-            .arg(json)
-            .ignore();
+        let (key, json) =
+            (cluster.keys.events(session_id), serde_json::to_string(&terminal).unwrap_or_default());
+        let mut pipe = redis::pipe();
+        pipe.cmd("XADD").arg(&key).arg("*").arg("o").arg(SWEEPER).arg("e").arg(json).ignore();
+        pipe.cmd("PEXPIRE").arg(&key).arg(cluster.answer_keep.as_millis() as u64).ignore();
+        pipe.query_async::<()>(&mut *redis).await?;
     }
-    pipe.add_command(release_command(&cluster.keys, session_id, message_id)).ignore();
-    pipe.cmd("DEL").arg(cluster.keys.sweeping(session_id)).ignore();
+    lease::release(&cluster.keys, redis, session_id, message_id).await?;
+    redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;
     metrics::counter!("postchat_cluster_answers_swept_total").increment(1);
-    pipe.query_async::<()>(redis).await?;
     Ok(true)
 }
 

@@ -38,6 +38,15 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Runs one command on the cluster's Redis (a fault a test injects).
+    pub async fn redis(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd(args[0]).arg(&args[1..]).query_async(&mut conn).await
+    }
+}
+
 async fn ping(url: &str) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;

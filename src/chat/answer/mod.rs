@@ -22,7 +22,7 @@ use crate::ai::{AiService, Allowance, UsageMeter};
 use crate::domain::Platform;
 
 use super::inflight::InFlightGuard;
-use super::{AnswerAudience, ChatSessionService, GenerationSlots, OtherWatchers, SessionEntry, TokenBudget};
+use super::{AnswerAudience, AskedSession, ChatSessionService, GenerationSlots, OtherWatchers, TokenBudget};
 
 /// Tunables of an answer's run (from the config).
 #[derive(Debug, Clone)]
@@ -58,7 +58,8 @@ pub(super) struct AnswerRunner {
 /// One accepted message's answer, ready to run.
 pub(super) struct AnswerJob {
     runner: Arc<AnswerRunner>,
-    entry: Arc<SessionEntry>,
+    /// The session with its owner's preferences, as read when the message was accepted.
+    asked: AskedSession,
     guard: InFlightGuard,
     question: String,
     /// Platforms the user named (social posts); empty for their defaults.
@@ -86,7 +87,7 @@ impl AnswerRunner {
     /// spending at most `tokens_left` of its user's daily budget (`None`: no budget).
     pub(super) fn job(
         self: &Arc<Self>,
-        entry: Arc<SessionEntry>,
+        asked: AskedSession,
         guard: InFlightGuard,
         question: String,
         platforms: Vec<Platform>,
@@ -95,7 +96,7 @@ impl AnswerRunner {
         let allowance = Allowance { tokens: tokens_left, calls: self.settings.max_model_calls };
         AnswerJob {
             runner: self.clone(),
-            entry,
+            asked,
             guard,
             question,
             platforms,

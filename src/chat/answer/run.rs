@@ -16,7 +16,7 @@ use crate::domain::TokenUsage;
 use crate::store::FinishedAnswer;
 
 impl AnswerJob {
-    #[instrument(skip_all, fields(session_id = %self.entry.session.id))]
+    #[instrument(skip_all, fields(session_id = %self.asked.entry.session.id))]
     pub(super) async fn run(self) {
         let answer = self.guard.answer().clone();
         let id =
@@ -82,7 +82,7 @@ impl AnswerJob {
         let stored = self.store_row(outcome, content, usage).await;
         if let Some(usage) = usage {
             let tokens = u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens);
-            let owner = &self.entry.session.owner;
+            let owner = &self.asked.entry.session.owner;
             let message_id = self.guard.answer().message_id;
             self.runner.budget.charge(owner, crate::domain::now(), message_id, tokens).await;
         }
@@ -114,7 +114,7 @@ impl AnswerJob {
         // No longer `streaming`: ended elsewhere while this process was paused past its lease
         // (the sweep stored it interrupted and told every other socket so: these are told the
         // same), unless its session was deleted meanwhile.
-        let session = &self.entry.session;
+        let session = &self.asked.entry.session;
         match self.runner.sessions.exists(&session.owner, session.id).await {
             Ok(true) => Err(ChatError::ProcessLost),
             _ => Ok(()),
@@ -124,7 +124,7 @@ impl AnswerJob {
     /// Resolves once nobody has watched the session for the grace period.
     async fn abandoned(&self) {
         let grace = self.runner.settings.watch_grace;
-        let session_id = self.entry.session.id;
+        let session_id = self.asked.entry.session.id;
         let check = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut unwatched_since: Option<tokio::time::Instant> = None;
         loop {
@@ -156,7 +156,7 @@ impl AnswerJob {
         let answer = self.guard.answer();
         // Held until the text is complete: storing it and the terminal event come after.
         let _slot = runner.generation.take().await;
-        let ctx = match runner.sessions.build_ai_context(&self.entry, answer.message_id).await {
+        let ctx = match runner.sessions.build_ai_context(&self.asked, answer.message_id).await {
             Ok(ctx) => ctx,
             Err(e) => return Outcome::Failed(e),
         };
@@ -188,10 +188,10 @@ impl AnswerJob {
             }
             Err(e) => return Outcome::Failed(e.into()),
         };
-        if self.entry.session.title.is_empty() {
+        if self.asked.entry.session.title.is_empty() {
             self.name_session(&ctx);
         }
-        if summary_due(&self.entry, &ctx, runner.settings.summary_every) {
+        if summary_due(&self.asked.entry, &ctx, runner.settings.summary_every) {
             self.refresh_summary(ctx);
         }
         Outcome::Answered(written)
@@ -200,7 +200,7 @@ impl AnswerJob {
     /// Names an untitled session after its first exchange, in the background, and tells its room.
     fn name_session(&self, ctx: &AiContext) {
         let runner = self.runner.clone();
-        let entry = self.entry.clone();
+        let entry = self.asked.entry.clone();
         let question = self.question.clone();
         let ctx = ctx.clone();
         self.runner.tasks.spawn(async move {
@@ -218,7 +218,7 @@ impl AnswerJob {
     /// Refreshes the session summary in the background: it never delays an answer.
     fn refresh_summary(&self, mut ctx: AiContext) {
         let runner = self.runner.clone();
-        let entry = self.entry.clone();
+        let entry = self.asked.entry.clone();
         let answer = self.guard.answer().clone();
         let question = self.question.clone();
         self.runner.tasks.spawn(async move {

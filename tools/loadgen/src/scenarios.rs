@@ -221,7 +221,9 @@ impl Pace {
     pub fn of(users: usize, think_ms: u64, rate: Option<f64>) -> Result<Self, String> {
         match rate {
             None => Ok(Pace::Think(Duration::from_millis(think_ms))),
-            Some(r) if r.is_finite() && r > 0.0 => Ok(Pace::Every(Duration::from_secs_f64(users as f64 / r))),
+            Some(r) if r > 0.0 => Duration::try_from_secs_f64(users as f64 / r)
+                .map(Pace::Every)
+                .map_err(|_| format!("--rate {r} is too low for {users} users")),
             Some(r) => Err(format!("--rate must be a number of answers per second above 0, not {r}")),
         }
     }
@@ -273,6 +275,9 @@ pub async fn chat(
                     Pace::Think(think) if n > 0 => tokio::time::sleep(think).await,
                     Pace::Every(period) => {
                         let due = first + period.mul_f64(n as f64);
+                        if due >= stop_at {
+                            break;
+                        }
                         tokio::time::sleep_until(due.into()).await;
                     }
                     Pace::Think(_) => {}
