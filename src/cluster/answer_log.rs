@@ -330,16 +330,15 @@ impl Writer {
         }
     }
 
-    /// One pipeline: the scripts loaded first when Redis did not know them (`load`), each
-    /// command, the wake of this process's follower when sessions were released. Replies: one
-    /// per command.
+    /// One pipeline: the scripts loaded first when Redis did not know them (`load`), then each
+    /// command. Replies: one per command. A released session is not woken for: this process's
+    /// follower reads it again at its next read (see `follower.rs`, `BLOCK_MS`).
     fn pipeline(&self, commands: &[Command], load: bool) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         if load {
             pipe.add_command(APPEND.load()).ignore();
             pipe.add_command(lease::RELEASE.load()).ignore();
         }
-        let mut released = false;
         for command in commands {
             match command {
                 Command::Append { session_id, event, numbered, last_of_lost } => {
@@ -347,14 +346,8 @@ impl Writer {
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
-                    released = true;
                 }
             }
-        }
-        if released {
-            // This process's follower reads the released sessions again (another process may
-            // answer them next): wake its blocking read.
-            super::control::add_wake(&mut pipe, &self.keys, &self.process);
         }
         pipe
     }

@@ -42,7 +42,7 @@ return 1
 const CONTROL_MAX: u64 = 10_000;
 
 /// Adds to `pipe` a wake of `process`'s follower.
-pub(super) fn add_wake(pipe: &mut redis::Pipeline, keys: &Keys, process: &str) {
+fn add_wake(pipe: &mut redis::Pipeline, keys: &Keys, process: &str) {
     let key = keys.control(process);
     pipe.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(CONTROL_MAX).arg("*").arg("wake").arg("").ignore();
     pipe.cmd("PEXPIRE").arg(&key).arg(CONTROL_KEEP.as_millis() as u64).ignore();

@@ -25,8 +25,11 @@ use super::{Cluster, LEASE_TTL, RENEW_EVERY, SWEEPER};
 use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
 use crate::domain::{MessageId, SessionId};
 
-/// Longest a blocking read waits before the follower does its upkeep.
-const BLOCK_MS: u64 = 1_000;
+/// Longest a blocking read waits before the follower does its upkeep. Also how late a session
+/// whose answer here just ended is read again (its next answer may come from another process):
+/// no wake is sent for it, as every wake re-sends a read that names every followed stream
+/// (Redis's costliest command in cluster mode, docs/benchmarks.md).
+const BLOCK_MS: u64 = 250;
 /// Entries taken per stream per read.
 const READ_COUNT: usize = 1_024;
 /// A session nobody here has watched for this long is no longer followed.
@@ -296,8 +299,8 @@ impl Reader {
     async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let control = self.cluster.keys.control(&self.cluster.id);
         // A session answered here has no other process's answer until this one ends: it is
-        // read again once it has (the answer log wakes this read then), its own entries
-        // skipped at once, instead of waking this read with each of them.
+        // read again at the first read after that (within `BLOCK_MS`), its own entries skipped
+        // at once, instead of waking this read with each of them.
         let answered_here = |s: &SessionId| self.inflight.get(*s).is_some_and(|a| a.origin == Origin::Here);
         let followed: Vec<(String, SessionId, &String)> = self
             .positions
