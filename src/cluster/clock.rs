@@ -35,10 +35,10 @@ impl RedisClock {
         let after = local_ms();
         let redis_ms = secs * 1_000 + micros / 1_000;
         // A slow reply says little about when Redis read its clock: the last good offset stays.
-        if after - before > SLOW_REPLY_MS && self.synced.swap(true, Ordering::Relaxed) {
+        let first = !self.synced.swap(true, Ordering::Relaxed);
+        if after - before > SLOW_REPLY_MS && !first {
             return Ok(());
         }
-        self.synced.store(true, Ordering::Relaxed);
         let offset = redis_ms - (before + after) / 2;
         self.offset_ms.store(offset, Ordering::Relaxed);
         // Every timestamp this process writes is on Redis's clock too.
