@@ -22,12 +22,18 @@
 #     servers and Redis (/proc and Redis's INFO), Redis commands and bytes. Then three processes
 #     with each session also watched from another (the cross-process token delay), back to back
 #     and paced at $THINK_CLUSTER ms (default 1000).
+#   tests/bench.sh node [runs]
+#     this server (SQLite) against the Node.js reference (tools/node-reference: socket.io 4.8 with
+#     the same events, an in-memory store), 100 users back to back for 15 s, one after the other,
+#     $runs times (default 3); then idle memory per connection at 8,000 on each. Prints the
+#     token events/s of each pair and their ratio.
 # Results: target/bench/*.json, and the tables on stdout (docs/benchmarks.md records them).
 # POSTCHAT_BIN=path runs another build of the server (an earlier commit, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=scenarios
-case "${1:-}" in soak | stored | cluster) mode=$1; shift ;; esac
+case "${1:-}" in soak | stored | cluster | node) mode=$1; shift ;; esac
+if [ "$mode" = node ]; then runs="${1:-3}"; set -- sqlite; fi
 if [ "$mode" = stored ]; then set -- postgres "${1:-1000000}"; fi
 if [ "$mode" = cluster ]; then set -- postgres "${@:-100 500}"; fi
 db="${1:-sqlite}"
@@ -149,6 +155,44 @@ if [ "$mode" = cluster ]; then
   measure "cluster-three-100-watched" 3 --users 100 --seconds 15 --watch-elsewhere
   measure "cluster-three-100-watched-think-${THINK_CLUSTER:-1000}" 3 --users 100 --seconds 15 \
     --watch-elsewhere --think-ms "${THINK_CLUSTER:-1000}"
+  exit 0
+fi
+if [ "$mode" = node ]; then
+  [ -d tools/node-reference/node_modules ] || (cd tools/node-reference && npm ci --no-audit --no-fund)
+  node_port=3400
+  start_node() {
+    JWT_SECRET=$secret PORT=$node_port node tools/node-reference/server.mjs >> "$out/node.log" 2>&1 &
+    server=$!
+    servers+=("$server")
+    for _ in $(seq 50); do curl -s "http://127.0.0.1:$node_port/" >/dev/null && return; sleep 0.2; done
+    echo "the Node.js reference did not start (see $out/node.log)" >&2
+    exit 1
+  }
+  node_lg() { ./target/release/loadgen --addr "127.0.0.1:$node_port" --jwt-secret $secret --server-pid "$server" "$@"; }
+  figure() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$1" | head -1; }
+  for run in $(seq "$runs"); do
+    start_server
+    lg --json "$out/node-rust-$run.json" chat --users 100 --seconds 15
+    stop_server
+    start_node
+    node_lg --json "$out/node-node-$run.json" chat --users 100 --seconds 15
+    stop_server
+  done
+  start_server
+  lg --json "$out/node-rust-idle.json" idle --connections 8000 --hold 3
+  stop_server
+  start_node
+  node_lg --json "$out/node-node-idle.json" idle --connections 8000 --hold 3
+  stop_server
+  echo "token events/s, 100 users (this server on SQLite / Node.js reference in memory):"
+  for run in $(seq "$runs"); do
+    rust=$(figure "$out/node-rust-$run.json" "token events\/s delivered")
+    nodejs=$(figure "$out/node-node-$run.json" "token events\/s delivered")
+    awk -v r="$rust" -v n="$nodejs" -v i="$run" 'BEGIN { printf "  run %d: %.0f / %.0f = %.2fx\n", i, r, n, r / n }'
+  done
+  rust=$(figure "$out/node-rust-idle.json" "server KiB per connection")
+  nodejs=$(figure "$out/node-node-idle.json" "server KiB per connection")
+  awk -v r="$rust" -v n="$nodejs" 'BEGIN { printf "idle at 8,000: %.1f / %.1f KiB per connection\n", r, n }'
   exit 0
 fi
 if [ "$mode" = soak ]; then

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
@@ -154,6 +154,45 @@ test("chat:stop on another process stops the answer where it is generated, withi
     for (const key of controls) {
       const ttl = Number(redis("PTTL", key));
       assert.ok(ttl > 0 && ttl <= 60_000, `${key} expires (PTTL ${ttl})`);
+    }
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("quiet sessions cost no read: a follower reads only its busy sessions, and an answer from another process still reaches every watcher", async (t) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "5" }, async (cluster) => {
+    const [a, b] = cluster.servers;
+    const token = cluster.token("alice");
+    const redis = (...args) => execFileSync("redis-cli", ["-p", String(cluster.redis.port), ...args], { encoding: "utf8" }).trim();
+    // Ten sessions watched on B, each answered once on B (B's own answers), then idle.
+    const onB = await connect(b.url, token);
+    const sessions = [];
+    for (let i = 0; i < 10; i++) {
+      const { session } = await createSession(a.url, token, samplePost);
+      assert.equal((await request(onB, "chat:join", { sessionId: session.id })).ok, true);
+      const own = await ask(onB, session.id, question);
+      assert.equal(own.terminal.name, "chat:stream:end");
+      sessions.push(session);
+    }
+    // Every command Redis runs for 1.5 s, with its arguments (MONITOR).
+    const monitor = spawn("redis-cli", ["-p", String(cluster.redis.port), "MONITOR"]);
+    let seen = "";
+    monitor.stdout.on("data", (chunk) => (seen += chunk));
+    await sleep(1500);
+    monitor.kill();
+    const reads = seen.split("\n").filter((line) => /"XREAD"/i.test(line));
+    assert.ok(reads.length >= 2, `both followers read (${reads.length} reads)`);
+    for (const line of reads) assert.doesNotMatch(line, /:events"/, "no idle session in a read");
+    // An answer generated on A in each session reaches B's socket whole, start to end.
+    const onA = await connect(a.url, token);
+    for (const session of sessions) {
+      const watched = collectAnswer(onB);
+      const answer = await ask(onA, session.id, question);
+      watched.setMessageId(answer.ack.messageId);
+      const events = await watched.finished;
+      assert.equal(events[0].name, "chat:stream:start");
+      assert.equal(events.at(-1).name, "chat:stream:end");
+      assert.equal(assertGapless(tokensOf(events), "watcher"), answer.terminal.payload.content);
     }
     [onA, onB].forEach((s) => s.close());
   });

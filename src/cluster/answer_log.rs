@@ -13,8 +13,9 @@
 //! bytes ([`BUFFER_BYTES`]); past the bound, or past a lease, the answers it holds end with
 //! `CLUSTER_UNAVAILABLE` (their watchers elsewhere could not follow them any more).
 //!
-//! The session's lease is released here too, after the answer's terminal event, so another
-//! process cannot start the session's next answer before this one's end is in the stream.
+//! The session's lease is released here too, by the script that appends the answer's terminal
+//! event, so another process cannot start the session's next answer before this one's end is
+//! in the stream (an answer that never started is released alone).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::control;
 use super::fences::Fences;
 use super::keys::Keys;
 use super::lease;
@@ -58,8 +60,20 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's (and the hash's)
 /// expiry, in ms, set by an answer's start and end and by session events (empty for the
 /// entries between: an answer lasts far less than the expiry).
+///
+/// An entry that a follower reading only busy sessions must not miss (`ARGV[9]` is `1`: an
+/// answer's start and end, a session event) wakes every other process listed as watching the
+/// session (`KEYS[6]`): an entry `wake <session ARGV[12]>` on its control stream (`ARGV[10]`
+/// process `ARGV[11]`, capped at `ARGV[13]` entries, expiring after `ARGV[14]` ms). See
+/// `follower.rs`: a session with no answer of another process in flight is left out of the
+/// follower's read until such a wake.
+///
+/// With `ARGV[15]` (an answer's last entry), the lease `KEYS[5]` is released afterwards if that
+/// answer holds it, and its member `ARGV[16]` leaves the leases' set `KEYS[7]`, whatever the
+/// append's outcome: the session is freed in the same step as its end goes in, never before.
 static APPEND: Lua = Lua::new(
     r"
+local function append()
 if ARGV[6] ~= '' then
   local mine = tonumber(ARGV[1])
   local fence = redis.call('GET', KEYS[2])
@@ -84,7 +98,27 @@ else
   redis.call('XADD', KEYS[1], '*', 'o', ARGV[2], 'e', ARGV[3])
 end
 if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[9] == '1' then
+  for _, process in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+    if process ~= ARGV[2] then
+      local control = ARGV[10] .. process .. ARGV[11]
+      redis.call('XADD', control, 'MAXLEN', '~', ARGV[13], '*', 'wake', ARGV[12])
+      redis.call('PEXPIRE', control, ARGV[14])
+    end
+  end
+end
 return 1
+end
+local appended = append()
+if ARGV[15] ~= '' then
+  local held = redis.call('GET', KEYS[5])
+  if held then
+    local ok, lease = pcall(cjson.decode, held)
+    if ok and lease.m == ARGV[15] then redis.call('DEL', KEYS[5]) end
+  end
+  redis.call('ZREM', KEYS[7], ARGV[16])
+end
+return appended
 ",
 );
 
@@ -131,6 +165,8 @@ enum Command {
         /// The last entry of an answer Redis failed: appended even if the session's fence went
         /// with Redis's data.
         last_of_lost: bool,
+        /// The answer's last entry, after which its lease is released (in the same script).
+        release: bool,
     },
     Release {
         session_id: SessionId,
@@ -331,8 +367,7 @@ impl Writer {
     }
 
     /// One pipeline: the scripts loaded first when Redis did not know them (`load`), then each
-    /// command. Replies: one per command. A released session is not woken for: this process's
-    /// follower reads it again at its next read (see `follower.rs`, `BLOCK_MS`).
+    /// command. Replies: one per command.
     fn pipeline(&self, commands: &[Command], load: bool) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         if load {
@@ -341,8 +376,8 @@ impl Writer {
         }
         for command in commands {
             match command {
-                Command::Append { session_id, event, numbered, last_of_lost } => {
-                    pipe.add_command(self.append_command(*session_id, event, *numbered, *last_of_lost));
+                Command::Append { .. } => {
+                    pipe.add_command(self.append_command(command));
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
@@ -352,37 +387,27 @@ impl Writer {
         pipe
     }
 
-    fn append_command(
-        &self,
-        session_id: SessionId,
-        event: &LoggedEvent,
-        numbered: Option<Numbered>,
-        last_of_lost: bool,
-    ) -> redis::Cmd {
-        let keys = [
-            self.keys.events(session_id),
-            self.keys.fence(session_id),
-            self.keys.appended(session_id),
-            self.keys.swept(session_id),
-            self.keys.lease(session_id),
-        ];
+    /// The `APPEND` of a [`Command::Append`].
+    fn append_command(&self, command: &Command) -> redis::Cmd {
+        let Command::Append { session_id, event, numbered, last_of_lost, release } = command else {
+            unreachable!("only appends are appended")
+        };
+        let (numbered, mid_answer) =
+            (*numbered, matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. }));
+        let mut args = AppendArgs { last_of_lost: *last_of_lost, ..AppendArgs::default() };
         // An answer's start trims what earlier answers left (older than the window).
-        let trim = matches!(event, LoggedEvent::Start { .. })
-            .then(|| format!("{}", self.clock.now_ms() - TRIM_AFTER_MS))
-            .unwrap_or_default();
-        let (fence, message, n) = match (numbered, event.message_id()) {
-            (Some(Numbered { fence, n }), Some(m)) => (fence.to_string(), m.to_string(), n.to_string()),
-            _ => Default::default(),
-        };
-        let json = serde_json::to_string(event).unwrap_or_default();
+        if matches!(event, LoggedEvent::Start { .. }) {
+            args.trim = (self.clock.now_ms() - TRIM_AFTER_MS).to_string();
+        }
+        if let (Some(Numbered { fence, n }), Some(m)) = (numbered, event.message_id()) {
+            (args.fence, args.message, args.n) = (fence.to_string(), m.to_string(), n.to_string());
+        }
         // The expiries are set where an answer starts and ends (and by session events).
-        let expiry = match event {
-            LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. } if numbered.is_some() => String::new(),
-            _ => self.keep_ms.to_string(),
-        };
-        let last_of_lost = if last_of_lost { "1" } else { "" }.to_owned();
-        let args = [fence, self.process.clone(), json, trim, expiry, message, n, last_of_lost];
-        APPEND.command(&keys, &args)
+        if !(mid_answer && numbered.is_some()) {
+            args.expiry = self.keep_ms.to_string();
+        }
+        args.release = event.message_id().filter(|_| *release);
+        append_command(&self.keys, *session_id, &self.process, event, args)
     }
 
     /// The pipeline was taken: the released answers' tokens are forgotten, the answers whose
@@ -395,8 +420,12 @@ impl Writer {
     /// The answers whose leases these commands release (or gave up on) renew no more.
     fn forget_released(&self, commands: &[Command]) {
         for command in commands {
-            if let Command::Release { message_id, .. } = command {
-                self.fences.remove(*message_id);
+            match command {
+                Command::Release { message_id, .. } => self.fences.remove(*message_id),
+                Command::Append { event, release: true, .. } => {
+                    event.message_id().into_iter().for_each(|m| self.fences.remove(m));
+                }
+                Command::Append { .. } => {}
             }
         }
     }
@@ -455,6 +484,87 @@ impl Writer {
     }
 }
 
+/// What an `APPEND` carries besides its entry; empty strings for an unfenced entry (a session
+/// event, the sweep's end), no trim, no expiry.
+#[derive(Default)]
+struct AppendArgs {
+    fence: String,
+    trim: String,
+    expiry: String,
+    message: String,
+    n: String,
+    last_of_lost: bool,
+    /// The answer whose lease is released after this entry.
+    release: Option<MessageId>,
+}
+
+/// The `APPEND` of `event` to the session's stream by `origin`.
+fn append_command(
+    keys: &Keys,
+    session_id: SessionId,
+    origin: &str,
+    event: &LoggedEvent,
+    args: AppendArgs,
+) -> redis::Cmd {
+    let names = [
+        keys.events(session_id),
+        keys.fence(session_id),
+        keys.appended(session_id),
+        keys.swept(session_id),
+        keys.lease(session_id),
+        keys.watchers(session_id),
+        keys.leases(),
+    ];
+    let json = serde_json::to_string(event).unwrap_or_default();
+    // Only the entries between an answer's start and end wake nobody (see `APPEND`).
+    let wake = !matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. });
+    let (before, after) = keys.control_around();
+    let flag = |on: bool| if on { "1" } else { "" }.to_owned();
+    let (release, member) = match args.release {
+        Some(m) => (m.to_string(), lease::member(session_id, m)),
+        None => Default::default(),
+    };
+    let argv = [
+        args.fence,
+        origin.to_owned(),
+        json,
+        args.trim,
+        args.expiry,
+        args.message,
+        args.n,
+        flag(args.last_of_lost),
+        flag(wake),
+        before,
+        after,
+        session_id.to_string(),
+        control::CONTROL_MAX.to_string(),
+        control::CONTROL_KEEP.as_millis().to_string(),
+        release,
+        member,
+    ];
+    APPEND.command(&names, &argv)
+}
+
+/// The sweep's terminal entry of an answer whose process stopped (unfenced: the sweep moved
+/// the fence on), with the stream's expiry; it wakes the session's watchers like any end.
+pub(super) async fn append_swept_end(
+    keys: &Keys,
+    conn: &mut impl redis::aio::ConnectionLike,
+    session_id: SessionId,
+    terminal: &LoggedEvent,
+    keep_ms: u64,
+) -> redis::RedisResult<()> {
+    let args = AppendArgs { expiry: keep_ms.to_string(), ..AppendArgs::default() };
+    let cmd = append_command(keys, session_id, super::SWEEPER, terminal, args);
+    match cmd.query_async::<()>(conn).await {
+        Err(e) if unknown_script(&e) => {
+            APPEND.load().query_async::<()>(conn).await?;
+            cmd.query_async(conn).await
+        }
+        done => done,
+    }
+}
+
 impl Entry {
     fn bytes(&self) -> usize {
         match self {
@@ -484,10 +594,13 @@ impl Planner {
                     }
                     let (numbered, release) = self.track(&event, message_id, fence);
                     last_of_session.insert(session_id, commands.len());
-                    commands.push(Command::Append { session_id, event, numbered, last_of_lost: false });
-                    if let (true, Some(message_id)) = (release, message_id) {
-                        commands.push(Command::Release { session_id, message_id });
-                    }
+                    commands.push(Command::Append {
+                        session_id,
+                        event,
+                        numbered,
+                        last_of_lost: false,
+                        release,
+                    });
                 }
                 Entry::Release { session_id, message_id } => {
                     if self.open.contains_key(&message_id) {
@@ -523,9 +636,8 @@ impl Planner {
         let why = self.lost.remove(&m);
         let (numbered, release) = self.track(&event, Some(m), None);
         if why == Some(Lost::ClusterUnavailable) {
-            commands.push(Command::Append { session_id, event, numbered, last_of_lost: true });
-        }
-        if release {
+            commands.push(Command::Append { session_id, event, numbered, last_of_lost: true, release });
+        } else if release {
             commands.push(Command::Release { session_id, message_id: m });
         }
     }
@@ -591,8 +703,13 @@ mod tests {
                 Command::Append { event: LoggedEvent::Tokens { text: t, seq, count, .. }, .. } => {
                     format!("tokens {t:?} {seq} x{count}")
                 }
-                Command::Append { event, .. } => {
-                    format!("{:?}", event).split_whitespace().next().unwrap().to_owned()
+                Command::Append { event, release, .. } => {
+                    let name = format!("{:?}", event).split_whitespace().next().unwrap().to_owned();
+                    if *release {
+                        format!("{name}+release")
+                    } else {
+                        name
+                    }
                 }
                 Command::Release { .. } => "release".into(),
             })
@@ -650,7 +767,7 @@ mod tests {
             cut: false,
         };
         let second = vec![event(s, end)];
-        assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End", "release"]);
+        assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End+release"]);
         assert!(planner.open.is_empty() && planner.deferred.is_empty());
     }
 

@@ -1,5 +1,6 @@
 //! Each process's control stream: what other processes ask of it (stop an answer generated
-//! here) and the wakes that end its follower's blocking read. Its own follower trims it, up to
+//! here), the wakes that end its follower's blocking read, and the sessions whose streams have
+//! new entries for it (appended by `answer_log::APPEND`). Its own follower trims it, up to
 //! the last entry it read: a stop request is never trimmed unread while the follower reads
 //! (a cap of [`CONTROL_MAX`] entries only bounds a follower cut off for long). A dead
 //! process's stream expires [`CONTROL_KEEP`] after its last entry or upkeep.
@@ -39,7 +40,7 @@ return 1
 
 /// Most entries a control stream keeps: only reached when its follower cannot read it for a
 /// long while (it trims what it read every upkeep), and then the wakes are what piles up.
-const CONTROL_MAX: u64 = 10_000;
+pub(super) const CONTROL_MAX: u64 = 10_000;
 
 /// Adds to `pipe` a wake of `process`'s follower.
 fn add_wake(pipe: &mut redis::Pipeline, keys: &Keys, process: &str) {
@@ -76,10 +77,20 @@ pub(super) async fn request_stop(
     Ok(asked == 1)
 }
 
-/// Carries out the requests read from this process's control stream, moving `position` on.
-pub(super) fn carry_out(inflight: &InFlightAnswers, entries: &[StreamId], position: &mut String) {
+/// Carries out the requests read from this process's control stream, moving `position` on;
+/// returns the sessions whose streams woke this process (see `answer_log::APPEND`).
+pub(super) fn carry_out(
+    inflight: &InFlightAnswers,
+    entries: &[StreamId],
+    position: &mut String,
+) -> Vec<SessionId> {
+    let mut woken = Vec::new();
     for entry in entries {
         position.clone_from(&entry.id);
+        if let Some(session) = entry.get::<String>("wake") {
+            woken.extend(SessionId::parse(&session).ok());
+            continue;
+        }
         let Some(value) = entry.get::<String>("stop") else { continue };
         let mut parts = value.split(' ');
         let (Some(Ok(session_id)), Some(Ok(message_id))) =
@@ -94,6 +105,7 @@ pub(super) fn carry_out(inflight: &InFlightAnswers, entries: &[StreamId], positi
             }
         }
     }
+    woken
 }
 
 /// Adds to `pipe` the upkeep of this process's control stream: what was read (before

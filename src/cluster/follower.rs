@@ -3,6 +3,15 @@
 //! delivered last, so the events of answers generated elsewhere reach the sockets here in
 //! order, without gap or double, and a slow read catches up rather than loses anything.
 //!
+//! Only busy sessions are in the read: those with an answer of another process in flight, and
+//! those that may have entries not read yet (`fresh`). A quiet session costs nothing: the
+//! process that appends an answer's start (or end, or a session event) to it wakes every other
+//! process listed as watching it (`answer_log::APPEND`), through its control stream, which is
+//! always read; the woken session is then read on from its position. A session is fresh from
+//! its registration as watched here until a read sent after that registration completes, and
+//! again whenever the registration may have lapsed (a connection cut, a Redis emptied, an
+//! upkeep late by half a lease), so no entry falls between a read and a wake.
+//!
 //! The answer in flight in a followed session is mirrored in [`InFlightAnswers`], fed only by
 //! this task, so `chat:join` here snapshots it exactly as it does a local answer: every token is
 //! in the snapshot or delivered after it. Starting to follow a session reads its stream back to
@@ -25,11 +34,12 @@ use super::{Cluster, LEASE_TTL, RENEW_EVERY, SWEEPER};
 use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
 use crate::domain::{MessageId, SessionId};
 
-/// Longest a blocking read waits before the follower does its upkeep. Also how late a session
-/// whose answer here just ended is read again (its next answer may come from another process):
-/// no wake is sent for it, as every wake re-sends a read that names every followed stream
-/// (Redis's costliest command in cluster mode, docs/benchmarks.md).
+/// Longest a blocking read waits before the follower does its upkeep (due every
+/// `RENEW_EVERY`, well within [`REGISTRATION_LAPSES`]).
 const BLOCK_MS: u64 = 250;
+/// A registration older than this may have lapsed (its key lives a lease): every quiet session
+/// is read once more.
+const REGISTRATION_LAPSES: Duration = Duration::from_secs(3);
 /// Entries taken per stream per read.
 const READ_COUNT: usize = 1_024;
 /// A session nobody here has watched for this long is no longer followed.
@@ -70,6 +80,8 @@ impl Follower {
             unwatched_since: HashMap::new(),
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
+            fresh: HashSet::new(),
+            registered_at: Instant::now(),
         };
         tokio::spawn(reader.run());
         Arc::new(Self { cluster, requests, followed })
@@ -156,6 +168,11 @@ struct Reader {
     unwatched_since: HashMap<SessionId, Instant>,
     control_position: String,
     last_upkeep: Instant,
+    /// Followed sessions that may have entries this follower has not read (see the module's
+    /// doc): in the next read, whether or not an answer elsewhere is in flight there.
+    fresh: HashSet<SessionId>,
+    /// When the last upkeep's registrations were taken by Redis.
+    registered_at: Instant,
 }
 
 impl Reader {
@@ -219,6 +236,9 @@ impl Reader {
         }
         *unreachable_since = None;
         self.cluster.record(true);
+        // Registered again before any read: a wake may have been missed while away.
+        self.upkeep(conn).await?;
+        self.fresh.extend(self.positions.keys().copied());
         loop {
             self.take_requests(conn).await?;
             if self.last_upkeep.elapsed() >= RENEW_EVERY {
@@ -248,7 +268,9 @@ impl Reader {
     /// Starts following the sessions asked for.
     async fn take_requests(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         while let Ok((session_id, reply)) = self.requests.try_recv() {
-            if !self.positions.contains_key(&session_id) {
+            // Not registered any more (nobody here watched it for a while): wakes may have
+            // been missed, so it is caught up again.
+            if !self.positions.contains_key(&session_id) || !self.is_registered(session_id) {
                 self.catch_up(conn, session_id).await?;
                 self.unwatched_since.insert(session_id, Instant::now());
             }
@@ -279,12 +301,18 @@ impl Reader {
             self.inflight.mirror(claim, open.origin, open.text, open.tokens);
         }
         self.positions.insert(session_id, tail.top);
-        self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
-        // A socket here is about to watch it: counted across processes from now, not from the
-        // next upkeep.
+        // A socket here is about to watch it: counted across processes (and woken for) from
+        // now, not from the next upkeep; read once after that, for what came in between.
         let mut pipe = redis::pipe();
         self.watched_here(&mut pipe, session_id);
-        pipe.query_async::<()>(conn).await
+        pipe.query_async::<()>(conn).await?;
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
+        self.fresh.insert(session_id);
+        Ok(())
+    }
+
+    fn is_registered(&self, session_id: SessionId) -> bool {
+        self.followed.lock().unwrap_or_else(|p| p.into_inner()).contains(&session_id)
     }
 
     /// Tells Redis a socket here watches the session, until the next upkeep's renewal is due.
@@ -295,38 +323,48 @@ impl Reader {
         pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
     }
 
-    /// One blocking read of the control stream and every followed session's stream.
+    /// One blocking read of the control stream and every busy followed session's stream.
     async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let control = self.cluster.keys.control(&self.cluster.id);
-        // A session answered here has no other process's answer until this one ends: it is
-        // read again at the first read after that (within `BLOCK_MS`), its own entries skipped
-        // at once, instead of waking this read with each of them.
-        let answered_here = |s: &SessionId| self.inflight.get(*s).is_some_and(|a| a.origin == Origin::Here);
-        let followed: Vec<(String, SessionId, &String)> = self
+        let busy: Vec<(String, SessionId, String)> = self
             .positions
             .iter()
-            .filter(|(s, _)| !answered_here(s))
-            .map(|(s, position)| (self.cluster.keys.events(*s), *s, position))
+            .filter(|(s, _)| self.fresh.contains(*s) || self.answered_elsewhere(**s))
+            .map(|(s, position)| (self.cluster.keys.events(*s), *s, position.clone()))
             .collect();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
-        for (key, _, _) in &followed {
+        for (key, _, _) in &busy {
             cmd.arg(key);
         }
         cmd.arg(&self.control_position);
-        for (_, _, position) in &followed {
+        for (_, _, position) in &busy {
             cmd.arg(position.as_str());
         }
-        let keys: HashMap<String, SessionId> = followed.into_iter().map(|(key, s, _)| (key, s)).collect();
         let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let keys: HashMap<String, SessionId> = busy.into_iter().map(|(key, s, _)| (key, s)).collect();
+        // What was there when the read was sent came back: fresh no more, unless a page was
+        // full; a woken session is fresh until its next read.
+        for read in keys.values() {
+            self.fresh.remove(read);
+        }
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             if stream.key == control {
-                control::carry_out(&self.inflight, &stream.ids, &mut self.control_position);
+                let woken = control::carry_out(&self.inflight, &stream.ids, &mut self.control_position);
+                self.fresh.extend(woken.into_iter().filter(|s| self.positions.contains_key(s)));
             } else if let Some(&session_id) = keys.get(&stream.key) {
+                if stream.ids.len() >= READ_COUNT {
+                    self.fresh.insert(session_id);
+                }
                 self.deliver(session_id, &stream.ids);
             }
         }
         Ok(())
+    }
+
+    /// Whether another process's answer in the session is mirrored here (its entries come).
+    fn answered_elsewhere(&self, session_id: SessionId) -> bool {
+        self.inflight.get(session_id).is_some_and(|a| a.origin != Origin::Here)
     }
 
     /// Delivers a followed session's new entries to the sockets here (entries this process
@@ -427,6 +465,7 @@ impl Reader {
         warn!("Redis lost its data: mirrored answers end as stored, every stream read from its start");
         self.take_over_mirrors();
         self.positions.values_mut().for_each(|p| *p = "0-0".to_owned());
+        self.fresh.extend(self.positions.keys().copied());
         self.control_position = "0-0".to_owned();
     }
 
@@ -439,20 +478,24 @@ impl Reader {
     }
 
     /// Stops following sessions nobody here watches; tells Redis which ones are watched here
-    /// (an answer elsewhere is cancelled only when no process watches it).
+    /// (an answer elsewhere is cancelled only when no process watches it, and only watching
+    /// processes are woken). A session not watched here any more is not registered either:
+    /// a join catches it up again.
     async fn upkeep(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         self.last_upkeep = Instant::now();
         let mut pipe = redis::pipe();
         let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
+        let mut registered = Vec::new();
         for session_id in sessions {
-            let key = self.cluster.keys.watchers(session_id);
             if self.audience.watchers(session_id) > 0 {
                 self.unwatched_since.remove(&session_id);
                 self.watched_here(&mut pipe, session_id);
+                registered.push(session_id);
                 continue;
             }
             // Not watched here from now on; still followed a while (a reconnecting tab).
-            pipe.cmd("ZREM").arg(&key).arg(&self.cluster.id).ignore();
+            pipe.cmd("ZREM").arg(self.cluster.keys.watchers(session_id)).arg(&self.cluster.id).ignore();
+            self.followed.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
             let since = *self.unwatched_since.entry(session_id).or_insert_with(Instant::now);
             if since.elapsed() >= UNFOLLOW_AFTER {
                 self.unfollow(session_id);
@@ -465,13 +508,21 @@ impl Reader {
             .arg(LEASE_TTL.as_millis() as u64)
             .ignore();
         control::keep(&mut pipe, &self.cluster.keys, &self.cluster.id, &self.control_position);
-        pipe.query_async::<()>(conn).await
+        pipe.query_async::<()>(conn).await?;
+        if self.registered_at.elapsed() >= REGISTRATION_LAPSES {
+            // The last registrations may have expired meanwhile (this process paused, Redis
+            // slow to answer): what woke nobody is read now.
+            self.fresh.extend(registered);
+        }
+        self.registered_at = Instant::now();
+        Ok(())
     }
 
     fn unfollow(&mut self, session_id: SessionId) {
         self.positions.remove(&session_id);
         self.ended.remove(&session_id);
         self.unwatched_since.remove(&session_id);
+        self.fresh.remove(&session_id);
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
         self.inflight.forget_mirror(session_id, None);
     }

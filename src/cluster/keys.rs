@@ -79,6 +79,12 @@ impl Keys {
         format!("{}:process:{process}:control", self.prefix)
     }
 
+    /// What goes before and after a process id in its control stream's key (for a script
+    /// that wakes the processes it finds).
+    pub fn control_around(&self) -> (String, String) {
+        (format!("{}:process:", self.prefix), ":control".to_owned())
+    }
+
     /// The version of a session (bumped on every change: the caches' check).
     pub fn session_version(&self, session_id: SessionId) -> String {
         format!("{}:session:{session_id}:version", self.prefix)

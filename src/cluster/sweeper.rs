@@ -11,7 +11,7 @@ use super::logged_event::LoggedEvent;
 use super::lua::Lua;
 use super::stored_outcome;
 use super::tail::{read_tail, Tail};
-use super::{Cluster, SWEEPER};
+use super::{answer_log, Cluster};
 use crate::chat::{ChatError, ChatSessionService};
 use crate::domain::{MessageId, SessionId};
 
@@ -152,12 +152,8 @@ async fn sweep_one(
         None => None,
     };
     if let Some(terminal) = terminal {
-        let (key, json) =
-            (cluster.keys.events(session_id), serde_json::to_string(&terminal).unwrap_or_default());
-        let mut pipe = redis::pipe();
-        pipe.cmd("XADD").arg(&key).arg("*").arg("o").arg(SWEEPER).arg("e").arg(json).ignore();
-        pipe.cmd("PEXPIRE").arg(&key).arg(cluster.answer_keep.as_millis() as u64).ignore();
-        pipe.query_async::<()>(&mut *redis).await?;
+        let keep_ms = cluster.answer_keep.as_millis() as u64;
+        answer_log::append_swept_end(&cluster.keys, redis, session_id, &terminal, keep_ms).await?;
     }
     lease::release(&cluster.keys, redis, session_id, message_id).await?;
     redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;
