@@ -147,3 +147,43 @@ async fn redis_forgetting_its_scripts_mid_answer_loses_nothing() {
         assert_whole_on_both(&mut sender, &mut watcher, &ack["messageId"]).await;
     }
 }
+
+#[tokio::test]
+async fn a_message_to_a_session_not_the_senders_is_refused_before_any_claim() {
+    let Some(cluster) = TestCluster::spawn(2, &[]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    // Cached on A (its creation); Bob on A, then on B where nothing is cached.
+    for app in [a, b] {
+        let mut bob = app.socket("bob").await;
+        let refused = ask(&mut bob, &session, "Whose session is this?", None).await;
+        assert_eq!(refused["error"]["code"], "NOT_FOUND", "{refused}");
+    }
+    assert!(cluster.keys_ending(&format!("{session}:fence")).await.is_empty(), "no claim was made");
+    assert!(cluster.keys_ending(&format!("{session}:answer")).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_deleted_elsewhere_after_its_copy_was_cached_is_refused_and_its_claim_released() {
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "0"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let mut on_a = a.socket("alice").await;
+    let first = ask(&mut on_a, &session, "How does Tokio schedule tasks?", None).await;
+    assert_eq!(first["ok"], true, "{first}");
+    answer_events(&mut on_a, &first["messageId"]).await;
+    // Deleted through B: A's copy is stale (its version moved on), not gone.
+    let (status, _) = b.request(Method::DELETE, &format!("/api/sessions/{session}"), "alice", None).await;
+    assert_eq!(status, 204);
+    let refused = ask(&mut on_a, &session, "And timers?", None).await;
+    assert_eq!(refused["error"]["code"], "NOT_FOUND", "{refused}");
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held = cluster.keys_ending(&format!("{session}:answer")).await;
+        if held.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held.is_empty(), "the claim made for the refused message is released");
+}

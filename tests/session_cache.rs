@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use postchat::chat::{
-    ChatError, ChatSessionService, OneProcess, PostService, PreferenceService, SessionCache,
+    CacheVersion, ChatError, ChatSessionService, OneProcess, PostService, PreferenceService, SessionCache,
 };
 use postchat::domain::{
     ChatSession, ClientMessageId, Exchange, Message, MessageId, PostExpanded, PostId, Preferences, SessionId,
@@ -184,17 +184,23 @@ async fn a_second_message_on_a_session_does_not_read_the_session_again() {
     let id = new_session(&f, &alice()).await;
     let service = cold_service(&f).await;
 
-    let asked = service.asked(&alice(), id).await.unwrap();
+    // As the controller takes a message: the owner first, then the copies at the versions the
+    // claim read (one process: the default ones).
+    let current = Some(CacheVersion::default());
+    service.check_owner(&alice(), id).await.unwrap();
+    let asked = service.asked_at(&alice(), id, current, current).await.unwrap();
     service.build_ai_context(&asked, MessageId::new()).await.unwrap();
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "first use reads through");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
 
-    let asked = service.asked(&alice(), id).await.unwrap();
+    service.check_owner(&alice(), id).await.unwrap();
+    let asked = service.asked_at(&alice(), id, current, current).await.unwrap();
     service.build_ai_context(&asked, MessageId::new()).await.unwrap();
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 1, "second use is a cache hit");
     assert_eq!(f.store.preference_reads.load(Ordering::SeqCst), 1);
     let stats = service.cache().stats();
-    assert_eq!((stats.hits, stats.misses), (2, 2));
+    // Session: the owner's check misses, the two messages' reads hit; preferences: miss, hit.
+    assert_eq!((stats.hits, stats.misses), (3, 2));
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
 use crate::ai::{AiService, IntentRequest};
@@ -136,13 +137,7 @@ impl ChatController {
         if !self.is_accepting() {
             return Err(ChatError::ShuttingDown);
         }
-        let asked = self.sessions.asked(user, req.session_id).await?;
-        // A repeated `clientMessageId` is found by the database's unique key when the message is
-        // inserted (or on the rare refusals below), not by a read before every message.
-        let tokens_left = match self.check_budget(user).await {
-            Ok(left) => left,
-            Err(refused) => return self.stored_duplicate(&req).await?.ok_or(refused),
-        };
+        self.sessions.check_owner(user, req.session_id).await?;
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
         let guard = match self.inflight.reserve(claim_for(&req, message_id, intent.intent)) {
@@ -150,17 +145,39 @@ impl ChatController {
             Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
             Err(e) => return Err(e),
         };
-        if let Some(holder) = self.claim_across(&guard).await? {
+        // One look at the other processes (the claim, the cache versions, the day's spending);
+        // a refusal after it drops the guard, which releases the claim.
+        let now = crate::domain::now();
+        let admission =
+            self.leases.admit(guard.answer(), user, self.budget.is_limited().then_some(now)).await?;
+        if let LeaseClaim::Taken(holder) = admission.claim {
             drop(guard);
             return self.busy_elsewhere(&req, holder).await;
         }
+        let (session_version, preferences_version) =
+            (admission.session_version, admission.preferences_version);
+        let asked =
+            self.sessions.asked_at(user, req.session_id, session_version, preferences_version).await?;
+        // A repeated `clientMessageId` is found by the database's unique key when the message is
+        // inserted (or on the rare refusals below), not by a read before every message.
+        let tokens_left = match self.check_budget(user, now, admission.spent).await {
+            Ok(left) => left,
+            Err(refused) => {
+                drop(guard);
+                return self.stored_duplicate(&req).await?.ok_or(refused);
+            }
+        };
         self.store_and_answer(req, message_id, asked, guard, intent, tokens_left).await
     }
 
     /// Claims the session across processes for the answer `guard` holds here; the answer
     /// that has it when another process generates one.
-    async fn claim_across(&self, guard: &InFlightGuard) -> Result<Option<AnswerElsewhere>, ChatError> {
-        Ok(match self.leases.claim(guard.answer()).await? {
+    async fn claim_across(
+        &self,
+        guard: &InFlightGuard,
+        owner: &UserId,
+    ) -> Result<Option<AnswerElsewhere>, ChatError> {
+        Ok(match self.leases.admit(guard.answer(), owner, None).await?.claim {
             LeaseClaim::Ours => None,
             LeaseClaim::Taken(holder) => Some(holder),
         })
@@ -273,7 +290,7 @@ impl ChatController {
                 }
                 Err(e) => return Err(e),
             };
-            if let Some(holder) = self.claim_across(&guard).await? {
+            if let Some(holder) = self.claim_across(&guard, &asked.entry.session.owner).await? {
                 // Another process answers it (or another message) already.
                 return if holder.message_id == first.id { Ok(accepted) } else { Err(ChatError::Busy) };
             }
@@ -283,14 +300,25 @@ impl ChatController {
         Ok(accepted)
     }
 
-    /// The model tokens `user` has left today (`None`: no budget); `RATE_LIMITED` once none.
-    async fn check_budget(&self, user: &UserId) -> Result<Option<u64>, ChatError> {
+    /// The model tokens `user` has left on `now`'s day (`None`: no budget), given what the
+    /// other processes counted (`counted`; asked again, or read from the store, when `None`);
+    /// `RATE_LIMITED` once none.
+    async fn check_budget(
+        &self,
+        user: &UserId,
+        now: DateTime<Utc>,
+        counted: Option<u64>,
+    ) -> Result<Option<u64>, ChatError> {
         if !self.budget.is_limited() {
             return Ok(None);
         }
-        let now = crate::domain::now();
-        let stored = self.sessions.tokens_used_since(user, super::token_budget::day_start(now));
-        let spent = self.budget.spent(user, now, stored).await?;
+        let spent = match counted {
+            Some(spent) => spent,
+            None => {
+                let stored = self.sessions.tokens_used_since(user, super::token_budget::day_start(now));
+                self.budget.spent(user, now, stored).await?
+            }
+        };
         self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
     }
 

@@ -19,11 +19,32 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 /// hooks [`InFlightAnswers::on_release`](super::InFlightAnswers::on_release)).
 #[async_trait]
 pub trait AnswerLeases: Send + Sync {
-    /// Claims the session for `answer` (generated here, already reserved in this process).
-    async fn claim(&self, answer: &InFlightAnswer) -> Result<LeaseClaim, ChatError>;
+    /// Claims the session for `answer` (generated here, already reserved in this process) and
+    /// reads in the same look what accepting its message needs from the other processes: the
+    /// cache versions of the session and of its owner's preferences, and, with `budget_day`,
+    /// what the owner spent that day (cluster mode: one round trip).
+    async fn admit(
+        &self,
+        answer: &InFlightAnswer,
+        owner: &UserId,
+        budget_day: Option<DateTime<Utc>>,
+    ) -> Result<Admission, ChatError>;
     /// Asks the process generating the session's answer to stop it: true for the first request
     /// while that process lives and the answer runs; false when no other process answers.
     async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError>;
+}
+
+/// What an admission found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub claim: LeaseClaim,
+    /// The version a cached copy of the session must have now (`None`: bypass the cache).
+    pub session_version: Option<CacheVersion>,
+    /// The same for the owner's preferences.
+    pub preferences_version: Option<CacheVersion>,
+    /// What the owner spent on the budget's day as every process counts it; `None` when not
+    /// asked or not counted yet (then [`SpentTokens`] is asked).
+    pub spent: Option<u64>,
 }
 
 /// What a claim found.
@@ -63,14 +84,6 @@ pub trait CacheVersions: Send + Sync {
     /// Makes every other copy of the session stale; the version of this change.
     async fn session_changed(&self, id: SessionId) -> Option<CacheVersion>;
     async fn preferences(&self, user: &UserId) -> Option<CacheVersion>;
-    /// The session's version and its owner's preferences' (a message needs both): one look.
-    async fn session_and_preferences(
-        &self,
-        id: SessionId,
-        user: &UserId,
-    ) -> (Option<CacheVersion>, Option<CacheVersion>) {
-        (self.session(id).await, self.preferences(user).await)
-    }
     /// Makes every other copy of the user's preferences stale; the version of this change.
     async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion>;
 }
@@ -92,9 +105,20 @@ pub struct OneProcess;
 
 #[async_trait]
 impl AnswerLeases for OneProcess {
-    async fn claim(&self, _: &InFlightAnswer) -> Result<LeaseClaim, ChatError> {
-        // The in-flight reservation already made the session this answer's.
-        Ok(LeaseClaim::Ours)
+    async fn admit(
+        &self,
+        _: &InFlightAnswer,
+        _: &UserId,
+        _: Option<DateTime<Utc>>,
+    ) -> Result<Admission, ChatError> {
+        // The in-flight reservation already made the session this answer's; every copy is
+        // current; the budget counts in this process.
+        Ok(Admission {
+            claim: LeaseClaim::Ours,
+            session_version: Some(CacheVersion::default()),
+            preferences_version: Some(CacheVersion::default()),
+            spent: None,
+        })
     }
 
     async fn stop_elsewhere(&self, _: SessionId) -> Result<bool, ChatError> {

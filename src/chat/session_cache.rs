@@ -81,6 +81,12 @@ impl SessionCache {
         self.count(found)
     }
 
+    /// The cached session of whatever version, not counted as a hit or a miss: for what never
+    /// changes in a session (its owner).
+    pub fn peek_session(&self, id: SessionId) -> Option<Arc<SessionEntry>> {
+        lock(&self.sessions).cache_get(&id).cloned()
+    }
+
     pub fn put_session(&self, entry: Arc<SessionEntry>) {
         let mut sessions = lock(&self.sessions);
         let full = sessions.cache_size() >= self.capacity;

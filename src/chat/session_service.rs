@@ -119,12 +119,33 @@ impl ChatSessionService {
         self.session_at(owner, id, self.current(id).await).await
     }
 
-    /// The session a message is sent to, with its owner's preferences, their cache versions
-    /// read in one look (cluster mode: one round trip to Redis); `NotFound` as [`session`].
+    /// Whether session `id` is `owner`'s, as any cached copy says (a session's owner never
+    /// changes), else as read through the cache: checked before a message costs anything (an intent
+    /// classifier's call, a claim); `NotFound` as [`session`]. A session deleted since its copy
+    /// was cached passes here and is found gone by [`asked_at`](Self::asked_at).
     ///
     /// [`session`]: Self::session
-    pub async fn asked(&self, owner: &UserId, id: SessionId) -> Result<AskedSession, ChatError> {
-        let (session_version, preferences_version) = self.versions.session_and_preferences(id, owner).await;
+    pub async fn check_owner(&self, owner: &UserId, id: SessionId) -> Result<(), ChatError> {
+        match self.cache.peek_session(id) {
+            Some(entry) if &entry.session.owner == owner => Ok(()),
+            Some(_) => Err(ChatError::NotFound),
+            // Read through (and cached) as any read: the message's own read then hits.
+            None => self.session(owner, id).await.map(drop),
+        }
+    }
+
+    /// The session a message is sent to, with its owner's preferences, given the versions
+    /// their cached copies must have (read with the message's claim); `NotFound` as
+    /// [`session`].
+    ///
+    /// [`session`]: Self::session
+    pub async fn asked_at(
+        &self,
+        owner: &UserId,
+        id: SessionId,
+        session_version: Option<CacheVersion>,
+        preferences_version: Option<CacheVersion>,
+    ) -> Result<AskedSession, ChatError> {
         let entry = self.session_at(owner, id, session_version).await?;
         let preferences = self.preferences.of_at(owner, preferences_version).await?;
         Ok(AskedSession { entry, preferences })

@@ -1,6 +1,6 @@
 //! Cache coherence across processes: a version per session and per user's preferences in
 //! Redis, bumped after every write; a cached copy is served only while its version is current.
-//! One `GET` per cache hit (one `MGET` for a message's session and preferences): cheaper than
+//! One `GET` per cache hit (a message's two are read by its claim, `lease::CLAIM`): cheaper than
 //! the database reads the cache saves, and a write that returned on one process is never
 //! contradicted by another's cache.
 //!
@@ -33,21 +33,6 @@ impl CacheVersions for Cluster {
 
     async fn preferences_changed(&self, user: &UserId) -> Option<CacheVersion> {
         self.bump(self.keys.preferences_version(user)).await
-    }
-
-    /// One round trip (`MGET`) for both.
-    async fn session_and_preferences(
-        &self,
-        id: SessionId,
-        user: &UserId,
-    ) -> (Option<CacheVersion>, Option<CacheVersion>) {
-        let epoch = self.epoch();
-        let keys = [self.keys.session_version(id), self.keys.preferences_version(user)];
-        let read: redis::RedisResult<(Option<u64>, Option<u64>)> =
-            redis::cmd("MGET").arg(&keys).query_async(&mut self.redis()).await;
-        self.record(read.is_ok());
-        let version = |v: Option<u64>| CacheVersion { epoch, version: v.unwrap_or(0) };
-        read.map_or((None, None), |(s, p)| (Some(version(s)), Some(version(p))))
     }
 }
 

@@ -14,15 +14,18 @@ use super::keys::Keys;
 use super::lua::{unknown_script, Lua};
 use super::{Cluster, LEASE_TTL};
 use crate::chat::{InFlightAnswers, Lost, Origin};
-use crate::domain::{ClientMessageId, MessageId, SessionId};
+use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 
 /// Takes a free lease, or one this process holds for an answer it has already ended (its
-/// release is still queued behind that answer's last events), with the next fencing token;
-/// returns `{1, token}`, or `{0, holder}` when another answer holds it. Taking a free lease
-/// also marks the token as the session's sweep line (`KEYS[4]`): entries of any answer under an
-/// older token are refused from then on (see `answer_log::APPEND`).
+/// release is still queued behind that answer's last events), with the next fencing token:
+/// `{1, token}`, or `{0, holder}` when another answer holds it. Taking a free lease also marks
+/// the token as the session's sweep line (`KEYS[4]`): entries of any answer under an older
+/// token are refused from then on (see `answer_log::APPEND`). What the message needs besides
+/// comes back in the same reply: the session's and the preferences' cache versions (`KEYS[5]`,
+/// `KEYS[6]`) and, when `ARGV[6]` is `1`, the owner's tokens spent today (`KEYS[7]`).
 static CLAIM: Lua = Lua::new(
     r"
+local function claim()
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
@@ -41,6 +44,11 @@ redis.call('SET', KEYS[1], cjson.encode(lease), 'PX', ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
 return {1, tostring(fence)}
+end
+local claimed = claim()
+local spent = false
+if ARGV[6] == '1' then spent = redis.call('GET', KEYS[7]) end
+return {claimed[1], claimed[2], redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), spent}
 ",
 );
 
@@ -95,6 +103,15 @@ pub struct LeaseHolder {
     pub fence: u64,
 }
 
+/// What the claim script read besides the lease: the cache versions (unset: 0) and the tokens
+/// the owner spent today (`None`: not asked, or not counted yet).
+#[derive(Debug, Default)]
+pub struct ReadWithClaim {
+    pub session_version: u64,
+    pub preferences_version: u64,
+    pub spent: Option<u64>,
+}
+
 /// The outcome of a claim.
 #[derive(Debug)]
 pub enum Claimed {
@@ -117,12 +134,15 @@ fn unreadable(what: &str, value: &str) -> redis::RedisError {
     ))
 }
 
+/// Claims the session for answer `message_id` of `owner`, reading in the same step what the
+/// message needs (see [`CLAIM`]); `spent_day` names the day whose spent tokens are read.
 pub(super) async fn claim(
     cluster: &Cluster,
-    session_id: SessionId,
-    message_id: MessageId,
-    client_message_id: Option<&ClientMessageId>,
-) -> redis::RedisResult<Claimed> {
+    answer: (SessionId, MessageId, Option<&ClientMessageId>),
+    owner: &UserId,
+    spent_day: Option<&str>,
+) -> redis::RedisResult<(Claimed, ReadWithClaim)> {
+    let (session_id, message_id, client_message_id) = answer;
     let holder = LeaseHolder {
         message_id,
         process: cluster.id.clone(),
@@ -131,11 +151,17 @@ pub(super) async fn claim(
         fence: 0,
     };
     let value = serde_json::to_string(&holder).unwrap_or_default();
+    let session_version = cluster.keys.session_version(session_id);
+    let spent_key =
+        spent_day.map_or_else(|| session_version.clone(), |day| cluster.keys.tokens_spent(owner, day));
     let keys = [
         cluster.keys.lease(session_id),
         cluster.keys.leases(),
         cluster.keys.fence(session_id),
         cluster.keys.swept(session_id),
+        session_version,
+        cluster.keys.preferences_version(owner),
+        spent_key,
     ];
     let args = [
         value,
@@ -143,14 +169,22 @@ pub(super) async fn claim(
         member(session_id, message_id),
         cluster.id.clone(),
         FENCE_KEEP_MS.to_string(),
+        if spent_day.is_some() { "1" } else { "" }.to_owned(),
     ];
-    let (claimed, value): (i64, String) = CLAIM.run(&mut cluster.redis(), &keys, &args).await?;
+    type Reply = (i64, String, Option<u64>, Option<u64>, Option<u64>);
+    let (claimed, value, session_version, preferences_version, spent): Reply =
+        CLAIM.run(&mut cluster.redis(), &keys, &args).await?;
+    let read = ReadWithClaim {
+        session_version: session_version.unwrap_or(0),
+        preferences_version: preferences_version.unwrap_or(0),
+        spent,
+    };
     if claimed == 1 {
         let fence = value.parse().map_err(|_| unreadable("a fencing token", &value))?;
-        return Ok(Claimed::Yes { fence });
+        return Ok((Claimed::Yes { fence }, read));
     }
     let holder = serde_json::from_str(&value).map_err(|_| unreadable("a lease", &value))?;
-    Ok(Claimed::Taken(holder))
+    Ok((Claimed::Taken(holder), read))
 }
 
 pub(super) async fn holder(

@@ -53,9 +53,11 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
+use chrono::{DateTime, Utc};
+
 use crate::chat::{
-    AnswerAudience, AnswerElsewhere, AnswerLeases, ChatError, ChatSessionService, InFlightAnswer,
-    InFlightAnswers, LeaseClaim, OtherWatchers,
+    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, CacheVersion, ChatError,
+    ChatSessionService, InFlightAnswer, InFlightAnswers, LeaseClaim, OtherWatchers,
 };
 use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 use answer_log::AnswerLog;
@@ -63,7 +65,7 @@ use audience::ClusterAudience;
 use clock::RedisClock;
 use follower::Follower;
 use keys::Keys;
-use lease::{Claimed, LeaseHolder};
+use lease::{Claimed, LeaseHolder, ReadWithClaim};
 
 /// How long an answer's lease lives without renewal: a process dead for this long has its
 /// answers swept (stored `interrupted`, watchers told). Renewed every [`RENEW_EVERY`].
@@ -205,17 +207,18 @@ impl Cluster {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Claims `session_id` for the answer `message_id` across processes.
+    /// Claims `session_id` for the answer `message_id` of `owner` across processes, with what
+    /// the claim script reads besides (see `lease::claim`).
     async fn claim_lease(
         &self,
-        session_id: SessionId,
-        message_id: MessageId,
-        client_message_id: Option<&ClientMessageId>,
-    ) -> Result<Claimed, ChatError> {
-        let claimed = lease::claim(self, session_id, message_id, client_message_id).await;
+        answer: (SessionId, MessageId, Option<&ClientMessageId>),
+        owner: &UserId,
+        spent_day: Option<&str>,
+    ) -> Result<(Claimed, ReadWithClaim), ChatError> {
+        let claimed = lease::claim(self, answer, owner, spent_day).await;
         self.record(claimed.is_ok());
-        if let Ok(Claimed::Yes { fence }) = &claimed {
-            self.fences.insert(session_id, message_id, *fence);
+        if let Ok((Claimed::Yes { fence }, _)) = &claimed {
+            self.fences.insert(answer.0, answer.1, *fence);
         }
         claimed.map_err(|e| unavailable(&e))
     }
@@ -299,15 +302,32 @@ fn unavailable(e: &redis::RedisError) -> ChatError {
 
 #[async_trait::async_trait]
 impl AnswerLeases for Cluster {
-    async fn claim(&self, answer: &InFlightAnswer) -> Result<LeaseClaim, ChatError> {
-        let (session, message, key) =
-            (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
-        Ok(match self.claim_lease(session, message, key).await? {
+    async fn admit(
+        &self,
+        answer: &InFlightAnswer,
+        owner: &UserId,
+        budget_day: Option<DateTime<Utc>>,
+    ) -> Result<Admission, ChatError> {
+        if budget_day.is_some() {
+            self.charge_missed().await;
+        }
+        let epoch = self.epoch();
+        let day = budget_day.map(day_name);
+        let ours = (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
+        let (claimed, read) = self.claim_lease(ours, owner, day.as_deref()).await?;
+        let claim = match claimed {
             Claimed::Yes { .. } => LeaseClaim::Ours,
             Claimed::Taken(holder) => LeaseClaim::Taken(AnswerElsewhere {
                 message_id: holder.message_id,
                 client_message_id: holder.client_message_id,
             }),
+        };
+        let version = |version| Some(CacheVersion { epoch, version });
+        Ok(Admission {
+            claim,
+            session_version: version(read.session_version),
+            preferences_version: version(read.preferences_version),
+            spent: read.spent,
         })
     }
 

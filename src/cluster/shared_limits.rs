@@ -170,7 +170,7 @@ impl Cluster {
     }
 
     /// Adds the charges Redis missed; those it misses again are kept.
-    async fn charge_missed(&self) {
+    pub(super) async fn charge_missed(&self) {
         let missed = std::mem::take(&mut *self.uncharged());
         for (user, day, message_id, tokens) in missed {
             if Cluster::charge_tokens(self, &user, &day, message_id, tokens).await.is_err() {

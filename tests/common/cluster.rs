@@ -47,6 +47,17 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// The cluster's keys that end with `suffix` (`KEYS` under its prefix).
+    pub async fn keys_ending(&self, suffix: &str) -> Vec<String> {
+        let pattern = format!("{}:*{suffix}", self.prefix);
+        match self.redis(&["KEYS", &pattern]).await {
+            Ok(value) => redis::from_redis_value(value).unwrap_or_default(),
+            Err(e) => panic!("KEYS {pattern}: {e}"),
+        }
+    }
+}
+
 async fn ping(url: &str) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
