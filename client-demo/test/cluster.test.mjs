@@ -183,13 +183,17 @@ test("quiet sessions cost no read: a follower reads only its busy sessions, and 
     const reads = seen.split("\n").filter((line) => /"XREAD"/i.test(line));
     assert.ok(reads.length >= 2, `both followers read (${reads.length} reads)`);
     for (const line of reads) assert.doesNotMatch(line, /:events"/, "no idle session in a read");
+    // B's registrations gone (as when their keys expire while B is paused): B registers again
+    // at its next upkeep and reads what woke nobody meanwhile.
+    for (const key of redis("--scan", "--pattern", "*:watchers").split("\n").filter(Boolean)) redis("DEL", key);
     // An answer generated on A in each session reaches B's socket whole, start to end.
     const onA = await connect(a.url, token);
     for (const session of sessions) {
       const watched = collectAnswer(onB);
       const answer = await ask(onA, session.id, question);
       watched.setMessageId(answer.ack.messageId);
-      const events = await watched.finished;
+      const late = sleep(10_000).then(() => assert.fail("the answer did not reach the watcher on B within 10 s"));
+      const events = await Promise.race([watched.finished, late]);
       assert.equal(events[0].name, "chat:stream:start");
       assert.equal(events.at(-1).name, "chat:stream:end");
       assert.equal(assertGapless(tokensOf(events), "watcher"), answer.terminal.payload.content);
@@ -659,6 +663,11 @@ test("the daily token budget counts across processes", async (t) => {
     // B's answer spent the budget: A knows, although it read "nothing spent" a moment ago.
     const spent = await request(onA, "chat:message", { sessionId: session.id, content: "What does it say about the scheduler?" });
     assert.equal(spent.error?.code, "RATE_LIMITED");
+    // The same message sent through both processes at once (a client's resend): refused on
+    // both, neither told it is a duplicate of a message that was never stored.
+    const again = { sessionId: session.id, content: "And the timers?", clientMessageId: "twice" };
+    const both = await Promise.all([request(onA, "chat:message", again), request(onB, "chat:message", again)]);
+    for (const ack of both) assert.equal(ack.error?.code, "RATE_LIMITED", JSON.stringify(ack));
     [onA, onB].forEach((s) => s.close());
   });
 });

@@ -18,8 +18,9 @@ use crate::telemetry::Untrusted;
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard, Origin};
 use super::{
-    AnswerAudience, AnswerElsewhere, AnswerLeases, AskedSession, ChatError, ChatSessionService,
-    GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers, SessionEntry, TokenBudget,
+    Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, AskedSession, BudgetAsk, ChatError,
+    ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers,
+    SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -148,12 +149,34 @@ impl ChatController {
         // One look at the other processes (the claim, the cache versions, the day's spending);
         // a refusal after it drops the guard, which releases the claim.
         let now = crate::domain::now();
-        let admission =
-            self.leases.admit(guard.answer(), user, self.budget.is_limited().then_some(now)).await?;
-        if let LeaseClaim::Taken(holder) = admission.claim {
-            drop(guard);
-            return self.busy_elsewhere(&req, holder).await;
+        let budget = self.budget.is_limited().then(|| BudgetAsk { now, per_day: self.budget.per_day() });
+        match self.leases.admit(guard.answer(), user, budget).await? {
+            Admission { claim: LeaseClaim::Taken(holder), .. } => {
+                drop(guard);
+                self.busy_elsewhere(&req, holder).await
+            }
+            Admission { claim: LeaseClaim::BudgetSpent, .. } => {
+                drop(guard);
+                let refused =
+                    ChatError::RateLimited { retry_after: super::token_budget::until_tomorrow(now) };
+                self.stored_duplicate(&req).await?.ok_or(refused)
+            }
+            admission => self.admitted(req, user, guard, admission, now, intent).await,
         }
+    }
+
+    /// Accepts a message whose session this answer claimed: its copies at the versions the
+    /// claim read, the budget, then the stored message and its answer.
+    async fn admitted(
+        self: &Arc<Self>,
+        req: SendMessage,
+        user: &UserId,
+        guard: InFlightGuard,
+        admission: Admission,
+        now: DateTime<Utc>,
+        intent: IntentRequest,
+    ) -> Result<AcceptedMessage, ChatError> {
+        let message_id = guard.answer().message_id;
         let (session_version, preferences_version) =
             (admission.session_version, admission.preferences_version);
         let asked =
@@ -178,7 +201,7 @@ impl ChatController {
         owner: &UserId,
     ) -> Result<Option<AnswerElsewhere>, ChatError> {
         Ok(match self.leases.admit(guard.answer(), owner, None).await?.claim {
-            LeaseClaim::Ours => None,
+            LeaseClaim::Ours | LeaseClaim::BudgetSpent => None,
             LeaseClaim::Taken(holder) => Some(holder),
         })
     }

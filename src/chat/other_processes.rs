@@ -21,17 +21,25 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 pub trait AnswerLeases: Send + Sync {
     /// Claims the session for `answer` (generated here, already reserved in this process) and
     /// reads in the same look what accepting its message needs from the other processes: the
-    /// cache versions of the session and of its owner's preferences, and, with `budget_day`,
-    /// what the owner spent that day (cluster mode: one round trip).
+    /// cache versions of the session and of its owner's preferences, and, with `budget`, what
+    /// the owner spent that day, claiming nothing when that reaches the day's allowance
+    /// ([`LeaseClaim::BudgetSpent`]; cluster mode: one round trip).
     async fn admit(
         &self,
         answer: &InFlightAnswer,
         owner: &UserId,
-        budget_day: Option<DateTime<Utc>>,
+        budget: Option<BudgetAsk>,
     ) -> Result<Admission, ChatError>;
     /// Asks the process generating the session's answer to stop it: true for the first request
     /// while that process lives and the answer runs; false when no other process answers.
     async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError>;
+}
+
+/// The daily budget an admission checks: the day (of `now`) and the tokens it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetAsk {
+    pub now: DateTime<Utc>,
+    pub per_day: u64,
 }
 
 /// What an admission found.
@@ -54,6 +62,8 @@ pub enum LeaseClaim {
     Ours,
     /// Another process answers the session.
     Taken(AnswerElsewhere),
+    /// Nothing was claimed: the owner spent the day's allowance (as counted across processes).
+    BudgetSpent,
 }
 
 /// An answer another process generates: which message it answers.
@@ -109,7 +119,7 @@ impl AnswerLeases for OneProcess {
         &self,
         _: &InFlightAnswer,
         _: &UserId,
-        _: Option<DateTime<Utc>>,
+        _: Option<BudgetAsk>,
     ) -> Result<Admission, ChatError> {
         // The in-flight reservation already made the session this answer's; every copy is
         // current; the budget counts in this process.

@@ -43,6 +43,11 @@ impl TokenBudget {
         Self { per_day, spent }
     }
 
+    /// Tokens a user may spend a day (0: no budget).
+    pub fn per_day(&self) -> u64 {
+        self.per_day
+    }
+
     pub fn is_limited(&self) -> bool {
         self.per_day > 0
     }

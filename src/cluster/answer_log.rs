@@ -41,6 +41,9 @@ const BATCH: usize = 2_048;
 /// A session's stream keeps what other answers logged in this last window (entries older
 /// than this are trimmed when an answer starts; the answer in flight is never trimmed).
 const TRIM_AFTER_MS: i64 = 60_000;
+/// A process listed as watching a session whose registration ran out this long ago is taken
+/// off the list by the next append that wakes the watchers (see [`APPEND`]).
+const WATCHER_GONE_AFTER_MS: u64 = 60_000;
 /// Most bytes of events queued while Redis does not take them (a stall): past it, the tokens
 /// of the answers that go on are not queued and those answers end `CLUSTER_UNAVAILABLE`.
 pub(super) const BUFFER_BYTES: usize = 32 << 20;
@@ -64,7 +67,9 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// An entry that a follower reading only busy sessions must not miss (`ARGV[9]` is `1`: an
 /// answer's start and end, a session event) wakes every other process listed as watching the
 /// session (`KEYS[6]`): an entry `wake <session ARGV[12]>` on its control stream (`ARGV[10]`
-/// process `ARGV[11]`, capped at `ARGV[13]` entries, expiring after `ARGV[14]` ms). See
+/// process `ARGV[11]`, capped at `ARGV[13]` entries, expiring after `ARGV[14]` ms); a process
+/// whose registration ran out more than `ARGV[17]` ms ago (dead, or paused that long) is dropped
+/// from the set instead (its follower registers again, and reads the session, when back). See
 /// `follower.rs`: a session with no answer of another process in flight is left out of the
 /// follower's read until such a wake.
 ///
@@ -99,6 +104,8 @@ else
 end
 if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 if ARGV[9] == '1' then
+  local t = redis.call('TIME')
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', t[1] * 1000 - tonumber(ARGV[17]))
   for _, process in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
     if process ~= ARGV[2] then
       local control = ARGV[10] .. process .. ARGV[11]
@@ -541,6 +548,7 @@ fn append_command(
         control::CONTROL_KEEP.as_millis().to_string(),
         release,
         member,
+        WATCHER_GONE_AFTER_MS.to_string(),
     ];
     APPEND.command(&names, &argv)
 }

@@ -39,8 +39,9 @@ return 1
 );
 
 /// Most entries a control stream keeps: only reached when its follower cannot read it for a
-/// long while (it trims what it read every upkeep), and then the wakes are what piles up.
-pub(super) const CONTROL_MAX: u64 = 10_000;
+/// long while (it trims what it read every upkeep), and then the wakes are what piles up (each
+/// start and end of an answer in a session this process watches adds one).
+pub(super) const CONTROL_MAX: u64 = 100_000;
 
 /// Adds to `pipe` a wake of `process`'s follower.
 fn add_wake(pipe: &mut redis::Pipeline, keys: &Keys, process: &str) {

@@ -35,11 +35,11 @@ use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers
 use crate::domain::{MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep (due every
-/// `RENEW_EVERY`, well within [`REGISTRATION_LAPSES`]).
+/// `RENEW_EVERY`).
 const BLOCK_MS: u64 = 250;
-/// A registration older than this may have lapsed (its key lives a lease): every quiet session
-/// is read once more.
-const REGISTRATION_LAPSES: Duration = Duration::from_secs(3);
+/// A followed session nobody here watches stays registered this long (a join's socket enters
+/// the room just after its catch-up), then leaves the watchers set.
+const UNREGISTER_AFTER: Duration = Duration::from_secs(1);
 /// Entries taken per stream per read.
 const READ_COUNT: usize = 1_024;
 /// A session nobody here has watched for this long is no longer followed.
@@ -81,7 +81,6 @@ impl Follower {
             control_position: "$".to_owned(),
             last_upkeep: Instant::now(),
             fresh: HashSet::new(),
-            registered_at: Instant::now(),
         };
         tokio::spawn(reader.run());
         Arc::new(Self { cluster, requests, followed })
@@ -171,8 +170,6 @@ struct Reader {
     /// Followed sessions that may have entries this follower has not read (see the module's
     /// doc): in the next read, whether or not an answer elsewhere is in flight there.
     fresh: HashSet<SessionId>,
-    /// When the last upkeep's registrations were taken by Redis.
-    registered_at: Instant,
 }
 
 impl Reader {
@@ -290,7 +287,8 @@ impl Reader {
     ) -> redis::RedisResult<()> {
         let tail = read_tail(conn, &self.cluster.keys.events(session_id)).await?;
         self.inflight.forget_mirror(session_id, None);
-        if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id) {
+        let told = self.ended.get(&session_id).copied();
+        if let Some(open) = tail.open.filter(|a| a.origin != self.cluster.id && Some(a.message_id) != told) {
             let claim = crate::chat::Claim {
                 session_id,
                 message_id: open.message_id,
@@ -305,7 +303,7 @@ impl Reader {
         // now, not from the next upkeep; read once after that, for what came in between.
         let mut pipe = redis::pipe();
         self.watched_here(&mut pipe, session_id);
-        pipe.query_async::<()>(conn).await?;
+        pipe.query_async::<Vec<u64>>(conn).await?;
         self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
         self.fresh.insert(session_id);
         Ok(())
@@ -319,7 +317,7 @@ impl Reader {
     fn watched_here(&self, pipe: &mut redis::Pipeline, session_id: SessionId) {
         let key = self.cluster.keys.watchers(session_id);
         let deadline = self.cluster.clock.now_ms() + LEASE_TTL.as_millis() as i64;
-        pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id).ignore();
+        pipe.cmd("ZADD").arg(&key).arg(deadline).arg(&self.cluster.id);
         pipe.cmd("PEXPIRE").arg(&key).arg(LEASE_TTL.as_millis() as u64).ignore();
     }
 
@@ -480,15 +478,22 @@ impl Reader {
     /// Stops following sessions nobody here watches; tells Redis which ones are watched here
     /// (an answer elsewhere is cancelled only when no process watches it, and only watching
     /// processes are woken). A session not watched here any more is not registered either:
-    /// a join catches it up again.
+    /// a join catches it up again. A registration found missing (its key expired while this
+    /// process was paused, or an append's script dropped it as stale) is made again and its
+    /// session read once: what woke nobody meanwhile is read now.
     async fn upkeep(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         self.last_upkeep = Instant::now();
         let mut pipe = redis::pipe();
         let sessions: Vec<SessionId> = self.positions.keys().copied().collect();
         let mut registered = Vec::new();
         for session_id in sessions {
-            if self.audience.watchers(session_id) > 0 {
+            let unwatched_for = if self.audience.watchers(session_id) > 0 {
                 self.unwatched_since.remove(&session_id);
+                Duration::ZERO
+            } else {
+                self.unwatched_since.entry(session_id).or_insert_with(Instant::now).elapsed()
+            };
+            if unwatched_for < UNREGISTER_AFTER {
                 self.watched_here(&mut pipe, session_id);
                 registered.push(session_id);
                 continue;
@@ -496,8 +501,7 @@ impl Reader {
             // Not watched here from now on; still followed a while (a reconnecting tab).
             pipe.cmd("ZREM").arg(self.cluster.keys.watchers(session_id)).arg(&self.cluster.id).ignore();
             self.followed.lock().unwrap_or_else(|p| p.into_inner()).remove(&session_id);
-            let since = *self.unwatched_since.entry(session_id).or_insert_with(Instant::now);
-            if since.elapsed() >= UNFOLLOW_AFTER {
+            if unwatched_for >= UNFOLLOW_AFTER {
                 self.unfollow(session_id);
             }
         }
@@ -508,13 +512,13 @@ impl Reader {
             .arg(LEASE_TTL.as_millis() as u64)
             .ignore();
         control::keep(&mut pipe, &self.cluster.keys, &self.cluster.id, &self.control_position);
-        pipe.query_async::<()>(conn).await?;
-        if self.registered_at.elapsed() >= REGISTRATION_LAPSES {
-            // The last registrations may have expired meanwhile (this process paused, Redis
-            // slow to answer): what woke nobody is read now.
-            self.fresh.extend(registered);
+        let added: Vec<u64> = pipe.query_async(conn).await?;
+        for (session_id, added) in registered.into_iter().zip(added) {
+            if added == 1 {
+                self.fresh.insert(session_id);
+                self.followed.lock().unwrap_or_else(|p| p.into_inner()).insert(session_id);
+            }
         }
-        self.registered_at = Instant::now();
         Ok(())
     }
 

@@ -22,10 +22,14 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 /// the token as the session's sweep line (`KEYS[4]`): entries of any answer under an older
 /// token are refused from then on (see `answer_log::APPEND`). What the message needs besides
 /// comes back in the same reply: the session's and the preferences' cache versions (`KEYS[5]`,
-/// `KEYS[6]`) and, when `ARGV[6]` is `1`, the owner's tokens spent today (`KEYS[7]`).
+/// `KEYS[6]`) and, when `ARGV[6]` is `1`, the owner's tokens spent today (`KEYS[7]`); nothing is
+/// claimed (`{2, ''}`) when those reach the day's allowance `ARGV[7]`.
 static CLAIM: Lua = Lua::new(
     r"
+local spent = false
+if ARGV[6] == '1' then spent = redis.call('GET', KEYS[7]) end
 local function claim()
+if spent and tonumber(spent) >= tonumber(ARGV[7]) then return {2, ''} end
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
@@ -46,8 +50,6 @@ redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARG
 return {1, tostring(fence)}
 end
 local claimed = claim()
-local spent = false
-if ARGV[6] == '1' then spent = redis.call('GET', KEYS[7]) end
 return {claimed[1], claimed[2], redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), spent}
 ",
 );
@@ -119,6 +121,8 @@ pub enum Claimed {
     Yes { fence: u64 },
     /// Another answer holds the session.
     Taken(LeaseHolder),
+    /// Not claimed: the owner's tokens spent today reach the allowance.
+    BudgetSpent,
 }
 
 /// The sorted set's member for an answer: `session message`.
@@ -135,12 +139,13 @@ fn unreadable(what: &str, value: &str) -> redis::RedisError {
 }
 
 /// Claims the session for answer `message_id` of `owner`, reading in the same step what the
-/// message needs (see [`CLAIM`]); `spent_day` names the day whose spent tokens are read.
+/// message needs (see [`CLAIM`]); `budget` names the day whose spent tokens are read and the
+/// allowance they are checked against.
 pub(super) async fn claim(
     cluster: &Cluster,
     answer: (SessionId, MessageId, Option<&ClientMessageId>),
     owner: &UserId,
-    spent_day: Option<&str>,
+    budget: Option<(&str, u64)>,
 ) -> redis::RedisResult<(Claimed, ReadWithClaim)> {
     let (session_id, message_id, client_message_id) = answer;
     let holder = LeaseHolder {
@@ -153,7 +158,7 @@ pub(super) async fn claim(
     let value = serde_json::to_string(&holder).unwrap_or_default();
     let session_version = cluster.keys.session_version(session_id);
     let spent_key =
-        spent_day.map_or_else(|| session_version.clone(), |day| cluster.keys.tokens_spent(owner, day));
+        budget.map_or_else(|| session_version.clone(), |(day, _)| cluster.keys.tokens_spent(owner, day));
     let keys = [
         cluster.keys.lease(session_id),
         cluster.keys.leases(),
@@ -169,7 +174,8 @@ pub(super) async fn claim(
         member(session_id, message_id),
         cluster.id.clone(),
         FENCE_KEEP_MS.to_string(),
-        if spent_day.is_some() { "1" } else { "" }.to_owned(),
+        if budget.is_some() { "1" } else { "" }.to_owned(),
+        budget.map_or(0, |(_, per_day)| per_day).to_string(),
     ];
     type Reply = (i64, String, Option<u64>, Option<u64>, Option<u64>);
     let (claimed, value, session_version, preferences_version, spent): Reply =
@@ -182,6 +188,9 @@ pub(super) async fn claim(
     if claimed == 1 {
         let fence = value.parse().map_err(|_| unreadable("a fencing token", &value))?;
         return Ok((Claimed::Yes { fence }, read));
+    }
+    if claimed == 2 {
+        return Ok((Claimed::BudgetSpent, read));
     }
     let holder = serde_json::from_str(&value).map_err(|_| unreadable("a lease", &value))?;
     Ok((Claimed::Taken(holder), read))

@@ -53,10 +53,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use chrono::{DateTime, Utc};
-
 use crate::chat::{
-    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, CacheVersion, ChatError,
+    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersion, ChatError,
     ChatSessionService, InFlightAnswer, InFlightAnswers, LeaseClaim, OtherWatchers,
 };
 use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
@@ -213,9 +211,9 @@ impl Cluster {
         &self,
         answer: (SessionId, MessageId, Option<&ClientMessageId>),
         owner: &UserId,
-        spent_day: Option<&str>,
+        budget: Option<(&str, u64)>,
     ) -> Result<(Claimed, ReadWithClaim), ChatError> {
-        let claimed = lease::claim(self, answer, owner, spent_day).await;
+        let claimed = lease::claim(self, answer, owner, budget).await;
         self.record(claimed.is_ok());
         if let Ok((Claimed::Yes { fence }, _)) = &claimed {
             self.fences.insert(answer.0, answer.1, *fence);
@@ -306,21 +304,23 @@ impl AnswerLeases for Cluster {
         &self,
         answer: &InFlightAnswer,
         owner: &UserId,
-        budget_day: Option<DateTime<Utc>>,
+        budget: Option<BudgetAsk>,
     ) -> Result<Admission, ChatError> {
-        if budget_day.is_some() {
+        if budget.is_some() {
             self.charge_missed().await;
         }
         let epoch = self.epoch();
-        let day = budget_day.map(day_name);
+        let budget = budget.map(|b| (day_name(b.now), b.per_day));
         let ours = (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
-        let (claimed, read) = self.claim_lease(ours, owner, day.as_deref()).await?;
+        let budget = budget.as_ref().map(|(day, per_day)| (day.as_str(), *per_day));
+        let (claimed, read) = self.claim_lease(ours, owner, budget).await?;
         let claim = match claimed {
             Claimed::Yes { .. } => LeaseClaim::Ours,
             Claimed::Taken(holder) => LeaseClaim::Taken(AnswerElsewhere {
                 message_id: holder.message_id,
                 client_message_id: holder.client_message_id,
             }),
+            Claimed::BudgetSpent => LeaseClaim::BudgetSpent,
         };
         let version = |version| Some(CacheVersion { epoch, version });
         Ok(Admission {
