@@ -10,7 +10,7 @@
 //! always read; the woken session is then read on from its position. A session is fresh from
 //! its registration as watched here until a read sent after that registration completes, and
 //! again whenever the registration may have lapsed (a connection cut, a Redis emptied, an
-//! upkeep late by half a lease), so no entry falls between a read and a wake.
+//! upkeep that finds it missing), so no entry falls between a read and a wake.
 //!
 //! The answer in flight in a followed session is mirrored in [`InFlightAnswers`], fed only by
 //! this task, so `chat:join` here snapshots it exactly as it does a local answer: every token is
