@@ -201,8 +201,10 @@ impl ChatController {
         owner: &UserId,
     ) -> Result<Option<AnswerElsewhere>, ChatError> {
         Ok(match self.leases.admit(guard.answer(), owner, None).await?.claim {
-            LeaseClaim::Ours | LeaseClaim::BudgetSpent => None,
+            LeaseClaim::Ours => None,
             LeaseClaim::Taken(holder) => Some(holder),
+            // Asked without a budget: never refused for one.
+            LeaseClaim::BudgetSpent => unreachable!("no budget was asked"),
         })
     }
 

@@ -62,7 +62,8 @@ pub enum LeaseClaim {
     Ours,
     /// Another process answers the session.
     Taken(AnswerElsewhere),
-    /// Nothing was claimed: the owner spent the day's allowance (as counted across processes).
+    /// Nothing was claimed: the owner spent the day's allowance (as counted across processes;
+    /// only when a budget was asked).
     BudgetSpent,
 }
 

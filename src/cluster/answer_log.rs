@@ -165,20 +165,20 @@ enum Entry {
 
 /// What one pipeline sends, per session in order.
 enum Command {
-    Append {
-        session_id: SessionId,
-        event: LoggedEvent,
-        numbered: Option<Numbered>,
-        /// The last entry of an answer Redis failed: appended even if the session's fence went
-        /// with Redis's data.
-        last_of_lost: bool,
-        /// The answer's last entry, after which its lease is released (in the same script).
-        release: bool,
-    },
-    Release {
-        session_id: SessionId,
-        message_id: MessageId,
-    },
+    Append(Append),
+    Release { session_id: SessionId, message_id: MessageId },
+}
+
+/// An entry to append to a session's stream.
+struct Append {
+    session_id: SessionId,
+    event: LoggedEvent,
+    numbered: Option<Numbered>,
+    /// The last entry of an answer Redis failed: appended even if the session's fence went
+    /// with Redis's data.
+    last_of_lost: bool,
+    /// The answer's last entry, after which its lease is released (in the same script).
+    release: bool,
 }
 
 /// What the writer is built from.
@@ -383,8 +383,8 @@ impl Writer {
         }
         for command in commands {
             match command {
-                Command::Append { .. } => {
-                    pipe.add_command(self.append_command(command));
+                Command::Append(append) => {
+                    pipe.add_command(self.append_command(append));
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
@@ -394,11 +394,8 @@ impl Writer {
         pipe
     }
 
-    /// The `APPEND` of a [`Command::Append`].
-    fn append_command(&self, command: &Command) -> redis::Cmd {
-        let Command::Append { session_id, event, numbered, last_of_lost, release } = command else {
-            unreachable!("only appends are appended")
-        };
+    fn append_command(&self, append: &Append) -> redis::Cmd {
+        let Append { session_id, event, numbered, last_of_lost, release } = append;
         let (numbered, mid_answer) =
             (*numbered, matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. }));
         let mut args = AppendArgs { last_of_lost: *last_of_lost, ..AppendArgs::default() };
@@ -429,10 +426,10 @@ impl Writer {
         for command in commands {
             match command {
                 Command::Release { message_id, .. } => self.fences.remove(*message_id),
-                Command::Append { event, release: true, .. } => {
+                Command::Append(Append { event, release: true, .. }) => {
                     event.message_id().into_iter().for_each(|m| self.fences.remove(m));
                 }
-                Command::Append { .. } => {}
+                Command::Append(_) => {}
             }
         }
     }
@@ -444,8 +441,12 @@ impl Writer {
         let (mut fenced, mut gone) = (HashSet::new(), HashSet::new());
         for (command, reply) in commands.iter().zip(replies) {
             match (command, reply) {
-                (Command::Append { event, .. }, redis::Value::Int(-1)) => fenced.extend(event.message_id()),
-                (Command::Append { event, .. }, redis::Value::Int(-2)) => gone.extend(event.message_id()),
+                (Command::Append(Append { event, .. }), redis::Value::Int(-1)) => {
+                    fenced.extend(event.message_id())
+                }
+                (Command::Append(Append { event, .. }), redis::Value::Int(-2)) => {
+                    gone.extend(event.message_id())
+                }
                 _ => {}
             }
         }
@@ -467,7 +468,7 @@ impl Writer {
         let lost: HashSet<MessageId> = commands
             .iter()
             .filter_map(|c| match c {
-                Command::Append { event, .. } => event.message_id(),
+                Command::Append(Append { event, .. }) => event.message_id(),
                 Command::Release { .. } => None,
             })
             .collect();
@@ -523,9 +524,22 @@ fn append_command(
         keys.leases(),
     ];
     let json = serde_json::to_string(event).unwrap_or_default();
-    // Only the entries between an answer's start and end wake nobody (see `APPEND`).
+    // Only the entries between an answer's start and end wake nobody (see `APPEND`); theirs
+    // (every token) carry no wake arguments.
     let wake = !matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. });
-    let (before, after) = keys.control_around();
+    let [before, after, session, cap, keep, gone] = if wake {
+        let (before, after) = keys.control_around();
+        [
+            before,
+            after,
+            session_id.to_string(),
+            control::CONTROL_MAX.to_string(),
+            control::CONTROL_KEEP.as_millis().to_string(),
+            WATCHER_GONE_AFTER_MS.to_string(),
+        ]
+    } else {
+        Default::default()
+    };
     let flag = |on: bool| if on { "1" } else { "" }.to_owned();
     let (release, member) = match args.release {
         Some(m) => (m.to_string(), lease::member(session_id, m)),
@@ -543,12 +557,12 @@ fn append_command(
         flag(wake),
         before,
         after,
-        session_id.to_string(),
-        control::CONTROL_MAX.to_string(),
-        control::CONTROL_KEEP.as_millis().to_string(),
+        session,
+        cap,
+        keep,
         release,
         member,
-        WATCHER_GONE_AFTER_MS.to_string(),
+        gone,
     ];
     APPEND.command(&names, &argv)
 }
@@ -602,13 +616,8 @@ impl Planner {
                     }
                     let (numbered, release) = self.track(&event, message_id, fence);
                     last_of_session.insert(session_id, commands.len());
-                    commands.push(Command::Append {
-                        session_id,
-                        event,
-                        numbered,
-                        last_of_lost: false,
-                        release,
-                    });
+                    let append = Append { session_id, event, numbered, last_of_lost: false, release };
+                    commands.push(Command::Append(append));
                 }
                 Entry::Release { session_id, message_id } => {
                     if self.open.contains_key(&message_id) {
@@ -644,7 +653,13 @@ impl Planner {
         let why = self.lost.remove(&m);
         let (numbered, release) = self.track(&event, Some(m), None);
         if why == Some(Lost::ClusterUnavailable) {
-            commands.push(Command::Append { session_id, event, numbered, last_of_lost: true, release });
+            commands.push(Command::Append(Append {
+                session_id,
+                event,
+                numbered,
+                last_of_lost: true,
+                release,
+            }));
         } else if release {
             commands.push(Command::Release { session_id, message_id: m });
         }
@@ -676,7 +691,7 @@ impl Planner {
 /// Joins `event` into `command` when both are tokens of the same answer, the new ones next.
 fn coalesce(command: &mut Command, event: &LoggedEvent) -> bool {
     let (
-        Command::Append { event: LoggedEvent::Tokens { message_id: m, text: t, seq, count }, .. },
+        Command::Append(Append { event: LoggedEvent::Tokens { message_id: m, text: t, seq, count }, .. }),
         LoggedEvent::Tokens { message_id: m2, text: t2, seq: seq2, count: count2 },
     ) = (command, event)
     else {
@@ -708,10 +723,12 @@ mod tests {
         commands
             .iter()
             .map(|c| match c {
-                Command::Append { event: LoggedEvent::Tokens { text: t, seq, count, .. }, .. } => {
+                Command::Append(Append {
+                    event: LoggedEvent::Tokens { text: t, seq, count, .. }, ..
+                }) => {
                     format!("tokens {t:?} {seq} x{count}")
                 }
-                Command::Append { event, release, .. } => {
+                Command::Append(Append { event, release, .. }) => {
                     let name = format!("{:?}", event).split_whitespace().next().unwrap().to_owned();
                     if *release {
                         format!("{name}+release")

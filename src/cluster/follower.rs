@@ -324,11 +324,11 @@ impl Reader {
     /// One blocking read of the control stream and every busy followed session's stream.
     async fn read(&mut self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
         let control = self.cluster.keys.control(&self.cluster.id);
-        let busy: Vec<(String, SessionId, String)> = self
+        let busy: Vec<(String, SessionId, &String)> = self
             .positions
             .iter()
             .filter(|(s, _)| self.fresh.contains(*s) || self.answered_elsewhere(**s))
-            .map(|(s, position)| (self.cluster.keys.events(*s), *s, position.clone()))
+            .map(|(s, position)| (self.cluster.keys.events(*s), *s, position))
             .collect();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(READ_COUNT).arg("BLOCK").arg(BLOCK_MS).arg("STREAMS").arg(&control);
@@ -339,8 +339,8 @@ impl Reader {
         for (_, _, position) in &busy {
             cmd.arg(position.as_str());
         }
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
         let keys: HashMap<String, SessionId> = busy.into_iter().map(|(key, s, _)| (key, s)).collect();
+        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
         // What was there when the read was sent came back: fresh no more, unless a page was
         // full; a woken session is fresh until its next read.
         for read in keys.values() {
