@@ -87,6 +87,25 @@ async fn one_answer_per_session_across_processes_and_a_retry_elsewhere_is_the_sa
     assert_eq!(retry["messageId"], first["messageId"]);
 }
 
+/// The protocol lets a client send its next message as soon as it sees an answer's end; with
+/// several processes, to any of them. The end reaches the sender's socket only once the session
+/// is free in Redis too, so the other process never answers `BUSY` then. (The race this guards
+/// is narrow: the old order failed it only now and then, hence the many alternations.)
+#[tokio::test]
+async fn the_next_message_sent_on_seeing_an_end_is_taken_by_any_process() {
+    let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "0"]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let mut sockets = [a.socket("alice").await, b.socket("alice").await];
+    for i in 0..40 {
+        let socket = &mut sockets[i % 2];
+        let ack = ask(socket, &session, &format!("Question {i} about the scheduler?"), None).await;
+        assert_eq!(ack["ok"], true, "message {i}, on process {}: {ack}", i % 2);
+        let events = answer_events(socket, &ack["messageId"]).await;
+        assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("chat:stream:end"), "{events:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_stop_from_another_process_stops_the_answer_where_it_runs_once() {
     let Some(cluster) = TestCluster::spawn(2, &["--local-ai-pacing-ms", "50"]).await else { return };

@@ -58,14 +58,18 @@ const TERMINAL = ["chat:stream:end", "chat:social:generated", "chat:error"];
  * Records every stream event of one answer (matched by messageId once known) until its terminal
  * event. `onToken` sees each token as it arrives.
  */
-export function collectAnswer(socket, { onToken } = {}) {
+export function collectAnswer(socket, { onToken, awaitId = false } = {}) {
   const events = [];
   let messageId = null;
+  // With `awaitId`, events before the answer's id is known wait, then only its own count (the
+  // socket may be in the room already, getting the end of an earlier answer meanwhile).
+  let early = awaitId ? [] : null;
   let done;
   const finished = new Promise((resolve) => (done = resolve));
   const names = ["chat:stream:start", "chat:stream:token", "chat:stream:status", ...TERMINAL];
   const handlers = names.map((name) => {
     const handler = (payload) => {
+      if (early && !messageId) return early.push([handler, payload]);
       if (messageId && payload.messageId && payload.messageId !== messageId) return;
       if (name === "chat:error" && !payload.messageId) return; // not about this answer
       events.push({ name, payload });
@@ -80,14 +84,19 @@ export function collectAnswer(socket, { onToken } = {}) {
   });
   return {
     events,
-    setMessageId: (id) => (messageId = id),
+    setMessageId: (id) => {
+      messageId = id;
+      const waited = early ?? [];
+      early = null;
+      waited.forEach(([handler, payload]) => handler(payload));
+    },
     finished,
   };
 }
 
 /** Sends a chat message and waits for its whole answer: { ack, events, terminal, tokens }. */
 export async function ask(socket, sessionId, content, extra = {}) {
-  const answer = collectAnswer(socket, extra);
+  const answer = collectAnswer(socket, { ...extra, awaitId: true });
   const ack = await request(socket, "chat:message", { sessionId, content, ...extra.payload });
   if (!ack.ok) return { ack, events: [], terminal: null, tokens: [] };
   answer.setMessageId(ack.messageId);

@@ -89,9 +89,17 @@ function watchingClient(url, token, sessionId, options) {
   let ended;
   const end = new Promise((resolve) => (ended = resolve));
   socket.on("connect", () => {
-    socket.emit("chat:join", { sessionId }, (ack) => joins.push({ ack, tokens: [], transport: socket.io.engine.transport.name }));
+    // Live tokens may arrive before the ack (the socket is in the room once the snapshot is
+    // taken): they belong to this join, after its snapshot.
+    const join = { ack: null, tokens: [], transport: socket.io.engine.transport.name };
+    socket.emit("chat:join", { sessionId }, (ack) => {
+      join.ack = ack;
+      joins.push(join);
+    });
+    pending = join;
   });
-  socket.on("chat:stream:token", (t) => joins.at(-1)?.tokens.push(t));
+  let pending = null;
+  socket.on("chat:stream:token", (t) => pending?.tokens.push(t));
   socket.on("chat:stream:end", (e) => ended(e));
   socket.on("chat:error", (e) => ended({ error: e }));
   return { socket, joins, end };

@@ -9,6 +9,7 @@ import { existsSync } from "node:fs";
 import { api, ask, collectAnswer, connect, createSession, request } from "../lib/client.mjs";
 import { samplePost } from "./helpers/server.mjs";
 import { startProcesses } from "./helpers/processes.mjs";
+import { latencyProxy } from "./helpers/chaos.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const question = "How does Rust keep idle connections cheap and what does Tokio do?";
@@ -118,8 +119,34 @@ test("one answer per session across processes: BUSY elsewhere, and a clientMessa
     await running.finished;
     // Once it ended, the other process takes the session's next message.
     const next = await ask(onB, session.id, "What does it say about the scheduler?");
+    assert.equal(next.ack.ok, true, JSON.stringify(next.ack));
     assert.equal(next.terminal.name, "chat:stream:end");
     assert.equal((await history(b.url, token, session.id)).length, 2);
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
+test("the next message, sent to another process the moment an answer ends there, is taken: never BUSY for the answer that ended", async (t) => {
+  await withProcesses(t, 1, { LOCAL_AI_PACING_MS: "2" }, async (cluster) => {
+    // B reaches Redis 80 ms a round trip away: it reads the end of A's answer well after the
+    // client has seen it on A, while its mirror of that answer is still there.
+    const proxy = await latencyProxy(cluster.redis.port);
+    proxy.setDelay(40);
+    t.after(() => proxy.close());
+    const b = await cluster.startOne({ REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
+    cluster.servers.push(b);
+    const [a] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    assert.equal((await request(onB, "chat:join", { sessionId: session.id })).ok, true);
+    for (let i = 0; i < 3; i++) {
+      for (const [where, socket] of [["A", onA], ["B", onB]]) {
+        const answered = await ask(socket, session.id, `Question ${i} about the scheduler?`);
+        assert.equal(answered.ack.ok, true, `message ${i} on ${where}: ${JSON.stringify(answered.ack)}`);
+        assert.equal(answered.terminal.name, "chat:stream:end");
+      }
+    }
     [onA, onB].forEach((s) => s.close());
   });
 });

@@ -191,18 +191,21 @@ function connect() {
     $("status").textContent = `cannot connect: ${err.message}`;
     if (err.message === "unauthorized") showError({ code: "UNAUTHORIZED" });
   });
-  socket.on("chat:stream:start", (p) => p.sessionId === state.sessionId && startAnswer(p.messageId));
-  socket.on("chat:stream:token", onToken);
-  socket.on("chat:stream:status", onStatus);
-  socket.on("chat:stream:end", (p) => finishAnswer(p, (li) => {
+  // While a chat:join is unanswered, the stream's events wait: the socket is in the room as
+  // soon as the snapshot is taken, so live events may come before the ack, and they follow it.
+  const live = (handler) => (payload) => (state.joining ? state.joining.push(() => handler(payload)) : handler(payload));
+  socket.on("chat:stream:start", live((p) => p.sessionId === state.sessionId && startAnswer(p.messageId)));
+  socket.on("chat:stream:token", live(onToken));
+  socket.on("chat:stream:status", live(onStatus));
+  socket.on("chat:stream:end", live((p) => finishAnswer(p, (li) => {
     if (p.stopped) note(li, "stopped");
     if (p.cut) note(li, CUT_NOTE);
-  }));
-  socket.on("chat:social:generated", (p) => finishAnswer(p, (li) => cards(li, p.posts)));
-  socket.on("chat:error", (e) => {
+  })));
+  socket.on("chat:social:generated", live((p) => finishAnswer(p, (li) => cards(li, p.posts))));
+  socket.on("chat:error", live((e) => {
     if (e.messageId) finishAnswer({ messageId: e.messageId }, (li) => note(li, `error: ${e.code}`));
     showError(e);
-  });
+  }));
   socket.on("chat:session:updated", (p) => {
     if (p.sessionId === state.sessionId) $("session-title").textContent = p.title;
     loadSessions();
@@ -251,7 +254,20 @@ async function loadSessions() {
 async function openSession(sessionId) {
   state.sessionId = sessionId;
   persist();
-  const ack = await state.socket.timeout(10_000).emitWithAck("chat:join", { sessionId });
+  const joining = (state.joining = []);
+  let ack;
+  try {
+    ack = await state.socket.timeout(10_000).emitWithAck("chat:join", { sessionId });
+  } catch (err) {
+    ack = { ok: false, error: { code: "TIMEOUT", message: err.message } };
+  }
+  if (state.joining === joining) state.joining = null;
+  showJoined(sessionId, ack);
+  // The events that came before the ack, after its snapshot (tokens it holds are skipped by seq).
+  joining.forEach((replay) => replay());
+}
+
+function showJoined(sessionId, ack) {
   if (!ack.ok) {
     showError(ack.error);
     state.sessionId = null;

@@ -51,6 +51,18 @@ pub enum AnswerEvent<'a> {
 }
 
 impl AnswerEvent<'_> {
+    /// The answer it is about.
+    pub fn message_id(&self) -> MessageId {
+        match self {
+            AnswerEvent::Start { message_id, .. }
+            | AnswerEvent::Token { message_id, .. }
+            | AnswerEvent::Waiting { message_id, .. }
+            | AnswerEvent::End { message_id, .. }
+            | AnswerEvent::SocialGenerated { message_id, .. }
+            | AnswerEvent::Failed { message_id, .. } => *message_id,
+        }
+    }
+
     pub fn session_id(&self) -> SessionId {
         match self {
             AnswerEvent::Start { session_id, .. }
@@ -80,5 +92,19 @@ pub trait AnswerAudience: Send + Sync + 'static {
     /// not (the answer then ends as that failure says, the same for every socket).
     fn settled(&self, _message_id: MessageId) -> futures::future::BoxFuture<'static, bool> {
         Box::pin(std::future::ready(true))
+    }
+
+    /// Delivers an answer's terminal event, freeing its session first (`free` drops its
+    /// in-flight claim), so a client that sees the end may send its next message at once. In
+    /// cluster mode the end also goes to every other process first, freeing the session there
+    /// in the same step (its lease), so that next message may go to any process.
+    fn deliver_end<'a>(
+        &'a self,
+        event: AnswerEvent<'a>,
+        free: Box<dyn FnOnce() + Send + 'a>,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        free();
+        self.deliver(event);
+        Box::pin(std::future::ready(()))
     }
 }

@@ -141,7 +141,7 @@ impl ChatController {
         self.sessions.check_owner(user, req.session_id).await?;
         let message_id = MessageId::new();
         let intent = self.ai.detect_intent(req.content.as_str()).await;
-        let guard = match self.inflight.reserve(claim_for(&req, message_id, intent.intent)) {
+        let guard = match self.reserve(&req, message_id, intent.intent).await {
             Ok(guard) => guard,
             Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
             Err(e) => return Err(e),
@@ -163,6 +163,31 @@ impl ChatController {
             }
             admission => self.admitted(req, user, guard, admission, now, intent).await,
         }
+    }
+
+    /// Reserves the session here for a new answer. An answer of another process mirrored here
+    /// blocks it only while that answer holds the session's lease: a client that saw its end
+    /// may ask next before this process has read that end from the stream, and is not told
+    /// `BUSY` for an answer that is over (the wait for the read is short and bounded).
+    async fn reserve(
+        &self,
+        req: &SendMessage,
+        message_id: MessageId,
+        intent: IntentType,
+    ) -> Result<InFlightGuard, ChatError> {
+        let claim = || claim_for(req, message_id, intent);
+        match self.inflight.reserve(claim()) {
+            Err(ChatError::Busy) => {}
+            reserved => return reserved,
+        }
+        let Some(mirror) = self.inflight.get(req.session_id).filter(|a| a.origin != Origin::Here) else {
+            return Err(ChatError::Busy);
+        };
+        if self.leases.holder(req.session_id).await? == Some(mirror.message_id) {
+            return Err(ChatError::Busy);
+        }
+        self.inflight.mirror_ended(&mirror, MIRROR_END_WAIT).await;
+        self.inflight.reserve(claim())
     }
 
     /// Accepts a message whose session this answer claimed: its copies at the versions the
@@ -413,6 +438,9 @@ impl ChatController {
 }
 
 /// The in-flight claim of a new message.
+/// Longest a message waits for this process to read the end of an answer whose lease is gone.
+const MIRROR_END_WAIT: Duration = Duration::from_secs(1);
+
 fn claim_for(req: &SendMessage, message_id: MessageId, intent: IntentType) -> Claim {
     Claim {
         session_id: req.session_id,

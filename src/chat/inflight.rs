@@ -152,6 +152,17 @@ impl InFlightAnswers {
         there
     }
 
+    /// Resolves once `mirror` is no longer this process's answer of its session (its end was
+    /// read from the stream), or after `at_most`.
+    pub async fn mirror_ended(&self, mirror: &InFlightAnswer, at_most: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        while self.get(mirror.session_id).is_some_and(|a| a.message_id == mirror.message_id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// The answers generated here.
     pub fn local(&self) -> Vec<Arc<InFlightAnswer>> {
         lock(&self.answers).values().filter(|a| a.origin == Origin::Here).cloned().collect()

@@ -33,6 +33,8 @@ pub trait AnswerLeases: Send + Sync {
     /// Asks the process generating the session's answer to stop it: true for the first request
     /// while that process lives and the answer runs; false when no other process answers.
     async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError>;
+    /// The answer holding the session now, as its lease says (`None`: the session is free).
+    async fn holder(&self, session_id: SessionId) -> Result<Option<MessageId>, ChatError>;
 }
 
 /// The daily budget an admission checks: the day (of `now`) and the tokens it allows.
@@ -134,6 +136,11 @@ impl AnswerLeases for OneProcess {
 
     async fn stop_elsewhere(&self, _: SessionId) -> Result<bool, ChatError> {
         Ok(false)
+    }
+
+    async fn holder(&self, _: SessionId) -> Result<Option<MessageId>, ChatError> {
+        // Only this process answers: its in-flight answers say it all.
+        Ok(None)
     }
 }
 

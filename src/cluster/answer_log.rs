@@ -313,8 +313,12 @@ struct Writer {
 struct Planner {
     /// Answers started in the log and not ended yet: their fencing token and entries so far.
     open: HashMap<MessageId, Numbered>,
-    /// Their releases, held until their terminal event.
+    /// Of these, the ones freed here before their terminal event (a job that panicked): the
+    /// terminal event releases the lease, and nothing follows it.
     deferred: HashSet<MessageId>,
+    /// Answers whose terminal event (which releases the lease) is planned and whose session
+    /// is not freed here yet: the release that follows is already done.
+    ended: HashSet<MessageId>,
     /// Answers that cannot be logged any more, and why: the rest of their events are dropped,
     /// but for the terminal event of one Redis failed (appended unfenced: the watchers
     /// elsewhere learn how it ended; a fenced-off one's the sweep appends).
@@ -622,7 +626,7 @@ impl Planner {
                 Entry::Release { session_id, message_id } => {
                     if self.open.contains_key(&message_id) {
                         self.deferred.insert(message_id);
-                    } else {
+                    } else if !self.ended.remove(&message_id) {
                         commands.push(Command::Release { session_id, message_id });
                     }
                 }
@@ -639,7 +643,7 @@ impl Planner {
 
     /// An event of an answer that cannot be logged any more: dropped, but for its terminal
     /// event when Redis failed (fenced off, the sweep tells the watchers), which goes in with
-    /// its deferred release after it.
+    /// its release after it.
     fn plan_lost(
         &mut self,
         commands: &mut Vec<Command>,
@@ -661,12 +665,13 @@ impl Planner {
                 release,
             }));
         } else if release {
+            // Fenced off: the sweep took the lease; released all the same, in case it did not.
             commands.push(Command::Release { session_id, message_id: m });
         }
     }
 
-    /// Notes starts and ends: the entry's number within its answer, and whether a deferred
-    /// release is due after it.
+    /// Notes starts and ends: the entry's number within its answer, and whether the lease is
+    /// released after it (an answer's terminal event).
     fn track(
         &mut self,
         event: &LoggedEvent,
@@ -682,7 +687,10 @@ impl Planner {
         let numbered = Some(*open);
         if event.is_terminal() {
             self.open.remove(&message_id);
-            return (numbered, self.deferred.remove(&message_id));
+            if !self.deferred.remove(&message_id) {
+                self.ended.insert(message_id);
+            }
+            return (numbered, true);
         }
         (numbered, false)
     }
@@ -768,6 +776,32 @@ mod tests {
     }
 
     #[test]
+    fn an_answers_terminal_event_releases_its_lease_and_the_release_after_it_sends_nothing() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let mut planner = Planner::default();
+        let start = LoggedEvent::Start {
+            message_id: m,
+            intent: IntentType::Question,
+            client_message_id: None,
+            user_message: "q".into(),
+        };
+        let end = LoggedEvent::End {
+            message_id: m,
+            intent: IntentType::Question,
+            content: "a".into(),
+            stopped: false,
+            cut: false,
+        };
+        let first = vec![event(s, start), event(s, tokens(m, "a", 0)), event(s, end)];
+        let planned = planner.plan(first.into_iter(), &mut Vec::new());
+        assert_eq!(names(&planned), ["Start", "tokens \"a\" 0 x1", "End+release"]);
+        // The session is freed here once the end is in Redis.
+        let second = vec![Entry::Release { session_id: s, message_id: m }];
+        assert!(planner.plan(second.into_iter(), &mut Vec::new()).is_empty());
+        assert!(planner.open.is_empty() && planner.deferred.is_empty() && planner.ended.is_empty());
+    }
+
+    #[test]
     fn a_started_answers_release_waits_for_its_terminal_event_even_in_a_later_batch() {
         let (s, m) = (SessionId::new(), MessageId::new());
         let mut planner = Planner::default();
@@ -777,7 +811,7 @@ mod tests {
             client_message_id: None,
             user_message: "q".into(),
         };
-        // The session is released (the guard dropped) before the end is delivered.
+        // The session is freed here (a panicking job's guard) before the end is delivered.
         let first = vec![
             event(s, start),
             event(s, tokens(m, "a", 0)),
@@ -793,7 +827,7 @@ mod tests {
         };
         let second = vec![event(s, end)];
         assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End+release"]);
-        assert!(planner.open.is_empty() && planner.deferred.is_empty());
+        assert!(planner.open.is_empty() && planner.deferred.is_empty() && planner.ended.is_empty());
     }
 
     #[test]

@@ -24,21 +24,42 @@ impl ClusterAudience {
     ) -> Self {
         Self { local, cluster, inflight }
     }
+
+    /// Appends the event to the session's stream (queued: the writer sends it).
+    fn log(&self, event: &AnswerEvent<'_>) {
+        let session_id = event.session_id();
+        let (logged, fence) = match event {
+            AnswerEvent::Start { message_id, .. } => {
+                let answer = self.inflight.get(session_id);
+                let claim = answer.as_ref().map(|a| (&a.client_message_id, a.user_message.as_str()));
+                (LoggedEvent::of(event, claim), self.cluster.fence_of(*message_id))
+            }
+            _ => (LoggedEvent::of(event, None), None),
+        };
+        self.cluster.log.append(session_id, logged, fence);
+    }
 }
 
 impl AnswerAudience for ClusterAudience {
     fn deliver(&self, event: AnswerEvent<'_>) {
-        let session_id = event.session_id();
-        let (logged, fence) = match &event {
-            AnswerEvent::Start { message_id, .. } => {
-                let answer = self.inflight.get(session_id);
-                let claim = answer.as_ref().map(|a| (&a.client_message_id, a.user_message.as_str()));
-                (LoggedEvent::of(&event, claim), self.cluster.fence_of(*message_id))
-            }
-            _ => (LoggedEvent::of(&event, None), None),
-        };
+        self.log(&event);
         self.local.deliver(event);
-        self.cluster.log.append(session_id, logged, fence);
+    }
+
+    fn deliver_end<'a>(
+        &'a self,
+        event: AnswerEvent<'a>,
+        free: Box<dyn FnOnce() + Send + 'a>,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        // The terminal entry releases the lease in the same script (`answer_log::APPEND`):
+        // once Redis has it (or never will: the lease then runs out), the end is told here.
+        self.log(&event);
+        let logged = self.cluster.log.settled(event.message_id());
+        Box::pin(async move {
+            logged.await;
+            free();
+            self.local.deliver(event);
+        })
     }
 
     fn session_updated(&self, session_id: SessionId, title: &str) {

@@ -339,6 +339,10 @@ impl AnswerLeases for Cluster {
             _ => Ok(false),
         }
     }
+
+    async fn holder(&self, session_id: SessionId) -> Result<Option<MessageId>, ChatError> {
+        Ok(Cluster::holder(self, session_id).await?.map(|holder| holder.message_id))
+    }
 }
 
 #[async_trait::async_trait]

@@ -32,12 +32,11 @@ impl AnswerJob {
         let outcome = self.settled(self.outcome().await).await;
         let content = answer.content();
         let stored = self.store(&outcome, &content).await;
-        // Free the session before announcing the end, so a client may send its next message as
-        // soon as it sees the terminal event.
-        drop(self.guard);
         let event = outcome.terminal_event(&id, &content, &stored);
         outcome.record(&event, started.elapsed(), content.len());
-        terminal.deliver(event);
+        // The session is freed (on every process) before the end is announced, so a client
+        // may send its next message anywhere as soon as it sees the terminal event.
+        terminal.deliver(event, self.guard).await;
     }
 
     /// Generates until the answer is written, stopped, abandoned, timed out or shut down.

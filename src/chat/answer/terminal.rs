@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::AnswerRunner;
-use crate::chat::inflight::InFlightAnswer;
+use crate::chat::inflight::{InFlightAnswer, InFlightGuard};
 use crate::chat::{AnswerEvent, ChatError};
 use crate::domain::MessageStatus;
 use crate::store::FinishedAnswer;
@@ -23,9 +23,11 @@ impl Terminal {
         Self { runner, answer, delivered: false }
     }
 
-    pub(super) fn deliver(mut self, event: AnswerEvent<'_>) {
+    /// Delivers the end, releasing the answer's claim on its session (`guard`) just before
+    /// any socket can see it (see [`AnswerAudience::deliver_end`]).
+    pub(super) async fn deliver(mut self, event: AnswerEvent<'_>, guard: InFlightGuard) {
         self.delivered = true;
-        self.runner.audience.deliver(event);
+        self.runner.audience.deliver_end(event, Box::new(move || drop(guard))).await;
     }
 }
 
