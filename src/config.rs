@@ -210,12 +210,14 @@ pub struct AiConfig {
     #[arg(long, env = "POST_TOKEN_BUDGET", default_value_t = 6_000)]
     pub post_token_budget: usize,
     /// Most tokens an answer (or a post) may take; sent as `max_tokens`. An answer cut there is
-    /// stored complete and marked `cut`.
-    #[arg(long, env = "ANSWER_MAX_TOKENS", default_value_t = 1_024)]
-    pub answer_max_tokens: u32,
+    /// stored complete and marked `cut`. Unset: an eighth of the model's window, up to 1024
+    /// (`ai::answer_share`), following the window as it is learned.
+    #[arg(long, env = "ANSWER_MAX_TOKENS")]
+    pub answer_max_tokens: Option<u32>,
     /// The model's context window in tokens; every prompt is built to fit it with room for the
-    /// answer. Unset: 128000 for `openai`, 4096 for `ollama` (its default `num_ctx`), 128000 for
-    /// `local`.
+    /// answer. Unset: asked of the provider at start (llama.cpp, vLLM, Ollama, LM Studio) or
+    /// learned from a refusal that names it; until then 128000 for `openai`, 4096 for `ollama`
+    /// (its default `num_ctx`), 128000 for `local`.
     #[arg(long, env = "MODEL_CONTEXT_TOKENS")]
     pub model_context_tokens: Option<u32>,
     /// How long the intent classifier (real providers only) may take before the rules decide (ms).
@@ -495,7 +497,8 @@ impl Config {
         all
     }
 
-    /// The model's context window in tokens: `MODEL_CONTEXT_TOKENS`, else the provider's default.
+    /// The model's context window in tokens to start with: `MODEL_CONTEXT_TOKENS`, else the
+    /// provider's usual default (until the provider tells its own).
     pub fn context_tokens(&self) -> u32 {
         self.ai.model_context_tokens.unwrap_or(match self.ai.ai_provider {
             AiProvider::Ollama => 4_096,
@@ -509,7 +512,7 @@ impl Config {
         if !(512..=10_000_000).contains(&context_tokens) {
             return Err(format!("MODEL_CONTEXT_TOKENS={context_tokens}: must be 512 to 10000000"));
         }
-        let answer = self.ai.answer_max_tokens;
+        let answer = self.answer_tokens(context_tokens);
         if answer < 16 || answer > context_tokens / 2 {
             return Err(format!(
                 "ANSWER_MAX_TOKENS={answer}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
@@ -517,6 +520,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The answer's room in a window of `context_tokens`: `ANSWER_MAX_TOKENS`, else its share.
+    pub fn answer_tokens(&self, context_tokens: u32) -> u32 {
+        self.ai.answer_max_tokens.unwrap_or_else(|| crate::ai::answer_share(context_tokens))
     }
 
     pub fn local_ai_pacing(&self) -> Duration {
@@ -572,7 +580,9 @@ mod tests {
         let window = |args: &[&str]| parse(args).check_ranges();
         assert_eq!(parse(&[]).context_tokens(), 128_000);
         assert_eq!(parse(&["--ai-provider", "ollama"]).context_tokens(), 4_096);
-        assert_eq!(parse(&[]).ai.answer_max_tokens, 1_024);
+        assert_eq!(parse(&[]).answer_tokens(128_000), 1_024);
+        assert_eq!(parse(&[]).answer_tokens(4_096), 512, "an eighth of a small window");
+        assert_eq!(parse(&["--answer-max-tokens", "100"]).answer_tokens(4_096), 100);
         assert!(window(&[]).is_ok());
         let small = window(&["--model-context-tokens", "1024", "--answer-max-tokens", "1000"]).unwrap_err();
         assert!(small.starts_with("ANSWER_MAX_TOKENS=1000"), "{small}");

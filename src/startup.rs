@@ -12,7 +12,7 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::ai::{AiService, AiSettings, ContextWindow, Endpoint};
+use crate::ai::{AiService, AiSettings, Endpoint, ModelWindow};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
     AnswerAudience, AnswerSettings, CacheVersions, ChatController, ChatParts, ChatSessionService,
@@ -111,7 +111,7 @@ impl Application {
         let keys = Arc::new(jwt_keys(&config)?);
         let connections = connection_settings(&config)?;
         crate::telemetry::spawn_metrics_upkeep();
-        let ai = ai_service(&config)?;
+        let ai = ai_service(&config).await?;
         let inflight = Arc::new(InFlightAnswers::default());
         let others = OtherProcesses::of(join_cluster(&config, &inflight).await?);
         let store = open_store(&config, others.cluster.is_some()).await?;
@@ -278,32 +278,72 @@ fn connection_settings(config: &Config) -> Result<ConnectionSettings, StartupErr
     })
 }
 
-fn ai_service(config: &Config) -> Result<AiService, StartupError> {
+/// The AI service, with the window the provider serves the model with (asked at start, and
+/// every few minutes after: a server restarted with another window is followed).
+async fn ai_service(config: &Config) -> Result<AiService, StartupError> {
     let started = std::time::Instant::now();
     crate::ai::train_intent_classifier();
     info!(took_ms = started.elapsed().as_millis() as u64, "intent classifier trained");
     // In range: `check_ranges` ran first.
-    let window =
-        ContextWindow { context_tokens: config.context_tokens(), answer_tokens: config.ai.answer_max_tokens };
+    let window = Arc::new(ModelWindow::new(
+        config.ai.model_context_tokens,
+        config.context_tokens(),
+        config.ai.answer_max_tokens,
+    ));
     let ai_settings = AiSettings {
         post_token_budget: config.ai.post_token_budget,
-        window,
+        window: window.clone(),
         intent_timeout: Duration::from_millis(config.ai.intent_timeout_ms),
         first_token_timeout: Duration::from_secs(config.ai.first_token_timeout_secs),
         token_idle_timeout: Duration::from_secs(config.ai.token_idle_timeout_secs),
     };
-    let ai = match ai_endpoint(config) {
+    let endpoint = ai_endpoint(config);
+    let asks_window = endpoint.is_some() && config.ai.model_context_tokens.is_none();
+    let ai = match endpoint {
         None => AiService::local(config.local_ai_pacing(), ai_settings),
         Some(endpoint) => AiService::openai_compatible(&endpoint, ai_settings),
     };
+    if asks_window {
+        if ai.learn_window().await {
+            check_learned_window(config, &window)?;
+        }
+        keep_learning_window(ai.clone());
+    }
+    let current = window.current();
     info!(
         provider = ?config.ai.ai_provider,
         model = ai.model(),
-        context_tokens = window.context_tokens,
-        answer_max_tokens = window.answer_tokens,
+        context_tokens = current.context_tokens,
+        from = window.source().as_str(),
+        answer_max_tokens = current.answer_tokens,
         "AI service ready"
     );
     Ok(ai)
+}
+
+/// `ANSWER_MAX_TOKENS` must leave the prompt half of the window the provider reported.
+fn check_learned_window(config: &Config, window: &ModelWindow) -> Result<(), StartupError> {
+    let context_tokens = window.current().context_tokens;
+    match config.ai.answer_max_tokens {
+        Some(answer) if answer > context_tokens / 2 => Err(StartupError::Setting(format!(
+            "ANSWER_MAX_TOKENS={answer}: must be at most half the model's window ({} of {context_tokens}, from {})",
+            context_tokens / 2,
+            window.source().as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// How often the provider is asked its window again.
+const WINDOW_ASKED_EVERY: Duration = Duration::from_secs(300);
+
+fn keep_learning_window(ai: AiService) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WINDOW_ASKED_EVERY).await;
+            ai.learn_window().await;
+        }
+    });
 }
 
 /// This process's view of the other processes: the ports of chat/, limits/ and http/, over

@@ -91,3 +91,33 @@ test("a 20-exchange session never fails for the model's window", async () => {
   assert.ok(messages.every((m) => m.status === "complete"), JSON.stringify(messages.map((m) => m.status)));
 });
 
+
+// todo: llama-cpp-python refuses a whole completion over its window, naming it, but ends a
+// stream over it empty (200, no events): the window is learned only from the non-streamed calls
+// (titles, summaries), so the third long question can still fail. Runs in CI, reported as todo.
+test("a new user's settings only (provider, URL, key, model): long questions outgrow the 4k window, every answer ends within 90 s", {
+  timeout: 10 * 60_000,
+  todo: "llama-cpp-python ends a streamed answer over its window empty instead of refusing it",
+}, async () => {
+  const fresh = await startServer({
+    env: { AI_PROVIDER: "openai", AI_BASE_URL: model.url, AI_MODEL: model.model, AI_API_KEY: "unused", RUST_LOG: "info" },
+  });
+  try {
+    const alice = await devToken(fresh.url, "alice");
+    const { session } = await createSession(fresh.url, alice, samplePost);
+    const socket = await connect(fresh.url, alice);
+    const brief = Array.from({ length: 110 }, (_, i) => `Point ${i} of my brief: the scheduler and its wakers.`).join(" ");
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      const result = await ask(socket, session.id, `Question ${i}. Here is my brief: ${brief} What does the article say about it?`);
+      const took = Date.now() - started;
+      if (result.terminal?.name !== "chat:stream:end") console.log(fresh.logs().split("\n").filter((l) => /WARN|ERROR|learned/.test(l)).join("\n"));
+      assert.equal(result.terminal?.name, "chat:stream:end", `question ${i}: ${result.terminal ? terminalOf(result) : JSON.stringify(result.ack)}`);
+      assert.ok(took < 90_000, `question ${i} took ${took} ms`);
+    }
+    socket.close();
+    assert.match(fresh.logs(), /model window learned context_tokens=4096/, "learned from the server's refusal");
+  } finally {
+    await fresh.stop();
+  }
+});

@@ -148,20 +148,23 @@ function onToken(t) {
 
 const CUT_NOTE = "cut short: the answer reached its length limit";
 
-/** chat:stream:status: the provider is busy; a countdown until it is asked again. */
+/** chat:stream:status: the provider is busy (a countdown until it is asked again), or it is
+ * reading a long prompt (about how long is left). The first token ends either. */
 function onStatus(s) {
   const answer = state.answer;
-  if (!answer || answer.messageId !== s.messageId || s.state !== "waiting") return;
+  if (!answer || answer.messageId !== s.messageId || !["waiting", "reading"].includes(s.state)) return;
   let waiting = answer.li.querySelector(".waiting");
   if (!waiting) {
     waiting = document.createElement("span");
     waiting.className = "note waiting";
     answer.li.append(waiting);
   }
-  const until = Date.now() + s.retryAfterMs;
+  const until = Date.now() + (s.state === "reading" ? s.expectedMs : s.retryAfterMs);
   const tick = () => {
     const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-    waiting.textContent = `The AI provider is busy: asking again in ${left} s…`;
+    waiting.textContent = s.state === "reading"
+      ? `The model is reading your question (${s.promptTokens} tokens): about ${left} s left…`
+      : `The AI provider is busy: asking again in ${left} s…`;
   };
   clearInterval(answer.countdown);
   tick();

@@ -46,7 +46,7 @@ impl AiService {
             ctx,
             request.text,
             fixed,
-            self.settings.window.prompt_budget(squeezed),
+            self.settings.window.current().prompt_budget(squeezed),
             self.settings.post_token_budget,
         );
         prompt::answer(ctx, fitted.history, request.text, &fitted.content)

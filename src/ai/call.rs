@@ -16,6 +16,8 @@ use crate::domain::TokenUsage;
 
 /// Most times a busy provider is asked again for one request.
 const MAX_RETRIES: u32 = 3;
+/// A prompt expected to take at least this long to read is told to the user as being read.
+const READING_NOTICE: Duration = Duration::from_secs(2);
 
 /// The wait before asking again when the provider names none: 0.5 s, 1 s, 2 s.
 fn backoff(retry: u32) -> Duration {
@@ -40,6 +42,10 @@ pub(super) struct CallEnd {
     uncounted_bytes: usize,
     /// The cap is reached: nothing more is read.
     full: bool,
+    /// How long the first text took to come.
+    first_text_after: Option<Duration>,
+    /// The prompt reading pace the provider reported (llama.cpp's `timings`), tokens a second.
+    reported_pace: Option<f64>,
 }
 
 impl CallEnd {
@@ -60,13 +66,16 @@ impl CallEnd {
             meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
         }
         self.cut |= finished_at_length(&data);
+        self.reported_pace =
+            self.reported_pace.or_else(|| data.value["timings"]["prompt_per_second"].as_f64());
         let text = self.within_cap(&data.content, meter);
         if text.is_empty() {
             return false;
         }
         if !self.received {
-            metrics::histogram!("postchat_provider_first_token_seconds")
-                .record(asked.elapsed().as_secs_f64());
+            let after = asked.elapsed();
+            self.first_text_after = Some(after);
+            metrics::histogram!("postchat_provider_first_token_seconds").record(after.as_secs_f64());
         }
         meter.received(text);
         on_text(text);
@@ -108,12 +117,17 @@ impl AiService {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<CallEnd, AiError> {
         meter.allow_call()?;
+        let prompt = prompt_tokens(messages);
         let asked = std::time::Instant::now();
-        let first_token = Instant::now() + self.settings.first_token_timeout;
+        // A long prompt to a slow reader gets the time its reading takes, and its user is told.
+        let first_token = Instant::now() + self.pace.deadline(prompt);
+        if let Some(expected) = self.pace.expected(prompt).filter(|e| *e >= READING_NOTICE) {
+            show(Progress::Reading { prompt_tokens: prompt, expected });
+        }
         let mut stream = open(llm, messages, first_token, show).await?;
         // Counted once the provider took the request: a refused one costs nothing.
-        meter.sent(u32::try_from(prompt_tokens(messages)).unwrap_or(u32::MAX));
-        let mut end = CallEnd::new(self.settings.window.answer_tokens as usize);
+        meter.sent(u32::try_from(prompt).unwrap_or(u32::MAX));
+        let mut end = CallEnd::new(self.settings.window.current().answer_tokens as usize);
         // Only text is progress: a provider sending empty deltas is as idle as a silent one.
         let mut deadline = first_token;
         while !end.full {
@@ -133,6 +147,9 @@ impl AiService {
         // Dropping the stream closes the request: a provider over the cap stops being read.
         drop(stream);
         meter.closed();
+        if let Some(after) = end.first_text_after {
+            self.pace.record(prompt, after, end.reported_pace);
+        }
         Ok(end)
     }
 

@@ -13,10 +13,12 @@ mod budget;
 mod call;
 mod intent;
 mod local;
+mod model_window;
 mod openai_compatible;
 mod posts;
 mod posts_scanner;
 mod prompt;
+mod reading_pace;
 mod social;
 mod usage;
 mod window;
@@ -38,13 +40,19 @@ pub fn train_intent_classifier() {
     detect_intent("");
 }
 pub use local::LocalEngine;
+pub use model_window::{answer_share, ModelWindow, WindowSource, ANSWER_TOKENS_DEFAULT};
 pub use openai_compatible::Endpoint;
 /// The incremental reader of a posts reply (public for the fuzz target and property tests).
 pub use posts_scanner::PostsScanner;
+pub use reading_pace::ReadingPace;
 pub use usage::{Allowance, UsageMeter};
 pub use window::ContextWindow;
 
-use openai_compatible::{CallOptions, Format, Provider, ProviderError, RefusalKind};
+use openai_compatible::{CallOptions, Format, MaxTokens, Provider, ProviderError, RefusalKind};
+
+/// The prompt reading pace assumed of a self-hosted server until one call is measured: a small
+/// model on a few CPU cores (a GPU reads far faster; the first call measures it).
+const SELF_HOSTED_TOKENS_PER_SECOND: f64 = 50.0;
 
 /// Why the model could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -125,11 +133,12 @@ pub struct AiContext {
 pub struct AiSettings {
     /// Most tokens of post content in a prompt; longer posts keep their most relevant parts.
     pub post_token_budget: usize,
-    /// The model's context window and the room kept in it for an answer.
-    pub window: ContextWindow,
+    /// The model's context window and the room kept in it for an answer, as known so far.
+    pub window: Arc<ModelWindow>,
     /// How long the intent classifier may take before the rules decide.
     pub intent_timeout: Duration,
-    /// Longest wait for a call's first token, waits on a busy provider included.
+    /// Longest wait for a call's first token, waits on a busy provider included
+    /// (`FIRST_TOKEN_TIMEOUT_SECS`); a long prompt to a slow reader gets more (`ReadingPace`).
     pub first_token_timeout: Duration,
     /// Longest gap between two tokens.
     pub token_idle_timeout: Duration,
@@ -142,6 +151,8 @@ pub enum Progress<'a> {
     Text(&'a str),
     /// The provider is busy: the answer is asked for again after this wait.
     Waiting { retry_after: Duration },
+    /// The provider is reading a long prompt: about this long, at its pace so far.
+    Reading { prompt_tokens: usize, expected: Duration },
 }
 
 /// Where an answer's progress goes (the session's room).
@@ -175,30 +186,37 @@ pub struct AiService {
     classifier: Option<Arc<dyn LLM>>,
     model: String,
     settings: AiSettings,
+    /// The provider's prompt reading pace, for first-token deadlines.
+    pace: Arc<ReadingPace>,
+    /// The endpoint asked for its window (none for the offline engine).
+    provider: Option<Provider>,
 }
 
 impl AiService {
     /// The offline extractive engine (`AI_PROVIDER=local`).
     pub fn local(pacing: Duration, settings: AiSettings) -> Self {
-        let engine: Arc<dyn LLM> = Arc::new(LocalEngine::new(pacing, settings.window.answer_tokens));
+        let engine: Arc<dyn LLM> =
+            Arc::new(LocalEngine::new(pacing, settings.window.current().answer_tokens));
         Self {
             llm: engine.clone(),
             posts_llm: engine,
             classifier: None,
             model: LocalEngine::MODEL_NAME.into(),
+            pace: Arc::new(ReadingPace::new(settings.first_token_timeout, None)),
             settings,
+            provider: None,
         }
     }
 
     /// An OpenAI-compatible endpoint (`AI_PROVIDER=openai` or `ollama`).
     pub fn openai_compatible(endpoint: &Endpoint, settings: AiSettings) -> Self {
-        let provider = Provider::new(endpoint.clone());
-        let answer_tokens = Some(settings.window.answer_tokens);
-        let answers = CallOptions { max_tokens: answer_tokens, stream_usage: true, ..CallOptions::default() };
+        let provider = Provider::new(endpoint.clone(), settings.window.clone());
+        let answers =
+            CallOptions { max_tokens: MaxTokens::Answer, stream_usage: true, ..CallOptions::default() };
         let posts = CallOptions { format: Format::JsonObject, ..answers.clone() };
         let classifier = CallOptions {
             temperature: Some(0.0),
-            max_tokens: Some(60),
+            max_tokens: MaxTokens::Fixed(60),
             format: Format::JsonSchema { name: "intent", schema: intent::classifier_schema() },
             stream_usage: false,
         };
@@ -207,8 +225,30 @@ impl AiService {
             posts_llm: Arc::new(provider.model(posts)),
             classifier: Some(Arc::new(provider.model(classifier))),
             model: endpoint.model.clone(),
+            pace: Arc::new(ReadingPace::new(settings.first_token_timeout, None)),
             settings,
+            provider: Some(provider),
         }
+    }
+
+    /// Asks the provider which window it serves the model with, and takes it (a server that
+    /// answers is self-hosted: its reading pace is assumed slow until measured). True when the
+    /// provider told.
+    pub async fn learn_window(&self) -> bool {
+        let Some(provider) = &self.provider else { return false };
+        match provider.served_window().await {
+            Some(served) => {
+                self.settings.window.learn(served.tokens, WindowSource::Reported(served.source));
+                self.pace.assume(SELF_HOSTED_TOKENS_PER_SECOND);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The window prompts are built for now.
+    pub fn window(&self) -> &ModelWindow {
+        &self.settings.window
     }
 
     /// The model's name, as reported in logs.
@@ -260,7 +300,7 @@ impl AiService {
     /// A new running summary of the conversation, from the old one and the recent exchanges.
     pub async fn summarize(&self, ctx: &AiContext) -> Result<String, AiError> {
         let mut trimmed = ctx.clone();
-        let budget = self.settings.window.prompt_budget(false);
+        let budget = self.settings.window.current().prompt_budget(false);
         let keep = window::newest_that_fit(&ctx.history, budget / 2).len();
         trimmed.history.drain(..ctx.history.len() - keep);
         let reply = self.background_call(&prompt::summary(&trimmed)).await?;
@@ -289,7 +329,8 @@ impl AiService {
         &self,
         messages: &[langchain_rust::schemas::Message],
     ) -> Result<langchain_rust::language_models::GenerateResult, AiError> {
-        match tokio::time::timeout(self.settings.first_token_timeout, self.llm.generate(messages)).await {
+        let deadline = self.pace.deadline(window::prompt_tokens(messages));
+        match tokio::time::timeout(deadline, self.llm.generate(messages)).await {
             Ok(reply) => Ok(reply?),
             Err(_) => Err(AiError::Timeout),
         }

@@ -144,7 +144,7 @@ impl AiService {
             ctx,
             &ctx.post.title,
             fixed,
-            self.settings.window.prompt_budget(squeezed),
+            self.settings.window.current().prompt_budget(squeezed),
             self.settings.post_token_budget,
         );
         prompt::social_posts(ctx, fitted.history, text, platforms, &fitted.content)
@@ -157,7 +157,7 @@ impl AiService {
             ctx,
             &ctx.post.title,
             fixed,
-            self.settings.window.prompt_budget(true),
+            self.settings.window.current().prompt_budget(true),
             self.settings.post_token_budget,
         );
         prompt::social_post(ctx, request.text, platform, &fitted.content)

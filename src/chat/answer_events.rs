@@ -28,6 +28,13 @@ pub enum AnswerEvent<'a> {
         message_id: MessageId,
         retry_after: std::time::Duration,
     },
+    /// The provider reads a long prompt, `prompt_tokens` long: about `expected` at its pace.
+    Reading {
+        session_id: SessionId,
+        message_id: MessageId,
+        prompt_tokens: usize,
+        expected: std::time::Duration,
+    },
     End {
         session_id: SessionId,
         message_id: MessageId,
@@ -57,6 +64,7 @@ impl AnswerEvent<'_> {
             AnswerEvent::Start { message_id, .. }
             | AnswerEvent::Token { message_id, .. }
             | AnswerEvent::Waiting { message_id, .. }
+            | AnswerEvent::Reading { message_id, .. }
             | AnswerEvent::End { message_id, .. }
             | AnswerEvent::SocialGenerated { message_id, .. }
             | AnswerEvent::Failed { message_id, .. } => *message_id,
@@ -68,6 +76,7 @@ impl AnswerEvent<'_> {
             AnswerEvent::Start { session_id, .. }
             | AnswerEvent::Token { session_id, .. }
             | AnswerEvent::Waiting { session_id, .. }
+            | AnswerEvent::Reading { session_id, .. }
             | AnswerEvent::End { session_id, .. }
             | AnswerEvent::SocialGenerated { session_id, .. }
             | AnswerEvent::Failed { session_id, .. } => *session_id,

@@ -400,8 +400,13 @@ impl Writer {
 
     fn append_command(&self, append: &Append) -> redis::Cmd {
         let Append { session_id, event, numbered, last_of_lost, release } = append;
-        let (numbered, mid_answer) =
-            (*numbered, matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. }));
+        let (numbered, mid_answer) = (
+            *numbered,
+            matches!(
+                event,
+                LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. } | LoggedEvent::Reading { .. }
+            ),
+        );
         let mut args = AppendArgs { last_of_lost: *last_of_lost, ..AppendArgs::default() };
         // An answer's start trims what earlier answers left (older than the window).
         if matches!(event, LoggedEvent::Start { .. }) {
@@ -530,7 +535,10 @@ fn append_command(
     let json = serde_json::to_string(event).unwrap_or_default();
     // Only the entries between an answer's start and end wake nobody (see `APPEND`); theirs
     // (every token) carry no wake arguments.
-    let wake = !matches!(event, LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. });
+    let wake = !matches!(
+        event,
+        LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. } | LoggedEvent::Reading { .. }
+    );
     let [before, after, session, cap, keep, gone] = if wake {
         let (before, after) = keys.control_around();
         [

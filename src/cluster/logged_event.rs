@@ -41,6 +41,14 @@ pub enum LoggedEvent {
         #[serde(rename = "ms")]
         retry_after_ms: u64,
     },
+    #[serde(rename = "reading")]
+    Reading {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        prompt_tokens: u64,
+        #[serde(rename = "ms")]
+        expected_ms: u64,
+    },
     #[serde(rename = "end")]
     End {
         #[serde(rename = "m")]
@@ -86,6 +94,11 @@ impl LoggedEvent {
                 message_id,
                 retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
             },
+            AnswerEvent::Reading { message_id, prompt_tokens, expected, .. } => LoggedEvent::Reading {
+                message_id,
+                prompt_tokens: u64::try_from(prompt_tokens).unwrap_or(u64::MAX),
+                expected_ms: u64::try_from(expected.as_millis()).unwrap_or(u64::MAX),
+            },
             AnswerEvent::End { message_id, intent, content, stopped, cut, .. } => {
                 LoggedEvent::End { message_id, intent, content: content.to_owned(), stopped, cut }
             }
@@ -107,6 +120,7 @@ impl LoggedEvent {
             LoggedEvent::Start { message_id: m, .. }
             | LoggedEvent::Tokens { message_id: m, .. }
             | LoggedEvent::Waiting { message_id: m, .. }
+            | LoggedEvent::Reading { message_id: m, .. }
             | LoggedEvent::End { message_id: m, .. }
             | LoggedEvent::Posts { message_id: m, .. }
             | LoggedEvent::Failed { message_id: m, .. } => Some(*m),
@@ -124,7 +138,7 @@ impl LoggedEvent {
                 content.len() + posts.iter().map(|p| p.content.len() + 32).sum::<usize>()
             }
             LoggedEvent::Failed { message, .. } => message.len(),
-            LoggedEvent::Waiting { .. } => 0,
+            LoggedEvent::Waiting { .. } | LoggedEvent::Reading { .. } => 0,
             LoggedEvent::Title { title } => title.len(),
         }
     }
@@ -148,6 +162,12 @@ impl LoggedEvent {
                 session_id,
                 message_id: *m,
                 retry_after: std::time::Duration::from_millis(*ms),
+            },
+            LoggedEvent::Reading { message_id: m, prompt_tokens, expected_ms } => AnswerEvent::Reading {
+                session_id,
+                message_id: *m,
+                prompt_tokens: usize::try_from(*prompt_tokens).unwrap_or(usize::MAX),
+                expected: std::time::Duration::from_millis(*expected_ms),
             },
             LoggedEvent::End { message_id: m, intent: i, content, stopped, cut } => AnswerEvent::End {
                 session_id,

@@ -133,9 +133,20 @@ pub struct StreamEnd<'a> {
 pub struct StreamStatus {
     pub session_id: SessionId,
     pub message_id: MessageId,
-    /// `waiting`: the provider is busy.
-    pub state: &'static str,
-    pub retry_after_ms: u64,
+    #[serde(flatten)]
+    pub state: StreamState,
+}
+
+/// What `chat:stream:status` says the answer waits for.
+#[derive(Serialize)]
+#[serde(tag = "state", rename_all = "camelCase")]
+pub enum StreamState {
+    /// The provider is busy: asked again after `retryAfterMs`.
+    #[serde(rename_all = "camelCase")]
+    Waiting { retry_after_ms: u64 },
+    /// The provider reads a long prompt: `promptTokens`, about `expectedMs` at its pace so far.
+    #[serde(rename_all = "camelCase")]
+    Reading { prompt_tokens: u64, expected_ms: u64 },
 }
 
 #[derive(Serialize)]

@@ -17,7 +17,8 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use tracing::{error, warn};
 
 use super::events::{
-    self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamStatus, StreamToken,
+    self, ErrorPayload, SessionUpdated, SocialGenerated, StreamEnd, StreamStart, StreamState, StreamStatus,
+    StreamToken,
 };
 use super::outbox::{Delivered, Outbox, Sent, Waiting};
 use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
@@ -257,8 +258,19 @@ impl AnswerAudience for SessionRooms {
                 &StreamStatus {
                     session_id,
                     message_id,
-                    state: "waiting",
-                    retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+                    state: StreamState::Waiting { retry_after_ms: millis(retry_after) },
+                },
+            ),
+            AnswerEvent::Reading { session_id, message_id, prompt_tokens, expected } => self.send(
+                session_id,
+                events::STREAM_STATUS,
+                &StreamStatus {
+                    session_id,
+                    message_id,
+                    state: StreamState::Reading {
+                        prompt_tokens: u64::try_from(prompt_tokens).unwrap_or(u64::MAX),
+                        expected_ms: millis(expected),
+                    },
                 },
             ),
             AnswerEvent::End { session_id, message_id, intent, content, stopped, cut } => self.send(
@@ -286,4 +298,8 @@ impl AnswerAudience for SessionRooms {
     fn watchers(&self, session_id: SessionId) -> usize {
         self.sockets(session_id).len()
     }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -9,7 +9,12 @@
 //   empty-once / empty-always (a stream with no text) · long-answer (cut at max_tokens) ·
 //   posts-garbage (posts as prose, not JSON) · posts-partial (JSON with the first post only)
 // Options: `tokenDelayMs`; `contextWindowChars` (refuse prompts longer than this, as OpenAI's
-// context_length_exceeded); `schemaRefused` (answer json_schema requests as llama.cpp does).
+// context_length_exceeded); `schemaRefused` (answer json_schema requests as llama.cpp does);
+// `serves: { server, window }`: a self-hosted server with a window of `window` tokens (a token
+// taken as 4 characters of the messages' JSON), which it reports as that server does (`llama.cpp`:
+// /props; `vllm`: /v1/models; `ollama`: /api/show; `lmstudio`: /api/v0/models/{model};
+// `llama-cpp-python`: nowhere) and refuses prompts over with that server's own message;
+// `readMsPerToken`: how long reading a prompt takes before the first chunk.
 // It records each request's kind and body, and whether the client closed the connection early.
 import http from "node:http";
 
@@ -34,13 +39,19 @@ function chunk(model, content, finishReason = null) {
   };
 }
 
-export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0, schemaRefused = false } = {}) {
+export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0, schemaRefused = false, serves = null, readMsPerToken = 0 } = {}) {
   const requests = [];
   const seen = new Map();
   const server = http.createServer(async (req, res) => {
     let raw = "";
     for await (const part of req) raw += part;
     const body = raw ? JSON.parse(raw) : {};
+    if (!req.url.endsWith("/chat/completions")) {
+      requests.push({ path: req.url, method: req.method, body, kind: "discovery" });
+      const [status, reply] = discovery(serves, req.method, req.url, body);
+      res.writeHead(status, { "content-type": "application/json" });
+      return res.end(JSON.stringify(reply));
+    }
     const kind = kindOf(body);
     const record = { path: req.url, body, kind, closedEarly: false, finished: false };
     requests.push(record);
@@ -61,6 +72,14 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
       // llama.cpp's server (llama-cpp-python's too) takes only text and json_object.
       return refuse(500, { message: "1 validation error: response_format.type Input should be 'text' or 'json_object'", type: "server_error" });
     }
+    const promptTokens = Math.ceil(JSON.stringify(body.messages).length / 4);
+    if (serves && promptTokens + (body.max_tokens ?? 0) > serves.window) {
+      record.finished = true;
+      const [status, error] = overWindow(serves, promptTokens + (body.max_tokens ?? 0));
+      res.writeHead(status, { "content-type": "application/json" });
+      return res.end(JSON.stringify(error));
+    }
+    if (readMsPerToken) await sleep(promptTokens * readMsPerToken);
     if (contextWindowChars && JSON.stringify(body.messages).length > contextWindowChars) {
       return refuse(400, { message: `This model's maximum context length is ${contextWindowChars} characters.`, type: "invalid_request_error", code: "context_length_exceeded" });
     }
@@ -98,6 +117,36 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
     requests,
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
+}
+
+/** A discovery request's answer, as the server `serves` names answers it: [status, JSON]. */
+function discovery(serves, method, url, body) {
+  const notFound = [404, { error: { message: "File Not Found", type: "not_found_error" } }];
+  const { server, window } = serves ?? {};
+  if (method === "GET" && url === "/props" && server === "llama.cpp") {
+    return [200, { default_generation_settings: { n_ctx: window, params: { n_predict: -1 } }, total_slots: 1, chat_template: "..." }];
+  }
+  if (method === "GET" && url === "/v1/models") {
+    const entry = server === "vllm" ? { id: "fake-model", object: "model", owned_by: "vllm", max_model_len: window } : { id: "fake-model", object: "model", owned_by: "me" };
+    return [200, { object: "list", data: [entry] }];
+  }
+  if (method === "POST" && url === "/api/show" && server === "ollama") {
+    return [200, { parameters: `num_ctx ${window}\nstop "<|eot_id|>"`, model_info: { "general.architecture": "llama", "llama.context_length": 131072 } }];
+  }
+  if (method === "GET" && url === "/api/v0/models/fake-model" && server === "lmstudio") {
+    return [200, { id: "fake-model", object: "model", type: "llm", state: "loaded", max_context_length: 32768, loaded_context_length: window }];
+  }
+  return notFound;
+}
+
+/** The refusal of a prompt of `tokens` over the window, in the words of the server `serves` names. */
+function overWindow({ server, window }, tokens) {
+  switch (server) {
+    case "llama.cpp": return [400, { error: { code: 400, message: `request (${tokens} tokens) exceeds the available context size (${window} tokens), try increasing it`, type: "exceed_context_size_error", n_prompt_tokens: tokens, n_ctx: window } }];
+    case "llama-cpp-python": return [400, { error: { message: `Requested tokens (${tokens}) exceed context window of ${window}`, type: "internal_server_error" } }];
+    case "lmstudio": return [400, { error: `Trying to keep the first ${tokens} tokens when context the overflows. However, the model is loaded with context length of only ${window} tokens, which is not enough.` }];
+    default: return [400, { object: "error", message: `This model's maximum context length is ${window} tokens. However, you requested ${tokens} tokens.`, type: "BadRequestError", code: 400 }];
+  }
 }
 
 /** What the model writes for a request of `kind`, and why it stopped. */

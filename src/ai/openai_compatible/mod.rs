@@ -13,6 +13,7 @@
 //! answer's tokens (`call.rs`). Redirects are not followed: the key is for this endpoint only.
 
 mod body;
+mod discovery;
 mod refusal;
 mod sse;
 
@@ -31,6 +32,8 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 pub use refusal::{Refusal, RefusalKind};
+
+use super::{ModelWindow, WindowSource};
 
 /// Where an OpenAI-compatible provider is and which model to use.
 #[derive(Debug, Clone)]
@@ -129,10 +132,12 @@ pub struct Provider {
     http: reqwest::Client,
     endpoint: Arc<Endpoint>,
     formats: Arc<FormatSupport>,
+    /// The model's window: answers are sized by it, and a refusal that names it updates it.
+    window: Arc<ModelWindow>,
 }
 
 impl Provider {
-    pub fn new(endpoint: Endpoint) -> Self {
+    pub fn new(endpoint: Endpoint, window: Arc<ModelWindow>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // The key goes to AI_BASE_URL only, and a provider cannot point us at another
@@ -140,7 +145,8 @@ impl Provider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, endpoint: Arc::new(endpoint), formats: Arc::new(FormatSupport(AtomicU8::new(2))) }
+        let formats = Arc::new(FormatSupport(AtomicU8::new(2)));
+        Self { http, endpoint: Arc::new(endpoint), formats, window }
     }
 
     /// A model of this endpoint called with `options`.
@@ -149,11 +155,20 @@ impl Provider {
     }
 }
 
+/// The `max_tokens` a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTokens {
+    None,
+    Fixed(u32),
+    /// The answer's room in the model's window as known at the time of the request.
+    Answer,
+}
+
 /// What each request of a model carries besides the messages.
 #[derive(Debug, Clone)]
 pub struct CallOptions {
     pub temperature: Option<f32>,
-    pub max_tokens: Option<u32>,
+    pub max_tokens: MaxTokens,
     pub format: Format,
     /// Ask for usage in the stream's last chunk.
     pub stream_usage: bool,
@@ -161,7 +176,7 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self { temperature: None, max_tokens: None, format: Format::Text, stream_usage: false }
+        Self { temperature: None, max_tokens: MaxTokens::None, format: Format::Text, stream_usage: false }
     }
 }
 
@@ -173,6 +188,14 @@ pub struct OpenAiCompatible {
 }
 
 impl OpenAiCompatible {
+    fn max_tokens(&self) -> Option<u32> {
+        match self.options.max_tokens {
+            MaxTokens::None => None,
+            MaxTokens::Fixed(n) => Some(n),
+            MaxTokens::Answer => Some(self.provider.window.current().answer_tokens),
+        }
+    }
+
     fn body(&self, messages: &[LlmMessage], stream: bool, format: &Format) -> Value {
         let messages: Vec<Value> =
             messages.iter().map(|m| json!({ "role": role(&m.message_type), "content": m.content })).collect();
@@ -182,7 +205,7 @@ impl OpenAiCompatible {
         if let Some(t) = o.temperature {
             body["temperature"] = json!(t);
         }
-        if let Some(n) = o.max_tokens {
+        if let Some(n) = self.max_tokens() {
             body["max_tokens"] = json!(n);
         }
         match format {
@@ -229,6 +252,9 @@ impl OpenAiCompatible {
             let body = body::start_of(response, body::ERROR_BODY_BYTES).await;
             let mut refusal = Refusal::read(status, &headers, &body);
             refusal.message = body::without_key(&refusal.message, endpoint.api_key.expose_secret());
+            if let (RefusalKind::ContextTooLong, Some(window)) = (refusal.kind(), refusal.window) {
+                self.provider.window.learn(window, WindowSource::Refusal);
+            }
             if refusal.kind() == RefusalKind::FormatUnsupported && self.provider.formats.refused(&format) {
                 warn!(status, refused = ?format_name(&format), "the provider refuses this response format: using a simpler one from now on");
                 continue;
@@ -242,7 +268,7 @@ impl OpenAiCompatible {
     /// Most bytes a whole completion may take: room for its JSON and for `max_tokens` tokens
     /// however escaped (a token is a few characters; one escaped character up to 12 bytes).
     fn completion_bytes(&self) -> usize {
-        let tokens = self.options.max_tokens.unwrap_or(4_096) as usize;
+        let tokens = self.max_tokens().unwrap_or(4_096) as usize;
         body::COMPLETION_OVERHEAD_BYTES.saturating_add(tokens.saturating_mul(64))
     }
 }

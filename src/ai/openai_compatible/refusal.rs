@@ -18,6 +18,8 @@ pub struct Refusal {
     pub message: String,
     /// The error's `code` or `type`, when the body has one (`context_length_exceeded`).
     pub code: Option<String>,
+    /// The model's window, when a context-length refusal names it (see [`named_window`]).
+    pub window: Option<u32>,
 }
 
 /// How a refusal is handled.
@@ -48,7 +50,11 @@ impl Refusal {
             .and_then(|e| e.get("code").and_then(|c| c.as_str()).or_else(|| e.get("type")?.as_str()))
             .map(str::to_owned);
         let retry_after = header_wait(headers).or_else(|| named_wait(&message));
-        Refusal { status, retry_after, message: message.chars().take(MESSAGE_CHARS).collect(), code }
+        // llama.cpp's server says it as a field of the error too.
+        let field = error.and_then(|e| e.get("n_ctx")?.as_u64()).and_then(|n| u32::try_from(n).ok());
+        let window = field.filter(|n| *n > 0).or_else(|| named_window(&message));
+        let message = message.chars().take(MESSAGE_CHARS).collect();
+        Refusal { status, retry_after, message, code, window }
     }
 
     /// What to do about it.
@@ -73,6 +79,26 @@ fn names_context_window(text: &str) -> bool {
     ["context_length_exceeded", "context length", "context window", "context size", "too many tokens"]
         .iter()
         .any(|needle| text.contains(needle))
+}
+
+/// The window a context-length refusal names: OpenAI's and vLLM's "maximum context length is
+/// 4096 tokens", llama.cpp's "exceeds the available context size (4096 tokens)",
+/// llama-cpp-python's "exceed context window of 4096", LM Studio's "loaded with context length of
+/// only 4096 tokens".
+fn named_window(message: &str) -> Option<u32> {
+    let lower = message.to_lowercase();
+    [
+        "maximum context length is ",
+        "available context size (",
+        "context window of ",
+        "context length of only ",
+    ]
+    .iter()
+    .find_map(|phrase| {
+        let rest = &lower[lower.find(phrase)? + phrase.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok().filter(|n| *n > 0)
+    })
 }
 
 /// llama.cpp: "Input should be 'text' or 'json_object'"; others name the field.
@@ -142,5 +168,40 @@ mod tests {
         assert_eq!(refusal(500, &[], "upstream exploded").kind(), RefusalKind::Busy);
         assert_eq!(refusal(401, &[], r#"{"error":{"message":"bad key"}}"#).kind(), RefusalKind::Refused);
         assert_eq!(refusal(401, &[], r#"{"error":{"message":"bad key"}}"#).message, "bad key");
+    }
+
+    #[test]
+    fn a_context_length_refusal_names_the_window_in_every_server_we_know() {
+        let cases = [
+            (
+                r#"{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130000 tokens.","code":"context_length_exceeded"}}"#,
+                128_000,
+            ),
+            (
+                r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (4000 in the messages, 1000 in the completion).","type":"BadRequestError","code":400}"#,
+                4_096,
+            ),
+            (
+                r#"{"error":{"code":400,"message":"request (4476 tokens) exceeds the available context size (4096 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":4476,"n_ctx":4096}}"#,
+                4_096,
+            ),
+            (
+                r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_ctx":2048}}"#,
+                2_048,
+            ),
+            (
+                r#"{"error":{"message":"Requested tokens (5012) exceed context window of 4096","type":"internal_server_error"}}"#,
+                4_096,
+            ),
+            (
+                r#"{"error":"Trying to keep the first 5000 tokens when context the overflows. However, the model is loaded with context length of only 4096 tokens, which is not enough."}"#,
+                4_096,
+            ),
+        ];
+        for (body, window) in cases {
+            let r = refusal(400, &[], body);
+            assert_eq!((r.kind(), r.window), (RefusalKind::ContextTooLong, Some(window)), "{body}");
+        }
+        assert_eq!(refusal(400, &[], r#"{"error":{"message":"context window exceeded"}}"#).window, None);
     }
 }

@@ -178,6 +178,12 @@ impl AnswerJob {
             Progress::Waiting { retry_after } => {
                 runner.audience.deliver(AnswerEvent::Waiting { session_id, message_id, retry_after })
             }
+            Progress::Reading { prompt_tokens, expected } => runner.audience.deliver(AnswerEvent::Reading {
+                session_id,
+                message_id,
+                prompt_tokens,
+                expected,
+            }),
         };
         let written = match runner.ai.write(&request, &self.usage, &show).await {
             Ok(written) => written,
