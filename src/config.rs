@@ -512,7 +512,8 @@ impl Config {
         if !(512..=10_000_000).contains(&context_tokens) {
             return Err(format!("MODEL_CONTEXT_TOKENS={context_tokens}: must be 512 to 10000000"));
         }
-        let answer = self.answer_tokens(context_tokens);
+        // Unset, it is a share of the window that always fits (`ai::answer_share`).
+        let Some(answer) = self.ai.answer_max_tokens else { return Ok(()) };
         if answer < 16 || answer > context_tokens / 2 {
             return Err(format!(
                 "ANSWER_MAX_TOKENS={answer}: must be 16 to half the context window ({} of MODEL_CONTEXT_TOKENS={context_tokens})",
@@ -520,11 +521,6 @@ impl Config {
             ));
         }
         Ok(())
-    }
-
-    /// The answer's room in a window of `context_tokens`: `ANSWER_MAX_TOKENS`, else its share.
-    pub fn answer_tokens(&self, context_tokens: u32) -> u32 {
-        self.ai.answer_max_tokens.unwrap_or_else(|| crate::ai::answer_share(context_tokens))
     }
 
     pub fn local_ai_pacing(&self) -> Duration {
@@ -580,9 +576,8 @@ mod tests {
         let window = |args: &[&str]| parse(args).check_ranges();
         assert_eq!(parse(&[]).context_tokens(), 128_000);
         assert_eq!(parse(&["--ai-provider", "ollama"]).context_tokens(), 4_096);
-        assert_eq!(parse(&[]).answer_tokens(128_000), 1_024);
-        assert_eq!(parse(&[]).answer_tokens(4_096), 512, "an eighth of a small window");
-        assert_eq!(parse(&["--answer-max-tokens", "100"]).answer_tokens(4_096), 100);
+        assert_eq!(parse(&[]).ai.answer_max_tokens, None, "a share of the window (ai::answer_share)");
+        assert_eq!(parse(&["--answer-max-tokens", "100"]).ai.answer_max_tokens, Some(100));
         assert!(window(&[]).is_ok());
         let small = window(&["--model-context-tokens", "1024", "--answer-max-tokens", "1000"]).unwrap_err();
         assert!(small.starts_with("ANSWER_MAX_TOKENS=1000"), "{small}");
