@@ -84,6 +84,8 @@ export function collectAnswer(socket, { onToken, awaitId = false } = {}) {
   });
   return {
     events,
+    /** Stops collecting (the answer will not come: its message was refused). */
+    cancel: () => names.forEach((n, i) => socket.off(n, handlers[i])),
     setMessageId: (id) => {
       messageId = id;
       const waited = early ?? [];
@@ -97,7 +99,12 @@ export function collectAnswer(socket, { onToken, awaitId = false } = {}) {
 /** Sends a chat message and waits for its whole answer: { ack, events, terminal, tokens }. */
 export async function ask(socket, sessionId, content, extra = {}) {
   const answer = collectAnswer(socket, { ...extra, awaitId: true });
-  const ack = await request(socket, "chat:message", { sessionId, content, ...extra.payload });
+  let ack;
+  try {
+    ack = await request(socket, "chat:message", { sessionId, content, ...extra.payload });
+  } finally {
+    if (!ack?.ok) answer.cancel();
+  }
   if (!ack.ok) return { ack, events: [], terminal: null, tokens: [] };
   answer.setMessageId(ack.messageId);
   const events = await answer.finished;

@@ -151,6 +151,34 @@ test("the next message, sent to another process the moment an answer ends there,
   });
 });
 
+test("the next message, sent to the generating process the moment another process relays the end, is taken: never BUSY", async (t) => {
+  await withProcesses(t, 1, { LOCAL_AI_PACING_MS: "2" }, async (cluster) => {
+    // A generates and reaches Redis 80 ms a round trip away: B relays the end to its socket
+    // well before A hears back from its own terminal append (and frees the session here).
+    const proxy = await latencyProxy(cluster.redis.port);
+    proxy.setDelay(40);
+    t.after(() => proxy.close());
+    const a = await cluster.startOne({ REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
+    cluster.servers.push(a);
+    const [b] = cluster.servers;
+    const token = cluster.token("alice");
+    const { session } = await createSession(b.url, token, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, token), connect(b.url, token)]);
+    assert.equal((await request(onB, "chat:join", { sessionId: session.id })).ok, true);
+    for (let i = 0; i < 3; i++) {
+      const relayed = collectAnswer(onB, { awaitId: true });
+      const ack = await request(onA, "chat:message", { sessionId: session.id, content: `Question ${i} about the scheduler?` });
+      assert.equal(ack.ok, true, `message ${i}: ${JSON.stringify(ack)}`);
+      relayed.setMessageId(ack.messageId);
+      assert.equal((await relayed.finished).at(-1).name, "chat:stream:end");
+      const next = await ask(onA, session.id, `And ${i}?`);
+      assert.equal(next.ack.ok, true, `the next message ${i}: ${JSON.stringify(next.ack)}`);
+      assert.equal(next.terminal.name, "chat:stream:end");
+    }
+    [onA, onB].forEach((s) => s.close());
+  });
+});
+
 test("chat:stop on another process stops the answer where it is generated, within a second", async (t) => {
   await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "100" }, async (cluster) => {
     const [a, b] = cluster.servers;

@@ -52,7 +52,7 @@ for (const server of ["llama.cpp", "vllm", "ollama", "lmstudio"]) {
   });
 }
 
-test("llama-cpp-python tells its window only when it refuses: learned from the refusal, the answer still comes, later prompts fit", async () => {
+test("llama-cpp-python tells its window only when it refuses a whole completion (a stream over it ends empty): learned from that refusal, the answer still comes, later prompts fit", async () => {
   await withServer({ serves: { server: "llama-cpp-python", window: 4096 } }, {}, async ({ fake, server: app, token }) => {
     assert.equal(await gauge(app, "postchat_model_context_tokens"), 128000, "nothing to ask: the default until told");
     const { session } = await createSession(app.url, token, samplePost);
@@ -65,7 +65,9 @@ test("llama-cpp-python tells its window only when it refuses: learned from the r
     assert.equal(await gauge(app, "postchat_model_context_tokens"), 4096);
     assert.match(app.logs(), /model window learned context_tokens=4096 answer_max_tokens=512 from="a context-length refusal"/);
     const answers = fake.requests.filter((r) => r.kind === "answer");
-    assert.equal(answers.length, 5, "refused once (the history outgrew the window), then every prompt fits");
+    assert.equal(answers.length, 6, "an empty stream, the same asked whole (refused, naming the window), then every prompt fits");
+    const whole = answers.findIndex((r) => !r.body.stream);
+    assert.ok(whole > 0 && answers[whole - 1].body.stream, "the empty stream was asked again whole");
     assert.equal(answers.at(-1).body.max_tokens, 512);
   });
 });

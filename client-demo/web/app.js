@@ -264,7 +264,12 @@ async function openSession(sessionId) {
   } catch (err) {
     ack = { ok: false, error: { code: "TIMEOUT", message: err.message } };
   }
-  if (state.joining === joining) state.joining = null;
+  if (state.joining !== joining) {
+    // Another join started meanwhile (a click, a reconnect): its ack is the one shown.
+    joining.forEach((replay) => replay());
+    return;
+  }
+  state.joining = null;
   showJoined(sessionId, ack);
   // The events that came before the ack, after its snapshot (tokens it holds are skipped by seq).
   joining.forEach((replay) => replay());

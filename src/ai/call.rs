@@ -8,6 +8,7 @@ use futures::StreamExt;
 use langchain_rust::language_models::llm::LLM;
 use langchain_rust::schemas::{Message as LlmMessage, StreamData};
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::budget::prefix_within_tokens;
 use super::window::prompt_tokens;
@@ -44,8 +45,11 @@ pub(super) struct CallEnd {
     full: bool,
     /// How long the first text took to come.
     first_text_after: Option<Duration>,
-    /// The prompt reading pace the provider reported (llama.cpp's `timings`), tokens a second.
-    reported_pace: Option<f64>,
+    /// The prompt reading the provider reported (llama.cpp's `timings`): tokens read, and how
+    /// many a second.
+    reported_pace: Option<(u64, f64)>,
+    /// How many chunks came (a stream that ends with none said nothing at all).
+    chunks: usize,
 }
 
 impl CallEnd {
@@ -62,12 +66,17 @@ impl CallEnd {
         on_text: &mut (dyn FnMut(&str) + Send),
         asked: std::time::Instant,
     ) -> bool {
+        self.chunks += 1;
         if let Some(t) = &data.tokens {
             meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
         }
         self.cut |= finished_at_length(&data);
-        self.reported_pace =
-            self.reported_pace.or_else(|| data.value["timings"]["prompt_per_second"].as_f64());
+        let timings = &data.value["timings"];
+        if let (Some(read), Some(rate)) =
+            (timings["prompt_n"].as_u64(), timings["prompt_per_second"].as_f64())
+        {
+            self.reported_pace.get_or_insert((read, rate));
+        }
         let text = self.within_cap(&data.content, meter);
         if text.is_empty() {
             return false;
@@ -118,13 +127,13 @@ impl AiService {
     ) -> Result<CallEnd, AiError> {
         meter.allow_call()?;
         let prompt = prompt_tokens(messages);
-        let asked = std::time::Instant::now();
         // A long prompt to a slow reader gets the time its reading takes, and its user is told.
         let first_token = Instant::now() + self.pace.deadline(prompt);
         if let Some(expected) = self.pace.expected(prompt).filter(|e| *e >= READING_NOTICE) {
             show(Progress::Reading { prompt_tokens: prompt, expected });
         }
-        let mut stream = open(llm, messages, first_token, show).await?;
+        // The pace is measured from the request that was taken (not the waits on a busy one).
+        let (mut stream, asked) = open(llm, messages, first_token, show).await?;
         // Counted once the provider took the request: a refused one costs nothing.
         meter.sent(u32::try_from(prompt).unwrap_or(u32::MAX));
         let mut end = CallEnd::new(self.settings.window.current().answer_tokens as usize);
@@ -147,10 +156,59 @@ impl AiService {
         // Dropping the stream closes the request: a provider over the cap stops being read.
         drop(stream);
         meter.closed();
+        if end.chunks == 0 {
+            self.whole_instead(llm, messages, meter, first_token, &mut end, on_text).await?;
+        }
         if let Some(after) = end.first_text_after {
             self.pace.record(prompt, after, end.reported_pace);
         }
         Ok(end)
+    }
+
+    /// Asks once more for a stream that ended without a single chunk, as a whole completion:
+    /// a server may end a stream silently where it refuses the same request whole, saying why
+    /// (llama-cpp-python, for a prompt over its window: the window is learned from that
+    /// refusal, and the prompt is trimmed by the caller). Its text, if any, is the call's.
+    async fn whole_instead(
+        &self,
+        llm: &dyn LLM,
+        messages: &[LlmMessage],
+        meter: &UsageMeter,
+        deadline: Instant,
+        end: &mut CallEnd,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(), AiError> {
+        warn!("the provider ended a stream without a word: asking for a whole completion");
+        meter.allow_call()?;
+        let asked = std::time::Instant::now();
+        let deadline = deadline.max(Instant::now() + self.settings.token_idle_timeout);
+        let whole = || async {
+            match tokio::time::timeout_at(deadline, llm.generate(messages)).await {
+                Err(_) => Err(AiError::Timeout),
+                Ok(reply) => reply.map_err(AiError::from),
+            }
+        };
+        let mut reply = whole().await;
+        // The server may have closed the connection the empty stream came on, which the pool
+        // offers again: one more try, on a new one.
+        if matches!(reply, Err(AiError::Unavailable { .. })) {
+            reply = whole().await;
+        }
+        let reply = reply?;
+        meter.sent(u32::try_from(prompt_tokens(messages)).unwrap_or(u32::MAX));
+        if let Some(t) = &reply.tokens {
+            meter.reported(TokenUsage::reported(t.prompt_tokens, t.completion_tokens));
+        }
+        let text = end.within_cap(&reply.generation, meter);
+        if !text.is_empty() {
+            end.first_text_after = Some(asked.elapsed());
+            meter.received(text);
+            on_text(text);
+            end.received = true;
+            end.blank &= text.trim().is_empty();
+        }
+        meter.closed();
+        Ok(())
     }
 
     /// The whole text of one completion of `messages`, shown to nobody.
@@ -173,18 +231,20 @@ type DataStream = std::pin::Pin<
 >;
 
 /// Opens the stream, asking again after the provider's `Retry-After` (or a backoff) while it is
-/// busy and the wait ends before `deadline`; otherwise its unavailability, with its wait.
+/// busy and the wait ends before `deadline`; otherwise its unavailability, with its wait. With
+/// the stream, when the request that opened it was sent.
 async fn open(
     llm: &dyn LLM,
     messages: &[LlmMessage],
     deadline: Instant,
     show: Show<'_>,
-) -> Result<DataStream, AiError> {
+) -> Result<(DataStream, std::time::Instant), AiError> {
     let mut retries = 0;
     loop {
+        let sent = std::time::Instant::now();
         let err = match tokio::time::timeout_at(deadline, llm.stream(messages)).await {
             Err(_) => return Err(AiError::Timeout),
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Ok((stream, sent)),
             Ok(Err(e)) => AiError::from(e),
         };
         let AiError::Unavailable { retry_after, .. } = &err else { return Err(err) };

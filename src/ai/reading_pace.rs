@@ -19,6 +19,9 @@ const MARGIN: Duration = Duration::from_secs(5);
 const LONGEST: Duration = Duration::from_secs(30 * 60);
 /// How much a new measure moves the pace (the rest is the pace so far).
 const WEIGHT: f64 = 0.3;
+/// Paces outside these (tokens a second) are misreadings, not measures.
+const SLOWEST: f64 = 0.1;
+const FASTEST: f64 = 10_000_000.0;
 
 /// The provider's reading pace (prompt tokens per second) and the deadlines it gives.
 #[derive(Debug)]
@@ -59,7 +62,7 @@ impl ReadingPace {
     pub fn expected(&self, prompt_tokens: usize) -> Option<Duration> {
         let pace = self.pace();
         let rate = pace.tokens_per_second.filter(|_| pace.measured)?;
-        Some(Duration::from_secs_f64(prompt_tokens as f64 / rate))
+        Some(Duration::from_secs_f64((prompt_tokens as f64 / rate).min(LONGEST.as_secs_f64())))
     }
 
     /// The first-token deadline of a call whose prompt is `prompt_tokens` long.
@@ -71,12 +74,16 @@ impl ReadingPace {
     }
 
     /// Takes in one call: its prompt's tokens and the time to its first token, or the pace the
-    /// provider reported for it.
-    pub fn record(&self, prompt_tokens: usize, to_first_token: Duration, reported: Option<f64>) {
-        let measured = match reported.filter(|r| r.is_finite() && *r > 0.0) {
-            Some(rate) => rate,
+    /// provider reported for it: `(tokens it read, tokens a second)` (llama.cpp reads only what
+    /// its prompt cache does not hold: a few tokens say little).
+    pub fn record(&self, prompt_tokens: usize, to_first_token: Duration, reported: Option<(u64, f64)>) {
+        let reported = reported.filter(|(read, rate)| {
+            *read >= MEASURED_FROM_TOKENS as u64 && (SLOWEST..=FASTEST).contains(rate)
+        });
+        let measured = match reported {
+            Some((_, rate)) => rate,
             None if prompt_tokens >= MEASURED_FROM_TOKENS && !to_first_token.is_zero() => {
-                prompt_tokens as f64 / to_first_token.as_secs_f64()
+                (prompt_tokens as f64 / to_first_token.as_secs_f64()).clamp(SLOWEST, FASTEST)
             }
             None => return,
         };
@@ -116,7 +123,13 @@ mod tests {
         let pace = ReadingPace::new(Duration::from_secs(30), None);
         pace.record(50, Duration::from_secs(5), None);
         assert_eq!(pace.expected(1_000), None, "too short to measure");
-        pace.record(50, Duration::from_secs(5), Some(500.0));
+        pace.record(50, Duration::from_secs(5), Some((50, 500.0)));
+        assert_eq!(
+            pace.expected(1_000),
+            None,
+            "a reported pace over a few tokens (a cached prompt) says little"
+        );
+        pace.record(50, Duration::from_secs(5), Some((300, 500.0)));
         assert_eq!(pace.expected(1_000), Some(Duration::from_secs(2)));
         pace.record(1_000, Duration::from_secs(10), None);
         let smoothed = 500.0 * 0.7 + 100.0 * 0.3;
@@ -129,5 +142,16 @@ mod tests {
         assert_eq!(pace.deadline(3_000), Duration::from_secs(125));
         assert_eq!(pace.expected(3_000), None);
         assert_eq!(pace.deadline(usize::MAX), LONGEST, "bounded");
+    }
+
+    #[test]
+    fn a_misread_pace_is_not_taken_and_nothing_overflows() {
+        let pace = ReadingPace::new(Duration::from_secs(30), None);
+        pace.record(1_000, Duration::from_secs(1), Some((1_000, 1e-300)));
+        pace.record(1_000, Duration::from_secs(1), Some((1_000, f64::INFINITY)));
+        assert_eq!(pace.expected(1_000), Some(Duration::from_secs(1)), "the measured one, not the misread");
+        pace.record(10_000_000, Duration::from_secs(1_000_000), None);
+        assert!(pace.expected(usize::MAX).unwrap() <= LONGEST);
+        assert!(pace.deadline(usize::MAX) <= LONGEST);
     }
 }

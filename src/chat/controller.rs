@@ -165,10 +165,11 @@ impl ChatController {
         }
     }
 
-    /// Reserves the session here for a new answer. An answer of another process mirrored here
-    /// blocks it only while that answer holds the session's lease: a client that saw its end
-    /// may ask next before this process has read that end from the stream, and is not told
-    /// `BUSY` for an answer that is over (the wait for the read is short and bounded).
+    /// Reserves the session here for a new answer. An answer that is over does not block it: a
+    /// client that saw its end (relayed by another process) may ask next before this process
+    /// has freed its own answer, or read the end of another process's answer it mirrors, and
+    /// is not told `BUSY` for it (the wait is short and bounded). A mirror blocks only while
+    /// its answer holds the session's lease.
     async fn reserve(
         &self,
         req: &SendMessage,
@@ -180,13 +181,19 @@ impl ChatController {
             Err(ChatError::Busy) => {}
             reserved => return reserved,
         }
-        let Some(mirror) = self.inflight.get(req.session_id).filter(|a| a.origin != Origin::Here) else {
-            return Err(ChatError::Busy);
+        // Freed meanwhile: reserved now, or taken by another message (then `BUSY`).
+        let Some(blocking) = self.inflight.get(req.session_id) else { return self.inflight.reserve(claim()) };
+        let over = match blocking.origin {
+            Origin::Here => blocking.is_ending(),
+            // A Redis error keeps the answer's `BUSY` (and its retry's duplicate ack).
+            Origin::Process(_) => {
+                matches!(self.leases.holder(req.session_id).await, Ok(holder) if holder != Some(blocking.message_id))
+            }
         };
-        if self.leases.holder(req.session_id).await? == Some(mirror.message_id) {
+        if !over {
             return Err(ChatError::Busy);
         }
-        self.inflight.mirror_ended(&mirror, MIRROR_END_WAIT).await;
+        self.inflight.gone(&blocking, ENDED_ANSWER_WAIT).await;
         self.inflight.reserve(claim())
     }
 
@@ -438,8 +445,8 @@ impl ChatController {
 }
 
 /// The in-flight claim of a new message.
-/// Longest a message waits for this process to read the end of an answer whose lease is gone.
-const MIRROR_END_WAIT: Duration = Duration::from_secs(1);
+/// Longest a message waits for this process to let go of an answer that is over.
+const ENDED_ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 fn claim_for(req: &SendMessage, message_id: MessageId, intent: IntentType) -> Claim {
     Claim {

@@ -37,6 +37,9 @@ pub struct InFlightAnswer {
     /// reason says, not as stopped by the user.
     lost: Mutex<Option<Lost>>,
     progress: Mutex<Progress>,
+    /// Its end is being told (cluster mode: in Redis, the lease already released, before this
+    /// process's sockets and its in-flight claim follow).
+    ending: std::sync::atomic::AtomicBool,
 }
 
 /// Why an answer generated here cannot go on (cluster mode).
@@ -152,11 +155,11 @@ impl InFlightAnswers {
         there
     }
 
-    /// Resolves once `mirror` is no longer this process's answer of its session (its end was
-    /// read from the stream), or after `at_most`.
-    pub async fn mirror_ended(&self, mirror: &InFlightAnswer, at_most: std::time::Duration) {
+    /// Resolves once `answer` is no longer this process's answer of its session (a mirror whose
+    /// end was read from the stream, a local answer whose end was told), or after `at_most`.
+    pub async fn gone(&self, answer: &InFlightAnswer, at_most: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + at_most;
-        while self.get(mirror.session_id).is_some_and(|a| a.message_id == mirror.message_id)
+        while self.get(answer.session_id).is_some_and(|a| a.message_id == answer.message_id)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -228,6 +231,7 @@ impl InFlightAnswer {
             cancel: CancellationToken::new(),
             lost: Mutex::new(None),
             progress: Mutex::new(progress),
+            ending: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -271,6 +275,16 @@ impl InFlightAnswer {
     pub fn lose(&self, why: Lost) {
         lock(&self.lost).get_or_insert(why);
         self.cancel.cancel();
+    }
+
+    /// Marks that its end is being told: it is over, only its in-flight claim is left.
+    pub fn mark_ending(&self) {
+        self.ending.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether its end is being told ([`mark_ending`](Self::mark_ending)).
+    pub fn is_ending(&self) -> bool {
+        self.ending.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Why the answer was ended by [`lose`](Self::lose), if it was.

@@ -256,8 +256,10 @@ pub(super) async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redi
         renewed => renewed?,
     };
     for ((session_id, message_id, _), renewed) in held.iter().zip(renewed) {
-        let running =
-            inflight.get(*session_id).filter(|a| a.message_id == *message_id && a.origin == Origin::Here);
+        // An answer whose end is being told released its lease with that end.
+        let running = inflight
+            .get(*session_id)
+            .filter(|a| a.message_id == *message_id && a.origin == Origin::Here && !a.is_ending());
         let Some(answer) = running else { continue };
         match renewed {
             1 => {}

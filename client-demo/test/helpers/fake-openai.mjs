@@ -75,6 +75,11 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
     const promptTokens = Math.ceil(JSON.stringify(body.messages).length / 4);
     if (serves && promptTokens + (body.max_tokens ?? 0) > serves.window) {
       record.finished = true;
+      if (serves.server === "llama-cpp-python" && body.stream) {
+        // Its streams swallow the error: a 200 that ends without an event.
+        res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+        return res.end();
+      }
       const [status, error] = overWindow(serves, promptTokens + (body.max_tokens ?? 0));
       res.writeHead(status, { "content-type": "application/json" });
       return res.end(JSON.stringify(error));
@@ -143,7 +148,8 @@ function discovery(serves, method, url, body) {
 function overWindow({ server, window }, tokens) {
   switch (server) {
     case "llama.cpp": return [400, { error: { code: 400, message: `request (${tokens} tokens) exceeds the available context size (${window} tokens), try increasing it`, type: "exceed_context_size_error", n_prompt_tokens: tokens, n_ctx: window } }];
-    case "llama-cpp-python": return [400, { error: { message: `Requested tokens (${tokens}) exceed context window of ${window}`, type: "internal_server_error" } }];
+    // What llama-cpp-python 0.3 answers a whole completion (seen from the CI's real model).
+    case "llama-cpp-python": return [400, { error: { message: `This model's maximum context length is ${window} tokens. However, you requested ${tokens} tokens (${tokens - 100} in the messages, 100 in the completion). Please reduce the length of the messages or completion.`, type: "invalid_request_error", param: "messages", code: "context_length_exceeded" } }];
     case "lmstudio": return [400, { error: `Trying to keep the first ${tokens} tokens when context the overflows. However, the model is loaded with context length of only ${window} tokens, which is not enough.` }];
     default: return [400, { object: "error", message: `This model's maximum context length is ${window} tokens. However, you requested ${tokens} tokens.`, type: "BadRequestError", code: 400 }];
   }

@@ -83,9 +83,11 @@ fn from_llama_cpp_props(props: &Value) -> Option<u32> {
     tokens(&props["default_generation_settings"]["n_ctx"]).or_else(|| tokens(&props["n_ctx"]))
 }
 
-/// LM Studio: the context length the model is loaded with, else its largest.
+/// LM Studio: the context length the model is loaded with. Not loaded yet, it is loaded on
+/// demand with a context of LM Studio's choosing (not its `max_context_length`): nothing is
+/// told, and a refusal teaches it.
 fn from_lm_studio(model: &Value) -> Option<u32> {
-    tokens(&model["loaded_context_length"]).or_else(|| tokens(&model["max_context_length"]))
+    tokens(&model["loaded_context_length"])
 }
 
 /// Ollama: `num_ctx` from the model's parameters (a text of `name value` lines), else Ollama's
@@ -132,7 +134,10 @@ mod tests {
     fn lm_studio_gives_the_loaded_length_first() {
         let loaded = json!({ "id": "m", "max_context_length": 32768, "loaded_context_length": 4096 });
         assert_eq!(from_lm_studio(&loaded), Some(4096));
-        assert_eq!(from_lm_studio(&json!({ "id": "m", "max_context_length": 8192 })), Some(8192));
+        assert_eq!(
+            from_lm_studio(&json!({ "id": "m", "max_context_length": 8192, "state": "not-loaded" })),
+            None
+        );
     }
 
     #[test]

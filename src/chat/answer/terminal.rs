@@ -27,6 +27,7 @@ impl Terminal {
     /// any socket can see it (see [`AnswerAudience::deliver_end`]).
     pub(super) async fn deliver(mut self, event: AnswerEvent<'_>, guard: InFlightGuard) {
         self.delivered = true;
+        self.answer.mark_ending();
         self.runner.audience.deliver_end(event, Box::new(move || drop(guard))).await;
     }
 }
