@@ -161,6 +161,34 @@ test("while the provider is busy the page counts down to the next try, then the 
   }
 });
 
+test("while a slow local model reads a long question the page says so, then the answer streams", async (t) => {
+  if (!browser) return t.skip("no Chromium here");
+  // A llama.cpp server reading 2 ms a token: the first long question measures its pace, the
+  // second is told as being read (about 4 s).
+  const fake = await startFakeOpenAI({ serves: { server: "llama.cpp", window: 16384 }, readMsPerToken: 2 });
+  const slow = await startServer({ env: { AI_PROVIDER: "openai", AI_BASE_URL: fake.url, AI_API_KEY: "k", AI_MODEL: "fake-model" } });
+  const page = await browser.newPage();
+  const brief = Array.from({ length: 130 }, (_, i) => `Point ${i} of the brief is about tasks and their wakers.`).join(" ");
+  try {
+    await page.goto(slow.url);
+    await signInWithASession(page, "erin");
+    for (const n of [1, 2]) {
+      await page.fill("#question", `Question ${n}: ${brief} What does the article say?`);
+      await page.click("#send");
+      if (n === 2) {
+        await page.waitForSelector("li.assistant.streaming .note.waiting");
+        assert.match(await page.textContent("li.assistant.streaming .note.waiting"), /The model is reading your question \(\d+ tokens\): about \d+ s left…/);
+      }
+      await page.waitForFunction((n) => document.querySelectorAll("li.assistant:not(.streaming)").length >= n, n, { timeout: 30_000 });
+    }
+    assert.equal(await page.locator("li.assistant .note.waiting").count(), 0, "the reading is over");
+  } finally {
+    await page.close();
+    await slow.stop();
+    await fake.close();
+  }
+});
+
 test("a rate-limited message shows when to retry", async (t) => {
   if (!browser) return t.skip("no Chromium here");
   const limited = await startServer({ env: { RATE_LIMIT_MESSAGES_PER_MINUTE: "1", RATE_LIMIT_BURST: "1", LOCAL_AI_PACING_MS: "0" } });
