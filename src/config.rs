@@ -133,6 +133,11 @@ pub struct ServerConfig {
     /// At shutdown, how long answers in flight may take to finish (s).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Cluster mode: another process continues the answers of a process that died, and a
+    /// process told to stop hands its answers over instead of finishing them (`false`: they
+    /// end `interrupted`, and a stopping process finishes them within SHUTDOWN_GRACE_SECS).
+    #[arg(long, env = "RESUME_ANSWERS_ON_PROCESS_DEATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub resume_answers_on_process_death: bool,
     /// Log lines as text or JSON (the filter is RUST_LOG, default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -398,9 +398,9 @@ async fn join_cluster(
     let Some(url) = &config.server.redis_url else { return Ok(None) };
     // A session's stream outlives its last answer long enough for any reader to finish it.
     let keep = Duration::from_secs(config.ai.answer_timeout_secs.max(3_600) + 600);
-    Ok(Some(
-        Cluster::connect(url.expose_secret(), &config.server.redis_prefix, inflight.clone(), keep).await?,
-    ))
+    let resume = config.server.resume_answers_on_process_death;
+    let prefix = &config.server.redis_prefix;
+    Ok(Some(Cluster::connect(url.expose_secret(), prefix, inflight.clone(), keep, resume).await?))
 }
 
 /// The store, migrated, with the answers a crash left `streaming` marked `interrupted`. In
@@ -444,6 +444,7 @@ fn chat_controller(
             watch_grace: Duration::from_secs(config.streams.watch_grace_secs),
             summary_every: config.sessions.summary_every,
             max_model_calls: config.limits.max_model_calls_per_message,
+            resume_answers: others.cluster.is_some() && config.server.resume_answers_on_process_death,
         },
         join_history: config.sessions.join_history_messages,
         answers_generating: config.answers_generating(),
@@ -452,7 +453,11 @@ fn chat_controller(
     let Started { audience, leases, watchers } = others.start(&inflight, rooms, &sessions);
     let budget = TokenBudget::new(config.limits.daily_token_budget, others.spent.clone());
     let parts = ChatParts { sessions, ai, audience, inflight, budget, leases, watchers };
-    ChatController::new(parts, settings)
+    let controller = ChatController::new(parts, settings);
+    if let Some(cluster) = &others.cluster {
+        cluster.resume_with(&controller);
+    }
+    controller
 }
 
 /// The socket events, behind the per-user limits and the token expiry sweep.

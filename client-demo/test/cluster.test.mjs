@@ -312,8 +312,11 @@ test("an answer is not cancelled while a socket on another process watches it", 
   });
 });
 
+// With answers resumed (the default) a dead process's answers are continued: resume.test.mjs.
+// These hold what happens without (RESUME_ANSWERS_ON_PROCESS_DEATH=false), or when a takeover
+// fails.
 test("a process killed mid-answer: another stores it interrupted within 15 s, tells its watchers, frees the session", async (t) => {
-  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200" }, async (cluster) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200", RESUME_ANSWERS_ON_PROCESS_DEATH: "false" }, async (cluster) => {
     const [a, b] = cluster.servers;
     const { token, session, onA, onB, watched, ack } = await askWatchedElsewhere(cluster, a, b);
     for (let i = 0; i < 3; i++) await new Promise((r) => onB.once("chat:stream:token", r));
@@ -368,7 +371,7 @@ function assertOneOutcome(events, messageId, who) {
 }
 
 test("a process paused past its lease (SIGSTOP) is fenced off: one outcome on every socket, the stored one, nothing after", async (t) => {
-  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200" }, async (cluster) => {
+  await withProcesses(t, 2, { LOCAL_AI_PACING_MS: "200", RESUME_ANSWERS_ON_PROCESS_DEATH: "false" }, async (cluster) => {
     const [a, b] = cluster.servers;
     const token = cluster.token("alice");
     const { session } = await createSession(a.url, token, samplePost);
@@ -478,7 +481,12 @@ test("Redis paused 3.5 s (CLIENT PAUSE) mid-answer: the answer finishes whole on
 test("a process killed with 1,000 answers in flight: all stored interrupted within 15 s, every session free again", async (t) => {
   // A word every 5 s: every answer is still in flight when the process is killed. 1,000
   // answers reading their context at once from a debug build may wait on the pool: given time.
-  const env = { LOCAL_AI_PACING_MS: "5000", MAX_SESSIONS_PER_SOCKET: "2000", DATABASE_ACQUIRE_TIMEOUT_MS: "30000" };
+  const env = {
+    LOCAL_AI_PACING_MS: "5000",
+    MAX_SESSIONS_PER_SOCKET: "2000",
+    DATABASE_ACQUIRE_TIMEOUT_MS: "30000",
+    RESUME_ANSWERS_ON_PROCESS_DEATH: "false",
+  };
   await withProcesses(t, 2, env, async (cluster) => {
     const [a, b] = cluster.servers;
     const token = cluster.token("alice");

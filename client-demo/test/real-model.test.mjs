@@ -4,9 +4,10 @@
 // in CI like every other test.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { api, ask, connect, createSession, devToken } from "../lib/client.mjs";
+import { api, ask, connect, createSession, devToken, request } from "../lib/client.mjs";
 import { startServer, samplePost, twitterLength } from "./helpers/server.mjs";
 import { startRealModel } from "./helpers/real-model.mjs";
+import { startProcesses } from "./helpers/processes.mjs";
 
 let model;
 let server;
@@ -120,5 +121,46 @@ test("a new user's settings only (provider, URL, key, model): long questions out
     assert.match(fresh.logs(), /model window learned context_tokens=4096/, "learned from the server's refusal");
   } finally {
     await fresh.stop();
+  }
+});
+
+// Cluster mode: the process writing an answer is killed; another continues it with the real
+// model (llama-cpp-python takes no prefill: the logged text as the assistant's turn, then an
+// instruction to continue it exactly).
+test("a process killed mid-answer: another continues it with the real model, one gapless answer stored complete", { timeout: 5 * 60_000 }, async (t) => {
+  const env = { AI_PROVIDER: "openai", AI_BASE_URL: model.url, AI_MODEL: model.model, AI_API_KEY: "unused", ANSWER_MAX_TOKENS: "120" };
+  const cluster = await startProcesses(2, { env });
+  if (!cluster) return t.skip("PostgreSQL unreachable");
+  try {
+    const [a, b] = cluster.servers;
+    const alice = cluster.token("alice");
+    const { session } = await createSession(a.url, alice, samplePost);
+    const [onA, onB] = await Promise.all([connect(a.url, alice), connect(b.url, alice)]);
+    await request(onB, "chat:join", { sessionId: session.id });
+    const seen = [];
+    onB.onAny((name, payload) => seen.push({ name, payload }));
+    const ack = await request(onA, "chat:message", { sessionId: session.id, content: "What does the article say about Tokio and its scheduler?" });
+    const deadline = Date.now() + 120_000;
+    while (seen.filter((e) => e.name === "chat:stream:token").length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    a.process.kill("SIGKILL");
+    const ended = () => seen.find((e) => e.payload?.messageId === ack.messageId && ["chat:stream:end", "chat:error"].includes(e.name));
+    while (!ended() && Date.now() < deadline + 60_000) await new Promise((r) => setTimeout(r, 100));
+    const mine = seen.filter((e) => e.payload?.messageId === ack.messageId);
+    const resumed = mine.find((e) => e.name === "chat:stream:status" && e.payload.state === "resumed");
+    assert.ok(resumed, "told it resumed");
+    let next = 0;
+    for (const e of mine.filter((e) => e.name === "chat:stream:token")) {
+      assert.equal(e.payload.seq - (e.payload.count ?? 1) + 1, next, `no gap, no double at ${e.payload.seq}`);
+      next = e.payload.seq + 1;
+    }
+    const end = mine.at(-1);
+    assert.equal(end.name, "chat:stream:end", JSON.stringify(end.payload).slice(0, 300));
+    const text = mine.filter((e) => e.name === "chat:stream:token").map((e) => e.payload.token).join("");
+    assert.equal(end.payload.content, text);
+    const stored = (await api(b.url, alice, "GET", `/api/sessions/${session.id}/messages`)).body.messages.find((m) => m.id === ack.messageId);
+    assert.deepEqual([stored.status, stored.aiResponse], ["complete", text]);
+    onB.close();
+  } finally {
+    await cluster.stop();
   }
 });

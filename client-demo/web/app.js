@@ -119,7 +119,9 @@ function startAnswer(messageId, content = "", seq = -1) {
   li.dataset.messageId = messageId;
   li.querySelector(".text").textContent = content;
   li.classList.add("streaming");
-  state.answer = { messageId, seq, li };
+  // The tokens since the snapshot (`content` up to `seq`), kept apart: a `resumed` status may
+  // take the last of them back.
+  state.answer = { messageId, seq, li, base: content, baseSeq: seq, pieces: [] };
   setBusy(true);
 }
 
@@ -143,7 +145,17 @@ function onToken(t) {
   if (first <= answer.seq) token = ""; // a coalesced event overlapping the snapshot: rare, resync at the end
   stopWaiting(answer);
   answer.li.querySelector(".text").textContent += token;
+  answer.pieces.push([t.seq, token]);
   answer.seq = t.seq;
+}
+
+/** chat:stream:status resumed: another server continues the answer (its own stopped) from token
+ * `seq`; what this page holds past it was never logged there and is written again. */
+function onResumed(answer, s) {
+  if (s.seq >= answer.seq) return;
+  answer.pieces = answer.pieces.filter(([seq]) => seq <= s.seq);
+  answer.seq = Math.max(s.seq, answer.baseSeq);
+  answer.li.querySelector(".text").textContent = answer.base + answer.pieces.map(([, token]) => token).join("");
 }
 
 const CUT_NOTE = "cut short: the answer reached its length limit";
@@ -152,6 +164,7 @@ const CUT_NOTE = "cut short: the answer reached its length limit";
  * reading a long prompt (about how long is left). The first token ends either. */
 function onStatus(s) {
   const answer = state.answer;
+  if (answer?.messageId === s.messageId && s.state === "resumed") return onResumed(answer, s);
   if (!answer || answer.messageId !== s.messageId || !["waiting", "reading"].includes(s.state)) return;
   let waiting = answer.li.querySelector(".waiting");
   if (!waiting) {

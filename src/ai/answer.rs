@@ -39,7 +39,7 @@ impl AiService {
     }
 
     /// The messages for a question, within the window (a smaller part of it once `squeezed`).
-    fn answer_messages(&self, request: &Request<'_>, squeezed: bool) -> Vec<LlmMessage> {
+    pub(super) fn answer_messages(&self, request: &Request<'_>, squeezed: bool) -> Vec<LlmMessage> {
         let ctx = request.ctx;
         let fixed = prompt_tokens(&prompt::answer(ctx, &[], request.text, ""));
         let fitted = window::fit(

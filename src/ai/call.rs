@@ -125,6 +125,20 @@ impl AiService {
         show: Show<'_>,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<CallEnd, AiError> {
+        let cap = self.settings.window.current().answer_tokens as usize;
+        self.stream_call_within(llm, messages, cap, meter, show, on_text).await
+    }
+
+    /// [`stream_call`](Self::stream_call), taking at most `cap` tokens.
+    pub(super) async fn stream_call_within(
+        &self,
+        llm: &dyn LLM,
+        messages: &[LlmMessage],
+        cap: usize,
+        meter: &UsageMeter,
+        show: Show<'_>,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<CallEnd, AiError> {
         meter.allow_call()?;
         let prompt = prompt_tokens(messages);
         // A long prompt to a slow reader gets the time its reading takes, and its user is told.
@@ -136,7 +150,7 @@ impl AiService {
         let (mut stream, asked) = open(llm, messages, first_token, show).await?;
         // Counted once the provider took the request: a refused one costs nothing.
         meter.sent(u32::try_from(prompt).unwrap_or(u32::MAX));
-        let mut end = CallEnd::new(self.settings.window.current().answer_tokens as usize);
+        let mut end = CallEnd::new(cap);
         // Only text is progress: a provider sending empty deltas is as idle as a silent one.
         let mut deadline = first_token;
         while !end.full {

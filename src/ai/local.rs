@@ -7,7 +7,10 @@
 //!   hashtags from the title, opened in the user's voice; replied as the JSON the prompt asks for.
 //! - Summaries: the user's questions so far.
 //!
-//! It streams word by word, with an optional pause between words for demos.
+//! It streams word by word, with an optional pause between words for demos. A final assistant
+//! message is the start of the reply (a prefill, as llama.cpp's server takes it): the engine
+//! writes what follows it in its own reply, so an answer begun by a process that died goes on
+//! exactly.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use langchain_rust::language_models::llm::LLM;
 use langchain_rust::language_models::{GenerateResult, LLMError};
-use langchain_rust::schemas::{Message as LlmMessage, StreamData};
+use langchain_rust::schemas::{Message as LlmMessage, MessageType, StreamData};
 use serde_json::json;
 
 use super::bm25;
@@ -65,8 +68,17 @@ impl LLM for LocalEngine {
         &self,
         messages: &[LlmMessage],
     ) -> Result<Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send>>, LLMError> {
-        let text = self.respond(messages)?;
-        let (pacing, max_words) = (self.pacing, self.max_words);
+        let (begun, prompt) = match messages.split_last() {
+            Some((last, prompt)) if matches!(last.message_type, MessageType::AIMessage) => {
+                (last.content.as_str(), prompt)
+            }
+            _ => ("", messages),
+        };
+        let whole = self.respond(prompt)?;
+        // What follows the prefill in its own reply (nothing when it wrote something else).
+        let text = whole.strip_prefix(begun).unwrap_or_default().to_owned();
+        let written = begun.split_inclusive(' ').count();
+        let (pacing, max_words) = (self.pacing, self.max_words.saturating_sub(written).max(1));
         Ok(Box::pin(async_stream::stream! {
             for (i, word) in text.split_inclusive(' ').enumerate() {
                 if !pacing.is_zero() {
@@ -360,6 +372,27 @@ mod tests {
             engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
         assert!(tokens.len() > 3);
         assert_eq!(tokens.concat(), content);
+    }
+
+    #[tokio::test]
+    async fn a_reply_begun_elsewhere_goes_on_exactly_from_where_it_stopped() {
+        let content = "Tokio runs async tasks on a thread pool.";
+        let mut msgs = vec![
+            LlmMessage::new_system_message(sections(content)),
+            LlmMessage::new_human_message("tokio tasks"),
+        ];
+        let engine = LocalEngine::new(Duration::ZERO, 1_000);
+        for begun in ["", "Tokio runs ", "Tokio runs as", content] {
+            msgs.truncate(2);
+            msgs.push(LlmMessage::new_ai_message(begun));
+            let rest: Vec<String> =
+                engine.stream(&msgs).await.unwrap().map(|d| d.unwrap().content).collect().await;
+            assert_eq!(format!("{begun}{}", rest.concat()), content, "begun with {begun:?}");
+        }
+        // A reply it would not have written is not continued.
+        msgs.truncate(2);
+        msgs.push(LlmMessage::new_ai_message("Something else "));
+        assert_eq!(engine.stream(&msgs).await.unwrap().count().await, 0);
     }
 
     #[tokio::test]

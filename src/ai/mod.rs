@@ -11,6 +11,7 @@ mod answer;
 mod bm25;
 mod budget;
 mod call;
+mod continuation;
 mod intent;
 mod local;
 mod model_window;
@@ -48,6 +49,7 @@ pub use reading_pace::ReadingPace;
 pub use usage::{Allowance, UsageMeter};
 pub use window::ContextWindow;
 
+use continuation::{ContinueStyle, ContinueStyleCell};
 use openai_compatible::{CallOptions, Format, MaxTokens, Provider, ProviderError, RefusalKind};
 
 /// The prompt reading pace assumed of a self-hosted server until one call is measured: a small
@@ -166,6 +168,9 @@ pub struct Request<'a> {
     pub intent: IntentType,
     /// The posts asked for (social posts), in order.
     pub platforms: &'a [Platform],
+    /// The answer's text so far, written and logged by a process that died: the answer goes
+    /// on from it (see `continuation.rs`).
+    pub continued: Option<&'a str>,
 }
 
 /// A finished answer: its posts (social posts) and whether it stopped at `ANSWER_MAX_TOKENS`.
@@ -190,6 +195,8 @@ pub struct AiService {
     pace: Arc<ReadingPace>,
     /// The endpoint asked for its window (none for the offline engine).
     provider: Option<Provider>,
+    /// How the provider continues a reply begun elsewhere.
+    continue_style: Arc<ContinueStyleCell>,
 }
 
 impl AiService {
@@ -205,6 +212,7 @@ impl AiService {
             pace: Arc::new(ReadingPace::new(settings.first_token_timeout, None)),
             settings,
             provider: None,
+            continue_style: Arc::new(ContinueStyleCell::new(ContinueStyle::Prefill)),
         }
     }
 
@@ -218,7 +226,7 @@ impl AiService {
             temperature: Some(0.0),
             max_tokens: MaxTokens::Fixed(60),
             format: Format::JsonSchema { name: "intent", schema: intent::classifier_schema() },
-            stream_usage: false,
+            ..CallOptions::default()
         };
         Self {
             llm: Arc::new(provider.model(answers)),
@@ -228,6 +236,8 @@ impl AiService {
             pace: Arc::new(ReadingPace::new(settings.first_token_timeout, None)),
             settings,
             provider: Some(provider),
+            // Until the server says what it is: the way every chat model understands.
+            continue_style: Arc::new(ContinueStyleCell::new(ContinueStyle::Instruction)),
         }
     }
 
@@ -240,6 +250,7 @@ impl AiService {
             Some(served) => {
                 self.settings.window.learn(served.tokens, WindowSource::Reported(served.source));
                 self.pace.assume(SELF_HOSTED_TOKENS_PER_SECOND);
+                self.continue_style.learn_from(served.source);
                 true
             }
             None => false,
@@ -291,9 +302,13 @@ impl AiService {
         meter: &UsageMeter,
         show: Show<'_>,
     ) -> Result<Written, AiError> {
-        match request.intent {
-            IntentType::Question => self.answer(request, meter, show).await,
-            IntentType::SocialPost => self.posts(request, meter, show).await,
+        match (request.intent, request.continued) {
+            (IntentType::Question, None) => self.answer(request, meter, show).await,
+            (IntentType::SocialPost, None) => self.posts(request, meter, show).await,
+            (IntentType::Question, Some(logged)) => self.answer_continued(request, logged, meter, show).await,
+            (IntentType::SocialPost, Some(logged)) => {
+                self.posts_continued(request, logged, meter, show).await
+            }
         }
     }
 
@@ -323,6 +338,24 @@ impl AiService {
 }
 
 impl AiService {
+    /// How the provider continues a reply begun elsewhere.
+    fn continue_style(&self) -> ContinueStyle {
+        self.continue_style.get()
+    }
+
+    /// The answers' model, writing at most `room` tokens and continuing a final assistant
+    /// message when the provider must be asked to.
+    fn continuing_llm(&self, room: u32) -> Arc<dyn LLM> {
+        let Some(provider) = &self.provider else { return self.llm.clone() };
+        let options = CallOptions {
+            max_tokens: MaxTokens::Fixed(room),
+            stream_usage: true,
+            continue_final_message: self.continue_style() == ContinueStyle::PrefillAskedFor,
+            ..CallOptions::default()
+        };
+        Arc::new(provider.model(options))
+    }
+
     /// A whole completion for a background task (title, summary), within the first-token
     /// deadline: a provider that trickles its body does not hold the task and its connection.
     async fn background_call(

@@ -20,8 +20,20 @@ impl AiService {
         meter: &UsageMeter,
         show: Show<'_>,
     ) -> Result<Written, AiError> {
-        let (mut drafts, shown_any) = self.posts_as_json(request, meter, show).await?;
-        let mut shown_any = shown_any;
+        let (drafts, shown_any) = self.posts_as_json(request, meter, show).await?;
+        self.finish_posts(request, drafts, shown_any, meter, show).await
+    }
+
+    /// The posts once `drafts` holds those written (`shown_any`: some text was shown): each
+    /// missing one asked for as plain text, those over their limit shortened.
+    pub(super) async fn finish_posts(
+        &self,
+        request: &Request<'_>,
+        mut drafts: Vec<Option<Draft>>,
+        mut shown_any: bool,
+        meter: &UsageMeter,
+        show: Show<'_>,
+    ) -> Result<Written, AiError> {
         let mut spent = None;
         for (slot, &platform) in request.platforms.iter().enumerate() {
             if drafts[slot].is_some() {
@@ -150,7 +162,7 @@ impl AiService {
         prompt::social_posts(ctx, fitted.history, text, platforms, &fitted.content)
     }
 
-    fn post_messages(&self, request: &Request<'_>, platform: Platform) -> Vec<LlmMessage> {
+    pub(super) fn post_messages(&self, request: &Request<'_>, platform: Platform) -> Vec<LlmMessage> {
         let ctx = request.ctx;
         let fixed = prompt_tokens(&prompt::social_post(ctx, request.text, platform, ""));
         let fitted = window::fit(

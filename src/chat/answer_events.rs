@@ -35,6 +35,13 @@ pub enum AnswerEvent<'a> {
         prompt_tokens: usize,
         expected: std::time::Duration,
     },
+    /// Another process continues the answer from its token `seq` (-1: none) as logged; what
+    /// a socket holds past it was never logged and is written again.
+    Resumed {
+        session_id: SessionId,
+        message_id: MessageId,
+        seq: i64,
+    },
     End {
         session_id: SessionId,
         message_id: MessageId,
@@ -65,6 +72,7 @@ impl AnswerEvent<'_> {
             | AnswerEvent::Token { message_id, .. }
             | AnswerEvent::Waiting { message_id, .. }
             | AnswerEvent::Reading { message_id, .. }
+            | AnswerEvent::Resumed { message_id, .. }
             | AnswerEvent::End { message_id, .. }
             | AnswerEvent::SocialGenerated { message_id, .. }
             | AnswerEvent::Failed { message_id, .. } => *message_id,
@@ -77,6 +85,7 @@ impl AnswerEvent<'_> {
             | AnswerEvent::Token { session_id, .. }
             | AnswerEvent::Waiting { session_id, .. }
             | AnswerEvent::Reading { session_id, .. }
+            | AnswerEvent::Resumed { session_id, .. }
             | AnswerEvent::End { session_id, .. }
             | AnswerEvent::SocialGenerated { session_id, .. }
             | AnswerEvent::Failed { session_id, .. } => *session_id,
@@ -88,6 +97,12 @@ impl AnswerEvent<'_> {
 /// in-flight answer can deliver a token and record it under one lock (see `inflight.rs`).
 pub trait AnswerAudience: Send + Sync + 'static {
     fn deliver(&self, event: AnswerEvent<'_>);
+
+    /// Delivers to the sockets of this process only: what another process already logged for
+    /// the others (an answer taken over here, caught up for the sockets that mirrored it).
+    fn deliver_here(&self, event: AnswerEvent<'_>) {
+        self.deliver(event);
+    }
 
     /// Tells the session's room that the session changed (its title: `chat:session:updated`).
     fn session_updated(&self, session_id: SessionId, title: &str);

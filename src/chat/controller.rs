@@ -16,11 +16,11 @@ use crate::store::{NewMessage, StoreError};
 use crate::telemetry::Untrusted;
 
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
-use super::inflight::{Claim, InFlightGuard, Origin};
+use super::inflight::{Claim, InFlightGuard, Lost, Origin};
 use super::{
-    Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, AskedSession, BudgetAsk, ChatError,
-    ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim, OtherWatchers,
-    SessionEntry, TokenBudget,
+    Admission, AnswerAudience, AnswerElsewhere, AnswerEvent, AnswerLeases, AskedSession, BudgetAsk,
+    ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim,
+    OtherWatchers, SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -58,6 +58,18 @@ impl AcceptedMessage {
             job.spawn();
         }
     }
+}
+
+/// An answer whose process died (or handed it over), for this process to continue.
+#[derive(Debug, Clone)]
+pub struct OrphanedAnswer {
+    pub session_id: SessionId,
+    pub message_id: MessageId,
+    /// What its process wrote and logged (the text, in how many tokens); `None` when not even
+    /// its start was logged: it is answered from the start here.
+    pub logged: Option<(String, u64)>,
+    /// A stop was asked for while no process held it: it ends stopped at once.
+    pub stop_asked: bool,
 }
 
 /// What `chat:join` returns.
@@ -108,7 +120,7 @@ impl ChatController {
             settings.answers,
             budget.clone(),
             GenerationSlots::new(settings.answers_generating),
-            watchers.clone(),
+            (watchers.clone(), leases.clone()),
         );
         Arc::new(Self {
             sessions,
@@ -379,6 +391,50 @@ impl ChatController {
         self.budget.check(spent, now).map_err(|retry_after| ChatError::RateLimited { retry_after })
     }
 
+    /// Continues an answer whose process died (cluster mode), from what that process logged:
+    /// same message, its tokens numbered on, its end told and stored here. Refused when this
+    /// process is shutting down, already answers the session, or the answer is no longer
+    /// `streaming` (its process stored its end before dying): the sweep then ends it as stored.
+    pub async fn resume(self: &Arc<Self>, orphan: OrphanedAnswer) -> Result<(), ChatError> {
+        if !self.is_accepting() {
+            return Err(ChatError::ShuttingDown);
+        }
+        let (session_id, message_id) = (orphan.session_id, orphan.message_id);
+        let row = self.sessions.message(session_id, message_id).await?.ok_or(ChatError::NotFound)?;
+        if row.status != MessageStatus::Streaming {
+            return Err(ChatError::NotFound);
+        }
+        let owner = self.sessions.owner_of(session_id).await?.ok_or(ChatError::NotFound)?;
+        let asked = self.sessions.asked_at(&owner, session_id, None, None).await?;
+        // Its budget was checked when it was accepted: what is left today bounds the rest.
+        let tokens_left = self.check_budget(&owner, crate::domain::now(), None).await.unwrap_or(Some(0));
+        let claim = Claim {
+            session_id,
+            message_id,
+            intent: row.intent_type,
+            client_message_id: row.client_message_id.clone(),
+            user_message: row.user_message.clone(),
+        };
+        let audience = self.answers.audience();
+        let catch_up = |token: &str, seq, count| {
+            audience.deliver_here(AnswerEvent::Token { session_id, message_id, token, seq, count });
+        };
+        let (text, tokens) = orphan.logged.clone().unwrap_or_default();
+        let guard = self.inflight.adopt(claim, text, tokens, catch_up)?;
+        if orphan.stop_asked {
+            guard.answer().stop();
+        }
+        // The platforms the user named, as the rules read them again (never a model call).
+        let platforms = crate::ai::detect_intent(&row.user_message).platforms;
+        info!(%message_id, tokens, started = orphan.logged.is_some(), "continuing an answer whose process stopped");
+        let job = match orphan.logged {
+            Some(_) => self.answers.resumed_job(asked, guard, row.user_message, platforms, tokens_left),
+            None => self.answers.job(asked, guard, row.user_message, platforms, tokens_left),
+        };
+        job.spawn();
+        Ok(())
+    }
+
     /// Asks the session's in-flight answer to stop, wherever it is generated; `Ok(false)` when
     /// none was running.
     pub async fn stop(&self, user: &UserId, session_id: SessionId) -> Result<bool, ChatError> {
@@ -386,7 +442,8 @@ impl ChatController {
         if let Some(answer) = self.inflight.get(session_id).filter(|a| a.origin == Origin::Here) {
             return Ok(answer.stop());
         }
-        self.leases.stop_elsewhere(session_id).await
+        let mirrored = self.inflight.get(session_id).map(|a| a.message_id);
+        self.leases.stop_elsewhere(session_id, mirrored).await
     }
 
     /// Makes sure this process follows the session's answers generated elsewhere (a socket
@@ -440,6 +497,11 @@ impl ChatController {
     /// `SERVER_SHUTDOWN` (their partial text stored) and waits for them to record that.
     pub async fn drain(&self, grace: Duration) {
         self.stop_accepting();
+        if self.answers.resumes_answers() {
+            let local = self.inflight.local();
+            info!(answers = local.len(), "handing the answers in flight over to other processes");
+            local.iter().for_each(|answer| answer.lose(Lost::HandedOver));
+        }
         self.answers.drain(grace, || self.inflight.len()).await;
     }
 }

@@ -48,8 +48,15 @@ pub enum Lost {
     /// Redis is unreachable (or lost its state): `CLUSTER_UNAVAILABLE`.
     ClusterUnavailable,
     /// Its lease was fenced off: the process was taken for dead (paused past the lease) and
-    /// the answer ended by the sweep, `SERVER_SHUTDOWN`, as every other socket was told.
+    /// the answer ended by the sweep, `SERVER_SHUTDOWN`, as every other socket was told (or,
+    /// with answers resumed, continued by another process).
     FencedOff,
+    /// Another process continues it (it took the answer over as this process's, found dead):
+    /// the sockets here follow it from the session's stream.
+    TakenOver,
+    /// Handed to another process to continue (shutdown): its events so far go to the stream,
+    /// then its lease is given up for another process to take.
+    HandedOver,
 }
 
 /// Where an in-flight answer is generated.
@@ -138,6 +145,91 @@ impl InFlightAnswers {
             claim.session_id,
             Arc::new(InFlightAnswer::new(claim, Origin::Process(origin), progress)),
         );
+        true
+    }
+
+    /// Takes over an answer another process began (found dead, or handing it over), with the
+    /// text it logged (`content`, `tokens` tokens): generated here from now on. When this
+    /// process mirrored it with fewer tokens (its follower was behind), `catch_up` delivers
+    /// the rest to the sockets here first (`text`, the last one's `seq`, `count`), under the
+    /// mirror's lock, so they see it gapless. `Busy` when another answer is generated here.
+    pub fn adopt(
+        self: &Arc<Self>,
+        claim: Claim,
+        content: String,
+        tokens: u64,
+        catch_up: impl FnOnce(&str, u64, u64),
+    ) -> Result<InFlightGuard, ChatError> {
+        let mut answers = lock(&self.answers);
+        let session_id = claim.session_id;
+        if let Some(current) = answers.get(&session_id) {
+            if current.origin == Origin::Here {
+                return Err(ChatError::Busy);
+            }
+            let progress = lock(&current.progress);
+            let behind = current.message_id == claim.message_id
+                && progress.tokens < tokens
+                && content.starts_with(progress.content.as_str());
+            if behind {
+                catch_up(&content[progress.content.len()..], tokens - 1, tokens - progress.tokens);
+            }
+        }
+        let answer = Arc::new(InFlightAnswer::new(claim, Origin::Here, Progress { content, tokens }));
+        answers.insert(session_id, answer.clone());
+        Ok(InFlightGuard { answers: self.clone(), answer })
+    }
+
+    /// Turns `answer`, generated here until now, into a mirror of its continuation by process
+    /// `origin`, at `content` and `tokens` as logged (`None`: as it is here); false when it is
+    /// not this session's answer here any more.
+    pub fn follow_instead(
+        &self,
+        answer: &Arc<InFlightAnswer>,
+        origin: String,
+        logged: Option<(String, u64)>,
+    ) -> bool {
+        let mut answers = lock(&self.answers);
+        if !answers.get(&answer.session_id).is_some_and(|a| Arc::ptr_eq(a, answer)) {
+            return false;
+        }
+        let progress = match logged {
+            Some((content, tokens)) => Progress { content, tokens },
+            None => {
+                let here = lock(&answer.progress);
+                Progress { content: here.content.clone(), tokens: here.tokens }
+            }
+        };
+        let claim = Claim {
+            session_id: answer.session_id,
+            message_id: answer.message_id,
+            intent: answer.intent,
+            client_message_id: answer.client_message_id.clone(),
+            user_message: answer.user_message.clone(),
+        };
+        let mirror = InFlightAnswer::new(claim, Origin::Process(origin), progress);
+        answers.insert(answer.session_id, Arc::new(mirror));
+        true
+    }
+
+    /// Sets a mirror's progress to what its new process logged before continuing it (a
+    /// mirror may hold tokens its old process delivered here and never logged); false when
+    /// `message_id` is not mirrored here.
+    pub fn rewind_mirror(
+        &self,
+        session_id: SessionId,
+        message_id: MessageId,
+        content: &str,
+        tokens: u64,
+    ) -> bool {
+        let answers = lock(&self.answers);
+        let Some(mirror) =
+            answers.get(&session_id).filter(|a| a.origin != Origin::Here && a.message_id == message_id)
+        else {
+            return false;
+        };
+        let mut progress = lock(&mirror.progress);
+        progress.content = content.to_owned();
+        progress.tokens = tokens;
         true
     }
 
@@ -259,6 +351,11 @@ impl InFlightAnswer {
         true
     }
 
+    /// How many tokens it has so far.
+    pub fn tokens(&self) -> u64 {
+        lock(&self.progress).tokens
+    }
+
     /// The text generated so far.
     pub fn content(&self) -> String {
         lock(&self.progress).content.clone()
@@ -301,6 +398,12 @@ impl InFlightAnswer {
 impl InFlightGuard {
     pub fn answer(&self) -> &Arc<InFlightAnswer> {
         &self.answer
+    }
+
+    /// Makes the answer, as it is here now, a mirror of its continuation by another process
+    /// (see [`InFlightAnswers::follow_instead`]); then drop the guard.
+    pub fn follow_instead(&self) -> bool {
+        self.answers.follow_instead(&self.answer, String::new(), None)
     }
 }
 
@@ -354,6 +457,50 @@ mod tests {
         let session = SessionId::new();
         let _guard = answers.reserve(Claim::new(session, IntentType::Question)).unwrap();
         assert_eq!(answers.join_watching(session, || {}).unwrap().seq, -1);
+    }
+
+    fn claim(session: SessionId, message: MessageId) -> Claim {
+        Claim { message_id: message, ..Claim::new(session, IntentType::Question) }
+    }
+
+    #[test]
+    fn an_adopted_answer_goes_on_from_the_logged_text_and_a_lagging_mirror_is_caught_up_first() {
+        let answers = Arc::new(InFlightAnswers::default());
+        let (session, message) = (SessionId::new(), MessageId::new());
+        assert!(answers.mirror(claim(session, message), "dead".into(), "a ".into(), 1));
+        let mut caught_up = Vec::new();
+        let guard = answers
+            .adopt(claim(session, message), "a b c ".into(), 3, |text, seq, count| {
+                caught_up.push((text.to_owned(), seq, count))
+            })
+            .unwrap();
+        assert_eq!(caught_up, vec![("b c ".to_owned(), 2, 2)]);
+        assert_eq!(guard.answer().origin, Origin::Here);
+        let mut seqs = vec![];
+        guard.answer().append("d", |seq| seqs.push(seq));
+        assert_eq!((seqs, guard.answer().content()), (vec![3], "a b c d".to_owned()));
+        // Another answer here keeps the session.
+        let other = answers.adopt(claim(session, MessageId::new()), String::new(), 0, |_, _, _| {});
+        assert!(matches!(other, Err(ChatError::Busy)));
+    }
+
+    #[test]
+    fn an_answer_taken_over_elsewhere_becomes_a_mirror_rewound_to_what_was_logged() {
+        let answers = Arc::new(InFlightAnswers::default());
+        let session = SessionId::new();
+        let guard = answers.reserve(Claim::new(session, IntentType::Question)).unwrap();
+        for t in ["a ", "b ", "c "] {
+            guard.answer().append(t, |_| {});
+        }
+        assert!(guard.follow_instead());
+        let mirror = answers.get(session).unwrap();
+        assert_ne!(mirror.origin, Origin::Here);
+        assert_eq!(answers.len(), 0, "no answer generated here any more");
+        // The process that continues it logged two of the three tokens.
+        assert!(answers.rewind_mirror(session, mirror.message_id, "a b ", 2));
+        assert_eq!(answers.join_watching(session, || {}).unwrap().seq, 1);
+        drop(guard);
+        assert!(answers.get(session).is_some(), "the guard's release leaves the mirror");
     }
 
     #[test]

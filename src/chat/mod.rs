@@ -22,7 +22,9 @@ mod token_budget;
 
 pub use answer::AnswerSettings;
 pub use answer_events::{AnswerAudience, AnswerEvent};
-pub use controller::{AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, SendMessage};
+pub use controller::{
+    AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, OrphanedAnswer, SendMessage,
+};
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
 pub use inflight::{Claim, InFlightAnswer, InFlightAnswers, InFlightSnapshot, Lost, Origin};

@@ -32,9 +32,22 @@ pub trait AnswerLeases: Send + Sync {
     ) -> Result<Admission, ChatError>;
     /// Asks the process generating the session's answer to stop it: true for the first request
     /// while that process lives and the answer runs; false when no other process answers.
-    async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError>;
+    /// `mirrored`: the answer of another process this process follows in the session; when
+    /// its process died and no other has taken it over yet, the stop waits for the takeover.
+    async fn stop_elsewhere(
+        &self,
+        session_id: SessionId,
+        mirrored: Option<MessageId>,
+    ) -> Result<bool, ChatError>;
     /// The answer holding the session now, as its lease says (`None`: the session is free).
     async fn holder(&self, session_id: SessionId) -> Result<Option<MessageId>, ChatError>;
+    /// Gives up the answer generated here for another process to continue (shutdown): once
+    /// its events so far are in, its lease goes as if its process had died, so the first
+    /// sweep elsewhere takes it over.
+    fn hand_over(&self, session_id: SessionId, message_id: MessageId);
+    /// Forgets the answer generated here that another process took over (this one was found
+    /// dead): nothing more of it is sent from here.
+    fn let_go(&self, session_id: SessionId, message_id: MessageId);
 }
 
 /// The daily budget an admission checks: the day (of `now`) and the tokens it allows.
@@ -134,9 +147,14 @@ impl AnswerLeases for OneProcess {
         })
     }
 
-    async fn stop_elsewhere(&self, _: SessionId) -> Result<bool, ChatError> {
+    async fn stop_elsewhere(&self, _: SessionId, _: Option<MessageId>) -> Result<bool, ChatError> {
         Ok(false)
     }
+
+    // One process drains its answers itself and is never taken for dead.
+    fn hand_over(&self, _: SessionId, _: MessageId) {}
+
+    fn let_go(&self, _: SessionId, _: MessageId) {}
 
     async fn holder(&self, _: SessionId) -> Result<Option<MessageId>, ChatError> {
         // Only this process answers: its in-flight answers say it all.

@@ -180,6 +180,11 @@ impl ChatSessionService {
         Ok(entry)
     }
 
+    /// The owner of session `id`, read from the store (`None`: it is gone).
+    pub async fn owner_of(&self, id: SessionId) -> Result<Option<UserId>, ChatError> {
+        Ok(self.store.get_session(id).await?.map(|session| session.owner))
+    }
+
     /// Whether `owner` has a session `id`.
     pub async fn exists(&self, owner: &UserId, id: SessionId) -> Result<bool, ChatError> {
         match self.session(owner, id).await {

@@ -74,8 +74,13 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// follower's read until such a wake.
 ///
 /// With `ARGV[15]` (an answer's last entry), the lease `KEYS[5]` is released afterwards if that
-/// answer holds it, and its member `ARGV[16]` leaves the leases' set `KEYS[7]`, whatever the
-/// append's outcome: the session is freed in the same step as its end goes in, never before.
+/// answer holds it through this process, and its member `ARGV[16]` leaves the leases' set
+/// `KEYS[7]`, whatever the append's outcome: the session is freed in the same step as its end
+/// goes in, never before. Nothing is released when another process holds the lease for the
+/// same answer: it continues it (this process was taken for dead).
+///
+/// Entries are numbered per answer and fencing token (`ARGV[6]` is `message.token`): a process
+/// that continues an answer numbers its entries from one again.
 static APPEND: Lua = Lua::new(
     r"
 local function append()
@@ -118,12 +123,15 @@ return 1
 end
 local appended = append()
 if ARGV[15] ~= '' then
+  local ours = true
   local held = redis.call('GET', KEYS[5])
   if held then
     local ok, lease = pcall(cjson.decode, held)
-    if ok and lease.m == ARGV[15] then redis.call('DEL', KEYS[5]) end
+    if ok and lease.m == ARGV[15] then
+      if lease.o == ARGV[2] then redis.call('DEL', KEYS[5]) else ours = false end
+    end
   end
-  redis.call('ZREM', KEYS[7], ARGV[16])
+  if ours then redis.call('ZREM', KEYS[7], ARGV[16]) end
 end
 return appended
 ",
@@ -153,6 +161,14 @@ enum Entry {
         session_id: SessionId,
         message_id: MessageId,
     },
+    /// The answer goes on in another process: nothing more of it is sent from here, and its
+    /// lease is released (no more), or given up for another process to take (`expire`: this
+    /// process hands it over).
+    LetGo {
+        session_id: SessionId,
+        message_id: MessageId,
+        expire: bool,
+    },
     /// Answered once everything queued before it is sent.
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Answered once everything queued before it is sent: whether the answer's events were
@@ -166,7 +182,15 @@ enum Entry {
 /// What one pipeline sends, per session in order.
 enum Command {
     Append(Append),
-    Release { session_id: SessionId, message_id: MessageId },
+    Release {
+        session_id: SessionId,
+        message_id: MessageId,
+    },
+    /// Gives the lease up as expired, for another process to take the answer over.
+    HandOver {
+        session_id: SessionId,
+        message_id: MessageId,
+    },
 }
 
 /// An entry to append to a session's stream.
@@ -283,6 +307,14 @@ impl AnswerLog {
         let _ = self.tx.send(Entry::Lost(message_id, why));
     }
 
+    /// Stops logging answer `message_id`, which another process continues; with `expire`, its
+    /// lease is given up as if this process had died (after its events so far), so that the
+    /// next sweep takes it over.
+    pub fn let_go(&self, session_id: SessionId, message_id: MessageId, expire: bool) {
+        self.queued.increment(1.0);
+        let _ = self.tx.send(Entry::LetGo { session_id, message_id, expire });
+    }
+
     /// Releases the session's lease held for `message_id` (after its terminal event, if it
     /// started).
     pub fn release(&self, session_id: SessionId, message_id: MessageId) {
@@ -384,6 +416,7 @@ impl Writer {
         if load {
             pipe.add_command(APPEND.load()).ignore();
             pipe.add_command(lease::RELEASE.load()).ignore();
+            pipe.add_command(lease::HAND_OVER.load()).ignore();
         }
         for command in commands {
             match command {
@@ -391,7 +424,20 @@ impl Writer {
                     pipe.add_command(self.append_command(append));
                 }
                 Command::Release { session_id, message_id } => {
-                    pipe.add_command(lease::release_command(&self.keys, *session_id, *message_id));
+                    pipe.add_command(lease::release_command(
+                        &self.keys,
+                        *session_id,
+                        *message_id,
+                        &self.process,
+                    ));
+                }
+                Command::HandOver { session_id, message_id } => {
+                    pipe.add_command(lease::hand_over_command(
+                        &self.keys,
+                        *session_id,
+                        *message_id,
+                        &self.process,
+                    ));
                 }
             }
         }
@@ -413,7 +459,7 @@ impl Writer {
             args.trim = (self.clock.now_ms() - TRIM_AFTER_MS).to_string();
         }
         if let (Some(Numbered { fence, n }), Some(m)) = (numbered, event.message_id()) {
-            (args.fence, args.message, args.n) = (fence.to_string(), m.to_string(), n.to_string());
+            (args.fence, args.message, args.n) = (fence.to_string(), format!("{m}.{fence}"), n.to_string());
         }
         // The expiries are set where an answer starts and ends (and by session events).
         if !(mid_answer && numbered.is_some()) {
@@ -434,7 +480,9 @@ impl Writer {
     fn forget_released(&self, commands: &[Command]) {
         for command in commands {
             match command {
-                Command::Release { message_id, .. } => self.fences.remove(*message_id),
+                Command::Release { message_id, .. } | Command::HandOver { message_id, .. } => {
+                    self.fences.remove(*message_id)
+                }
                 Command::Append(Append { event, release: true, .. }) => {
                     event.message_id().into_iter().for_each(|m| self.fences.remove(m));
                 }
@@ -478,7 +526,7 @@ impl Writer {
             .iter()
             .filter_map(|c| match c {
                 Command::Append(Append { event, .. }) => event.message_id(),
-                Command::Release { .. } => None,
+                Command::Release { .. } | Command::HandOver { .. } => None,
             })
             .collect();
         warn!(error = %error, answers = lost.len(), "answer events not logged to Redis: ending those answers");
@@ -638,6 +686,12 @@ impl Planner {
                         commands.push(Command::Release { session_id, message_id });
                     }
                 }
+                Entry::LetGo { session_id, message_id, expire } => {
+                    self.let_go(message_id);
+                    if expire {
+                        commands.push(Command::HandOver { session_id, message_id });
+                    }
+                }
                 Entry::Lost(m, why) => {
                     if self.open.contains_key(&m) {
                         self.lost.insert(m, why);
@@ -647,6 +701,16 @@ impl Planner {
             }
         }
         commands
+    }
+
+    /// Forgets an answer another process continues: its release (its guard's, which follows)
+    /// sends nothing.
+    fn let_go(&mut self, message_id: MessageId) {
+        self.open.remove(&message_id);
+        self.lost.remove(&message_id);
+        if !self.deferred.remove(&message_id) {
+            self.ended.insert(message_id);
+        }
     }
 
     /// An event of an answer that cannot be logged any more: dropped, but for its terminal
@@ -687,7 +751,7 @@ impl Planner {
         fence: Option<u64>,
     ) -> (Option<Numbered>, bool) {
         let Some(message_id) = message_id else { return (None, false) };
-        if matches!(event, LoggedEvent::Start { .. }) {
+        if matches!(event, LoggedEvent::Start { .. } | LoggedEvent::Resumed { .. }) {
             self.open.insert(message_id, Numbered { fence: fence.unwrap_or_default(), n: 0 });
         }
         let Some(open) = self.open.get_mut(&message_id) else { return (None, false) };
@@ -735,6 +799,15 @@ mod tests {
         LoggedEvent::Tokens { message_id: m, text: t.into(), seq, count: 1 }
     }
 
+    fn start(m: MessageId) -> LoggedEvent {
+        LoggedEvent::Start {
+            message_id: m,
+            intent: IntentType::Question,
+            client_message_id: None,
+            user_message: "q".into(),
+        }
+    }
+
     fn names(commands: &[Command]) -> Vec<String> {
         commands
             .iter()
@@ -753,6 +826,7 @@ mod tests {
                     }
                 }
                 Command::Release { .. } => "release".into(),
+                Command::HandOver { .. } => "hand over".into(),
             })
             .collect()
     }
@@ -787,12 +861,7 @@ mod tests {
     fn an_answers_terminal_event_releases_its_lease_and_the_release_after_it_sends_nothing() {
         let (s, m) = (SessionId::new(), MessageId::new());
         let mut planner = Planner::default();
-        let start = LoggedEvent::Start {
-            message_id: m,
-            intent: IntentType::Question,
-            client_message_id: None,
-            user_message: "q".into(),
-        };
+        let start = start(m);
         let end = LoggedEvent::End {
             message_id: m,
             intent: IntentType::Question,
@@ -813,12 +882,7 @@ mod tests {
     fn a_started_answers_release_waits_for_its_terminal_event_even_in_a_later_batch() {
         let (s, m) = (SessionId::new(), MessageId::new());
         let mut planner = Planner::default();
-        let start = LoggedEvent::Start {
-            message_id: m,
-            intent: IntentType::Question,
-            client_message_id: None,
-            user_message: "q".into(),
-        };
+        let start = start(m);
         // The session is freed here (a panicking job's guard) before the end is delivered.
         let first = vec![
             event(s, start),
@@ -836,6 +900,49 @@ mod tests {
         let second = vec![event(s, end)];
         assert_eq!(names(&planner.plan(second.into_iter(), &mut Vec::new())), ["End+release"]);
         assert!(planner.open.is_empty() && planner.deferred.is_empty() && planner.ended.is_empty());
+    }
+
+    #[test]
+    fn an_answer_let_go_hands_its_lease_over_after_its_events_and_its_release_sends_nothing() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let mut planner = Planner::default();
+        let start = start(m);
+        let entries = vec![
+            event(s, start),
+            event(s, tokens(m, "a", 0)),
+            Entry::LetGo { session_id: s, message_id: m, expire: true },
+            Entry::Release { session_id: s, message_id: m },
+        ];
+        let commands = planner.plan(entries.into_iter(), &mut Vec::new());
+        assert_eq!(names(&commands), ["Start", "tokens \"a\" 0 x1", "hand over"]);
+        assert!(planner.open.is_empty() && planner.deferred.is_empty() && planner.ended.is_empty());
+    }
+
+    #[test]
+    fn a_continued_answer_numbers_its_entries_from_its_resume() {
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let mut planner = Planner::default();
+        let resumed = LoggedEvent::Resumed {
+            message_id: m,
+            intent: IntentType::Question,
+            client_message_id: None,
+            user_message: "q".into(),
+            text: "a b ".into(),
+            tokens: 2,
+        };
+        let entries = vec![
+            Entry::Event { session_id: s, event: resumed, fence: Some(7), bytes: 0 },
+            event(s, tokens(m, "c", 2)),
+        ];
+        let commands = planner.plan(entries.into_iter(), &mut Vec::new());
+        let numbered: Vec<_> = commands
+            .iter()
+            .map(|c| match c {
+                Command::Append(a) => a.numbered,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(numbered, [Some(Numbered { fence: 7, n: 1 }), Some(Numbered { fence: 7, n: 2 })]);
     }
 
     #[test]

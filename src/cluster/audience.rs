@@ -34,6 +34,12 @@ impl ClusterAudience {
                 let claim = answer.as_ref().map(|a| (&a.client_message_id, a.user_message.as_str()));
                 (LoggedEvent::of(event, claim), self.cluster.fence_of(*message_id))
             }
+            AnswerEvent::Resumed { message_id, .. } => {
+                let answer = self.inflight.get(session_id).filter(|a| a.message_id == *message_id);
+                let logged =
+                    answer.map_or_else(|| LoggedEvent::of(event, None), |a| LoggedEvent::resumed(&a));
+                (logged, self.cluster.fence_of(*message_id))
+            }
             _ => (LoggedEvent::of(event, None), None),
         };
         self.cluster.log.append(session_id, logged, fence);
@@ -43,6 +49,10 @@ impl ClusterAudience {
 impl AnswerAudience for ClusterAudience {
     fn deliver(&self, event: AnswerEvent<'_>) {
         self.log(&event);
+        self.local.deliver(event);
+    }
+
+    fn deliver_here(&self, event: AnswerEvent<'_>) {
         self.local.deliver(event);
     }
 

@@ -31,7 +31,9 @@ use super::logged_event::LoggedEvent;
 use super::stored_outcome;
 use super::tail::{decode, read_tail};
 use super::{Cluster, LEASE_TTL, RENEW_EVERY, SWEEPER};
-use crate::chat::{AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Origin, OtherWatchers};
+use crate::chat::{
+    AnswerAudience, ChatError, ChatSessionService, InFlightAnswers, Lost, Origin, OtherWatchers,
+};
 use crate::domain::{MessageId, SessionId};
 
 /// Longest a blocking read waits before the follower does its upkeep (due every
@@ -386,6 +388,9 @@ impl Reader {
     /// its lease may append on after the sweep ended its answer, and may end it once more),
     /// nothing of an answer generated here.
     fn apply(&mut self, session_id: SessionId, origin: String, event: &LoggedEvent) {
+        if let LoggedEvent::Resumed { .. } = event {
+            return self.resumed(session_id, origin, event);
+        }
         if let LoggedEvent::Start { message_id: m, intent: i, client_message_id: c, user_message: u } = event
         {
             let claim = crate::chat::Claim {
@@ -422,6 +427,44 @@ impl Reader {
             }
             if event.is_terminal() {
                 self.ended.insert(session_id, m);
+            }
+        }
+        event.deliver(session_id, &*self.audience);
+    }
+
+    /// Another process continues an answer from what was logged of it: the mirror here is set
+    /// to that (created if there is none), and the sockets here are told where it goes on
+    /// from. When this process generated the answer (it was taken for dead: paused past its
+    /// lease), its answer here ends quietly and becomes that mirror. Nothing for an answer
+    /// whose end was told here already.
+    fn resumed(&mut self, session_id: SessionId, origin: String, event: &LoggedEvent) {
+        let LoggedEvent::Resumed { message_id, intent, client_message_id, user_message, text, tokens } =
+            event
+        else {
+            return;
+        };
+        if self.ended.get(&session_id) == Some(message_id) {
+            return;
+        }
+        match self.inflight.get(session_id) {
+            Some(here) if here.origin == Origin::Here && here.message_id == *message_id => {
+                warn!(%message_id, "an answer of this process is continued by another (this one was taken for dead): following it");
+                here.lose(Lost::TakenOver);
+                self.inflight.follow_instead(&here, origin, Some((text.clone(), *tokens)));
+            }
+            Some(here) if here.origin == Origin::Here => return,
+            Some(mirror) if mirror.message_id == *message_id => {
+                self.inflight.rewind_mirror(session_id, *message_id, text, *tokens);
+            }
+            _ => {
+                let claim = crate::chat::Claim {
+                    session_id,
+                    message_id: *message_id,
+                    intent: *intent,
+                    client_message_id: client_message_id.clone(),
+                    user_message: user_message.clone(),
+                };
+                self.inflight.mirror(claim, origin, text.clone(), *tokens);
             }
         }
         event.deliver(session_id, &*self.audience);

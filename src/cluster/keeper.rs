@@ -29,7 +29,12 @@ pub(super) fn spawn(
     });
     every_renewal(cluster, "expired leases not swept this time", move |cluster| {
         let sessions = sessions.clone();
-        async move { sweeper::sweep(&cluster, &sessions).await }
+        async move {
+            if !cluster.sweeps() {
+                return Ok(());
+            }
+            sweeper::sweep(&cluster, &sessions).await
+        }
     });
 }
 

@@ -73,15 +73,49 @@ return 1
 ",
 );
 
-/// Frees the session if this answer holds it.
+/// Frees the session if this answer holds it through process `ARGV[3]`, and takes it off the
+/// leases' set; nothing when another process holds it for the same answer (it continues it:
+/// this process was taken for dead).
 pub(super) static RELEASE: Lua = Lua::new(
     r"
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
-  if ok and lease.m == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  if ok and lease.m == ARGV[1] then
+    if lease.o ~= ARGV[3] then return 0 end
+    redis.call('DEL', KEYS[1])
+  end
 end
 redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+",
+);
+
+/// Takes the lease of answer `ARGV[1]` for this process after a sweep moved the session's
+/// fence to `ARGV[4]` (the lease is gone): 1 with the lease set (value `ARGV[2]`, living
+/// `ARGV[3]` ms) and listed (member `ARGV[5]`); 0 when the fence moved on again or a lease is
+/// there (another claim came first). The second reply: whether a stop was asked for the answer
+/// that its dead process never carried out (`KEYS[4]`).
+static TAKE_OVER: Lua = Lua::new(
+    r"
+if redis.call('GET', KEYS[3]) ~= ARGV[4] or redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[3], ARGV[5])
+return {1, redis.call('EXISTS', KEYS[4])}
+",
+);
+
+/// Gives up the lease of answer `ARGV[1]` held by process `ARGV[2]` as if that process had
+/// died: deleted, and listed as expired (member `ARGV[3]`), so the next sweep takes it.
+pub(super) static HAND_OVER: Lua = Lua::new(
+    r"
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+local ok, lease = pcall(cjson.decode, held)
+if not ok or lease.m ~= ARGV[1] or lease.o ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
 return 1
 ",
 );
@@ -205,25 +239,92 @@ pub(super) async fn holder(
     Ok(held.and_then(|v| serde_json::from_str(&v).ok()))
 }
 
-/// The command that frees the session held by `message_id` (queued in the answer log).
-pub(super) fn release_command(keys: &Keys, session_id: SessionId, message_id: MessageId) -> redis::Cmd {
-    let (keys, args) = release_parts(keys, session_id, message_id);
+/// The command that frees the session held by `message_id` through `process` (queued in the
+/// answer log).
+pub(super) fn release_command(
+    keys: &Keys,
+    session_id: SessionId,
+    message_id: MessageId,
+    process: &str,
+) -> redis::Cmd {
+    let (keys, args) = release_parts(keys, session_id, message_id, process);
     RELEASE.command(&keys, &args)
 }
 
-/// Frees the session held by `message_id` now (the sweep's release).
+/// Frees the session held by `message_id` through `process` now (the sweep's release).
 pub(super) async fn release(
     keys: &Keys,
     conn: &mut impl redis::aio::ConnectionLike,
     session_id: SessionId,
     message_id: MessageId,
+    process: &str,
 ) -> redis::RedisResult<()> {
-    let (keys, args) = release_parts(keys, session_id, message_id);
-    RELEASE.run(conn, &keys, &args).await
+    let (keys, args) = release_parts(keys, session_id, message_id, process);
+    RELEASE.run::<i64>(conn, &keys, &args).await.map(drop)
 }
 
-fn release_parts(keys: &Keys, session_id: SessionId, message_id: MessageId) -> ([String; 2], [String; 2]) {
-    ([keys.lease(session_id), keys.leases()], [message_id.to_string(), member(session_id, message_id)])
+fn release_parts(
+    keys: &Keys,
+    session_id: SessionId,
+    message_id: MessageId,
+    process: &str,
+) -> ([String; 2], [String; 3]) {
+    let args = [message_id.to_string(), member(session_id, message_id), process.to_owned()];
+    ([keys.lease(session_id), keys.leases()], args)
+}
+
+/// The command that gives up the lease of an answer generated here for another process to
+/// continue (queued in the answer log after its last events).
+pub(super) fn hand_over_command(
+    keys: &Keys,
+    session_id: SessionId,
+    message_id: MessageId,
+    process: &str,
+) -> redis::Cmd {
+    let args = [message_id.to_string(), process.to_owned(), member(session_id, message_id)];
+    HAND_OVER.command(&[keys.lease(session_id), keys.leases()], &args)
+}
+
+/// What a takeover found: `None` when the session was claimed meanwhile; else whether a stop
+/// was asked for the answer while nobody held it.
+pub(super) async fn take_over(
+    cluster: &Cluster,
+    conn: &mut impl redis::aio::ConnectionLike,
+    answer: (SessionId, MessageId, Option<ClientMessageId>),
+    fence: u64,
+) -> redis::RedisResult<Option<bool>> {
+    let (session_id, message_id, client_message_id) = answer;
+    let holder = LeaseHolder { message_id, process: cluster.id.clone(), client_message_id, fence };
+    let keys = [
+        cluster.keys.lease(session_id),
+        cluster.keys.leases(),
+        cluster.keys.fence(session_id),
+        cluster.keys.stop_asked(message_id),
+    ];
+    let args = [
+        message_id.to_string(),
+        serde_json::to_string(&holder).unwrap_or_default(),
+        LEASE_TTL.as_millis().to_string(),
+        fence.to_string(),
+        member(session_id, message_id),
+    ];
+    let (taken, stop_asked): (i64, i64) = TAKE_OVER.run(conn, &keys, &args).await?;
+    Ok((taken == 1).then_some(stop_asked == 1))
+}
+
+/// Notes that a stop was asked for answer `message_id` while no process held it (its process
+/// died): the process that takes it over stops it at once. True the first time.
+pub(super) async fn ask_stop(cluster: &Cluster, message_id: MessageId) -> redis::RedisResult<bool> {
+    let keep = super::control::CONTROL_KEEP.as_millis() as u64;
+    let set: Option<String> = redis::cmd("SET")
+        .arg(cluster.keys.stop_asked(message_id))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(keep)
+        .query_async(&mut cluster.redis())
+        .await?;
+    Ok(set.is_some())
 }
 
 /// Renews every lease held here (answers generated here, until their release is sent: an

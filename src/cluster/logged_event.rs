@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ErrorCode};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ErrorCode, InFlightAnswer};
 use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId, SocialPost};
 
 /// One entry of a session's stream.
@@ -48,6 +48,23 @@ pub enum LoggedEvent {
         prompt_tokens: u64,
         #[serde(rename = "ms")]
         expected_ms: u64,
+    },
+    /// Another process continues the answer (its process died, or handed it over): the text
+    /// logged before, whole, in `tokens` tokens, with what a retry is compared with. A
+    /// follower sets its mirror to it: tokens follow from there.
+    #[serde(rename = "resumed")]
+    Resumed {
+        #[serde(rename = "m")]
+        message_id: MessageId,
+        #[serde(rename = "i")]
+        intent: IntentType,
+        #[serde(rename = "c")]
+        client_message_id: Option<ClientMessageId>,
+        #[serde(rename = "u")]
+        user_message: String,
+        #[serde(rename = "t")]
+        text: String,
+        tokens: u64,
     },
     #[serde(rename = "end")]
     End {
@@ -99,6 +116,15 @@ impl LoggedEvent {
                 prompt_tokens: u64::try_from(prompt_tokens).unwrap_or(u64::MAX),
                 expected_ms: u64::try_from(expected.as_millis()).unwrap_or(u64::MAX),
             },
+            // The audience logs a resume whole with `resumed`; this is its bare form.
+            AnswerEvent::Resumed { message_id, seq, .. } => LoggedEvent::Resumed {
+                message_id,
+                intent: IntentType::Question,
+                client_message_id: None,
+                user_message: String::new(),
+                text: String::new(),
+                tokens: u64::try_from(seq + 1).unwrap_or(0),
+            },
             AnswerEvent::End { message_id, intent, content, stopped, cut, .. } => {
                 LoggedEvent::End { message_id, intent, content: content.to_owned(), stopped, cut }
             }
@@ -114,6 +140,18 @@ impl LoggedEvent {
         }
     }
 
+    /// The resume of `answer`, taken over here with the text its process logged.
+    pub fn resumed(answer: &InFlightAnswer) -> Self {
+        LoggedEvent::Resumed {
+            message_id: answer.message_id,
+            intent: answer.intent,
+            client_message_id: answer.client_message_id.clone(),
+            user_message: answer.user_message.clone(),
+            text: answer.content(),
+            tokens: answer.tokens(),
+        }
+    }
+
     /// The answer it belongs to (`None` for a session event).
     pub fn message_id(&self) -> Option<MessageId> {
         match self {
@@ -121,6 +159,7 @@ impl LoggedEvent {
             | LoggedEvent::Tokens { message_id: m, .. }
             | LoggedEvent::Waiting { message_id: m, .. }
             | LoggedEvent::Reading { message_id: m, .. }
+            | LoggedEvent::Resumed { message_id: m, .. }
             | LoggedEvent::End { message_id: m, .. }
             | LoggedEvent::Posts { message_id: m, .. }
             | LoggedEvent::Failed { message_id: m, .. } => Some(*m),
@@ -132,6 +171,7 @@ impl LoggedEvent {
     pub fn size(&self) -> usize {
         64 + match self {
             LoggedEvent::Start { user_message: u, .. } => u.len(),
+            LoggedEvent::Resumed { user_message: u, text: t, .. } => u.len() + t.len(),
             LoggedEvent::Tokens { text: t, .. } => t.len(),
             LoggedEvent::End { content, .. } => content.len(),
             LoggedEvent::Posts { content, posts, .. } => {
@@ -168,6 +208,11 @@ impl LoggedEvent {
                 message_id: *m,
                 prompt_tokens: usize::try_from(*prompt_tokens).unwrap_or(usize::MAX),
                 expected: std::time::Duration::from_millis(*expected_ms),
+            },
+            LoggedEvent::Resumed { message_id: m, tokens, .. } => AnswerEvent::Resumed {
+                session_id,
+                message_id: *m,
+                seq: i64::try_from(*tokens).unwrap_or(i64::MAX) - 1,
             },
             LoggedEvent::End { message_id: m, intent: i, content, stopped, cut } => AnswerEvent::End {
                 session_id,
@@ -215,6 +260,14 @@ mod tests {
                 retry_after_ms: Some(5),
             },
             LoggedEvent::Title { title: "T".into() },
+            LoggedEvent::Resumed {
+                message_id: m,
+                intent: IntentType::SocialPost,
+                client_message_id: None,
+                user_message: "posts".into(),
+                text: "X (Twitter):\nhal".into(),
+                tokens: 3,
+            },
         ];
         for event in events {
             let json = serde_json::to_string(&event).unwrap();

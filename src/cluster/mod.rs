@@ -21,7 +21,7 @@
 //!
 //! Around it: `lease.rs` (one answer per session across processes, renewals with fencing
 //! tokens, `fences.rs` the tokens held here), `keeper.rs` (renewals and sweeps, every 2 s),
-//! `sweeper.rs` (a dead or paused process's answers stored `interrupted`, watchers told),
+//! `sweeper.rs` (a dead or paused process's answers continued here, or stored `interrupted`),
 //! `stored_outcome.rs` (an answer's end told from its row when the stream cannot tell it),
 //! `control.rs` (stop requests, wakes), `shared_limits.rs` (rates, sockets per user, the daily
 //! token budget, counted in Redis), `cache_versions.rs` (no process serves a cached copy
@@ -54,8 +54,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use crate::chat::{
-    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersion, ChatError,
-    ChatSessionService, InFlightAnswer, InFlightAnswers, LeaseClaim, OtherWatchers,
+    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersion,
+    ChatController, ChatError, ChatSessionService, InFlightAnswer, InFlightAnswers, LeaseClaim,
+    OtherWatchers,
 };
 use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 use answer_log::AnswerLog;
@@ -110,6 +111,11 @@ pub struct Cluster {
     answer_keep: Duration,
     /// Answers' tokens Redis did not take (user, day, tokens): added at the next budget read.
     uncharged: std::sync::Mutex<Vec<(UserId, String, MessageId, u64)>>,
+    /// `RESUME_ANSWERS_ON_PROCESS_DEATH`: a dead process's answers are continued, not ended.
+    resume_answers: bool,
+    /// What continues them here (set once the controller is built: it is built from this
+    /// member's ports).
+    controller: std::sync::OnceLock<std::sync::Weak<ChatController>>,
 }
 
 impl Cluster {
@@ -120,6 +126,7 @@ impl Cluster {
         prefix: &str,
         inflight: Arc<InFlightAnswers>,
         answer_keep: Duration,
+        resume_answers: bool,
     ) -> Result<Arc<Self>, ClusterError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
@@ -167,7 +174,30 @@ impl Cluster {
             fences,
             answer_keep,
             uncharged,
+            resume_answers,
+            controller: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Lets this process continue the answers of processes found dead (with
+    /// `RESUME_ANSWERS_ON_PROCESS_DEATH`), through `controller`.
+    pub fn resume_with(&self, controller: &Arc<ChatController>) {
+        let _ = self.controller.set(Arc::downgrade(controller));
+    }
+
+    /// The controller that continues a dead process's answers here; `None` when answers are
+    /// not resumed, or this process is shutting down (it neither sweeps nor continues then:
+    /// the other processes do).
+    fn resumer(&self) -> Option<Arc<ChatController>> {
+        let controller = self.controller.get()?.upgrade()?;
+        (self.resume_answers && controller.is_accepting()).then_some(controller)
+    }
+
+    /// Whether this process sweeps expired leases now: not while it drains with answers
+    /// resumed (a sweep here could only end what another process can continue).
+    fn sweeps(&self) -> bool {
+        !self.resume_answers
+            || self.controller.get().and_then(|c| c.upgrade()).is_none_or(|c| c.is_accepting())
     }
 
     /// A connection that reconnects by itself (commands fail while Redis is away).
@@ -331,13 +361,37 @@ impl AnswerLeases for Cluster {
         })
     }
 
-    async fn stop_elsewhere(&self, session_id: SessionId) -> Result<bool, ChatError> {
+    async fn stop_elsewhere(
+        &self,
+        session_id: SessionId,
+        mirrored: Option<MessageId>,
+    ) -> Result<bool, ChatError> {
         match self.holder(session_id).await? {
-            // `stopped: true` once, and only for an answer a live process generates.
+            // `stopped: true` once, and only for an answer a live process generates (or that
+            // the process taking it over will stop).
             Some(holder) if holder.process != self.id => self.request_stop(session_id, &holder).await,
-            // Free, or this process's answer that has just ended.
+            // Free: the answer mirrored here lost its process and waits for another to take it
+            // over, which stops it; or this process's answer that has just ended.
+            None if self.resume_answers => match mirrored {
+                Some(message_id) => {
+                    let asked = lease::ask_stop(self, message_id).await;
+                    self.record(asked.is_ok());
+                    asked.map_err(|e| unavailable(&e))
+                }
+                None => Ok(false),
+            },
             _ => Ok(false),
         }
+    }
+
+    fn hand_over(&self, session_id: SessionId, message_id: MessageId) {
+        self.fences.remove(message_id);
+        self.log.let_go(session_id, message_id, true);
+    }
+
+    fn let_go(&self, session_id: SessionId, message_id: MessageId) {
+        self.fences.remove(message_id);
+        self.log.let_go(session_id, message_id, false);
     }
 
     async fn holder(&self, session_id: SessionId) -> Result<Option<MessageId>, ChatError> {

@@ -1,7 +1,8 @@
-//! Sweeping: the answers of a process that stopped renewing their leases (killed, or paused
-//! past them) are ended by any other process: fenced off, stored `interrupted` with the text
-//! their stream holds, a terminal `chat:error` (`SERVER_SHUTDOWN`) appended for their
-//! watchers, their session freed.
+//! Sweeping: the answers of a process that stopped renewing their leases (killed, paused past
+//! them, or handing them over as it shuts down) are taken by any other process: fenced off,
+//! then continued there from the text their stream holds (`RESUME_ANSWERS_ON_PROCESS_DEATH`,
+//! see `ChatController::resume`), or else stored `interrupted` with that text, a terminal
+//! `chat:error` (`SERVER_SHUTDOWN`) appended for their watchers, their session freed.
 
 use redis::aio::ConnectionManager;
 use tracing::{info, warn};
@@ -10,15 +11,16 @@ use super::lease::{self, member, FENCE_KEEP_MS};
 use super::logged_event::LoggedEvent;
 use super::lua::Lua;
 use super::stored_outcome;
-use super::tail::{read_tail, Tail};
+use super::tail::{read_tail, OpenAnswer, Tail};
 use super::{answer_log, Cluster};
-use crate::chat::{ChatError, ChatSessionService};
+use crate::chat::{ChatError, ChatSessionService, OrphanedAnswer};
 use crate::domain::{MessageId, SessionId};
 
 /// Before a sweep: 0 when another process is sweeping the answer, or when its lease is still
 /// there (renewed after its deadline, or about to expire: listed again until its key's end,
-/// so it is not forgotten); otherwise 1, its fence moved on first and noted as swept (unless
-/// another answer's claim already moved it), so its process, if it comes back, is fenced off.
+/// so it is not forgotten); otherwise its fence moved on first and noted as swept, so its
+/// process, if it comes back, is fenced off: the new token (the sweeping process may take the
+/// answer over under it), or -1 when another answer's claim already moved it.
 static FENCE_OFF: Lua = Lua::new(
     r"
 if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return 0 end
@@ -32,12 +34,12 @@ if held then
     redis.call('DEL', KEYS[4])
     return 0
   end
-  return 1
+  return -1
 end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[5], fence, 'PX', ARGV[2])
-return 1
+return fence
 ",
 );
 
@@ -139,6 +141,13 @@ async fn sweep_one(
     }
     let Tail { open, .. } = read_tail(redis, &cluster.keys.events(session_id)).await?;
     let open = open.filter(|a| a.message_id == message_id);
+    if let Ok(fence) = u64::try_from(fenced) {
+        if continued(cluster, redis, (session_id, message_id), open.as_ref(), fence).await? {
+            redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;
+            metrics::counter!("postchat_cluster_answers_resumed_total").increment(1);
+            return Ok(true);
+        }
+    }
     let text = open.as_ref().map(|a| a.text.as_str()).unwrap_or_default();
     let Some(interrupted) = store_interrupted(sessions, message_id, text).await else {
         return Ok(false);
@@ -155,10 +164,39 @@ async fn sweep_one(
         let keep_ms = cluster.answer_keep.as_millis() as u64;
         answer_log::append_swept_end(&cluster.keys, redis, session_id, &terminal, keep_ms).await?;
     }
-    lease::release(&cluster.keys, redis, session_id, message_id).await?;
+    lease::release(&cluster.keys, redis, session_id, message_id, &cluster.id).await?;
     redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;
     metrics::counter!("postchat_cluster_answers_swept_total").increment(1);
     Ok(true)
+}
+
+/// Takes the answer over under `fence` and continues it here, from what its stream holds
+/// (`open`; `None` when not even its start reached the stream: it is answered from the start);
+/// false when it is not continued (answers are not resumed, this process is shutting down,
+/// the session was claimed meanwhile, or the answer is no longer `streaming`): the sweep then
+/// ends it as before, the lease taken here released again.
+async fn continued(
+    cluster: &Cluster,
+    redis: &mut ConnectionManager,
+    (session_id, message_id): (SessionId, MessageId),
+    open: Option<&OpenAnswer>,
+    fence: u64,
+) -> redis::RedisResult<bool> {
+    let Some(controller) = cluster.resumer() else { return Ok(false) };
+    let ours = (session_id, message_id, open.and_then(|a| a.client_message_id.clone()));
+    let Some(stop_asked) = lease::take_over(cluster, redis, ours, fence).await? else { return Ok(false) };
+    cluster.fences.insert(session_id, message_id, fence);
+    let logged = open.map(|a| (a.text.clone(), a.tokens));
+    let orphan = OrphanedAnswer { session_id, message_id, logged, stop_asked };
+    match controller.resume(orphan).await {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            info!(%message_id, error = %e, "answer of a stopped process not continued: ending it");
+            cluster.fences.remove(message_id);
+            lease::release(&cluster.keys, redis, session_id, message_id, &cluster.id).await?;
+            Ok(false)
+        }
+    }
 }
 
 /// The terminal entry of a swept answer: `SERVER_SHUTDOWN` when the sweep stored it

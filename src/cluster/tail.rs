@@ -41,8 +41,8 @@ pub(super) struct OpenAnswer {
     pub tokens: u64,
 }
 
-/// Reads a session's stream backwards to its last answer's start: open unless an entry after
-/// it ends it.
+/// Reads a session's stream backwards to its last answer's start (or to where another process
+/// resumed it, with the text logged before): open unless an entry after it ends it.
 pub(super) async fn read_tail(
     conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
@@ -75,8 +75,32 @@ pub(super) async fn read_tail(
                 | LoggedEvent::Failed { message_id: m, .. } => {
                     ended.insert(m);
                 }
-                LoggedEvent::Start { message_id: m, .. } if ended.contains(&m) => {
+                LoggedEvent::Start { message_id: m, .. } | LoggedEvent::Resumed { message_id: m, .. }
+                    if ended.contains(&m) =>
+                {
                     return Ok(Tail { top: top.unwrap_or_default(), open: None });
+                }
+                LoggedEvent::Resumed {
+                    message_id: m,
+                    intent: i,
+                    client_message_id: c,
+                    user_message: u,
+                    text: before,
+                    tokens: logged,
+                } => {
+                    tokens.retain(|(of, _, _)| *of == m);
+                    let after: String = tokens.iter().rev().map(|(_, t, _)| t.as_str()).collect();
+                    let count = tokens.first().map_or(logged, |(_, _, seq)| seq + 1);
+                    let open = OpenAnswer {
+                        origin,
+                        message_id: m,
+                        intent: i,
+                        client_message_id: c,
+                        user_message: u,
+                        text: before + &after,
+                        tokens: count,
+                    };
+                    return Ok(Tail { top: top.unwrap_or_default(), open: Some(open) });
                 }
                 LoggedEvent::Start { message_id: m, intent: i, client_message_id: c, user_message: u } => {
                     tokens.retain(|(of, _, _)| *of == m);

@@ -147,6 +147,10 @@ pub enum StreamState {
     /// The provider reads a long prompt: `promptTokens`, about `expectedMs` at its pace so far.
     #[serde(rename_all = "camelCase")]
     Reading { prompt_tokens: u64, expected_ms: u64 },
+    /// Another process continues the answer (its process died) from token `seq` (-1: none):
+    /// tokens follow from `seq + 1`; a client holding more drops them (never logged, they are
+    /// written again).
+    Resumed { seq: i64 },
 }
 
 #[derive(Serialize)]

@@ -273,6 +273,11 @@ impl AnswerAudience for SessionRooms {
                     },
                 },
             ),
+            AnswerEvent::Resumed { session_id, message_id, seq } => self.send(
+                session_id,
+                events::STREAM_STATUS,
+                &StreamStatus { session_id, message_id, state: StreamState::Resumed { seq } },
+            ),
             AnswerEvent::End { session_id, message_id, intent, content, stopped, cut } => self.send(
                 session_id,
                 events::STREAM_END,

@@ -137,6 +137,11 @@ const FAULTS = [
     run.cluster.servers[2] = await run.cluster.startOne(run.extra);
     run.every.push(run.cluster.servers[2]);
   }],
+  ["deploy: stop a process (SIGTERM, its answers handed over) and start it again", async (run) => {
+    await run.cluster.servers[2].stop();
+    run.cluster.servers[2] = await run.cluster.startOne(run.extra);
+    run.every.push(run.cluster.servers[2]);
+  }],
   ["cut every Redis connection (CLIENT KILL TYPE normal)", async (run) => {
     run.redis("CLIENT", "KILL", "TYPE", "normal");
   }],
@@ -181,10 +186,27 @@ function check(answer, stored) {
     if (mine.at(-1) !== terminals[0]) bad(`${s.role}: events after the terminal one`);
     const end = terminals[0];
     seen++;
+    // Tokens follow on gapless; another process that continues the answer says from where
+    // (`resumed`: what a socket holds past it was never logged, and is dropped).
     let next = 0;
-    for (const t of mine.filter((e) => e.name === "chat:stream:token").map((e) => e.payload)) {
+    let pieces = [];
+    let resumed = false;
+    for (const e of mine) {
+      if (e.name === "chat:stream:status" && e.payload.state === "resumed") {
+        if (e.payload.seq > next - 1) bad(`${s.role}: resumed at ${e.payload.seq}, past what it saw`);
+        pieces = pieces.filter((p) => p.seq <= e.payload.seq);
+        next = e.payload.seq + 1;
+        resumed = true;
+        continue;
+      }
+      if (e.name !== "chat:stream:token") continue;
+      const t = e.payload;
       if (t.seq - (t.count ?? 1) + 1 !== next) bad(`${s.role}: token gap or double at seq ${t.seq}`);
+      pieces.push({ seq: t.seq, token: t.token });
       next = t.seq + 1;
+    }
+    if (resumed && end.name === "chat:stream:end" && pieces.map((p) => p.token).join("") !== end.payload.content) {
+      bad(`${s.role}: the continued tokens differ from the end's content`);
     }
     const expected = end.name === "chat:stream:end" ? (end.payload.stopped ? "stopped" : "complete")
       : end.payload.code === "SERVER_SHUTDOWN" ? "interrupted" : "error";

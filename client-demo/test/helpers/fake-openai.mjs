@@ -15,9 +15,16 @@
 // /props; `vllm`: /v1/models; `ollama`: /api/show; `lmstudio`: /api/v0/models/{model};
 // `llama-cpp-python`: nowhere) and refuses prompts over with that server's own message;
 // `readMsPerToken`: how long reading a prompt takes before the first chunk.
-// It records each request's kind and body, and whether the client closed the connection early.
+// A request whose last message is the assistant's (a prefill: llama.cpp's server continues it;
+// vLLM with `continue_final_message`), or whose last user message asks to continue the
+// assistant's reply above it, continues that reply: the scenario's words after those it holds
+// (`refuse-continuation` in the question: such a request is refused).
+// It records each request's kind and body (`continued`: the reply it was asked to continue),
+// and whether the client closed the connection early.
 import http from "node:http";
 
+/** How the server asks a provider that takes no prefill to continue a reply (ai/continuation.rs). */
+const CONTINUE_INSTRUCTION = "Your reply above was cut off.";
 const PLATFORMS = ["twitter", "linkedin", "bluesky", "mastodon", "threads", "facebook", "instagram"];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -56,7 +63,12 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
     const record = { path: req.url, body, kind, closedEarly: false, finished: false };
     requests.push(record);
     res.on("close", () => { if (!record.finished) record.closedEarly = true; });
-    const lastUser = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
+    const messages = body.messages ?? [];
+    const asked = messages.filter((m) => m.role === "user" && !m.content.startsWith(CONTINUE_INSTRUCTION));
+    const lastUser = asked.at(-1)?.content ?? "";
+    const instructed = messages.at(-1)?.role === "user" && messages.at(-1).content.startsWith(CONTINUE_INSTRUCTION);
+    const begun = messages.at(instructed ? -2 : -1);
+    record.continued = begun?.role === "assistant" ? begun.content : null;
     const scenario = ["flood", "slow", "stall", "malformed", "not-sse", "status-429", "status-500", "busy-once", "busy-long",
       "empty-once", "empty-always", "long-answer", "posts-garbage", "posts-partial"].find((s) => lastUser.includes(s)) ?? "normal";
     const model = body.model ?? "fake";
@@ -68,6 +80,9 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
       res.end(JSON.stringify({ error }));
     };
 
+    if (record.continued !== null && lastUser.includes("refuse-continuation")) {
+      return refuse(400, { message: "continuation refused", type: "invalid_request_error" });
+    }
     if (schemaRefused && body.response_format?.type === "json_schema") {
       // llama.cpp's server (llama-cpp-python's too) takes only text and json_object.
       return refuse(500, { message: "1 validation error: response_format.type Input should be 'text' or 'json_object'", type: "server_error" });
@@ -113,7 +128,7 @@ export async function startFakeOpenAI({ tokenDelayMs = 5, contextWindowChars = 0
       res.writeHead(200, { "content-type": "application/json" });
       return res.end(JSON.stringify({ id: "x", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "not a stream" }, finish_reason: "stop" }] }));
     }
-    await streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs);
+    await streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs, record.continued);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address();
@@ -195,15 +210,20 @@ function replyText(kind, body, lastUser, scenario, times) {
 }
 
 /** Streams `text` (or, for answers, the scenario's words) as SSE chunks, usage last. */
-async function streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs) {
+async function streamWords(res, record, model, text, finishReason, scenario, tokenDelayMs, continued) {
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
   const send = (data) => res.write(`data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`);
-  const words = text !== null
+  let words = text !== null
     ? (text.match(/\S*\s*/g) ?? []).filter(Boolean)
     : scenario === "slow" ? Array.from({ length: 40 }, (_, i) => `w${i} `)
     // 4000 words, 4.98 MB: under ANSWER_MAX_TOKENS=5000000 in bytes, so nothing is counted.
     : scenario === "flood" ? Array.from({ length: 4000 }, (_, i) => `${String(i).padStart(5, "0")}${"x".repeat(1240)} `)
     : ["Hello ", "from ", "the ", "model."];
+  if (continued !== null) {
+    // What follows the reply begun (nothing when it wrote something else).
+    const whole = words.join("");
+    words = whole.startsWith(continued) ? (whole.slice(continued.length).match(/\S*\s*/g) ?? []).filter(Boolean) : [];
+  }
   const delay = scenario === "slow" ? 100 : scenario === "flood" ? 0 : tokenDelayMs;
   for (const [i, word] of words.entries()) {
     if (res.destroyed) return;

@@ -172,11 +172,20 @@ pub struct CallOptions {
     pub format: Format,
     /// Ask for usage in the stream's last chunk.
     pub stream_usage: bool,
+    /// The final assistant message is the start of the reply, to continue (vLLM's
+    /// `continue_final_message`; llama.cpp's server does it unasked).
+    pub continue_final_message: bool,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self { temperature: None, max_tokens: MaxTokens::None, format: Format::Text, stream_usage: false }
+        Self {
+            temperature: None,
+            max_tokens: MaxTokens::None,
+            format: Format::Text,
+            stream_usage: false,
+            continue_final_message: false,
+        }
     }
 }
 
@@ -217,6 +226,10 @@ impl OpenAiCompatible {
         }
         if stream && o.stream_usage {
             body["stream_options"] = json!({ "include_usage": true });
+        }
+        if o.continue_final_message {
+            body["continue_final_message"] = json!(true);
+            body["add_generation_prompt"] = json!(false);
         }
         body
     }

@@ -22,7 +22,10 @@ use crate::ai::{AiService, Allowance, UsageMeter};
 use crate::domain::Platform;
 
 use super::inflight::InFlightGuard;
-use super::{AnswerAudience, AskedSession, ChatSessionService, GenerationSlots, OtherWatchers, TokenBudget};
+use super::{
+    AnswerAudience, AnswerLeases, AskedSession, ChatSessionService, GenerationSlots, OtherWatchers,
+    TokenBudget,
+};
 
 /// Tunables of an answer's run (from the config).
 #[derive(Debug, Clone)]
@@ -35,6 +38,9 @@ pub struct AnswerSettings {
     pub summary_every: usize,
     /// Most requests to the model for one message (`MAX_MODEL_CALLS_PER_MESSAGE`).
     pub max_model_calls: u32,
+    /// Cluster mode with `RESUME_ANSWERS_ON_PROCESS_DEATH`: another process continues an
+    /// answer of a process found dead, and a draining process hands its answers over.
+    pub resume_answers: bool,
 }
 
 /// What every answer's run needs.
@@ -53,6 +59,8 @@ pub(super) struct AnswerRunner {
     shutdown: CancellationToken,
     /// Asked whether other processes' sockets watch a session.
     watchers: Arc<dyn OtherWatchers>,
+    /// Where answers handed to another process give up their leases.
+    leases: Arc<dyn AnswerLeases>,
 }
 
 /// One accepted message's answer, ready to run.
@@ -67,6 +75,8 @@ pub(super) struct AnswerJob {
     /// What the model calls cost so far; kept outside `generate` so a stopped or failed answer
     /// still records it.
     usage: UsageMeter,
+    /// The text another process wrote and logged before it died: this answer continues it.
+    continued: Option<String>,
 }
 
 impl AnswerRunner {
@@ -77,10 +87,11 @@ impl AnswerRunner {
         settings: AnswerSettings,
         budget: Arc<TokenBudget>,
         generation: GenerationSlots,
-        watchers: Arc<dyn OtherWatchers>,
+        others: (Arc<dyn OtherWatchers>, Arc<dyn AnswerLeases>),
     ) -> Self {
         let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
-        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, watchers }
+        let (watchers, leases) = others;
+        Self { sessions, ai, audience, settings, budget, generation, tasks, shutdown, watchers, leases }
     }
 
     /// The answer to `question`, holding the session's in-flight claim until it ends, and
@@ -101,7 +112,32 @@ impl AnswerRunner {
             question,
             platforms,
             usage: UsageMeter::new(allowance),
+            continued: None,
         }
+    }
+
+    /// The continuation of an answer another process began and logged as `logged` (the
+    /// guard's answer already holds it).
+    pub(super) fn resumed_job(
+        self: &Arc<Self>,
+        asked: AskedSession,
+        guard: InFlightGuard,
+        question: String,
+        platforms: Vec<Platform>,
+        tokens_left: Option<u64>,
+    ) -> AnswerJob {
+        let logged = guard.answer().content();
+        AnswerJob { continued: Some(logged), ..self.job(asked, guard, question, platforms, tokens_left) }
+    }
+
+    /// Everyone watching a session.
+    pub(super) fn audience(&self) -> &Arc<dyn AnswerAudience> {
+        &self.audience
+    }
+
+    /// Whether answers outlive their process (see [`AnswerSettings::resume_answers`]).
+    pub(super) fn resumes_answers(&self) -> bool {
+        self.settings.resume_answers
     }
 
     /// Waits for answers in flight to finish, up to `grace`; then ends the rest with

@@ -16,9 +16,17 @@ pub(super) enum Outcome {
     Abandoned,
     Failed(ChatError),
     ShutDown,
+    /// The continuation of an answer whose process died could not be written (the provider
+    /// refused, timed out): it ends as it would have without one, `interrupted`.
+    NotContinued,
+    /// Another process continues it (see [`Lost::TakenOver`](crate::chat::Lost)).
+    TakenOver,
+    /// Handed to another process to continue (shutdown).
+    HandedOver,
 }
 
 const SHUTTING_DOWN: ChatError = ChatError::ShuttingDown;
+const PROCESS_LOST: ChatError = ChatError::ProcessLost;
 
 /// What an answer is, for its terminal event.
 pub(super) struct AnswerId {
@@ -34,7 +42,9 @@ impl Outcome {
             Outcome::Answered(_) => MessageStatus::Complete,
             Outcome::Stopped => MessageStatus::Stopped,
             Outcome::Failed(_) => MessageStatus::Error,
-            Outcome::ShutDown | Outcome::Abandoned => MessageStatus::Interrupted,
+            Outcome::ShutDown | Outcome::Abandoned | Outcome::NotContinued => MessageStatus::Interrupted,
+            // Never stored here: the process that continues it stores it.
+            Outcome::TakenOver | Outcome::HandedOver => MessageStatus::Streaming,
         }
     }
 
@@ -76,7 +86,8 @@ impl Outcome {
             (Ok(()), Outcome::Answered(Written { posts: None, cut })) => end(false, *cut),
             (Ok(()), Outcome::Stopped | Outcome::Abandoned) => end(true, false),
             (Ok(()), Outcome::Failed(e)) => failed(e),
-            (Ok(()), Outcome::ShutDown) => failed(&SHUTTING_DOWN),
+            (Ok(()), Outcome::ShutDown | Outcome::TakenOver | Outcome::HandedOver) => failed(&SHUTTING_DOWN),
+            (Ok(()), Outcome::NotContinued) => failed(&PROCESS_LOST),
         }
     }
 

@@ -24,14 +24,25 @@ impl AnswerJob {
         let started = Instant::now();
         metrics::gauge!("postchat_answers_in_flight").increment(1.0);
         let terminal = Terminal::new(self.runner.clone(), answer.clone());
-        self.runner.audience.deliver(AnswerEvent::Start {
-            session_id: id.session_id,
-            message_id: id.message_id,
-            intent: id.intent,
+        let (session_id, message_id) = (id.session_id, id.message_id);
+        self.runner.audience.deliver(match self.continued {
+            Some(_) => AnswerEvent::Resumed { session_id, message_id, seq: answer.tokens() as i64 - 1 },
+            None => AnswerEvent::Start { session_id, message_id, intent: id.intent },
         });
-        let outcome = self.settled(self.outcome().await).await;
+        let outcome = self.outcome().await;
+        if matches!(outcome, Outcome::TakenOver | Outcome::HandedOver) {
+            return self.let_go(outcome, terminal);
+        }
+        let outcome = self.settled(outcome).await;
+        if matches!(outcome, Outcome::TakenOver) {
+            return self.let_go(outcome, terminal);
+        }
         let content = answer.content();
         let stored = self.store(&outcome, &content).await;
+        if matches!(stored, Err(ChatError::ProcessLost)) && self.runner.settings.resume_answers {
+            // Ended elsewhere while this process was paused: continued there.
+            return self.let_go(Outcome::TakenOver, terminal);
+        }
         let event = outcome.terminal_event(&id, &content, &stored);
         outcome.record(&event, started.elapsed(), content.len());
         // The session is freed (on every process) before the end is announced, so a client
@@ -46,8 +57,13 @@ impl AnswerJob {
             biased;
             _ = self.guard.answer().stopped() => match self.guard.answer().lost() {
                 Some(Lost::ClusterUnavailable) => Outcome::Failed(ChatError::ClusterUnavailable),
+                // Continued by the process that swept it (or ended by the sweep): the sockets
+                // here follow the stream from now on.
+                Some(Lost::FencedOff) if self.runner.settings.resume_answers => Outcome::TakenOver,
                 // What the sweep told every other socket; the row it stored is kept.
                 Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
+                Some(Lost::TakenOver) => Outcome::TakenOver,
+                Some(Lost::HandedOver) => Outcome::HandedOver,
                 None => Outcome::Stopped,
             },
             _ = self.runner.shutdown.cancelled() => Outcome::ShutDown,
@@ -59,6 +75,24 @@ impl AnswerJob {
         }
     }
 
+    /// Lets another process go on with the answer: nothing is stored or told from here. The
+    /// sockets here follow it from the session's stream (the answer becomes a mirror, at what
+    /// they have seen: the continuation's `resumed` status says where it goes on from).
+    fn let_go(self, outcome: Outcome, terminal: Terminal) {
+        let answer = self.guard.answer();
+        let (session_id, message_id) = (answer.session_id, answer.message_id);
+        self.guard.follow_instead();
+        match outcome {
+            Outcome::HandedOver => self.runner.leases.hand_over(session_id, message_id),
+            _ => self.runner.leases.let_go(session_id, message_id),
+        }
+        let handed = if matches!(outcome, Outcome::HandedOver) { "handed_over" } else { "taken_over" };
+        info!(how = handed, "answer left to another process");
+        metrics::gauge!("postchat_answers_in_flight").decrement(1.0);
+        metrics::counter!("postchat_answers_left_total", "how" => handed).increment(1);
+        terminal.hand_off();
+    }
+
     /// The outcome once everything delivered of the answer has reached every watcher that can
     /// be reached; the failure when it could not (cluster mode: Redis failed for longer than a
     /// lease, or the answer was fenced off), so every socket and the stored row agree.
@@ -68,6 +102,9 @@ impl AnswerJob {
             return outcome;
         }
         match answer.lost() {
+            Some(Lost::FencedOff | Lost::TakenOver) if self.runner.settings.resume_answers => {
+                Outcome::TakenOver
+            }
             Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
             _ => Outcome::Failed(ChatError::ClusterUnavailable),
         }
@@ -164,7 +201,13 @@ impl AnswerJob {
             IntentType::SocialPost if self.platforms.is_empty() => &ctx.preferences.platforms,
             IntentType::SocialPost => &self.platforms,
         };
-        let request = Request { ctx: &ctx, text: &self.question, intent: answer.intent, platforms };
+        let request = Request {
+            ctx: &ctx,
+            text: &self.question,
+            intent: answer.intent,
+            platforms,
+            continued: self.continued.as_deref(),
+        };
         let started = Instant::now();
         let (session_id, message_id) = (answer.session_id, answer.message_id);
         let show = |progress: Progress<'_>| match progress {
@@ -190,6 +233,10 @@ impl AnswerJob {
             Err(AiError::BudgetSpent) => {
                 let retry_after = crate::chat::token_budget::until_tomorrow(crate::domain::now());
                 return Outcome::Failed(ChatError::RateLimited { retry_after });
+            }
+            Err(e) if self.continued.is_some() => {
+                warn!(error = %e, "the answer of a stopped process could not be continued");
+                return Outcome::NotContinued;
             }
             Err(e) => return Outcome::Failed(e.into()),
         };

@@ -32,6 +32,13 @@ impl Terminal {
     }
 }
 
+impl Terminal {
+    /// The answer goes on in another process, which tells its end: none is told from here.
+    pub(super) fn hand_off(mut self) {
+        self.delivered = true;
+    }
+}
+
 impl Drop for Terminal {
     fn drop(&mut self) {
         if self.delivered {
