@@ -114,6 +114,17 @@ impl Store for CountingStore {
     async fn interrupt_streaming(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.interrupt_streaming(before).await
     }
+    async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError> {
+        self.inner.take_over_message(id, fence).await
+    }
+    async fn finish_taken_over(
+        &self,
+        id: MessageId,
+        fence: u64,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<bool, StoreError> {
+        self.inner.finish_taken_over(id, fence, answer).await
+    }
     async fn interrupt_message(&self, id: MessageId, text: &str) -> Result<bool, StoreError> {
         self.inner.interrupt_message(id, text).await
     }

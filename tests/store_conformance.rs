@@ -184,6 +184,37 @@ async fn an_answer_swept_as_interrupted_is_not_finished_over(store: Arc<dyn Stor
     );
 }
 
+/// Another process continues an answer whose process died, under a fencing token: from then on
+/// only its end under that token is stored, one at a time and in a batch; a later takeover
+/// fences that one off in turn; an earlier token never takes it back.
+async fn an_answer_taken_over_is_finished_only_under_its_token(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("dora")).await;
+    let (one, two) = (new_message(session.id, "one", None), new_message(session.id, "two", None));
+    store.insert_message(&one).await.unwrap();
+    store.insert_message(&two).await.unwrap();
+    assert!(store.take_over_message(one.id, 5).await.unwrap());
+    assert!(store.take_over_message(two.id, 5).await.unwrap());
+    let end = |text| FinishedAnswer {
+        ai_response: text,
+        posts: &[],
+        status: MessageStatus::Complete,
+        usage: None,
+        cut: false,
+    };
+    assert!(!store.finish_message(one.id, end("by its paused first process")).await.unwrap());
+    let batched = store.finish_messages(&[(two.id, end("by its paused first process"))]).await.unwrap();
+    assert!(batched.is_empty(), "a batch finishes no answer taken over");
+    assert!(!store.take_over_message(one.id, 4).await.unwrap(), "an earlier token takes nothing back");
+    assert!(store.take_over_message(one.id, 7).await.unwrap());
+    assert!(!store.finish_taken_over(one.id, 5, end("by the first to continue it")).await.unwrap());
+    assert!(store.finish_taken_over(one.id, 7, end("by the second")).await.unwrap());
+    assert!(store.finish_taken_over(two.id, 5, end("continued")).await.unwrap());
+    assert!(!store.take_over_message(two.id, 9).await.unwrap(), "an ended answer is not taken over");
+    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    let texts: Vec<&str> = stored.iter().map(|m| m.ai_response.as_str()).collect();
+    assert_eq!(texts, ["by the second", "continued"]);
+}
+
 async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
     let alice = user("alice");
     assert_eq!(store.get_preferences(&alice).await.unwrap(), None);
@@ -428,6 +459,7 @@ on_both_backends!(
     streaming_messages_become_interrupted_at_start,
     one_streaming_message_is_interrupted_with_its_text_unless_it_ended,
     an_answer_swept_as_interrupted_is_not_finished_over,
+    an_answer_taken_over_is_finished_only_under_its_token,
     preferences_are_upserted_per_user,
     the_session_summary_is_updated,
     tokens_used_today_add_up_per_user,

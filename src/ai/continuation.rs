@@ -154,20 +154,27 @@ impl AiService {
 /// slot of each post's platform in `platforms` and its text, in the order shown. Text before
 /// the first heading, and posts of platforms not asked for, are not posts.
 pub(super) fn read_shown(shown: &str, platforms: &[Platform]) -> Vec<(usize, String)> {
-    let mut starts: Vec<(usize, usize, usize)> = Vec::new();
-    for (slot, platform) in platforms.iter().enumerate() {
+    // Each heading once (a platform asked for twice has one heading per post).
+    let mut starts: Vec<(usize, usize, Platform)> = Vec::new();
+    let mut named: Vec<Platform> = platforms.to_vec();
+    named.sort_unstable_by_key(|p| p.as_str());
+    named.dedup();
+    for platform in named {
         let heading = format!("{}:\n", platform.display_name());
         for (at, _) in shown.match_indices(&heading) {
             if at == 0 || shown[..at].ends_with("\n\n") {
-                starts.push((at, at + heading.len(), slot));
+                starts.push((at, at + heading.len(), platform));
             }
         }
     }
-    starts.sort_unstable();
-    let mut posts = Vec::new();
-    for (i, &(_, text_start, slot)) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(shown.len(), |&(next, _, _)| next - 2);
-        if end >= text_start && !posts.iter().any(|(s, _)| *s == slot) {
+    starts.sort_unstable_by_key(|&(at, _, _)| at);
+    let mut posts: Vec<(usize, String)> = Vec::new();
+    for (i, &(_, text_start, platform)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(shown.len(), |&(next, _, _)| next.saturating_sub(2));
+        // The next slot of this platform not filled yet.
+        let slot =
+            (0..platforms.len()).find(|&s| platforms[s] == platform && !posts.iter().any(|(t, _)| *t == s));
+        if let (Some(slot), true) = (slot, end >= text_start) {
             posts.push((slot, shown[text_start..end].to_owned()));
         }
     }
@@ -188,6 +195,11 @@ mod tests {
         );
         assert_eq!(read_shown("X (Twitter):\n", &platforms), vec![(0, String::new())]);
         assert!(read_shown("no heading yet", &platforms).is_empty());
+        let twice = [Platform::Twitter, Platform::Twitter];
+        assert_eq!(
+            read_shown("X (Twitter):\none\n\nX (Twitter):\ntwo", &twice),
+            vec![(0, "one".to_owned()), (1, "two".to_owned())]
+        );
     }
 
     #[test]

@@ -61,19 +61,17 @@ impl LocalEngine {
 #[async_trait]
 impl LLM for LocalEngine {
     async fn generate(&self, messages: &[LlmMessage]) -> Result<GenerateResult, LLMError> {
-        Ok(GenerateResult { generation: self.respond(messages)?, ..Default::default() })
+        let (begun, prompt) = prefilled(messages);
+        let whole = self.respond(prompt)?;
+        let generation = whole.strip_prefix(begun).unwrap_or_default().to_owned();
+        Ok(GenerateResult { generation, ..Default::default() })
     }
 
     async fn stream(
         &self,
         messages: &[LlmMessage],
     ) -> Result<Pin<Box<dyn Stream<Item = Result<StreamData, LLMError>> + Send>>, LLMError> {
-        let (begun, prompt) = match messages.split_last() {
-            Some((last, prompt)) if matches!(last.message_type, MessageType::AIMessage) => {
-                (last.content.as_str(), prompt)
-            }
-            _ => ("", messages),
-        };
+        let (begun, prompt) = prefilled(messages);
         let whole = self.respond(prompt)?;
         // What follows the prefill in its own reply (nothing when it wrote something else).
         let text = whole.strip_prefix(begun).unwrap_or_default().to_owned();
@@ -92,6 +90,16 @@ impl LLM for LocalEngine {
                 yield Ok(StreamData::new(json!(null), None, word));
             }
         }))
+    }
+}
+
+/// The reply begun (a final assistant message; empty when there is none) and the prompt before it.
+fn prefilled(messages: &[LlmMessage]) -> (&str, &[LlmMessage]) {
+    match messages.split_last() {
+        Some((last, prompt)) if matches!(last.message_type, MessageType::AIMessage) => {
+            (last.content.as_str(), prompt)
+        }
+        _ => ("", messages),
     }
 }
 

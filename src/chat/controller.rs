@@ -70,6 +70,8 @@ pub struct OrphanedAnswer {
     pub logged: Option<(String, u64)>,
     /// A stop was asked for while no process held it: it ends stopped at once.
     pub stop_asked: bool,
+    /// The fencing token this process took it over under.
+    pub fence: u64,
 }
 
 /// What `chat:join` returns.
@@ -401,13 +403,23 @@ impl ChatController {
         }
         let (session_id, message_id) = (orphan.session_id, orphan.message_id);
         let row = self.sessions.message(session_id, message_id).await?.ok_or(ChatError::NotFound)?;
-        if row.status != MessageStatus::Streaming {
+        // A later answer of the session's means it was let go (its start never logged).
+        let newest = self.sessions.newest_message_id(session_id).await?;
+        let superseded = orphan.logged.is_none() && newest != Some(message_id);
+        if row.status != MessageStatus::Streaming || superseded {
+            return Err(ChatError::NotFound);
+        }
+        // From now on only this process can store its end (its first one may only be paused).
+        if !self.sessions.take_over_message(message_id, orphan.fence).await? {
             return Err(ChatError::NotFound);
         }
         let owner = self.sessions.owner_of(session_id).await?.ok_or(ChatError::NotFound)?;
         let asked = self.sessions.asked_at(&owner, session_id, None, None).await?;
         // Its budget was checked when it was accepted: what is left today bounds the rest.
-        let tokens_left = self.check_budget(&owner, crate::domain::now(), None).await.unwrap_or(Some(0));
+        let tokens_left = match self.check_budget(&owner, crate::domain::now(), None).await {
+            Err(ChatError::RateLimited { .. }) => Some(0),
+            checked => checked?,
+        };
         let claim = Claim {
             session_id,
             message_id,
@@ -424,14 +436,16 @@ impl ChatController {
         if orphan.stop_asked {
             guard.answer().stop();
         }
+        if !self.is_accepting() {
+            // Shutdown began meanwhile, after its answers were handed over: this one too.
+            guard.answer().lose(Lost::HandedOver);
+        }
         // The platforms the user named, as the rules read them again (never a model call).
         let platforms = crate::ai::detect_intent(&row.user_message).platforms;
         info!(%message_id, tokens, started = orphan.logged.is_some(), "continuing an answer whose process stopped");
-        let job = match orphan.logged {
-            Some(_) => self.answers.resumed_job(asked, guard, row.user_message, platforms, tokens_left),
-            None => self.answers.job(asked, guard, row.user_message, platforms, tokens_left),
-        };
-        job.spawn();
+        let started = orphan.logged.is_some();
+        let job = (asked, guard, row.user_message);
+        self.answers.resumed_job(job, platforms, tokens_left, (started, orphan.fence)).spawn();
         Ok(())
     }
 

@@ -71,6 +71,9 @@ pub enum Origin {
 struct Progress {
     content: String,
     tokens: u64,
+    /// Another process continues it and a mirror replaced it here: nothing more of it is
+    /// recorded or delivered (its job may still be writing).
+    detached: bool,
 }
 
 /// An in-flight answer as a joining client sees it: `content` holds tokens `0..=seq`
@@ -140,7 +143,7 @@ impl InFlightAnswers {
         if answers.get(&claim.session_id).is_some_and(|a| a.origin == Origin::Here) {
             return false;
         }
-        let progress = Progress { content, tokens };
+        let progress = Progress { content, tokens, detached: false };
         answers.insert(
             claim.session_id,
             Arc::new(InFlightAnswer::new(claim, Origin::Process(origin), progress)),
@@ -174,7 +177,8 @@ impl InFlightAnswers {
                 catch_up(&content[progress.content.len()..], tokens - 1, tokens - progress.tokens);
             }
         }
-        let answer = Arc::new(InFlightAnswer::new(claim, Origin::Here, Progress { content, tokens }));
+        let progress = Progress { content, tokens, detached: false };
+        let answer = Arc::new(InFlightAnswer::new(claim, Origin::Here, progress));
         answers.insert(session_id, answer.clone());
         Ok(InFlightGuard { answers: self.clone(), answer })
     }
@@ -192,13 +196,13 @@ impl InFlightAnswers {
         if !answers.get(&answer.session_id).is_some_and(|a| Arc::ptr_eq(a, answer)) {
             return false;
         }
+        let mut here = lock(&answer.progress);
+        here.detached = true;
         let progress = match logged {
-            Some((content, tokens)) => Progress { content, tokens },
-            None => {
-                let here = lock(&answer.progress);
-                Progress { content: here.content.clone(), tokens: here.tokens }
-            }
+            Some((content, tokens)) => Progress { content, tokens, detached: false },
+            None => Progress { content: here.content.clone(), tokens: here.tokens, detached: false },
         };
+        drop(here);
         let claim = Claim {
             session_id: answer.session_id,
             message_id: answer.message_id,
@@ -330,6 +334,9 @@ impl InFlightAnswer {
     /// Records a token and delivers it under the same lock, with its sequence number.
     pub fn append(&self, token: &str, deliver: impl FnOnce(u64)) {
         let mut progress = lock(&self.progress);
+        if progress.detached {
+            return;
+        }
         let seq = progress.tokens;
         progress.content.push_str(token);
         progress.tokens += 1;

@@ -180,6 +180,11 @@ impl ChatSessionService {
         Ok(entry)
     }
 
+    /// The id of session `id`'s newest exchange, read from the store.
+    pub async fn newest_message_id(&self, id: SessionId) -> Result<Option<MessageId>, ChatError> {
+        Ok(self.store.recent_messages(id, 1, None).await?.pop().map(|m| m.id))
+    }
+
     /// The owner of session `id`, read from the store (`None`: it is gone).
     pub async fn owner_of(&self, id: SessionId) -> Result<Option<UserId>, ChatError> {
         Ok(self.store.get_session(id).await?.map(|session| session.owner))
@@ -264,9 +269,25 @@ impl ChatSessionService {
         self.batched.insert(message.clone()).await
     }
 
-    /// Stores how an exchange ended, if it is still `streaming`; true when stored.
-    pub async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, ChatError> {
+    /// Stores how an exchange ended, if it is still `streaming` (and, `fence` above 0, still
+    /// taken over under that token: see [`take_over_message`](Self::take_over_message)); true
+    /// when stored.
+    pub async fn finish_message(
+        &self,
+        id: MessageId,
+        fence: u64,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<bool, ChatError> {
+        if fence > 0 {
+            return Ok(self.store.finish_taken_over(id, fence, answer).await?);
+        }
         Ok(self.batched.finish(id, answer).await?)
+    }
+
+    /// Marks `streaming` exchange `id` as continued here under fencing token `fence` (cluster
+    /// mode: its process died): its first process, if only paused, can no longer store it.
+    pub async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, ChatError> {
+        Ok(self.store.take_over_message(id, fence).await?)
     }
 
     /// Stores an answer whose process died as `interrupted` with `text`, unless it had ended

@@ -90,6 +90,25 @@ pub(super) async fn request_stop(
     Ok(asked == 1)
 }
 
+/// Notes that a stop was asked for answer `message_id` while no process held it (its process
+/// died): the process that takes it over stops it at once. True the first time.
+pub(super) async fn ask_stop(cluster: &Cluster, message_id: MessageId) -> redis::RedisResult<bool> {
+    let set: Option<String> = redis::cmd("SET")
+        .arg(cluster.keys.stop_asked(message_id))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(CONTROL_KEEP.as_millis() as u64)
+        .query_async(&mut cluster.redis())
+        .await?;
+    Ok(set.is_some())
+}
+
+/// Whether a stop was asked for answer `message_id` (its process may never have read it).
+pub(super) async fn stop_asked(cluster: &Cluster, message_id: MessageId) -> redis::RedisResult<bool> {
+    redis::cmd("EXISTS").arg(cluster.keys.stop_asked(message_id)).query_async(&mut cluster.redis()).await
+}
+
 /// Carries out the requests read from this process's control stream, moving `position` on;
 /// returns the sessions whose streams woke this process (see `answer_log::APPEND`).
 pub(super) fn carry_out(

@@ -17,6 +17,7 @@ pub(super) fn spawn(
     inflight: Arc<InFlightAnswers>,
     sessions: Arc<ChatSessionService>,
 ) {
+    let swept = inflight.clone();
     every_renewal(cluster.clone(), "leases not renewed this time", move |cluster| {
         let inflight = inflight.clone();
         async move {
@@ -28,12 +29,12 @@ pub(super) fn spawn(
         }
     });
     every_renewal(cluster, "expired leases not swept this time", move |cluster| {
-        let sessions = sessions.clone();
+        let (sessions, inflight) = (sessions.clone(), swept.clone());
         async move {
             if !cluster.sweeps() {
                 return Ok(());
             }
-            sweeper::sweep(&cluster, &sessions).await
+            sweeper::sweep(&cluster, &sessions, &inflight).await
         }
     });
 }

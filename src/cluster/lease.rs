@@ -92,13 +92,18 @@ return 1
 );
 
 /// Takes the lease of answer `ARGV[1]` for this process after a sweep moved the session's
-/// fence to `ARGV[4]` (the lease is gone): 1 with the lease set (value `ARGV[2]`, living
+/// fence to `ARGV[4]` (the lease is gone, or handed over): 1 with the lease set (value `ARGV[2]`, living
 /// `ARGV[3]` ms) and listed (member `ARGV[5]`); 0 when the fence moved on again or a lease is
 /// there (another claim came first). The second reply: whether a stop was asked for the answer
 /// that its dead process never carried out (`KEYS[4]`).
 static TAKE_OVER: Lua = Lua::new(
     r"
-if redis.call('GET', KEYS[3]) ~= ARGV[4] or redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then return {0, 0} end
+local held = redis.call('GET', KEYS[1])
+if held then
+  local ok, lease = pcall(cjson.decode, held)
+  if not (ok and lease.h and lease.m == ARGV[1]) then return {0, 0} end
+end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[3], ARGV[5])
@@ -107,14 +112,17 @@ return {1, redis.call('EXISTS', KEYS[4])}
 );
 
 /// Gives up the lease of answer `ARGV[1]` held by process `ARGV[2]` as if that process had
-/// died: deleted, and listed as expired (member `ARGV[3]`), so the next sweep takes it.
+/// died: marked handed over (`h`; a sweep takes it as gone, a claim of the session as held, so
+/// no other message takes the session meanwhile), living `ARGV[4]` ms more, and listed as
+/// expired (member `ARGV[3]`), so the next sweep takes it over.
 pub(super) static HAND_OVER: Lua = Lua::new(
     r"
 local held = redis.call('GET', KEYS[1])
 if not held then return 0 end
 local ok, lease = pcall(cjson.decode, held)
 if not ok or lease.m ~= ARGV[1] or lease.o ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[1])
+lease.h = 1
+redis.call('SET', KEYS[1], cjson.encode(lease), 'PX', ARGV[4])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 return 1
 ",
@@ -281,7 +289,12 @@ pub(super) fn hand_over_command(
     message_id: MessageId,
     process: &str,
 ) -> redis::Cmd {
-    let args = [message_id.to_string(), process.to_owned(), member(session_id, message_id)];
+    let args = [
+        message_id.to_string(),
+        process.to_owned(),
+        member(session_id, message_id),
+        LEASE_TTL.as_millis().to_string(),
+    ];
     HAND_OVER.command(&[keys.lease(session_id), keys.leases()], &args)
 }
 
@@ -310,21 +323,6 @@ pub(super) async fn take_over(
     ];
     let (taken, stop_asked): (i64, i64) = TAKE_OVER.run(conn, &keys, &args).await?;
     Ok((taken == 1).then_some(stop_asked == 1))
-}
-
-/// Notes that a stop was asked for answer `message_id` while no process held it (its process
-/// died): the process that takes it over stops it at once. True the first time.
-pub(super) async fn ask_stop(cluster: &Cluster, message_id: MessageId) -> redis::RedisResult<bool> {
-    let keep = super::control::CONTROL_KEEP.as_millis() as u64;
-    let set: Option<String> = redis::cmd("SET")
-        .arg(cluster.keys.stop_asked(message_id))
-        .arg(1)
-        .arg("NX")
-        .arg("PX")
-        .arg(keep)
-        .query_async(&mut cluster.redis())
-        .await?;
-    Ok(set.is_some())
 }
 
 /// Renews every lease held here (answers generated here, until their release is sent: an

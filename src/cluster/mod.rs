@@ -374,7 +374,7 @@ impl AnswerLeases for Cluster {
             // over, which stops it; or this process's answer that has just ended.
             None if self.resume_answers => match mirrored {
                 Some(message_id) => {
-                    let asked = lease::ask_stop(self, message_id).await;
+                    let asked = control::ask_stop(self, message_id).await;
                     self.record(asked.is_ok());
                     asked.map_err(|e| unavailable(&e))
                 }

@@ -13,12 +13,12 @@ use super::lua::Lua;
 use super::stored_outcome;
 use super::tail::{read_tail, OpenAnswer, Tail};
 use super::{answer_log, Cluster};
-use crate::chat::{ChatError, ChatSessionService, OrphanedAnswer};
+use crate::chat::{ChatError, ChatSessionService, InFlightAnswers, Origin, OrphanedAnswer};
 use crate::domain::{MessageId, SessionId};
 
 /// Before a sweep: 0 when another process is sweeping the answer, or when its lease is still
 /// there (renewed after its deadline, or about to expire: listed again until its key's end,
-/// so it is not forgotten); otherwise its fence moved on first and noted as swept, so its
+/// so it is not forgotten; a lease handed over by a stopping process counts as gone); otherwise its fence moved on first and noted as swept, so its
 /// process, if it comes back, is fenced off: the new token (the sweeping process may take the
 /// answer over under it), or -1 when another answer's claim already moved it.
 static FENCE_OFF: Lua = Lua::new(
@@ -27,14 +27,15 @@ if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then return 0 end
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
-  if ok and lease.m == ARGV[1] then
+  local handed = ok and lease.m == ARGV[1] and lease.h
+  if ok and lease.m == ARGV[1] and not lease.h then
     local t = redis.call('TIME')
     local left = math.max(redis.call('PTTL', KEYS[1]), 0)
     redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000) + left, ARGV[3])
     redis.call('DEL', KEYS[4])
     return 0
   end
-  return -1
+  if not handed then return -1 end
 end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -70,7 +71,11 @@ const SWEEP_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 /// time, in batches of [`SWEEP_BATCH`] until none is left (at most [`SWEEP_BATCHES`] a pass);
 /// one that fails stays listed for the next pass (after [`SWEEPING_MS`]), and so do the rest of
 /// its batch.
-pub(super) async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> redis::RedisResult<()> {
+pub(super) async fn sweep(
+    cluster: &Cluster,
+    sessions: &ChatSessionService,
+    inflight: &InFlightAnswers,
+) -> redis::RedisResult<()> {
     use futures::StreamExt;
     for _ in 0..SWEEP_BATCHES {
         let mut redis = cluster.redis();
@@ -78,7 +83,7 @@ pub(super) async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> r
             EXPIRED.run(&mut redis, &[cluster.keys.leases()], &[SWEEP_BATCH.to_string()]).await?;
         let full = expired.len() == SWEEP_BATCH;
         let mut swept = futures::stream::iter(expired)
-            .map(|member| sweep_member(cluster, sessions, member))
+            .map(|member| sweep_member(cluster, sessions, inflight, member))
             .buffer_unordered(SWEEPS_AT_ONCE);
         while let Some(result) = swept.next().await {
             if !result? {
@@ -96,6 +101,7 @@ pub(super) async fn sweep(cluster: &Cluster, sessions: &ChatSessionService) -> r
 async fn sweep_member(
     cluster: &Cluster,
     sessions: &ChatSessionService,
+    inflight: &InFlightAnswers,
     member: String,
 ) -> redis::RedisResult<bool> {
     let mut redis = cluster.redis();
@@ -106,7 +112,24 @@ async fn sweep_member(
         redis::cmd("ZREM").arg(cluster.keys.leases()).arg(&member).query_async::<()>(&mut redis).await?;
         return Ok(true);
     };
-    sweep_one(cluster, &mut redis, sessions, session_id, message_id).await
+    // Not one of this process's own answers (back from a pause, its renewal not run yet: it
+    // finds out for itself), and nothing while this process drains (others continue them).
+    let here =
+        inflight.get(session_id).is_some_and(|a| a.message_id == message_id && a.origin == Origin::Here);
+    if here || !cluster.sweeps() {
+        return Ok(true);
+    }
+    let swept = sweep_one(cluster, &mut redis, sessions, session_id, message_id).await?;
+    // A stop asked for it between its takeover and its start here went to this process's
+    // control stream before there was an answer here to stop: asked again.
+    let continued =
+        inflight.get(session_id).filter(|a| a.message_id == message_id && a.origin == Origin::Here);
+    if let Some(answer) = continued {
+        if super::control::stop_asked(cluster, message_id).await? {
+            answer.stop();
+        }
+    }
+    Ok(swept)
 }
 
 /// Sweeps one answer: fenced off, its text as the stream holds it stored `interrupted` (if
@@ -187,7 +210,7 @@ async fn continued(
     let Some(stop_asked) = lease::take_over(cluster, redis, ours, fence).await? else { return Ok(false) };
     cluster.fences.insert(session_id, message_id, fence);
     let logged = open.map(|a| (a.text.clone(), a.tokens));
-    let orphan = OrphanedAnswer { session_id, message_id, logged, stop_asked };
+    let orphan = OrphanedAnswer { session_id, message_id, logged, stop_asked, fence };
     match controller.resume(orphan).await {
         Ok(()) => Ok(true),
         Err(e) => {

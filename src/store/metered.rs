@@ -155,6 +155,17 @@ impl Store for MeteredStore {
         self.timed("interrupt_streaming", self.inner.interrupt_streaming(created_before)).await
     }
 
+    async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError> {
+        self.timed("take_over_message", self.inner.take_over_message(id, fence)).await
+    }
+    async fn finish_taken_over(
+        &self,
+        id: MessageId,
+        fence: u64,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<bool, StoreError> {
+        self.timed("finish_taken_over", self.inner.finish_taken_over(id, fence, answer)).await
+    }
     async fn interrupt_message(&self, id: MessageId, ai_response: &str) -> Result<bool, StoreError> {
         self.timed("interrupt_message", self.inner.interrupt_message(id, ai_response)).await
     }

@@ -153,9 +153,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new exchange; [`StoreError::Duplicate`] when its client message id was used.
     async fn insert_message(&self, message: &NewMessage) -> Result<(), StoreError>;
-    /// Stores how an exchange ended, if it is still `streaming`: one already ended (swept
-    /// `interrupted` while its process was paused) keeps that outcome. True when stored.
+    /// Stores how an exchange ended, if it is still `streaming` and never taken over: one
+    /// already ended (swept `interrupted` while its process was paused) keeps that outcome,
+    /// and one another process continues is stored by it. True when stored.
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError>;
+    /// Marks `streaming` exchange `id` as continued by another process under fencing token
+    /// `fence` (cluster mode: its process died), if no later token took it: from then on only
+    /// [`finish_taken_over`](Self::finish_taken_over) under that token stores its end. True
+    /// when taken.
+    async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError>;
+    /// Stores how an exchange taken over under `fence` ended, if it still is `streaming` and
+    /// no later token took it.
+    async fn finish_taken_over(
+        &self,
+        id: MessageId,
+        fence: u64,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<bool, StoreError>;
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
@@ -184,8 +198,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
-    /// Marks every `streaming` message created before `created_before` `interrupted` (at
-    /// start: they were lost with a crash).
+    /// Marks every `streaming` message created (or last taken over) before `created_before`
+    /// `interrupted` (at start: they were lost with a crash).
     async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Marks one message `interrupted` with the text it got, if it is still `streaming`

@@ -49,7 +49,7 @@ const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, 
      FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $6::int8[], $7::int8[], $8::bool[], \
       $9::bool[]) \
       AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut) \
-     WHERE messages.id = v.id AND messages.status = 'streaming' RETURNING messages.id";
+     WHERE messages.id = v.id AND messages.status = 'streaming' AND messages.fence = 0 RETURNING messages.id";
 /// Each session's newest exchanges through the (session, created_at) index, however long the
 /// session.
 fn recent_exchanges_of() -> String {

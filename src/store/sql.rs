@@ -61,7 +61,10 @@ pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
 /// interrupted when its process seemed dead) keeps that outcome.
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      SET ai_response = $2, posts = $3, status = $4, updated_at = $5, prompt_tokens = $6, \
-     completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1 AND status = 'streaming'";
+     completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1 AND status = 'streaming' AND fence = $10";
+/// An answer another process continues (cluster mode) under fencing token `$2`, above any it
+/// was taken under before: only its end under that token is stored from then on.
+pub(super) const TAKE_OVER_MESSAGE: &str = "UPDATE messages SET fence = $2, updated_at = $3      WHERE id = $1 AND status = 'streaming' AND fence < $2";
 pub(super) fn find_message_by_client_id() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages \
@@ -86,7 +89,7 @@ pub(super) fn recent_messages_before() -> String {
     )
 }
 pub(super) const INTERRUPT_STREAMING: &str =
-    "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming' AND created_at < $2";
+    "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming' AND updated_at < $2";
 pub(super) const INTERRUPT_MESSAGE: &str = "UPDATE messages \
      SET status = 'interrupted', ai_response = $2, updated_at = $3 WHERE id = $1 AND status = 'streaming'";
 

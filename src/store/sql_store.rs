@@ -209,6 +209,25 @@ where
     }
 
     async fn finish_message(&self, id: MessageId, answer: FinishedAnswer<'_>) -> Result<bool, StoreError> {
+        self.finish_taken_over(id, 0, answer).await
+    }
+
+    async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::TAKE_OVER_MESSAGE)
+            .bind(id.as_uuid())
+            .bind(i64::try_from(fence).unwrap_or(i64::MAX))
+            .bind(crate::domain::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    async fn finish_taken_over(
+        &self,
+        id: MessageId,
+        fence: u64,
+        answer: FinishedAnswer<'_>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(sql::FINISH_MESSAGE)
             .bind(id.as_uuid())
             .bind(answer.ai_response)
@@ -219,6 +238,7 @@ where
             .bind(answer.usage_columns().1)
             .bind(answer.usage_columns().2)
             .bind(answer.cut)
+            .bind(i64::try_from(fence).unwrap_or(i64::MAX))
             .execute(&self.pool)
             .await?;
         Ok(DB::rows_affected(&done) > 0)

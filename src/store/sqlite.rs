@@ -59,7 +59,7 @@ const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_res
      posts = v.posts, status = v.status, updated_at = v.updated_at, \
      prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, \
      usage_estimated = v.usage_estimated, cut = v.cut FROM v \
-     WHERE messages.id = v.id AND messages.status = 'streaming' RETURNING messages.id";
+     WHERE messages.id = v.id AND messages.status = 'streaming' AND messages.fence = 0 RETURNING messages.id";
 
 /// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
 /// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through

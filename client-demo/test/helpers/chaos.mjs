@@ -2,7 +2,9 @@
 // (reached through a proxy that can add latency), under load, while a schedule injects every
 // fault docs/cluster.md promises to survive. Every answer is checked on its sender and on a
 // watcher on another process: exactly one terminal event, nothing of it after that, tokens
-// gapless, the stored status and text agreeing with what the sockets saw.
+// gapless (an answer another process continued goes on from the `seq` its `resumed` status
+// names, and its end's content is the tokens kept), the stored status and text agreeing with
+// what the sockets saw.
 //
 //   node test/helpers/chaos.mjs [seconds]      (600 for the run in docs/benchmarks.md)
 // client-demo/test/chaos.test.mjs runs it for every fault once in CI.

@@ -77,6 +77,8 @@ pub(super) struct AnswerJob {
     usage: UsageMeter,
     /// The text another process wrote and logged before it died: this answer continues it.
     continued: Option<String>,
+    /// The fencing token its row was taken over under (0: its first process's).
+    row_fence: u64,
 }
 
 impl AnswerRunner {
@@ -113,21 +115,26 @@ impl AnswerRunner {
             platforms,
             usage: UsageMeter::new(allowance),
             continued: None,
+            row_fence: 0,
         }
     }
 
-    /// The continuation of an answer another process began and logged as `logged` (the
-    /// guard's answer already holds it).
+    /// The continuation of an answer whose process died, its row taken over under `fence`:
+    /// from the text that process logged (the guard's answer holds it; `started` false when not
+    /// even its start was logged: answered from the start).
     pub(super) fn resumed_job(
         self: &Arc<Self>,
-        asked: AskedSession,
-        guard: InFlightGuard,
-        question: String,
+        (asked, guard, question): (AskedSession, InFlightGuard, String),
         platforms: Vec<Platform>,
         tokens_left: Option<u64>,
+        (started, fence): (bool, u64),
     ) -> AnswerJob {
-        let logged = guard.answer().content();
-        AnswerJob { continued: Some(logged), ..self.job(asked, guard, question, platforms, tokens_left) }
+        let logged = started.then(|| guard.answer().content());
+        AnswerJob {
+            continued: logged,
+            row_fence: fence,
+            ..self.job(asked, guard, question, platforms, tokens_left)
+        }
     }
 
     /// Everyone watching a session.

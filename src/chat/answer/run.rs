@@ -23,7 +23,7 @@ impl AnswerJob {
             AnswerId { session_id: answer.session_id, message_id: answer.message_id, intent: answer.intent };
         let started = Instant::now();
         metrics::gauge!("postchat_answers_in_flight").increment(1.0);
-        let terminal = Terminal::new(self.runner.clone(), answer.clone());
+        let terminal = Terminal::new(self.runner.clone(), answer.clone(), self.row_fence);
         let (session_id, message_id) = (id.session_id, id.message_id);
         self.runner.audience.deliver(match self.continued {
             Some(_) => AnswerEvent::Resumed { session_id, message_id, seq: answer.tokens() as i64 - 1 },
@@ -39,8 +39,7 @@ impl AnswerJob {
         }
         let content = answer.content();
         let stored = self.store(&outcome, &content).await;
-        if matches!(stored, Err(ChatError::ProcessLost)) && self.runner.settings.resume_answers {
-            // Ended elsewhere while this process was paused: continued there.
+        if matches!(stored, Err(ChatError::ProcessLost)) && self.continued_elsewhere().await {
             return self.let_go(Outcome::TakenOver, terminal);
         }
         let event = outcome.terminal_event(&id, &content, &stored);
@@ -57,10 +56,8 @@ impl AnswerJob {
             biased;
             _ = self.guard.answer().stopped() => match self.guard.answer().lost() {
                 Some(Lost::ClusterUnavailable) => Outcome::Failed(ChatError::ClusterUnavailable),
-                // Continued by the process that swept it (or ended by the sweep): the sockets
-                // here follow the stream from now on.
-                Some(Lost::FencedOff) if self.runner.settings.resume_answers => Outcome::TakenOver,
-                // What the sweep told every other socket; the row it stored is kept.
+                // What the sweep told every other socket, its row kept; or, when another
+                // process continues it, see `continued_elsewhere`.
                 Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
                 Some(Lost::TakenOver) => Outcome::TakenOver,
                 Some(Lost::HandedOver) => Outcome::HandedOver,
@@ -73,6 +70,23 @@ impl AnswerJob {
                 Err(_) => Outcome::Failed(AiError::Timeout.into()),
             },
         }
+    }
+
+    /// Whether another process continues the answer whose end could not be stored here (this
+    /// process was taken for dead while paused): its continuation was seen, or its row is
+    /// still `streaming` (taken over under a later token, or about to be ended by the sweep,
+    /// whose end then reaches the sockets here through the stream). Its sockets then follow
+    /// the stream instead of being told an end from here.
+    async fn continued_elsewhere(&self) -> bool {
+        if !self.runner.settings.resume_answers {
+            return false;
+        }
+        let answer = self.guard.answer();
+        if answer.lost() == Some(Lost::TakenOver) {
+            return true;
+        }
+        let row = self.runner.sessions.message(answer.session_id, answer.message_id).await;
+        matches!(row, Ok(Some(row)) if row.status == crate::domain::MessageStatus::Streaming)
     }
 
     /// Lets another process go on with the answer: nothing is stored or told from here. The
@@ -102,9 +116,7 @@ impl AnswerJob {
             return outcome;
         }
         match answer.lost() {
-            Some(Lost::FencedOff | Lost::TakenOver) if self.runner.settings.resume_answers => {
-                Outcome::TakenOver
-            }
+            Some(Lost::TakenOver) if self.runner.settings.resume_answers => Outcome::TakenOver,
             Some(Lost::FencedOff) => Outcome::Failed(ChatError::ProcessLost),
             _ => Outcome::Failed(ChatError::ClusterUnavailable),
         }
@@ -144,7 +156,8 @@ impl AnswerJob {
             usage,
             cut: outcome.cut(),
         };
-        if self.runner.sessions.finish_message(self.guard.answer().message_id, finished).await? {
+        let message_id = self.guard.answer().message_id;
+        if self.runner.sessions.finish_message(message_id, self.row_fence, finished).await? {
             return Ok(());
         }
         // No longer `streaming`: ended elsewhere while this process was paused past its lease
@@ -206,7 +219,8 @@ impl AnswerJob {
             text: &self.question,
             intent: answer.intent,
             platforms,
-            continued: self.continued.as_deref(),
+            // Nothing logged yet: asked as a new answer (it goes on from nothing).
+            continued: self.continued.as_deref().filter(|logged| !logged.is_empty()),
         };
         let started = Instant::now();
         let (session_id, message_id) = (answer.session_id, answer.message_id);

@@ -15,12 +15,14 @@ use crate::store::FinishedAnswer;
 pub(super) struct Terminal {
     runner: Arc<AnswerRunner>,
     answer: Arc<InFlightAnswer>,
+    /// The fencing token its row is stored under (0 unless it was taken over).
+    row_fence: u64,
     delivered: bool,
 }
 
 impl Terminal {
-    pub(super) fn new(runner: Arc<AnswerRunner>, answer: Arc<InFlightAnswer>) -> Self {
-        Self { runner, answer, delivered: false }
+    pub(super) fn new(runner: Arc<AnswerRunner>, answer: Arc<InFlightAnswer>, row_fence: u64) -> Self {
+        Self { runner, answer, row_fence, delivered: false }
     }
 
     /// Delivers the end, releasing the answer's claim on its session (`guard`) just before
@@ -48,7 +50,7 @@ impl Drop for Terminal {
         let (session_id, message_id) = (self.answer.session_id, self.answer.message_id);
         warn!(%message_id, "answer ended without a terminal event: reporting INTERNAL");
         runner.audience.deliver(AnswerEvent::Failed { session_id, message_id, error: &ChatError::Internal });
-        let content = self.answer.content();
+        let (content, fence) = (self.answer.content(), self.row_fence);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let finished = FinishedAnswer {
@@ -58,7 +60,7 @@ impl Drop for Terminal {
                     usage: None,
                     cut: false,
                 };
-                if let Err(e) = runner.sessions.finish_message(message_id, finished).await {
+                if let Err(e) = runner.sessions.finish_message(message_id, fence, finished).await {
                     warn!(error = %e, "could not store the broken answer");
                 }
             });
