@@ -117,6 +117,9 @@ impl Store for CountingStore {
     async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError> {
         self.inner.take_over_message(id, fence).await
     }
+    async fn message_fence(&self, id: MessageId) -> Result<Option<u64>, StoreError> {
+        self.inner.message_fence(id).await
+    }
     async fn finish_taken_over(
         &self,
         id: MessageId,

@@ -192,7 +192,10 @@ async fn an_answer_taken_over_is_finished_only_under_its_token(store: Arc<dyn St
     let (one, two) = (new_message(session.id, "one", None), new_message(session.id, "two", None));
     store.insert_message(&one).await.unwrap();
     store.insert_message(&two).await.unwrap();
+    assert_eq!(store.message_fence(one.id).await.unwrap(), Some(0), "its first process's");
     assert!(store.take_over_message(one.id, 5).await.unwrap());
+    assert_eq!(store.message_fence(one.id).await.unwrap(), Some(5));
+    assert_eq!(store.message_fence(MessageId::new()).await.unwrap(), None, "a missing exchange");
     assert!(store.take_over_message(two.id, 5).await.unwrap());
     let end = |text| FinishedAnswer {
         ai_response: text,
@@ -206,6 +209,7 @@ async fn an_answer_taken_over_is_finished_only_under_its_token(store: Arc<dyn St
     assert!(batched.is_empty(), "a batch finishes no answer taken over");
     assert!(!store.take_over_message(one.id, 4).await.unwrap(), "an earlier token takes nothing back");
     assert!(store.take_over_message(one.id, 7).await.unwrap());
+    assert_eq!(store.message_fence(one.id).await.unwrap(), Some(7));
     assert!(!store.finish_taken_over(one.id, 5, end("by the first to continue it")).await.unwrap());
     assert!(store.finish_taken_over(one.id, 7, end("by the second")).await.unwrap());
     assert!(store.finish_taken_over(two.id, 5, end("continued")).await.unwrap());

@@ -375,10 +375,24 @@ impl InFlightAnswer {
         first
     }
 
-    /// Ends the answer because it cannot go on (cluster mode); the first reason stays.
+    /// Ends the answer because it cannot go on (cluster mode); the first reason stays, except
+    /// that learning another process continues it (`TakenOver`) overrides being fenced off:
+    /// the fence was the first sign of that takeover.
     pub fn lose(&self, why: Lost) {
-        lock(&self.lost).get_or_insert(why);
+        let mut lost = lock(&self.lost);
+        match *lost {
+            Some(Lost::FencedOff) if why == Lost::TakenOver => *lost = Some(why),
+            Some(_) => {}
+            None => *lost = Some(why),
+        }
+        drop(lost);
         self.cancel.cancel();
+    }
+
+    /// Whether another process continues it and a mirror replaced it here
+    /// ([`InFlightAnswers::follow_instead`]).
+    pub fn is_detached(&self) -> bool {
+        lock(&self.progress).detached
     }
 
     /// Marks that its end is being told: it is over, only its in-flight claim is left.
@@ -499,7 +513,9 @@ mod tests {
         for t in ["a ", "b ", "c "] {
             guard.answer().append(t, |_| {});
         }
+        assert!(!guard.answer().is_detached());
         assert!(guard.follow_instead());
+        assert!(guard.answer().is_detached(), "the answer here delivers nothing more");
         let mirror = answers.get(session).unwrap();
         assert_ne!(mirror.origin, Origin::Here);
         assert_eq!(answers.len(), 0, "no answer generated here any more");
@@ -508,6 +524,20 @@ mod tests {
         assert_eq!(answers.join_watching(session, || {}).unwrap().seq, 1);
         drop(guard);
         assert!(answers.get(session).is_some(), "the guard's release leaves the mirror");
+    }
+
+    #[test]
+    fn learning_of_a_takeover_overrides_being_fenced_off_but_nothing_else() {
+        let answers = Arc::new(InFlightAnswers::default());
+        let fenced = answers.reserve(Claim::new(SessionId::new(), IntentType::Question)).unwrap();
+        fenced.answer().lose(Lost::FencedOff);
+        fenced.answer().lose(Lost::TakenOver);
+        assert_eq!(fenced.answer().lost(), Some(Lost::TakenOver));
+        let unavailable = answers.reserve(Claim::new(SessionId::new(), IntentType::Question)).unwrap();
+        unavailable.answer().lose(Lost::ClusterUnavailable);
+        unavailable.answer().lose(Lost::TakenOver);
+        unavailable.answer().lose(Lost::FencedOff);
+        assert_eq!(unavailable.answer().lost(), Some(Lost::ClusterUnavailable), "the first reason stays");
     }
 
     #[test]

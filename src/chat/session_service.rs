@@ -290,6 +290,11 @@ impl ChatSessionService {
         Ok(self.store.take_over_message(id, fence).await?)
     }
 
+    /// The fencing token exchange `id` was last taken over under (0: never; `None`: gone).
+    pub async fn message_fence(&self, id: MessageId) -> Result<Option<u64>, ChatError> {
+        Ok(self.store.message_fence(id).await?)
+    }
+
     /// Stores an answer whose process died as `interrupted` with `text`, unless it had ended
     /// (cluster mode's sweeper); true when it was still streaming.
     pub async fn interrupt_message(&self, id: MessageId, text: &str) -> Result<bool, ChatError> {

@@ -56,7 +56,8 @@ return {claimed[1], claimed[2], redis.call('GET', KEYS[5]), redis.call('GET', KE
 
 /// Extends the lease this answer holds under its fencing token: 1. A lease that is gone is
 /// never taken again: 0 when the session's fence exists (the answer was swept, or another
-/// claimed the session: fenced off), -1 when Redis lost it all (restarted empty).
+/// claimed the session: fenced off), -1 when Redis lost it all (restarted empty). A lease
+/// handed over (`h`) is not extended: it stays listed as expired for the next sweep.
 static RENEW: Lua = Lua::new(
     r"
 local held = redis.call('GET', KEYS[1])
@@ -65,7 +66,7 @@ if not held then
   return -1
 end
 local ok, lease = pcall(cjson.decode, held)
-if not ok or lease.m ~= ARGV[1] or tostring(lease.f) ~= ARGV[4] then return 0 end
+if not ok or lease.m ~= ARGV[1] or tostring(lease.f) ~= ARGV[4] or lease.h then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARGV[3])
@@ -73,16 +74,17 @@ return 1
 ",
 );
 
-/// Frees the session if this answer holds it through process `ARGV[3]`, and takes it off the
-/// leases' set; nothing when another process holds it for the same answer (it continues it:
-/// this process was taken for dead).
+/// Frees the session if this answer holds it through process `ARGV[3]`, or holds it handed
+/// over (`h`: its process gave it up; the sweep that could not continue it frees it), and
+/// takes it off the leases' set; nothing when another process holds it for the same answer
+/// (it continues it: this process was taken for dead).
 pub(super) static RELEASE: Lua = Lua::new(
     r"
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
   if ok and lease.m == ARGV[1] then
-    if lease.o ~= ARGV[3] then return 0 end
+    if lease.o ~= ARGV[3] and not lease.h then return 0 end
     redis.call('DEL', KEYS[1])
   end
 end
@@ -375,4 +377,108 @@ pub(super) async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redi
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lease scripts against a real Redis (`REDIS_TEST_URL`, default the local one; in CI
+    //! an unreachable Redis fails), under a key prefix of their own.
+    use super::*;
+
+    async fn redis() -> Option<redis::aio::MultiplexedConnection> {
+        let url = std::env::var("REDIS_TEST_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let connected = async { redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await };
+        match connected.await {
+            Ok(conn) => Some(conn),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("Redis at {url}: {e}"),
+            Err(e) => {
+                eprintln!("skipped: Redis at {url} is unreachable ({e})");
+                None
+            }
+        }
+    }
+
+    /// A lease held by process `a` for a new answer, under fence 1, listed to expire in `ms`.
+    async fn held_by_a(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &Keys,
+        ms: u64,
+    ) -> (SessionId, MessageId) {
+        let (session_id, message_id) = (SessionId::new(), MessageId::new());
+        let holder = LeaseHolder { message_id, process: "a".into(), client_message_id: None, fence: 1 };
+        let value = serde_json::to_string(&holder).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(keys.lease(session_id))
+            .arg(value)
+            .arg("PX")
+            .arg(ms)
+            .query_async(conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET").arg(keys.fence(session_id)).arg(1).query_async(conn).await.unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg(keys.leases())
+            .arg(u64::MAX >> 12)
+            .arg(member(session_id, message_id))
+            .query_async(conn)
+            .await
+            .unwrap();
+        (session_id, message_id)
+    }
+
+    async fn renew_one(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &Keys,
+        (s, m): (SessionId, MessageId),
+    ) -> i64 {
+        let k = [keys.lease(s), keys.leases(), keys.fence(s)];
+        let a = [m.to_string(), "30000".into(), member(s, m), "1".into()];
+        RENEW.run(conn, &k, &a).await.unwrap()
+    }
+
+    async fn score(
+        conn: &mut redis::aio::MultiplexedConnection,
+        keys: &Keys,
+        (s, m): (SessionId, MessageId),
+    ) -> Option<f64> {
+        redis::cmd("ZSCORE").arg(keys.leases()).arg(member(s, m)).query_async(conn).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_lease_handed_over_is_not_renewed_and_any_process_that_cannot_continue_it_frees_it() {
+        let Some(mut conn) = redis().await else { return };
+        let keys = Keys::new(&format!("leasetest{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let answer = held_by_a(&mut conn, &keys, 30_000).await;
+        assert_eq!(renew_one(&mut conn, &keys, answer).await, 1);
+        let _: i64 = hand_over_command(&keys, answer.0, answer.1, "a").query_async(&mut conn).await.unwrap();
+        assert_eq!(score(&mut conn, &keys, answer).await, Some(0.0), "listed as expired");
+        assert_eq!(renew_one(&mut conn, &keys, answer).await, 0, "a handed lease is not renewed");
+        assert_eq!(score(&mut conn, &keys, answer).await, Some(0.0), "and stays listed as expired");
+        release(&keys, &mut conn, answer.0, answer.1, "b").await.unwrap();
+        let lease: Option<String> =
+            redis::cmd("GET").arg(keys.lease(answer.0)).query_async(&mut conn).await.unwrap();
+        assert_eq!(lease, None, "another process's release frees a handed lease");
+        assert_eq!(score(&mut conn, &keys, answer).await, None);
+        let _: () = redis::cmd("DEL").arg(keys.fence(answer.0)).query_async(&mut conn).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_release_by_another_process_leaves_a_lease_that_was_not_handed_over() {
+        let Some(mut conn) = redis().await else { return };
+        let keys = Keys::new(&format!("leasetest{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let answer = held_by_a(&mut conn, &keys, 30_000).await;
+        release(&keys, &mut conn, answer.0, answer.1, "b").await.unwrap();
+        let lease: Option<String> =
+            redis::cmd("GET").arg(keys.lease(answer.0)).query_async(&mut conn).await.unwrap();
+        assert!(lease.is_some(), "process a continues it: its lease stays");
+        assert!(score(&mut conn, &keys, answer).await.is_some(), "and listed");
+        release(&keys, &mut conn, answer.0, answer.1, "a").await.unwrap();
+        assert_eq!(score(&mut conn, &keys, answer).await, None);
+        let _: () = redis::cmd("DEL")
+            .arg(keys.fence(answer.0))
+            .arg(keys.leases())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 }

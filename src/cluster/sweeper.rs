@@ -164,6 +164,12 @@ async fn sweep_one(
     }
     let Tail { open, .. } = read_tail(redis, &cluster.keys.events(session_id)).await?;
     let open = open.filter(|a| a.message_id == message_id);
+    if fenced > 0 && cluster.resume_answers && cluster.resumer().is_none() {
+        // This process began to drain since the pass started: the answer is left listed for
+        // another process to continue (its next sweep fences it off again).
+        redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;
+        return Ok(true);
+    }
     if let Ok(fence) = u64::try_from(fenced) {
         if continued(cluster, redis, (session_id, message_id), open.as_ref(), fence).await? {
             redis::cmd("DEL").arg(cluster.keys.sweeping(session_id)).query_async::<()>(&mut *redis).await?;

@@ -158,6 +158,9 @@ impl Store for MeteredStore {
     async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError> {
         self.timed("take_over_message", self.inner.take_over_message(id, fence)).await
     }
+    async fn message_fence(&self, id: MessageId) -> Result<Option<u64>, StoreError> {
+        self.timed("message_fence", self.inner.message_fence(id)).await
+    }
     async fn finish_taken_over(
         &self,
         id: MessageId,

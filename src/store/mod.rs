@@ -162,6 +162,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`finish_taken_over`](Self::finish_taken_over) under that token stores its end. True
     /// when taken.
     async fn take_over_message(&self, id: MessageId, fence: u64) -> Result<bool, StoreError>;
+    /// The fencing token exchange `id` was last taken over under (0: never); `None` when the
+    /// exchange is gone.
+    async fn message_fence(&self, id: MessageId) -> Result<Option<u64>, StoreError>;
     /// Stores how an exchange taken over under `fence` ended, if it still is `streaming` and
     /// no later token took it.
     async fn finish_taken_over(

@@ -64,6 +64,7 @@ pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
      completion_tokens = $7, usage_estimated = $8, cut = $9 WHERE id = $1 AND status = 'streaming' AND fence = $10";
 /// An answer another process continues (cluster mode) under fencing token `$2`, above any it
 /// was taken under before: only its end under that token is stored from then on.
+pub(super) const MESSAGE_FENCE: &str = "SELECT fence FROM messages WHERE id = $1";
 pub(super) const TAKE_OVER_MESSAGE: &str = "UPDATE messages SET fence = $2, updated_at = $3      WHERE id = $1 AND status = 'streaming' AND fence < $2";
 pub(super) fn find_message_by_client_id() -> String {
     format!(

@@ -222,6 +222,12 @@ where
         Ok(DB::rows_affected(&done) > 0)
     }
 
+    async fn message_fence(&self, id: MessageId) -> Result<Option<u64>, StoreError> {
+        let fence: Option<(i64,)> =
+            sqlx::query_as(sql::MESSAGE_FENCE).bind(id.as_uuid()).fetch_optional(&self.pool).await?;
+        Ok(fence.map(|(fence,)| u64::try_from(fence).unwrap_or(0)))
+    }
+
     async fn finish_taken_over(
         &self,
         id: MessageId,

@@ -73,20 +73,21 @@ impl AnswerJob {
     }
 
     /// Whether another process continues the answer whose end could not be stored here (this
-    /// process was taken for dead while paused): its continuation was seen, or its row is
-    /// still `streaming` (taken over under a later token, or about to be ended by the sweep,
-    /// whose end then reaches the sockets here through the stream). Its sockets then follow
-    /// the stream instead of being told an end from here.
+    /// process was taken for dead while paused), on evidence only: its continuation was seen,
+    /// a mirror of it replaced this answer, or its row was taken over under a later token.
+    /// Its sockets then follow the stream instead of being told an end from here; without
+    /// evidence they are told `SERVER_SHUTDOWN`, as the sweep that could not continue it tells
+    /// everyone else.
     async fn continued_elsewhere(&self) -> bool {
         if !self.runner.settings.resume_answers {
             return false;
         }
         let answer = self.guard.answer();
-        if answer.lost() == Some(Lost::TakenOver) {
+        if answer.lost() == Some(Lost::TakenOver) || answer.is_detached() {
             return true;
         }
-        let row = self.runner.sessions.message(answer.session_id, answer.message_id).await;
-        matches!(row, Ok(Some(row)) if row.status == crate::domain::MessageStatus::Streaming)
+        let fence = self.runner.sessions.message_fence(answer.message_id).await;
+        matches!(fence, Ok(Some(fence)) if fence > self.row_fence)
     }
 
     /// Lets another process go on with the answer: nothing is stored or told from here. The
@@ -248,7 +249,7 @@ impl AnswerJob {
                 let retry_after = crate::chat::token_budget::until_tomorrow(crate::domain::now());
                 return Outcome::Failed(ChatError::RateLimited { retry_after });
             }
-            Err(e) if self.continued.is_some() => {
+            Err(e) if request.continued.is_some() => {
                 warn!(error = %e, "the answer of a stopped process could not be continued");
                 return Outcome::NotContinued;
             }
