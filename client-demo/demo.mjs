@@ -3,7 +3,7 @@
 // print the answer as it streams, then ask for social posts and print them.
 //
 //   node demo.mjs [serverUrl]                 (default http://127.0.0.1:3000)
-//   node demo.mjs --interactive [serverUrl]   a terminal chat; Ctrl-C stops an answer, or quits
+//   node demo.mjs --interactive [serverUrl]   a terminal chat; /regenerate writes the last answer again; Ctrl-C stops an answer, or quits
 //   TOKEN=<jwt> node demo.mjs <url>           (outside dev mode, bring your own token)
 import { ask, connect, createSession, devToken } from "./lib/client.mjs";
 import { samplePost } from "./lib/sample-post.mjs";

@@ -5,7 +5,9 @@ mod common;
 
 use common::app::{ask, emit, TestApp};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
+use sio_client::{Incoming, Socket};
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_question_streams_in_order_and_is_stored() {
@@ -196,4 +198,64 @@ async fn joins_past_the_per_user_rate_are_rate_limited_with_a_wait() {
     let mut other = app.socket("bob").await;
     let bobs = app.session("bob").await;
     assert_eq!(emit(&mut other, "chat:join", json!({ "sessionId": bobs })).await["ok"], true, "per user");
+}
+
+/// Events named `name` for session `session` that reach `socket` within `wait`.
+async fn events_named(socket: &mut Socket, name: &str, wait: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + wait;
+    while let Ok(Some(incoming)) = tokio::time::timeout_at(until, socket.recv()).await {
+        if let Incoming::Event(event, body) = incoming {
+            if event == name {
+                seen.push(serde_json::from_str(&body).unwrap_or(Value::Null));
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_regenerated_answer_is_a_sibling_and_selecting_a_branch_moves_the_active_one() {
+    let app = TestApp::spawn(&[]).await;
+    let session = app.session("alice").await;
+    let mut socket = app.socket("alice").await;
+    let first = ask(&mut socket, &session, "What does Tokio do?").await;
+    let second = ask(&mut socket, &session, "And Rust futures?").await;
+    let regenerate = json!({ "sessionId": session, "messageId": second.ack["messageId"] });
+    let again = emit(&mut socket, "chat:regenerate", regenerate).await;
+    assert_eq!(again["ok"], true, "{again}");
+    let mut tab = app.socket("alice").await;
+    assert_eq!(emit(&mut tab, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    // Once the new answer ends, the branch through it is active.
+    let messages = loop {
+        let joined = emit(&mut tab, "chat:join", json!({ "sessionId": session })).await;
+        if joined["inFlight"].is_null() {
+            break joined["messages"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let branch: Vec<_> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (m["id"].clone(), m["parentId"].clone(), m["siblingIndex"].clone(), m["siblingCount"].clone())
+        })
+        .collect();
+    assert_eq!(
+        branch,
+        [
+            (first.ack["messageId"].clone(), Value::Null, json!(0), json!(1)),
+            (again["messageId"].clone(), first.ack["messageId"].clone(), json!(1), json!(2)),
+        ]
+    );
+    let select = json!({ "sessionId": session, "messageId": second.ack["messageId"] });
+    let selected = emit(&mut socket, "chat:branch:select", select).await;
+    assert_eq!(selected["messages"][1]["id"], second.ack["messageId"], "{selected}");
+    let heard = events_named(&mut tab, "chat:session:updated", Duration::from_millis(500)).await;
+    assert!(heard.iter().any(|u| u["activeMessageId"] == second.ack["messageId"]), "{heard:?}");
+    let (status, tree) =
+        app.request(Method::GET, &format!("/api/sessions/{session}/messages?all=true"), "alice", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(tree["messages"].as_array().unwrap().len(), 3, "nothing replaced");
 }

@@ -15,6 +15,11 @@ INSERT INTO messages (id, chat_session_id, client_message_id, user_message, ai_r
     now() - make_interval(secs => g), now(), 100, 50, false
   FROM chat_sessions s CROSS JOIN generate_series(1, 500) g
   WHERE s.user_id LIKE 'stored-%';
+-- Each session one branch, each exchange following the one before it.
+UPDATE messages m SET parent_id = p.previous
+FROM (SELECT id, LAG(id) OVER (PARTITION BY chat_session_id ORDER BY created_at, id) AS previous
+      FROM messages) p
+WHERE m.id = p.id AND p.previous IS NOT NULL;
 VACUUM ANALYZE;
 -- The load's pages written out now, not during the measurement (a database holding these
 -- messages would have written them long ago).

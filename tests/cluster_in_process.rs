@@ -206,3 +206,54 @@ async fn a_session_deleted_elsewhere_after_its_copy_was_cached_is_refused_and_it
     }
     assert!(held.is_empty(), "the claim made for the refused message is released");
 }
+
+/// Waits (10 s at most) for a `chat:session:updated` naming `active` as where the active branch
+/// ends now.
+async fn branch_update(socket: &mut Socket, active: &Value) {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+        let incoming = next.expect("the update comes").expect("the socket stays open");
+        if let Incoming::Event(name, body) = incoming {
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if name == "chat:session:updated" && &body["activeMessageId"] == active {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_branch_made_on_one_process_and_selected_on_another_reaches_the_tabs_on_both() {
+    let Some(cluster) = TestCluster::spawn(2, &[]).await else { return };
+    let (a, b) = pair(&cluster);
+    let session = a.session("alice").await;
+    let (mut on_a, mut on_b) = (a.socket("alice").await, b.socket("alice").await);
+    for socket in [&mut on_a, &mut on_b] {
+        assert_eq!(emit(socket, "chat:join", json!({ "sessionId": session })).await["ok"], true);
+    }
+    let first = ask(&mut on_a, &session, "What does Tokio do?", None).await;
+    assert_eq!(answer_events(&mut on_a, &first["messageId"]).await.last().unwrap().0, "chat:stream:end");
+    // Regenerated on process a: the tab on process b hears of the new branch.
+    let again =
+        emit(&mut on_a, "chat:regenerate", json!({ "sessionId": session, "messageId": first["messageId"] }))
+            .await;
+    assert_eq!(again["ok"], true, "{again}");
+    branch_update(&mut on_b, &again["messageId"]).await;
+    let end = answer_events(&mut on_b, &again["messageId"]).await;
+    assert_eq!(end.last().unwrap().0, "chat:stream:end", "the new answer streams to process b too");
+    // Selected on process b: the tab on process a hears of it; both read the selected branch.
+    let selected = emit(
+        &mut on_b,
+        "chat:branch:select",
+        json!({ "sessionId": session, "messageId": first["messageId"] }),
+    )
+    .await;
+    assert_eq!(selected["messages"][0]["id"], first["messageId"], "{selected}");
+    branch_update(&mut on_a, &first["messageId"]).await;
+    let joined = emit(&mut on_a, "chat:join", json!({ "sessionId": session })).await;
+    assert_eq!(joined["messages"][0]["id"], first["messageId"]);
+    assert_eq!(
+        (joined["messages"][0]["siblingIndex"].clone(), joined["messages"][0]["siblingCount"].clone()),
+        (json!(0), json!(2))
+    );
+}

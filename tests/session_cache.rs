@@ -60,8 +60,12 @@ impl Store for CountingStore {
         id: SessionId,
         summary: &str,
         at: DateTime<Utc>,
+        through: Option<MessageId>,
     ) -> Result<(), StoreError> {
-        self.inner.update_session_summary(id, summary, at).await
+        self.inner.update_session_summary(id, summary, at, through).await
+    }
+    async fn clear_session_summary(&self, id: SessionId) -> Result<(), StoreError> {
+        self.inner.clear_session_summary(id).await
     }
     async fn update_session_title(
         &self,
@@ -80,12 +84,12 @@ impl Store for CountingStore {
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         self.inner.insert_messages(messages).await
     }
-    async fn recent_exchanges(
+    async fn path_exchanges(
         &self,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        self.inner.recent_exchanges(sessions, limit).await
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError> {
+        self.inner.path_exchanges(starts, limit).await
     }
     async fn finish_messages(
         &self,
@@ -103,13 +107,32 @@ impl Store for CountingStore {
     async fn get_message(&self, s: SessionId, id: MessageId) -> Result<Option<Message>, StoreError> {
         self.inner.get_message(s, id).await
     }
-    async fn recent_messages(
+    async fn branch_messages(
         &self,
-        s: SessionId,
+        session: SessionId,
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError> {
-        self.inner.recent_messages(s, limit, before).await
+        self.inner.branch_messages(session, limit, before).await
+    }
+    async fn all_messages(&self, session: SessionId) -> Result<Vec<Message>, StoreError> {
+        self.inner.all_messages(session).await
+    }
+    async fn select_branch(
+        &self,
+        session: SessionId,
+        through: MessageId,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.inner.select_branch(session, through).await
+    }
+    async fn newest_message(&self, session: SessionId) -> Result<Option<MessageId>, StoreError> {
+        self.inner.newest_message(session).await
+    }
+    async fn on_path(&self, from: MessageId, exchange: MessageId) -> Result<bool, StoreError> {
+        self.inner.on_path(from, exchange).await
+    }
+    async fn message_session(&self, id: MessageId) -> Result<Option<SessionId>, StoreError> {
+        self.inner.message_session(id).await
     }
     async fn interrupt_streaming(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.inner.interrupt_streaming(before).await
@@ -230,7 +253,7 @@ async fn a_summary_update_writes_through_to_the_cache() {
     let f = fixture(Duration::from_secs(3600), 100).await;
     let id = new_session(&f, &alice()).await;
     let entry = f.service.session(&alice(), id).await.unwrap();
-    f.service.update_summary(&entry, "New summary".into()).await.unwrap();
+    f.service.update_summary(&entry, "New summary".into(), MessageId::new()).await.unwrap();
     let cached = f.service.session(&alice(), id).await.unwrap();
     assert_eq!(cached.session.summary, "New summary");
     assert_eq!(f.store.session_reads.load(Ordering::SeqCst), 0);

@@ -7,8 +7,8 @@ use common::{a_post, a_session, new_message};
 use std::sync::Arc;
 
 use postchat::domain::{
-    ClientMessageId, MessageId, MessageStatus, Platform, PostId, Preferences, SessionId, SocialPost,
-    TokenUsage, UserId,
+    ClientMessageId, Message, MessageId, MessageStatus, Parent, Platform, PostId, Preferences, SessionId,
+    SocialPost, TokenUsage, UserId,
 };
 use postchat::store::{BatchedMessages, FinishedAnswer, Store, StoreError};
 
@@ -37,7 +37,7 @@ async fn deleting_a_session_deletes_its_messages(store: Arc<dyn Store>) {
     store.insert_message(&new_message(session.id, "hi", None)).await.unwrap();
     assert!(store.delete_session(session.id).await.unwrap());
     assert_eq!(store.get_session(session.id).await.unwrap(), None);
-    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty());
+    assert!(store.branch_messages(session.id, 10, None).await.unwrap().is_empty());
     assert!(!store.delete_session(session.id).await.unwrap());
 }
 
@@ -45,7 +45,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let msg = new_message(session.id, "What? {x}", Some("k1"));
     store.insert_message(&msg).await.unwrap();
-    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    let stored = store.branch_messages(session.id, 10, None).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].status, MessageStatus::Streaming);
     assert_eq!(stored[0].ai_response, "");
@@ -65,7 +65,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let done = &store.recent_messages(session.id, 10, None).await.unwrap()[0];
+    let done = &store.branch_messages(session.id, 10, None).await.unwrap()[0];
     assert_eq!(done.status, MessageStatus::Complete);
     assert_eq!(done.ai_response, "Answer.");
     assert_eq!(done.posts, posts);
@@ -75,7 +75,7 @@ async fn a_message_is_stored_streaming_then_finished(store: Arc<dyn Store>) {
     assert_eq!(done.client_message_id.as_ref().map(|c| c.as_str()), Some("k1"));
 }
 
-async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<dyn Store>) {
+async fn branch_messages_are_oldest_first_limited_and_page_backwards(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let mut ids = vec![];
     for i in 0..5 {
@@ -84,10 +84,10 @@ async fn recent_messages_are_oldest_first_limited_and_page_backwards(store: Arc<
         store.insert_message(&m).await.unwrap();
     }
     let last3: Vec<MessageId> =
-        store.recent_messages(session.id, 3, None).await.unwrap().iter().map(|m| m.id).collect();
+        store.branch_messages(session.id, 3, None).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(last3, ids[2..]);
     let before: Vec<MessageId> =
-        store.recent_messages(session.id, 10, Some(ids[2])).await.unwrap().iter().map(|m| m.id).collect();
+        store.branch_messages(session.id, 10, Some(ids[2])).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(before, ids[..2]);
 }
 
@@ -128,7 +128,7 @@ async fn streaming_messages_become_interrupted_at_start(store: Arc<dyn Store>) {
         .unwrap();
     store.insert_message(&new_message(session.id, "lost", None)).await.unwrap();
     let statuses = |store: Arc<dyn Store>| async move {
-        let messages = store.recent_messages(session.id, 10, None).await.unwrap();
+        let messages = store.branch_messages(session.id, 10, None).await.unwrap();
         messages.iter().map(|m| m.status).collect::<Vec<MessageStatus>>()
     };
     // Cluster mode interrupts only what is older than any answer can last.
@@ -144,7 +144,7 @@ async fn one_streaming_message_is_interrupted_with_its_text_unless_it_ended(stor
     let lost = new_message(session.id, "lost", None);
     store.insert_message(&lost).await.unwrap();
     assert!(store.interrupt_message(lost.id, "half an ans").await.unwrap());
-    let message = store.recent_messages(session.id, 1, None).await.unwrap().remove(0);
+    let message = store.branch_messages(session.id, 1, None).await.unwrap().remove(0);
     assert_eq!((message.status, message.ai_response.as_str()), (MessageStatus::Interrupted, "half an ans"));
     assert!(!store.interrupt_message(lost.id, "again").await.unwrap(), "only a streaming answer is swept");
 }
@@ -171,7 +171,7 @@ async fn an_answer_swept_as_interrupted_is_not_finished_over(store: Arc<dyn Stor
     store.insert_message(&three).await.unwrap();
     let stored = store.finish_messages(&[(two.id, late.clone()), (three.id, late)]).await.unwrap();
     assert_eq!(stored, vec![three.id], "of a batch, only the one still streaming");
-    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    let stored = store.branch_messages(session.id, 10, None).await.unwrap();
     let outcomes: Vec<(MessageStatus, &str)> =
         stored.iter().map(|m| (m.status, m.ai_response.as_str())).collect();
     assert_eq!(
@@ -214,7 +214,7 @@ async fn an_answer_taken_over_is_finished_only_under_its_token(store: Arc<dyn St
     assert!(store.finish_taken_over(one.id, 7, end("by the second")).await.unwrap());
     assert!(store.finish_taken_over(two.id, 5, end("continued")).await.unwrap());
     assert!(!store.take_over_message(two.id, 9).await.unwrap(), "an ended answer is not taken over");
-    let stored = store.recent_messages(session.id, 10, None).await.unwrap();
+    let stored = store.branch_messages(session.id, 10, None).await.unwrap();
     let texts: Vec<&str> = stored.iter().map(|m| m.ai_response.as_str()).collect();
     assert_eq!(texts, ["by the second", "continued"]);
 }
@@ -235,10 +235,15 @@ async fn preferences_are_upserted_per_user(store: Arc<dyn Store>) {
 async fn the_session_summary_is_updated(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let at = postchat::domain::now();
-    store.update_session_summary(session.id, "They asked about X.", at).await.unwrap();
+    let through = MessageId::new();
+    store.update_session_summary(session.id, "They asked about X.", at, Some(through)).await.unwrap();
     let read = store.get_session(session.id).await.unwrap().unwrap();
     assert_eq!(read.summary, "They asked about X.");
     assert_eq!(read.last_summary_at, Some(at));
+    assert_eq!(read.summary_through, Some(through));
+    store.clear_session_summary(session.id).await.unwrap();
+    let read = store.get_session(session.id).await.unwrap().unwrap();
+    assert_eq!((read.summary.as_str(), read.last_summary_at, read.summary_through), ("", None, None));
 }
 
 async fn tokens_used_today_add_up_per_user(store: Arc<dyn Store>) {
@@ -326,13 +331,15 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
         ),
     ];
     store.finish_messages(&ends).await.unwrap();
-    let in_a = store.recent_messages(a.id, 10, None).await.unwrap();
+    let in_a = store.branch_messages(a.id, 10, None).await.unwrap();
     assert_eq!(in_a.iter().map(|m| m.user_message.as_str()).collect::<Vec<_>>(), ["first", "one {x}"]);
     assert_eq!(in_a[1].ai_response, "Answer {y}.");
     assert_eq!(in_a[1].status, MessageStatus::Complete);
     assert_eq!(in_a[1].usage, Some(TokenUsage::reported(10, 2)));
     assert!(in_a[1].cut);
-    let in_b = store.recent_messages(b.id, 10, None).await.unwrap();
+    // Two of one session in one batch follow the same exchange (in use a session has one
+    // answer at a time): the tree holds both.
+    let in_b = store.all_messages(b.id).await.unwrap();
     let three = in_b.iter().find(|m| m.id == batch[3].id).unwrap();
     assert_eq!(
         (three.status, three.posts.clone(), three.usage, three.cut),
@@ -342,12 +349,14 @@ async fn batches_of_messages_are_inserted_and_finished_in_one_statement(store: A
     assert_eq!(two.status, MessageStatus::Streaming, "not in the finished batch: untouched");
 }
 
-async fn recent_exchanges_of_several_sessions_come_in_one_statement(store: Arc<dyn Store>) {
+async fn path_exchanges_of_several_answers_come_in_one_statement(store: Arc<dyn Store>) {
     let owner = user("alice");
-    let (a, b, c) =
-        (a_session(&store, &owner).await, a_session(&store, &owner).await, a_session(&store, &owner).await);
+    let (a, b) = (a_session(&store, &owner).await, a_session(&store, &owner).await);
+    let mut newest = Vec::new();
     for n in 0..5 {
-        store.insert_message(&new_message(a.id, &format!("a{n}"), None)).await.unwrap();
+        let message = new_message(a.id, &format!("a{n}"), None);
+        store.insert_message(&message).await.unwrap();
+        newest.push(message.id);
     }
     for n in 0..2 {
         let message = new_message(b.id, &format!("b{n}"), None);
@@ -361,27 +370,105 @@ async fn recent_exchanges_of_several_sessions_come_in_one_statement(store: Arc<d
             cut: false,
         };
         store.finish_message(message.id, finished).await.unwrap();
+        newest.push(message.id);
     }
-    let rows = store.recent_exchanges(&[a.id, b.id, c.id], 3).await.unwrap();
-    for session in [a.id, b.id, c.id] {
-        let of: Vec<_> = rows.iter().filter(|e| e.session_id == session).collect();
-        let alone = store.recent_messages(session, 3, None).await.unwrap();
+    let (last_a, last_b) = (newest[4], newest[6]);
+    let rows = store.path_exchanges(&[last_a, last_b], 3).await.unwrap();
+    for (start, session) in [(last_a, a.id), (last_b, b.id)] {
+        let of: Vec<_> = rows.iter().filter(|(s, _)| *s == start).map(|(_, e)| e.clone()).collect();
+        let alone = store.branch_messages(session, 3, None).await.unwrap();
         assert_eq!(
             of.iter().map(|e| (e.id, &e.user_message, &e.ai_response, e.created_at)).collect::<Vec<_>>(),
             alone.iter().map(|m| (m.id, &m.user_message, &m.ai_response, m.created_at)).collect::<Vec<_>>(),
-            "the same exchanges, in the same order, as the messages read alone"
+            "the same exchanges, in the same order, as the branch read alone"
         );
-        let one = store.recent_exchanges(&[session], 3).await.unwrap();
-        assert_eq!(one.iter().collect::<Vec<_>>(), of, "one session alone: the same statement");
+        let one = store.path_exchanges(&[start], 3).await.unwrap();
+        assert_eq!(one.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), of, "one alone: the same statement");
     }
     assert_eq!(rows.len(), 5);
+    assert!(store.path_exchanges(&[MessageId::new()], 3).await.unwrap().is_empty(), "no such exchange");
+}
+
+/// A session's exchanges form a tree: a message follows its active branch (the newest
+/// exchange's, or the one a client selected since), an edit or a regenerated answer branches
+/// from the exchange it names (or the root); a branch is read with each exchange's siblings.
+async fn a_session_is_a_tree_of_branches(store: Arc<dyn Store>) {
+    let session = a_session(&store, &user("alice")).await;
+    let insert = |text: &str, parent: Parent| {
+        let mut message = new_message(session.id, text, None);
+        message.parent = parent;
+        let store = store.clone();
+        async move {
+            store.insert_message(&message).await.unwrap();
+            message.id
+        }
+    };
+    let m0 = insert("m0", Parent::ActiveBranch).await;
+    let m1 = insert("m1", Parent::ActiveBranch).await;
+    let m2 = insert("m2", Parent::ActiveBranch).await;
+    let r1 = insert("m1", Parent::Exchange(m0)).await;
+    let m3 = insert("m3", Parent::ActiveBranch).await;
+    let branch = |messages: Vec<Message>| -> Vec<(MessageId, Option<MessageId>, u32, u32)> {
+        messages
+            .iter()
+            .map(|m| {
+                let s = m.siblings.expect("read with its siblings");
+                (m.id, m.parent_id, s.sibling_index, s.sibling_count)
+            })
+            .collect()
+    };
+    let active = store.branch_messages(session.id, 10, None).await.unwrap();
+    assert_eq!(branch(active), [(m0, None, 0, 1), (r1, Some(m0), 1, 2), (m3, Some(r1), 0, 1)]);
+    assert_eq!(store.select_branch(session.id, m1).await.unwrap(), Some(m2));
+    let active = store.branch_messages(session.id, 10, None).await.unwrap();
+    assert_eq!(branch(active), [(m0, None, 0, 1), (m1, Some(m0), 0, 2), (m2, Some(m1), 0, 1)]);
+    let m4 = insert("m4", Parent::ActiveBranch).await;
+    let active = store.branch_messages(session.id, 2, None).await.unwrap();
+    assert_eq!(branch(active), [(m2, Some(m1), 0, 1), (m4, Some(m2), 0, 1)], "follows the selection");
+    let before = store.branch_messages(session.id, 10, Some(m2)).await.unwrap();
+    assert_eq!(before.iter().map(|m| m.id).collect::<Vec<_>>(), [m0, m1], "pages back along its branch");
+    let e = insert("edited m0", Parent::Root).await;
+    let active = store.branch_messages(session.id, 10, None).await.unwrap();
+    assert_eq!(branch(active), [(e, None, 1, 2)], "a newer exchange than the selection is active");
+    let tree = store.all_messages(session.id).await.unwrap();
+    assert_eq!(
+        branch(tree),
+        [
+            (m0, None, 0, 2),
+            (m1, Some(m0), 0, 2),
+            (m2, Some(m1), 0, 1),
+            (r1, Some(m0), 1, 2),
+            (m3, Some(r1), 0, 1),
+            (m4, Some(m2), 0, 1),
+            (e, None, 1, 2)
+        ]
+    );
+    let paths = store.path_exchanges(&[m4, m3], 3).await.unwrap();
+    let of = |start| paths.iter().filter(|(s, _)| *s == start).map(|(_, x)| x.id).collect::<Vec<_>>();
+    assert_eq!((of(m4), of(m3)), (vec![m1, m2, m4], vec![m0, r1, m3]), "a prompt's history is its branch");
+    assert!(store.on_path(m4, m1).await.unwrap() && store.on_path(m4, m4).await.unwrap());
+    assert!(!store.on_path(m4, r1).await.unwrap() && !store.on_path(m1, m4).await.unwrap());
+    assert_eq!(store.message_session(m1).await.unwrap(), Some(session.id));
+    assert_eq!(store.message_session(MessageId::new()).await.unwrap(), None);
+    let other = a_session(&store, &user("alice")).await;
+    assert_eq!(store.select_branch(other.id, m1).await.unwrap(), None, "another session's exchange");
+    assert_eq!(store.select_branch(session.id, MessageId::new()).await.unwrap(), None);
+    assert_eq!(store.newest_message(session.id).await.unwrap(), Some(e), "whatever the active branch");
+    // An exchange stamped before a selection and stored after it follows the branch selected,
+    // and ends it.
+    let late = new_message(session.id, "late", None);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(store.select_branch(session.id, r1).await.unwrap(), Some(m3));
+    store.insert_message(&late).await.unwrap();
+    let active = store.branch_messages(session.id, 1, None).await.unwrap();
+    assert_eq!((active[0].id, active[0].parent_id), (late.id, Some(m3)));
 }
 
 async fn a_message_of_a_missing_session_fails_the_batch_statement(store: Arc<dyn Store>) {
     let session = a_session(&store, &user("alice")).await;
     let batch = vec![new_message(session.id, "fine", None), new_message(SessionId::new(), "orphan", None)];
     assert!(store.insert_messages(&batch).await.is_err());
-    assert!(store.recent_messages(session.id, 10, None).await.unwrap().is_empty(), "all or nothing");
+    assert!(store.branch_messages(session.id, 10, None).await.unwrap().is_empty(), "all or nothing");
 }
 
 /// `BatchedMessages` under many concurrent answers: every write gets its own outcome, whether it
@@ -423,21 +510,24 @@ async fn gathered_writes_give_each_answer_its_own_outcome(store: Arc<dyn Store>)
     }
     // 30 keys, each used twice; 3 of them only by orphans, which always fail.
     assert_eq!((stored, duplicates), (27, 27));
-    let messages = store.recent_messages(session.id, 100, None).await.unwrap();
+    // Inserted at once, the messages of one batch follow the same exchange (in use one
+    // session has one answer at a time): the whole tree holds them all.
+    let messages = store.all_messages(session.id).await.unwrap();
     assert_eq!(messages.len(), stored);
-    // Reads gathered the same way give each reader its own session's newest messages.
-    let newest: Vec<_> = messages[messages.len() - 5..].iter().map(|m| m.id).collect();
-    let other = a_session(&store, &user("bob")).await;
+    // Reads gathered the same way give each reader the path up from its own exchange.
+    let newest = store.branch_messages(session.id, 5, None).await.unwrap();
+    let newest: Vec<_> = newest.iter().map(|m| m.id).collect();
+    let leaf = *newest.last().unwrap();
     let reads: Vec<_> = (0..20)
         .map(|n| {
-            let (writes, id) = (writes.clone(), if n % 2 == 0 { session.id } else { other.id });
-            tokio::spawn(async move { (id, writes.recent(id, 5).await.unwrap()) })
+            let (writes, from) = (writes.clone(), if n % 2 == 0 { leaf } else { MessageId::new() });
+            tokio::spawn(async move { (from, writes.recent(from, 5).await.unwrap()) })
         })
         .collect();
     for read in reads {
-        let (id, got) = read.await.unwrap();
+        let (from, got) = read.await.unwrap();
         let got: Vec<_> = got.iter().map(|m| m.id).collect();
-        if id == session.id {
+        if from == leaf {
             assert_eq!(got, newest);
         } else {
             assert!(got.is_empty());
@@ -458,7 +548,7 @@ on_both_backends!(
     sessions_round_trip_and_list_newest_first,
     deleting_a_session_deletes_its_messages,
     a_message_is_stored_streaming_then_finished,
-    recent_messages_are_oldest_first_limited_and_page_backwards,
+    branch_messages_are_oldest_first_limited_and_page_backwards,
     a_client_message_id_is_unique_per_session,
     streaming_messages_become_interrupted_at_start,
     one_streaming_message_is_interrupted_with_its_text_unless_it_ended,
@@ -469,7 +559,8 @@ on_both_backends!(
     tokens_used_today_add_up_per_user,
     the_session_title_is_updated,
     batches_of_messages_are_inserted_and_finished_in_one_statement,
-    recent_exchanges_of_several_sessions_come_in_one_statement,
+    path_exchanges_of_several_answers_come_in_one_statement,
+    a_session_is_a_tree_of_branches,
     a_message_of_a_missing_session_fails_the_batch_statement,
     gathered_writes_give_each_answer_its_own_outcome,
     ping_answers,

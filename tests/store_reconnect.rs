@@ -36,9 +36,10 @@ async fn postgres_connections_closed_while_idle_are_replaced_before_use() {
     // Idle longer than the window within which a connection is trusted without a ping.
     tokio::time::sleep(PING_IF_IDLE_FOR + Duration::from_millis(200)).await;
 
-    db.store.insert_message(&new_message(session_id, "after", None)).await.unwrap();
-    let exchanges = db.store.recent_exchanges(&[session_id], 10).await.unwrap();
-    let questions: Vec<&str> = exchanges.iter().map(|e| e.user_message.as_str()).collect();
+    let after = new_message(session_id, "after", None);
+    db.store.insert_message(&after).await.unwrap();
+    let exchanges = db.store.path_exchanges(&[after.id], 10).await.unwrap();
+    let questions: Vec<&str> = exchanges.iter().map(|(_, e)| e.user_message.as_str()).collect();
     assert_eq!(questions, ["before", "after"]);
 }
 
@@ -59,7 +60,8 @@ async fn postgres_a_statement_on_a_connection_the_server_closed_fails_as_unavail
     // `PING_IF_IDLE_FOR`): then one call fails, as unavailable, never as another error.
     let first = db.store.insert_message(&new_message(session_id, "first", None)).await;
     assert!(matches!(first, Ok(()) | Err(StoreError::Unavailable(_))), "{first:?}");
-    db.store.insert_message(&new_message(session_id, "again", None)).await.unwrap();
-    let exchanges = db.store.recent_exchanges(&[session_id], 10).await.unwrap();
-    assert_eq!(exchanges.last().map(|e| e.user_message.as_str()), Some("again"));
+    let again = new_message(session_id, "again", None);
+    db.store.insert_message(&again).await.unwrap();
+    let exchanges = db.store.path_exchanges(&[again.id], 10).await.unwrap();
+    assert_eq!(exchanges.last().map(|(_, e)| e.user_message.as_str()), Some("again"));
 }

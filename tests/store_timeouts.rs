@@ -106,8 +106,9 @@ async fn postgres_a_batched_statement_waiting_for_a_lock_holds_back_no_other() {
 
     // The statement timeout is 5 s: well within it, an insert and a read pass the waiting update.
     let started = Instant::now();
-    batched.insert(fresh(session_id)).await.unwrap();
-    assert_eq!(batched.recent(session_id, 10).await.unwrap().len(), 2);
+    let next = fresh(session_id);
+    batched.insert(next.clone()).await.unwrap();
+    assert_eq!(batched.recent(next.id, 10).await.unwrap().len(), 2);
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
 
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();

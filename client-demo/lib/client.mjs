@@ -98,10 +98,20 @@ export function collectAnswer(socket, { onToken, awaitId = false } = {}) {
 
 /** Sends a chat message and waits for its whole answer: { ack, events, terminal, tokens }. */
 export async function ask(socket, sessionId, content, extra = {}) {
+  return answerTo(socket, "chat:message", { sessionId, content, ...extra.payload }, extra);
+}
+
+/** Asks for exchange `messageId`'s answer again (chat:regenerate: a sibling of it) and waits for
+ * the whole new answer, as `ask`. */
+export async function regenerate(socket, sessionId, messageId, extra = {}) {
+  return answerTo(socket, "chat:regenerate", { sessionId, messageId, ...extra.payload }, extra);
+}
+
+async function answerTo(socket, event, payload, extra) {
   const answer = collectAnswer(socket, { ...extra, awaitId: true });
   let ack;
   try {
-    ack = await request(socket, "chat:message", { sessionId, content, ...extra.payload });
+    ack = await request(socket, event, payload);
   } finally {
     if (!ack?.ok) answer.cancel();
   }

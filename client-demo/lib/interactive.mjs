@@ -1,7 +1,8 @@
 // A terminal chat on one session: answers stream as they are written, posts print as cards.
-// Ctrl-C during an answer stops it (chat:stop); Ctrl-C at the prompt quits.
+// Ctrl-C during an answer stops it (chat:stop); Ctrl-C at the prompt quits; /regenerate asks
+// for the last answer again (chat:regenerate: the old one stays, as a sibling).
 import readline from "node:readline";
-import { ask } from "./client.mjs";
+import { ask, regenerate } from "./client.mjs";
 
 export async function interactive(socket, sessionId, { input = process.stdin, output = process.stdout, terminal } = {}) {
   // In a terminal, readline turns Ctrl-C into its SIGINT event (tests say terminal: true).
@@ -15,17 +16,27 @@ export async function interactive(socket, sessionId, { input = process.stdin, ou
       rl.close();
     }
   });
-  output.write("Ask about the post, or ask for social posts. Ctrl-C stops an answer; Ctrl-C again quits.\n");
+  output.write("Ask about the post, or ask for social posts. /regenerate writes the last answer again. Ctrl-C stops an answer; Ctrl-C again quits.\n");
   rl.prompt();
+  let last = null; // the last exchange answered here
   for await (const line of rl) {
     const content = line.trim();
     if (!content) {
       rl.prompt();
       continue;
     }
+    if (content === "/regenerate" && !last) {
+      output.write("[nothing to regenerate yet]\n");
+      rl.prompt();
+      continue;
+    }
     answering = true;
-    const result = await ask(socket, sessionId, content, { onToken: (t) => output.write(t) });
+    const onToken = (t) => output.write(t);
+    const result = content === "/regenerate"
+      ? await regenerate(socket, sessionId, last, { onToken })
+      : await ask(socket, sessionId, content, { onToken });
     answering = false;
+    if (result.ack.ok) last = result.ack.messageId;
     if (!result.ack.ok) {
       output.write(`[${result.ack.error.code}] ${result.ack.error.message}\n`);
     } else if (result.terminal.name === "chat:social:generated") {

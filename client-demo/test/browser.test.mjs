@@ -1,6 +1,7 @@
 // The demo page in headless Chromium (Debian's, driven by playwright-core): sign in, create a
 // session, watch an answer stream, stop one, watch posts grow and become cards, reload
-// mid-answer, and see the wait while the provider is busy.
+// mid-answer, see the wait while the provider is busy, and regenerate, edit and move between
+// branches.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
@@ -206,5 +207,48 @@ test("a rate-limited message shows when to retry", async (t) => {
   } finally {
     await page.close();
     await limited.stop();
+  }
+});
+
+test("Regenerate, Edit and ‹ n/m › make and move between branches on the demo page", async (t) => {
+  if (!browser) return t.skip("no Chromium here");
+  const page = await browser.newPage();
+  page.on("pageerror", (err) => assert.fail(`page error: ${err.message}`));
+  try {
+    await page.goto(server.url);
+    await signInWithASession(page, "dora");
+    await page.fill("#question", "What does Tokio do?");
+    await page.press("#question", "Enter");
+    await page.waitForSelector("li.assistant:not(.streaming) .regenerate");
+    const first = await assistantText(page);
+
+    // Regenerate: a second answer to the same message, streamed; the exchange shows 2/2.
+    await page.click("li.assistant .regenerate");
+    await page.waitForSelector("li.user .sibling-at:text('2/2')");
+    await page.waitForSelector("li.assistant:not(.streaming) .regenerate");
+    assert.equal(await page.locator("li.user").count(), 1, "one exchange on the branch shown");
+
+    // ‹ shows the first answer again (the branch it is on becomes the active one).
+    await page.click("li.user .sibling-prev");
+    await page.waitForSelector("li.user .sibling-at:text('1/2')");
+    assert.equal(await assistantText(page), first);
+    assert.ok(await page.locator("li.user .sibling-prev").isDisabled());
+
+    // Edit: the message's text in the composer; Send makes a third sibling, answered.
+    await page.click("li.user .edit");
+    assert.equal(await page.inputValue("#question"), "What does Tokio do?");
+    assert.ok(await page.locator("#editing").isVisible());
+    await page.fill("#question", "What does Tokio do, in one line?");
+    await page.press("#question", "Enter");
+    await page.waitForSelector("li.user .sibling-at:text('3/3')");
+    await page.waitForSelector("li.user:has-text('What does Tokio do, in one line?')");
+    await page.waitForSelector("li.assistant:not(.streaming) .regenerate");
+    assert.ok(await page.locator("#editing").isHidden());
+
+    // After a reload the page shows the same branch.
+    await page.reload();
+    await page.waitForSelector("li.user .sibling-at:text('3/3')");
+  } finally {
+    await page.close();
   }
 });

@@ -51,7 +51,8 @@ test("messages come newest last and page backwards with before", async () => {
   socket.close();
   const all = await api(ctx.url, ctx.token, "GET", `/api/sessions/${session.id}/messages`);
   assert.deepEqual(all.body.messages.map((m) => m.id), ids);
-  assert.deepEqual(Object.keys(all.body.messages[0]).sort(), ["aiResponse", "createdAt", "id", "intentType", "posts", "sessionId", "status", "usage", "userMessage"]);
+  assert.deepEqual(Object.keys(all.body.messages[0]).sort(), ["aiResponse", "createdAt", "id", "intentType", "parentId", "posts", "sessionId", "siblingCount", "siblingIndex", "status", "usage", "userMessage"]);
+  assert.deepEqual(all.body.messages.map((m) => m.parentId), [null, ids[0], ids[1]], "one branch");
   const usage = all.body.messages[0].usage;
   assert.equal(usage.estimated, true, "the offline engine's usage is counted here");
   assert.ok(usage.promptTokens > 50 && usage.completionTokens > 0, JSON.stringify(usage));

@@ -45,12 +45,12 @@ async function databaseCost(extra) {
 }
 
 test("an answer on a cached session costs two writes and one read", async () => {
-  assert.deepEqual(await databaseCost(() => ({})), { insert_message: 1, finish_message: 1, recent_exchanges: 1 });
+  assert.deepEqual(await databaseCost(() => ({})), { insert_message: 1, finish_message: 1, path_exchanges: 1 });
 });
 
 test("an idempotency key costs no extra query: the insert finds repeats", async () => {
   const keyed = (key) => ({ payload: { clientMessageId: `${key}-${Date.now()}` } });
-  assert.deepEqual(await databaseCost(keyed), { insert_message: 1, finish_message: 1, recent_exchanges: 1 });
+  assert.deepEqual(await databaseCost(keyed), { insert_message: 1, finish_message: 1, path_exchanges: 1 });
 });
 
 test("the metric families are there, with bounded labels", async () => {

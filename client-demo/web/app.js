@@ -1,5 +1,6 @@
 // The postchat demo page: sign in, sessions, streamed answers with Stop, social post cards,
-// preferences, every error code shown, and resume after a reload or a reconnect.
+// preferences, every error code shown, resume after a reload or a reconnect, and branches:
+// Regenerate under an answer, Edit on a message, ‹ n/m › between an exchange's siblings.
 // Everything from the server is rendered as text (textContent), never as HTML.
 "use strict";
 
@@ -22,7 +23,7 @@ const ERROR_TEXT = {
 
 const $ = (id) => document.getElementById(id);
 const saved = JSON.parse(localStorage.getItem("postchat") || "{}");
-const state = { server: saved.server || location.origin, token: saved.token || null, sessionId: saved.sessionId || null, socket: null, answer: null };
+const state = { server: saved.server || location.origin, token: saved.token || null, sessionId: saved.sessionId || null, socket: null, answer: null, editing: null };
 const persist = () => localStorage.setItem("postchat", JSON.stringify({ server: state.server, token: state.token, sessionId: state.sessionId }));
 
 function showError(err) {
@@ -98,13 +99,91 @@ function cards(li, posts) {
 }
 
 function renderMessage(m) {
-  bubble("user", m.userMessage);
+  userBubble(m);
   const li = bubble("assistant", m.aiResponse);
   li.dataset.messageId = m.id;
   if (m.posts?.length) cards(li, m.posts);
   if (m.status !== "complete" && m.status !== "streaming") note(li, m.status);
   if (m.cut) note(li, CUT_NOTE);
+  if (m.status !== "streaming") regenerateButton(li, m.id);
   return li;
+}
+
+// ---- branches ----
+
+/** The user's message of exchange `m`, with Edit and, when it has siblings, ‹ n/m ›. */
+function userBubble(m) {
+  const li = bubble("user", m.userMessage);
+  li.dataset.exchangeId = m.id;
+  const tools = document.createElement("span");
+  tools.className = "tools";
+  if ((m.siblingCount ?? 1) > 1) {
+    const pick = (step) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = step < 0 ? "sibling-prev" : "sibling-next";
+      b.textContent = step < 0 ? "‹" : "›";
+      const to = m.siblingIndex + step;
+      b.disabled = to < 0 || to >= m.siblingCount;
+      b.onclick = () => selectSibling(m, to).catch(showError);
+      return b;
+    };
+    const at = document.createElement("span");
+    at.className = "sibling-at";
+    at.textContent = `${m.siblingIndex + 1}/${m.siblingCount}`;
+    tools.append(pick(-1), at, pick(1));
+  }
+  const edit = document.createElement("button");
+  edit.type = "button";
+  edit.className = "edit";
+  edit.textContent = "Edit";
+  edit.onclick = () => startEditing(m);
+  tools.append(edit);
+  li.append(tools);
+  return li;
+}
+
+function regenerateButton(li, messageId) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "regenerate";
+  b.textContent = "Regenerate";
+  b.onclick = () => regenerate(messageId).catch(showError);
+  li.append(b);
+}
+
+/** Makes sibling number `index` of exchange `m` (same parent) the active branch. */
+async function selectSibling(m, index) {
+  const { messages } = await api("GET", `/api/sessions/${state.sessionId}/messages?all=true`);
+  const siblings = messages.filter((x) => x.parentId === m.parentId);
+  const target = siblings[index];
+  if (!target) return;
+  const ack = await state.socket.timeout(10_000).emitWithAck("chat:branch:select", { sessionId: state.sessionId, messageId: target.id });
+  if (!ack.ok) return showError(ack.error);
+  showError(null);
+  showBranch(ack.messages, null);
+}
+
+async function regenerate(messageId) {
+  showError(null);
+  const clientMessageId = crypto.randomUUID?.() ?? String(Date.now());
+  const ack = await state.socket.timeout(10_000).emitWithAck("chat:regenerate", { sessionId: state.sessionId, messageId, clientMessageId });
+  if (!ack.ok) return showError(ack.error);
+  // The new answer is the active branch's last exchange now: shown from the session.
+  await openSession(state.sessionId);
+}
+
+/** Edit: the message's text goes to the composer; Send makes a sibling of that exchange. */
+function startEditing(m) {
+  state.editing = { parentId: m.parentId ?? null };
+  $("question").value = m.userMessage;
+  $("editing").hidden = false;
+  $("question").focus();
+}
+
+function stopEditing() {
+  state.editing = null;
+  $("editing").hidden = true;
 }
 
 function setBusy(busy) {
@@ -132,6 +211,7 @@ function finishAnswer(payload, extra) {
   answer.li.classList.remove("streaming");
   answer.li.querySelector(".text").textContent = payload.content ?? answer.li.querySelector(".text").textContent;
   if (extra) extra(answer.li);
+  if (!answer.li.querySelector(".regenerate")) regenerateButton(answer.li, answer.messageId);
   state.answer = null;
   setBusy(false);
 }
@@ -223,7 +303,9 @@ function connect() {
     showError(e);
   }));
   socket.on("chat:session:updated", (p) => {
-    if (p.sessionId === state.sessionId) $("session-title").textContent = p.title;
+    if (p.sessionId === state.sessionId && p.title) $("session-title").textContent = p.title;
+    // Another tab (or this one) made or selected a branch: shown as the session has it now.
+    if (p.sessionId === state.sessionId && p.activeMessageId && !state.joining) openSession(p.sessionId);
     loadSessions();
   });
 }
@@ -296,22 +378,31 @@ function showJoined(sessionId, ack) {
     return;
   }
   $("session-title").textContent = ack.session.title || ack.session.post.title;
+  showBranch(ack.messages, ack.inFlight);
+  $("question").disabled = false;
+  document.querySelectorAll("#sessions li").forEach((li) => li.classList.toggle("active", li.dataset.sessionId === sessionId));
+}
+
+/** Shows a branch's messages; `inFlight` (from a join) is the answer being written, if any. */
+function showBranch(messages, inFlight) {
   $("messages").replaceChildren();
+  const streaming = state.answer;
   state.answer = null;
-  for (const m of ack.messages) {
-    if (ack.inFlight && m.id === ack.inFlight.messageId) {
+  for (const m of messages) {
+    if (inFlight && m.id === inFlight.messageId) {
       // The answer in flight: its text so far, then the live tokens after its seq.
-      bubble("user", m.userMessage);
-      startAnswer(m.id, ack.inFlight.content, ack.inFlight.seq);
+      userBubble(m);
+      startAnswer(m.id, inFlight.content, inFlight.seq);
+    } else if (!inFlight && streaming?.messageId === m.id) {
+      // Still being written (a branch selected meanwhile): it goes on from where it was.
+      userBubble(m);
+      $("messages").append(streaming.li);
+      state.answer = streaming;
     } else {
       renderMessage(m);
     }
   }
-  if (!ack.inFlight) {
-    setBusy(false);
-  }
-  $("question").disabled = false;
-  document.querySelectorAll("#sessions li").forEach((li) => li.classList.toggle("active", li.dataset.sessionId === sessionId));
+  if (!state.answer) setBusy(false);
 }
 
 // ---- preferences ----
@@ -374,14 +465,22 @@ $("composer").onsubmit = async (e) => {
   if (!content || !state.sessionId) return;
   showError(null);
   // The question shows at once; the answer's bubble comes with chat:stream:start.
-  const mine = bubble("user", content);
+  const mine = state.editing ? null : bubble("user", content);
   const clientMessageId = crypto.randomUUID?.() ?? String(Date.now());
-  const ack = await state.socket.timeout(10_000).emitWithAck("chat:message", { sessionId: state.sessionId, content, clientMessageId });
+  const message = { sessionId: state.sessionId, content, clientMessageId };
+  const editing = state.editing;
+  if (editing) message.parentId = editing.parentId;
+  const ack = await state.socket.timeout(10_000).emitWithAck("chat:message", message);
   if (!ack.ok) {
-    mine.remove();
+    mine?.remove();
     return showError(ack.error);
   }
   $("question").value = "";
+  if (editing) {
+    // The edit is a new branch, active now: shown from the session.
+    stopEditing();
+    return openSession(state.sessionId);
+  }
   if (!state.answer || state.answer.messageId !== ack.messageId) startAnswer(ack.messageId);
 };
 // Enter sends; Shift+Enter breaks the line (and an IME's Enter completes its word).
@@ -392,6 +491,10 @@ $("question").addEventListener("keydown", (e) => {
   }
 });
 $("stop").onclick = () => state.socket.emit("chat:stop", { sessionId: state.sessionId });
+$("cancel-edit").onclick = () => {
+  stopEditing();
+  $("question").value = "";
+};
 $("preferences").onsubmit = async (e) => {
   e.preventDefault();
   const platforms = [...$("pref-platforms").querySelectorAll("input:checked")].map((i) => i.value);

@@ -93,6 +93,16 @@ impl AnswerEvent<'_> {
     }
 }
 
+/// What `chat:session:updated` tells a session's room.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionChange<'a> {
+    /// The session's title.
+    pub title: &'a str,
+    /// The exchange its active branch ends at now, when its branches changed (a branch made
+    /// by an edit or a regenerated answer, or selected); `None` when only the title did.
+    pub active_message_id: Option<MessageId>,
+}
+
 /// Everyone watching a session: the socket layer's rooms. Delivery is synchronous so that the
 /// in-flight answer can deliver a token and record it under one lock (see `inflight.rs`).
 pub trait AnswerAudience: Send + Sync + 'static {
@@ -104,8 +114,9 @@ pub trait AnswerAudience: Send + Sync + 'static {
         self.deliver(event);
     }
 
-    /// Tells the session's room that the session changed (its title: `chat:session:updated`).
-    fn session_updated(&self, session_id: SessionId, title: &str);
+    /// Tells the session's room that the session changed (its title, its branches:
+    /// `chat:session:updated`).
+    fn session_updated(&self, session_id: SessionId, change: SessionChange<'_>);
 
     /// How many sockets watch the session now (an answer nobody watches for the grace period
     /// is cancelled).

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::ai::{AiService, IntentRequest};
 use crate::domain::{
-    ClientMessageId, IntentType, Message, MessageId, MessageStatus, MessageText, Platform, SessionId, UserId,
+    ClientMessageId, IntentType, Message, MessageId, MessageStatus, MessageText, Parent, Platform, SessionId,
+    UserId,
 };
 use crate::store::{NewMessage, StoreError};
 use crate::telemetry::Untrusted;
@@ -20,7 +21,7 @@ use super::inflight::{Claim, InFlightGuard, Lost, Origin};
 use super::{
     Admission, AnswerAudience, AnswerElsewhere, AnswerEvent, AnswerLeases, AskedSession, BudgetAsk,
     ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim,
-    OtherWatchers, SessionEntry, TokenBudget,
+    OtherWatchers, SessionChange, SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -39,6 +40,18 @@ pub struct ChatSettings {
 pub struct SendMessage {
     pub session_id: SessionId,
     pub content: MessageText,
+    pub client_message_id: Option<ClientMessageId>,
+    /// Where the exchange goes (`parentId`): after the active branch unless the client named
+    /// an exchange (an edit) or the root.
+    pub parent: Parent,
+}
+
+/// A `chat:regenerate`, parsed: answer exchange `message_id`'s user message again, as a
+/// sibling of it.
+#[derive(Debug, Clone)]
+pub struct Regenerate {
+    pub session_id: SessionId,
+    pub message_id: MessageId,
     pub client_message_id: Option<ClientMessageId>,
 }
 
@@ -153,8 +166,71 @@ impl ChatController {
             return Err(ChatError::ShuttingDown);
         }
         self.sessions.check_owner(user, req.session_id).await?;
-        let message_id = MessageId::new();
+        if let Parent::Exchange(parent) = req.parent {
+            self.sessions.check_parent(user, req.session_id, parent, "parentId").await?;
+        }
         let intent = self.ai.detect_intent(req.content.as_str()).await;
+        self.accept_with_intent(user, req, intent).await
+    }
+
+    /// Answers exchange `req.message_id`'s user message again (`chat:regenerate`): a new
+    /// exchange after the same parent, with the same intent, accepted as a `chat:message`
+    /// (the same limits, idempotency and `BUSY`); the old answer stays. `BUSY` while that
+    /// exchange is still being answered.
+    #[instrument(skip_all, fields(user_id = %Untrusted(user.as_str()), session_id = %req.session_id))]
+    pub async fn regenerate(
+        self: &Arc<Self>,
+        user: &UserId,
+        req: Regenerate,
+    ) -> Result<AcceptedMessage, ChatError> {
+        if !self.is_accepting() {
+            return Err(ChatError::ShuttingDown);
+        }
+        self.sessions.check_owner(user, req.session_id).await?;
+        let original = self.sessions.message(req.session_id, req.message_id).await?;
+        let original = original.ok_or(ChatError::NotFound)?;
+        if original.status == MessageStatus::Streaming {
+            return Err(ChatError::Busy);
+        }
+        // Stored, so it was valid; whatever the length limit is now, it is asked again whole.
+        let content = MessageText::parse(original.user_message, usize::MAX / 4)?;
+        // The platforms as the rules read them again (never a model call for the intent).
+        let platforms = crate::ai::detect_intent(content.as_str()).platforms;
+        let intent = IntentRequest { intent: original.intent_type, platforms, confident: true };
+        let parent = original.parent_id.map_or(Parent::Root, Parent::Exchange);
+        let send = SendMessage {
+            session_id: req.session_id,
+            content,
+            client_message_id: req.client_message_id,
+            parent,
+        };
+        self.accept_with_intent(user, send, intent).await
+    }
+
+    /// Makes the branch through exchange `message_id` active (`chat:branch:select`); that
+    /// branch's last messages. The session's room hears of it (`chat:session:updated`).
+    pub async fn select_branch(
+        &self,
+        user: &UserId,
+        session_id: SessionId,
+        message_id: MessageId,
+    ) -> Result<Vec<Message>, ChatError> {
+        let entry = self.sessions.session(user, session_id).await?;
+        let leaf = self.sessions.select_branch(&entry, message_id).await?;
+        let messages = self.sessions.messages(user, session_id, self.join_history, None).await?;
+        let change = SessionChange { title: &entry.session.title, active_message_id: Some(leaf) };
+        self.answers.audience().session_updated(session_id, change);
+        Ok(messages)
+    }
+
+    /// Accepts a message whose intent is known.
+    async fn accept_with_intent(
+        self: &Arc<Self>,
+        user: &UserId,
+        req: SendMessage,
+        intent: IntentRequest,
+    ) -> Result<AcceptedMessage, ChatError> {
+        let message_id = MessageId::new();
         let guard = match self.reserve(&req, message_id, intent.intent).await {
             Ok(guard) => guard,
             Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
@@ -291,7 +367,7 @@ impl ChatController {
         self: &Arc<Self>,
         req: SendMessage,
         message_id: MessageId,
-        asked: AskedSession,
+        mut asked: AskedSession,
         guard: InFlightGuard,
         intent: IntentRequest,
         tokens_left: Option<u64>,
@@ -303,6 +379,7 @@ impl ChatController {
             user_message: req.content.as_str().to_owned(),
             intent_type: intent.intent,
             created_at: crate::domain::now(),
+            parent: req.parent,
         };
         match self.sessions.save_message(&new).await {
             Ok(()) => {}
@@ -314,8 +391,23 @@ impl ChatController {
             Err(e) => return Err(e.into()),
         }
         info!(%message_id, intent = intent.intent.as_str(), "message accepted");
+        if req.parent != Parent::ActiveBranch {
+            self.branched(&mut asked, req.parent, message_id).await;
+        }
         let job = self.answers.job(asked, guard, new.user_message, intent.platforms, tokens_left);
         Ok(AcceptedMessage { message_id, duplicate: false, job: Some(job) })
+    }
+
+    /// After a new branch was stored: the summary goes with it only if made on the path it
+    /// follows (else a prompt finds it off its path and leaves it out), and other tabs learn
+    /// of it before its answer starts.
+    async fn branched(&self, asked: &mut AskedSession, parent: Parent, message_id: MessageId) {
+        match self.sessions.follow_summary(&asked.entry, parent.exchange()).await {
+            Ok(entry) => asked.entry = entry,
+            Err(e) => warn!(error = %e, "the summary of another branch not dropped"),
+        }
+        let change = SessionChange { title: &asked.entry.session.title, active_message_id: Some(message_id) };
+        self.answers.audience().session_updated(asked.entry.session.id, change);
     }
 
     /// The stored message `req` repeats (same `clientMessageId`), as its duplicate; `None` when

@@ -21,9 +21,10 @@ mod session_service;
 mod token_budget;
 
 pub use answer::AnswerSettings;
-pub use answer_events::{AnswerAudience, AnswerEvent};
+pub use answer_events::{AnswerAudience, AnswerEvent, SessionChange};
 pub use controller::{
-    AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, OrphanedAnswer, SendMessage,
+    AcceptedMessage, ChatController, ChatParts, ChatSettings, JoinedSession, OrphanedAnswer, Regenerate,
+    SendMessage,
 };
 pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;

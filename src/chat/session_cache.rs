@@ -144,6 +144,7 @@ mod tests {
                 title: "t".into(),
                 summary: String::new(),
                 last_summary_at: None,
+                summary_through: None,
                 created_at: now,
                 updated_at: now,
             },

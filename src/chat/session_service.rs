@@ -103,6 +103,7 @@ impl ChatSessionService {
             title: title.unwrap_or_default(),
             summary: String::new(),
             last_summary_at: None,
+            summary_through: None,
             created_at: now,
             updated_at: now,
         };
@@ -180,9 +181,9 @@ impl ChatSessionService {
         Ok(entry)
     }
 
-    /// The id of session `id`'s newest exchange, read from the store.
+    /// The id of session `id`'s newest exchange (whatever its branch), read from the store.
     pub async fn newest_message_id(&self, id: SessionId) -> Result<Option<MessageId>, ChatError> {
-        Ok(self.store.recent_messages(id, 1, None).await?.pop().map(|m| m.id))
+        Ok(self.store.newest_message(id).await?)
     }
 
     /// The owner of session `id`, read from the store (`None`: it is gone).
@@ -211,13 +212,20 @@ impl ChatSessionService {
         Ok(())
     }
 
-    /// Stores a new summary and writes it through to the cache.
-    pub async fn update_summary(&self, entry: &SessionEntry, summary: String) -> Result<(), ChatError> {
+    /// Stores a new summary, made through exchange `through`, and writes it through to the
+    /// cache.
+    pub async fn update_summary(
+        &self,
+        entry: &SessionEntry,
+        summary: String,
+        through: MessageId,
+    ) -> Result<(), ChatError> {
         let now = crate::domain::now();
-        self.store.update_session_summary(entry.session.id, &summary, now).await?;
+        self.store.update_session_summary(entry.session.id, &summary, now, Some(through)).await?;
         let mut session = entry.session.clone();
         session.summary = summary;
         session.last_summary_at = Some(now);
+        session.summary_through = Some(through);
         session.updated_at = now;
         let version = self.changed(session.id).await;
         self.put(session, entry.post.clone(), version);
@@ -238,7 +246,8 @@ impl ChatSessionService {
 
     // ---- messages ----
 
-    /// Messages of a session the caller owns, oldest first (see `Store::recent_messages`).
+    /// Messages of the active branch of a session the caller owns, oldest first (see
+    /// `Store::branch_messages`).
     pub async fn messages(
         &self,
         owner: &UserId,
@@ -247,7 +256,70 @@ impl ChatSessionService {
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, ChatError> {
         self.session(owner, id).await?;
-        Ok(self.store.recent_messages(id, limit, before).await?)
+        Ok(self.store.branch_messages(id, limit, before).await?)
+    }
+
+    /// Every message of a session the caller owns: the tree of its branches, oldest first.
+    pub async fn all_messages(&self, owner: &UserId, id: SessionId) -> Result<Vec<Message>, ChatError> {
+        self.session(owner, id).await?;
+        Ok(self.store.all_messages(id).await?)
+    }
+
+    /// Makes the branch through exchange `through` of session `entry` active; the exchange that
+    /// branch ends at. `NotFound` when the session has no such exchange.
+    pub async fn select_branch(
+        &self,
+        entry: &Arc<SessionEntry>,
+        through: MessageId,
+    ) -> Result<MessageId, ChatError> {
+        let session_id = entry.session.id;
+        let leaf = self.store.select_branch(session_id, through).await?;
+        let leaf = leaf.ok_or(ChatError::NotFound)?;
+        self.follow_summary(entry, Some(leaf)).await?;
+        Ok(leaf)
+    }
+
+    /// Checks that `parent` may start a branch of session `session_id` (the caller's):
+    /// `NotFound` when it is no exchange of the caller's, `INVALID_INPUT` naming `field` when it
+    /// is one of another of the caller's sessions.
+    pub async fn check_parent(
+        &self,
+        owner: &UserId,
+        session_id: SessionId,
+        parent: MessageId,
+        field: &'static str,
+    ) -> Result<(), ChatError> {
+        match self.store.message_session(parent).await? {
+            Some(session) if session == session_id => Ok(()),
+            Some(other) if self.exists(owner, other).await? => Err(ChatError::InvalidInput(
+                crate::domain::InvalidInput::new(field, "is an exchange of another session"),
+            )),
+            _ => Err(ChatError::NotFound),
+        }
+    }
+
+    /// Drops the session's summary when the branch about to be active (ending at `leaf`;
+    /// `None`: at the root) does not pass through the exchange it was made through: the next
+    /// summary is made from that branch. The session as it is then.
+    pub async fn follow_summary(
+        &self,
+        entry: &Arc<SessionEntry>,
+        leaf: Option<MessageId>,
+    ) -> Result<Arc<SessionEntry>, ChatError> {
+        let Some(through) = entry.session.summary_through else { return Ok(entry.clone()) };
+        if let Some(leaf) = leaf {
+            if self.store.on_path(leaf, through).await? {
+                return Ok(entry.clone());
+            }
+        }
+        self.store.clear_session_summary(entry.session.id).await?;
+        let mut session = entry.session.clone();
+        session.summary.clear();
+        session.last_summary_at = None;
+        session.summary_through = None;
+        let version = self.changed(session.id).await;
+        self.put(session.clone(), entry.post.clone(), version);
+        Ok(Arc::new(SessionEntry { session, post: entry.post.clone(), version: version.unwrap_or_default() }))
     }
 
     pub async fn message_by_client_id(
@@ -312,6 +384,25 @@ impl ChatSessionService {
 
     // ---- context ----
 
+    /// The session summary, if it was made on the path of exchange `current` (its exchange is in
+    /// the `history` read up from it, or further up); empty when made on another branch (an
+    /// answer on it ended after another branch was selected).
+    async fn summary_on_path(
+        &self,
+        entry: &SessionEntry,
+        current: MessageId,
+        history: &[crate::domain::Exchange],
+    ) -> Result<String, ChatError> {
+        let summary = &entry.session.summary;
+        match entry.session.summary_through {
+            Some(through) if !history.iter().any(|e| e.id == through) => {
+                let on_path = self.store.on_path(current, through).await?;
+                Ok(if on_path { summary.clone() } else { String::new() })
+            }
+            _ => Ok(summary.clone()),
+        }
+    }
+
     /// What the model needs for the exchange `current`: the post, the session summary, the
     /// last exchanges before it (from the database) and the owner's preferences (read when the
     /// message was accepted). On a cache hit this is one read: the recent messages.
@@ -322,30 +413,29 @@ impl ChatSessionService {
         current: MessageId,
     ) -> Result<AiContext, ChatError> {
         let entry = &asked.entry;
-        let mut history = self.batched.recent(entry.session.id, self.history_limit + 1).await?;
+        // The branch the exchange is on, up from it: never another branch's exchanges.
+        let mut history = self.batched.recent(current, self.history_limit + 1).await?;
         history.retain(|m| m.id != current);
+        let summary = self.summary_on_path(entry, current, &history).await?;
         if history.len() > self.history_limit as usize {
             history.remove(0);
         }
         Ok(AiContext {
             post: entry.post.clone(),
-            session_summary: entry.session.summary.clone(),
+            session_summary: summary,
             history,
             preferences: asked.preferences.clone(),
         })
     }
 }
 
-/// Whether the session summary should be refreshed after this exchange: every `every` exchanges.
+/// Whether the session summary should be refreshed after this exchange: every `every` exchanges
+/// (counted from the first when the prompt has no summary: none yet, or one of another branch).
 pub fn summary_due(entry: &SessionEntry, ctx: &AiContext, every: usize) -> bool {
     if every == 0 {
         return false;
     }
-    let since = ctx
-        .history
-        .iter()
-        .filter(|m| entry.session.last_summary_at.is_none_or(|at| m.created_at > at))
-        .count()
-        + 1;
+    let summarized_at = if ctx.session_summary.is_empty() { None } else { entry.session.last_summary_at };
+    let since = ctx.history.iter().filter(|m| summarized_at.is_none_or(|at| m.created_at > at)).count() + 1;
     since >= every
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::logged_event::LoggedEvent;
 use super::Cluster;
-use crate::chat::{AnswerAudience, AnswerEvent, InFlightAnswers};
+use crate::chat::{AnswerAudience, AnswerEvent, InFlightAnswers, SessionChange};
 use crate::domain::{MessageId, SessionId};
 
 /// Delivers to the local rooms and logs to the session's stream.
@@ -72,9 +72,10 @@ impl AnswerAudience for ClusterAudience {
         })
     }
 
-    fn session_updated(&self, session_id: SessionId, title: &str) {
-        self.local.session_updated(session_id, title);
-        self.cluster.log.append(session_id, LoggedEvent::Title { title: title.to_owned() }, None);
+    fn session_updated(&self, session_id: SessionId, change: SessionChange<'_>) {
+        self.local.session_updated(session_id, change);
+        let logged = LoggedEvent::Title { title: change.title.to_owned(), active: change.active_message_id };
+        self.cluster.log.append(session_id, logged, None);
     }
 
     fn watchers(&self, session_id: SessionId) -> usize {

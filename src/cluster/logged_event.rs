@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ErrorCode, InFlightAnswer};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, ErrorCode, InFlightAnswer, SessionChange};
 use crate::domain::{ClientMessageId, IntentType, MessageId, SessionId, SocialPost};
 
 /// One entry of a session's stream.
@@ -91,9 +91,13 @@ pub enum LoggedEvent {
         message: String,
         retry_after_ms: Option<u64>,
     },
-    /// `chat:session:updated` (the session was named).
+    /// `chat:session:updated` (the session was named, or its branches changed: `active`).
     #[serde(rename = "title")]
-    Title { title: String },
+    Title {
+        title: String,
+        #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+        active: Option<MessageId>,
+    },
 }
 
 impl LoggedEvent {
@@ -179,7 +183,7 @@ impl LoggedEvent {
             }
             LoggedEvent::Failed { message, .. } => message.len(),
             LoggedEvent::Waiting { .. } | LoggedEvent::Reading { .. } => 0,
-            LoggedEvent::Title { title } => title.len(),
+            LoggedEvent::Title { title, .. } => title.len(),
         }
     }
 
@@ -191,7 +195,10 @@ impl LoggedEvent {
     /// Delivers it to this process's sockets watching `session_id`.
     pub fn deliver(&self, session_id: SessionId, audience: &dyn AnswerAudience) {
         let event = match self {
-            LoggedEvent::Title { title } => return audience.session_updated(session_id, title),
+            LoggedEvent::Title { title, active } => {
+                let change = SessionChange { title, active_message_id: *active };
+                return audience.session_updated(session_id, change);
+            }
             LoggedEvent::Start { message_id: m, intent: i, .. } => {
                 AnswerEvent::Start { session_id, message_id: *m, intent: *i }
             }
@@ -259,7 +266,8 @@ mod tests {
                 message: "x".into(),
                 retry_after_ms: Some(5),
             },
-            LoggedEvent::Title { title: "T".into() },
+            LoggedEvent::Title { title: "T".into(), active: None },
+            LoggedEvent::Title { title: "T".into(), active: Some(m) },
             LoggedEvent::Resumed {
                 message_id: m,
                 intent: IntentType::SocialPost,

@@ -140,12 +140,49 @@ pub struct Exchange {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where a new exchange goes in its session's tree of branches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// After the last exchange of the session's active branch (a message without `parentId`).
+    ActiveBranch,
+    /// A first exchange of the session (`parentId: null`): a branch from the root.
+    Root,
+    /// After this exchange of the session (an edit, a regenerated answer).
+    Exchange(MessageId),
+}
+
+impl Parent {
+    /// The exchange named, if one is.
+    pub fn exchange(self) -> Option<MessageId> {
+        match self {
+            Parent::Exchange(id) => Some(id),
+            Parent::ActiveBranch | Parent::Root => None,
+        }
+    }
+}
+
+/// Where an exchange stands among the exchanges that follow the same parent (its siblings:
+/// the answers regenerated and the messages edited there), in creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Siblings {
+    /// From 0.
+    pub sibling_index: u32,
+    /// 1 when it has none.
+    pub sibling_count: u32,
+}
+
 /// One exchange of a chat session, as stored and as sent to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: MessageId,
     pub session_id: SessionId,
+    /// The exchange it follows (`None`: a first exchange).
+    pub parent_id: Option<MessageId>,
+    /// Its place among its siblings, where read with them (a branch, the tree).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub siblings: Option<Siblings>,
     pub user_message: String,
     pub ai_response: String,
     pub intent_type: IntentType,

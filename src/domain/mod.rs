@@ -15,7 +15,7 @@ mod session;
 
 pub use error::InvalidInput;
 pub use ids::{ClientMessageId, MessageId, PostId, SessionId, UserId};
-pub use message::{Exchange, IntentType, Message, MessageStatus, SocialPost, TokenUsage};
+pub use message::{Exchange, IntentType, Message, MessageStatus, Parent, Siblings, SocialPost, TokenUsage};
 pub use message_text::MessageText;
 pub use networks::Networks;
 pub use platform::Platform;

@@ -32,6 +32,8 @@ pub struct MessageList {
 pub struct MessagesQuery {
     limit: Option<u32>,
     before: Option<String>,
+    /// The whole tree of branches instead of the active branch.
+    all: Option<bool>,
 }
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {
@@ -81,7 +83,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Newest last; `before` pages back from a message id; `limit` 1 to 100 (default 50).
+/// The active branch, newest last; `before` pages back from a message id along its branch;
+/// `limit` 1 to 100 (default 50). With `all=true`, every message of the session (the tree of
+/// its branches, by `parentId`), oldest first.
 pub async fn messages(
     State(state): State<HttpState>,
     AuthUser(user): AuthUser,
@@ -89,6 +93,13 @@ pub async fn messages(
     query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MessageList>, ApiError> {
     let Query(query) = query?;
+    if query.all == Some(true) {
+        if query.limit.is_some() || query.before.is_some() {
+            return Err(InvalidInput::new("all", "returns the whole tree: without limit or before").into());
+        }
+        let messages = state.sessions.all_messages(&user, session_id(&id)?).await?;
+        return Ok(Json(MessageList { messages }));
+    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(InvalidInput::new("limit", "must be 1 to 100").into());

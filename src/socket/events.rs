@@ -4,9 +4,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::chat::{ChatError, ErrorCode, InFlightSnapshot, JoinedSession, SendMessage};
+use crate::chat::{ChatError, ErrorCode, InFlightSnapshot, JoinedSession, Regenerate, SendMessage};
 use crate::domain::{
-    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, SessionId, SocialPost,
+    ClientMessageId, IntentType, InvalidInput, Message, MessageId, MessageText, Parent, SessionId, SocialPost,
 };
 
 // Client to server.
@@ -14,6 +14,8 @@ pub const CHAT_MESSAGE: &str = "chat:message";
 pub const CHAT_STOP: &str = "chat:stop";
 pub const CHAT_JOIN: &str = "chat:join";
 pub const CHAT_LEAVE: &str = "chat:leave";
+pub const CHAT_REGENERATE: &str = "chat:regenerate";
+pub const BRANCH_SELECT: &str = "chat:branch:select";
 
 // Server to client.
 pub const STREAM_START: &str = "chat:stream:start";
@@ -54,14 +56,42 @@ fn required(map: &Map<String, Value>, field: &'static str) -> Result<String, Inv
     string_field(map, field)?.ok_or_else(|| InvalidInput::new(field, "is required"))
 }
 
-/// `chat:message` `{ sessionId, content, clientMessageId? }`.
+/// `chat:message` `{ sessionId, content, clientMessageId?, parentId? }`.
 pub fn parse_chat_message(payload: Option<Value>, max_chars: usize) -> Result<SendMessage, InvalidInput> {
     let map = object(payload)?;
     let session_id = SessionId::parse(&required(&map, "sessionId")?)?;
     let content = MessageText::parse(required(&map, "content")?, max_chars)?;
-    let client_message_id =
-        string_field(&map, "clientMessageId")?.map(|raw| ClientMessageId::parse(&raw)).transpose()?;
-    Ok(SendMessage { session_id, content, client_message_id })
+    let client_message_id = client_message_id(&map)?;
+    let parent = match map.get("parentId") {
+        None => Parent::ActiveBranch,
+        Some(Value::Null) => Parent::Root,
+        Some(Value::String(raw)) => Parent::Exchange(message_id(raw, "parentId")?),
+        Some(_) => return Err(InvalidInput::new("parentId", "must be a message id or null")),
+    };
+    Ok(SendMessage { session_id, content, client_message_id, parent })
+}
+
+/// `chat:regenerate` `{ sessionId, messageId, clientMessageId? }`.
+pub fn parse_regenerate(payload: Option<Value>) -> Result<Regenerate, InvalidInput> {
+    let map = object(payload)?;
+    let session_id = SessionId::parse(&required(&map, "sessionId")?)?;
+    let message_id = message_id(&required(&map, "messageId")?, "messageId")?;
+    Ok(Regenerate { session_id, message_id, client_message_id: client_message_id(&map)? })
+}
+
+/// `chat:branch:select` `{ sessionId, messageId }`.
+pub fn parse_branch_select(payload: Option<Value>) -> Result<(SessionId, MessageId), InvalidInput> {
+    let map = object(payload)?;
+    let session_id = SessionId::parse(&required(&map, "sessionId")?)?;
+    Ok((session_id, message_id(&required(&map, "messageId")?, "messageId")?))
+}
+
+fn client_message_id(map: &Map<String, Value>) -> Result<Option<ClientMessageId>, InvalidInput> {
+    string_field(map, "clientMessageId")?.map(|raw| ClientMessageId::parse(&raw)).transpose()
+}
+
+fn message_id(raw: &str, field: &'static str) -> Result<MessageId, InvalidInput> {
+    MessageId::parse(raw).map_err(|_| InvalidInput::new(field, "must be a message id"))
 }
 
 /// `chat:stop`, `chat:join`, `chat:leave` `{ sessionId }`.
@@ -167,6 +197,9 @@ pub struct SocialGenerated<'a> {
 pub struct SessionUpdated<'a> {
     pub session_id: SessionId,
     pub title: &'a str,
+    /// The exchange the active branch ends at now, when the branches changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_message_id: Option<MessageId>,
 }
 
 /// `chat:error`, and the `error` of a failed ack.
@@ -213,6 +246,13 @@ pub struct MessageAck {
     pub message_id: MessageId,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+}
+
+/// The `chat:branch:select` ack: the selected branch's last messages.
+#[derive(Serialize)]
+pub struct BranchAck {
+    pub ok: bool,
+    pub messages: Vec<Message>,
 }
 
 #[derive(Serialize)]

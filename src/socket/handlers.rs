@@ -11,9 +11,9 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tracing::{debug, warn, Instrument};
 
 use super::connect::TokenExpiry;
-use super::events::{self, ErrorAck, ErrorPayload, JoinReply, MessageAck, OkAck, StopAck};
+use super::events::{self, BranchAck, ErrorAck, ErrorPayload, JoinReply, MessageAck, OkAck, StopAck};
 use super::SocketState;
-use crate::chat::ChatError;
+use crate::chat::{ChatError, Regenerate, SendMessage};
 use crate::domain::{InvalidInput, SessionId, UserId};
 use crate::telemetry::Untrusted;
 
@@ -64,7 +64,28 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
             }
         }
     });
-    on_event!(socket, state, events::CHAT_MESSAGE, |state, s, data, ack| chat_message(&state, s, data, ack));
+    on_event!(socket, state, events::CHAT_MESSAGE, |state, s, data, ack| ask(
+        events::CHAT_MESSAGE,
+        &state,
+        s,
+        data,
+        ack
+    ));
+    on_event!(socket, state, events::CHAT_REGENERATE, |state, s, data, ack| ask(
+        events::CHAT_REGENERATE,
+        &state,
+        s,
+        data,
+        ack
+    ));
+    on_event!(socket, state, events::BRANCH_SELECT, |state, s, data, ack| reply(
+        events::BRANCH_SELECT,
+        &state,
+        s,
+        data,
+        ack,
+        branch_select
+    ));
     on_event!(socket, state, events::CHAT_STOP, |state, s, data, ack| reply(
         events::CHAT_STOP,
         &state,
@@ -131,15 +152,40 @@ fn unknown_event(s: SocketRef, name: &str, ack: AckSender) {
     reply_error(&s, ack, Failure::new(unknown, None));
 }
 
-/// `chat:message`: acked once stored, then the answer starts.
-async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
+/// What a client asks an answer for.
+enum Ask {
+    /// `chat:message`.
+    Message(SendMessage),
+    /// `chat:regenerate`.
+    Regenerate(Regenerate),
+}
+
+impl Ask {
+    /// Parses the payload of `event` (`chat:message` or `chat:regenerate`).
+    fn parse(event: &str, data: Option<Value>, max_chars: usize) -> Result<Self, InvalidInput> {
+        if event == events::CHAT_REGENERATE {
+            return events::parse_regenerate(data).map(Ask::Regenerate);
+        }
+        events::parse_chat_message(data, max_chars).map(Ask::Message)
+    }
+
+    fn session_id(&self) -> SessionId {
+        match self {
+            Ask::Message(req) => req.session_id,
+            Ask::Regenerate(req) => req.session_id,
+        }
+    }
+}
+
+/// `chat:message` and `chat:regenerate`: acked once stored, then the answer starts.
+async fn ask(event: &'static str, state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
     let received = std::time::Instant::now();
-    metrics::counter!("postchat_events_received_total", "event" => events::CHAT_MESSAGE).increment(1);
+    metrics::counter!("postchat_events_received_total", "event" => event).increment(1);
     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
     let session_hint = session_hint(data.as_ref());
     let span = tracing::info_span!(
         "event",
-        name = events::CHAT_MESSAGE,
+        name = event,
         sid = %s.id,
         user_id = %Untrusted(user.as_str()),
         session_id = tracing::field::Empty,
@@ -148,30 +194,34 @@ async fn chat_message(state: &SocketState, s: SocketRef, data: Option<Value>, ac
     if let Some(session_id) = session_hint {
         span.record("session_id", tracing::field::display(session_id));
     }
-    accept(state, s, user, data, ack, session_hint, received).instrument(span).await
+    let asked = (event, data, session_hint);
+    accept(state, s, user, asked, ack, received).instrument(span).await
 }
 
 async fn accept(
     state: &SocketState,
     s: SocketRef,
     user: UserId,
-    data: Option<Value>,
+    (event, data, session_hint): (&'static str, Option<Value>, Option<SessionId>),
     ack: AckSender,
-    session_hint: Option<SessionId>,
     received: std::time::Instant,
 ) {
     if let Err(retry_after) = state.message_limit.check(&user).await {
         return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
-    let req = match events::parse_chat_message(data, state.limits.max_message_chars) {
+    let req = match Ask::parse(event, data, state.limits.max_message_chars) {
         Ok(req) => req,
         Err(e) => return reply_error(&s, ack, Failure::new(e, session_hint)),
     };
-    let session_id = req.session_id;
+    let session_id = req.session_id();
     if let Err(e) = may_follow(state, &s, session_id) {
         return reply_error(&s, ack, Failure::new(e, Some(session_id)));
     }
-    match state.controller.accept_message(&user, req).await {
+    let accepted = match req {
+        Ask::Message(req) => state.controller.accept_message(&user, req).await,
+        Ask::Regenerate(req) => state.controller.regenerate(&user, req).await,
+    };
+    match accepted {
         Ok(accepted) => {
             s.join(events::room(session_id));
             state.controller.watch_soon(session_id);
@@ -217,6 +267,24 @@ async fn chat_stop(
     let session_id = session_payload(data)?;
     match state.controller.stop(&user, session_id).await {
         Ok(stopped) => Ok(StopAck { ok: true, stopped }),
+        Err(e) => Err(Failure::new(e, Some(session_id))),
+    }
+}
+
+/// `chat:branch:select`: the selected branch's last messages.
+async fn branch_select(
+    state: &SocketState,
+    _: &SocketRef,
+    user: UserId,
+    data: Option<Value>,
+) -> Result<BranchAck, Failure> {
+    let (session_id, message_id) = events::parse_branch_select(data).map_err(|e| Failure::new(e, None))?;
+    // It reads a branch as a join does (and walks the one selected): counted as a join.
+    if let Err(retry_after) = state.join_limit.check(&user).await {
+        return Err(Failure::new(ChatError::RateLimited { retry_after }, Some(session_id)));
+    }
+    match state.controller.select_branch(&user, session_id, message_id).await {
+        Ok(messages) => Ok(BranchAck { ok: true, messages }),
         Err(e) => Err(Failure::new(e, Some(session_id))),
     }
 }

@@ -21,7 +21,7 @@ use super::events::{
     StreamToken,
 };
 use super::outbox::{Delivered, Outbox, Sent, Waiting};
-use crate::chat::{AnswerAudience, AnswerEvent, ChatError};
+use crate::chat::{AnswerAudience, AnswerEvent, ChatError, SessionChange};
 use crate::domain::{MessageId, SessionId};
 
 /// How many times (200 ms apart) to try telling and disconnecting a slow consumer.
@@ -296,8 +296,10 @@ impl AnswerAudience for SessionRooms {
         }
     }
 
-    fn session_updated(&self, session_id: SessionId, title: &str) {
-        self.send(session_id, events::SESSION_UPDATED, &SessionUpdated { session_id, title });
+    fn session_updated(&self, session_id: SessionId, change: SessionChange<'_>) {
+        let updated =
+            SessionUpdated { session_id, title: change.title, active_message_id: change.active_message_id };
+        self.send(session_id, events::SESSION_UPDATED, &updated);
     }
 
     fn watchers(&self, session_id: SessionId) -> usize {

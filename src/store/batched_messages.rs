@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
-use crate::domain::{Exchange, MessageId, MessageStatus, SessionId, SocialPost, TokenUsage};
+use crate::domain::{Exchange, MessageId, MessageStatus, SocialPost, TokenUsage};
 
 /// Parts waiting for a statement, at most, before callers wait to queue.
 const QUEUE: usize = 4_096;
@@ -31,9 +31,9 @@ struct Pending<T, R> {
     done: oneshot::Sender<Result<R, StoreError>>,
 }
 
-/// A read of a session's newest exchanges.
+/// A read of the exchanges on the path up from one (a prompt's history).
 struct Recent {
-    session_id: SessionId,
+    from: MessageId,
     limit: u32,
 }
 
@@ -82,9 +82,10 @@ impl BatchedMessages {
         queue(&self.inserts, message).await
     }
 
-    /// A session's newest `limit` exchanges, oldest first (as `Store::recent_exchanges`).
-    pub async fn recent(&self, session_id: SessionId, limit: u32) -> Result<Vec<Exchange>, StoreError> {
-        queue(&self.recents, Recent { session_id, limit }).await
+    /// Up to `limit` exchanges on the path up from exchange `from` (included), oldest first
+    /// (as `Store::path_exchanges`).
+    pub async fn recent(&self, from: MessageId, limit: u32) -> Result<Vec<Exchange>, StoreError> {
+        queue(&self.recents, Recent { from, limit }).await
     }
 
     /// Stores how an exchange ended, if it is still `streaming`; true when stored.
@@ -192,28 +193,29 @@ async fn insert_batch(store: Arc<dyn Store>, messages: Vec<NewMessage>) -> Vec<R
 
 async fn recent_batch(store: Arc<dyn Store>, reads: Vec<Recent>) -> Vec<Result<Vec<Exchange>, StoreError>> {
     let limit = reads.iter().map(|r| r.limit).max().unwrap_or(0);
-    let mut sessions: Vec<SessionId> = reads.iter().map(|r| r.session_id).collect();
-    sessions.sort_unstable();
-    sessions.dedup();
-    let rows = match store.recent_exchanges(&sessions, limit).await {
+    let mut starts: Vec<MessageId> = reads.iter().map(|r| r.from).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let rows = match store.path_exchanges(&starts, limit).await {
         Ok(rows) => rows,
         Err(e) if reads.len() == 1 => return vec![Err(e)],
         Err(e) => {
             let store = &store;
             return one_by_one(e, &reads, |r| async move {
-                store.recent_exchanges(&[r.session_id], r.limit).await
+                let rows = store.path_exchanges(&[r.from], r.limit).await?;
+                Ok(rows.into_iter().map(|(_, exchange)| exchange).collect())
             })
             .await;
         }
     };
-    let mut by_session: HashMap<SessionId, Vec<Exchange>> = HashMap::new();
-    for exchange in rows {
-        by_session.entry(exchange.session_id).or_default().push(exchange);
+    let mut by_start: HashMap<MessageId, Vec<Exchange>> = HashMap::new();
+    for (start, exchange) in rows {
+        by_start.entry(start).or_default().push(exchange);
     }
     reads
         .iter()
         .map(|read| {
-            let all = by_session.get(&read.session_id).map(Vec::as_slice).unwrap_or_default();
+            let all = by_start.get(&read.from).map(Vec::as_slice).unwrap_or_default();
             // Oldest first; the newest `limit` of them.
             Ok(all[all.len().saturating_sub(read.limit as usize)..].to_vec())
         })
@@ -273,7 +275,7 @@ mod tests {
         let (finishes, finish_queue) = mpsc::channel(QUEUE);
         let mut queues =
             Queues { inserts: insert_queue, recents: recent_queue, finishes: finish_queue, max_batch: 2 };
-        let session_id = SessionId::new();
+        let session_id = crate::domain::SessionId::new();
         // Queued in the opposite order of their urgency.
         let finished = Finished {
             id: MessageId::new(),
@@ -284,7 +286,7 @@ mod tests {
             cut: false,
         };
         finishes.send(pending(finished)).await.unwrap();
-        recents.send(pending(Recent { session_id, limit: 10 })).await.unwrap();
+        recents.send(pending(Recent { from: MessageId::new(), limit: 10 })).await.unwrap();
         for _ in 0..3 {
             let message = NewMessage {
                 id: MessageId::new(),
@@ -293,6 +295,7 @@ mod tests {
                 user_message: "hello".into(),
                 intent_type: IntentType::Question,
                 created_at: chrono::Utc::now(),
+                parent: crate::domain::Parent::ActiveBranch,
             };
             inserts.send(pending(message)).await.unwrap();
         }

@@ -95,8 +95,13 @@ impl Store for MeteredStore {
         id: SessionId,
         summary: &str,
         at: DateTime<Utc>,
+        through: Option<MessageId>,
     ) -> Result<(), StoreError> {
-        self.timed("update_session_summary", self.inner.update_session_summary(id, summary, at)).await
+        self.timed("update_session_summary", self.inner.update_session_summary(id, summary, at, through))
+            .await
+    }
+    async fn clear_session_summary(&self, id: SessionId) -> Result<(), StoreError> {
+        self.timed("clear_session_summary", self.inner.clear_session_summary(id)).await
     }
     async fn update_session_title(
         &self,
@@ -111,14 +116,13 @@ impl Store for MeteredStore {
             .record(messages.len() as f64);
         self.timed("insert_messages", self.inner.insert_messages(messages)).await
     }
-    async fn recent_exchanges(
+    async fn path_exchanges(
         &self,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        metrics::histogram!("postchat_db_batch_rows", "op" => "recent_exchanges")
-            .record(sessions.len() as f64);
-        self.timed("recent_exchanges", self.inner.recent_exchanges(sessions, limit)).await
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError> {
+        metrics::histogram!("postchat_db_batch_rows", "op" => "path_exchanges").record(starts.len() as f64);
+        self.timed("path_exchanges", self.inner.path_exchanges(starts, limit)).await
     }
     async fn finish_messages(
         &self,
@@ -143,13 +147,32 @@ impl Store for MeteredStore {
     async fn get_message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, StoreError> {
         self.timed("get_message", self.inner.get_message(session, id)).await
     }
-    async fn recent_messages(
+    async fn branch_messages(
         &self,
         session: SessionId,
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError> {
-        self.timed("recent_messages", self.inner.recent_messages(session, limit, before)).await
+        self.timed("branch_messages", self.inner.branch_messages(session, limit, before)).await
+    }
+    async fn all_messages(&self, session: SessionId) -> Result<Vec<Message>, StoreError> {
+        self.timed("all_messages", self.inner.all_messages(session)).await
+    }
+    async fn select_branch(
+        &self,
+        session: SessionId,
+        through: MessageId,
+    ) -> Result<Option<MessageId>, StoreError> {
+        self.timed("select_branch", self.inner.select_branch(session, through)).await
+    }
+    async fn newest_message(&self, session: SessionId) -> Result<Option<MessageId>, StoreError> {
+        self.timed("newest_message", self.inner.newest_message(session)).await
+    }
+    async fn on_path(&self, from: MessageId, exchange: MessageId) -> Result<bool, StoreError> {
+        self.timed("on_path", self.inner.on_path(from, exchange)).await
+    }
+    async fn message_session(&self, id: MessageId) -> Result<Option<SessionId>, StoreError> {
+        self.timed("message_session", self.inner.message_session(id)).await
     }
     async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.timed("interrupt_streaming", self.inner.interrupt_streaming(created_before)).await

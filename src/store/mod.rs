@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Exchange, Message, MessageId, MessageStatus, Post, PostId, Preferences,
-    SessionId, SocialPost, TokenUsage, UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, MessageStatus, Parent, Post, PostId,
+    Preferences, SessionId, Siblings, SocialPost, TokenUsage, UserId,
 };
 
 pub use batched_messages::BatchedMessages;
@@ -90,6 +90,9 @@ pub struct NewMessage {
     pub user_message: String,
     pub intent_type: crate::domain::IntentType,
     pub created_at: DateTime<Utc>,
+    /// Where it goes in the session's tree (resolved by the insert itself for the active
+    /// branch, so a message costs no read for it).
+    pub parent: Parent,
 }
 
 /// The end of an exchange: the answer and how it ended.
@@ -117,6 +120,22 @@ impl FinishedAnswer<'_> {
     }
 }
 
+/// `messages` (a whole session, oldest first) with each one's place among its siblings.
+fn with_siblings(mut messages: Vec<Message>) -> Vec<Message> {
+    let mut counts: std::collections::HashMap<Option<MessageId>, u32> = std::collections::HashMap::new();
+    for message in &mut messages {
+        let seen = counts.entry(message.parent_id).or_default();
+        message.siblings = Some(Siblings { sibling_index: *seen, sibling_count: 0 });
+        *seen += 1;
+    }
+    for message in &mut messages {
+        if let Some(siblings) = &mut message.siblings {
+            siblings.sibling_count = counts.get(&message.parent_id).copied().unwrap_or(1);
+        }
+    }
+    messages
+}
+
 /// Everything the server keeps, behind one seam.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -124,7 +143,7 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Closes the pool, waiting for connections in use to be returned (at shutdown).
     async fn close(&self);
-    /// Most answers one batched statement (`insert_messages`, `recent_exchanges`,
+    /// Most answers one batched statement (`insert_messages`, `path_exchanges`,
     /// `finish_messages`) should hold.
     fn max_batch(&self) -> usize;
 
@@ -142,7 +161,10 @@ pub trait Store: Send + Sync + 'static {
         id: SessionId,
         summary: &str,
         at: DateTime<Utc>,
+        through: Option<MessageId>,
     ) -> Result<(), StoreError>;
+    /// Drops the session's summary (it summed up another branch than the active one).
+    async fn clear_session_summary(&self, id: SessionId) -> Result<(), StoreError>;
 
     async fn update_session_title(
         &self,
@@ -176,10 +198,15 @@ pub trait Store: Send + Sync + 'static {
     /// Stores several new exchanges in one statement; for each, in order, whether it was stored
     /// (`false`: its client message id, or its id, was already taken).
     async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
-    /// The newest `limit` exchanges of each of `sessions` (one or many), in one statement;
-    /// each session's oldest first. An answer's context: only the columns a prompt uses.
-    async fn recent_exchanges(&self, sessions: &[SessionId], limit: u32)
-        -> Result<Vec<Exchange>, StoreError>;
+    /// Up to `limit` exchanges on the path from each of `starts` (one or many) up towards its
+    /// root, that one included, in one statement: each paired with the start it was read from,
+    /// each start's oldest first. An answer's context (its branch, never the others): only
+    /// the columns a prompt uses.
+    async fn path_exchanges(
+        &self,
+        starts: &[MessageId],
+        limit: u32,
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError>;
     /// Stores how several exchanges ended, in one statement (those still `streaming`); the ids
     /// of those stored.
     async fn finish_messages(
@@ -193,14 +220,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Message>, StoreError>;
     /// Message `id` of `session`, if there is one (how an answer ended, read by cluster mode).
     async fn get_message(&self, session: SessionId, id: MessageId) -> Result<Option<Message>, StoreError>;
-    /// Up to `limit` messages of a session, oldest first: the newest ones, or the newest ones
-    /// older than `before`.
-    async fn recent_messages(
+    /// Up to `limit` messages of a session's branch, oldest first, each with its siblings: the
+    /// last ones of its active branch (the branch a client selected, or that of its newest
+    /// exchange when that is newer), or those before `before` on its branch.
+    async fn branch_messages(
         &self,
         session: SessionId,
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError>;
+    /// Every message of a session (the tree), oldest first, each with its siblings.
+    async fn all_messages(&self, session: SessionId) -> Result<Vec<Message>, StoreError>;
+    /// Makes the branch through exchange `through` of `session` active (down to its newest
+    /// descendant, returned), as selected now; `None` when the session has no such exchange.
+    async fn select_branch(
+        &self,
+        session: SessionId,
+        through: MessageId,
+    ) -> Result<Option<MessageId>, StoreError>;
+    /// The session's newest exchange, whatever its branch.
+    async fn newest_message(&self, session: SessionId) -> Result<Option<MessageId>, StoreError>;
+    /// Whether `exchange` is on the path from exchange `from` up to its root (`from` included).
+    async fn on_path(&self, from: MessageId, exchange: MessageId) -> Result<bool, StoreError>;
+    /// The session of exchange `id`, if there is one.
+    async fn message_session(&self, id: MessageId) -> Result<Option<SessionId>, StoreError>;
     /// Marks every `streaming` message created (or last taken over) before `created_before`
     /// `interrupted` (at start: they were lost with a crash).
     async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;

@@ -5,11 +5,11 @@ use sqlx::types::Json;
 use sqlx::Connection;
 use sqlx::Postgres;
 
-use super::sql::{self, EXCHANGE_COLUMNS};
+use super::sql;
 use super::sql_store::{Dialect, SqlStore};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
-use crate::domain::{Exchange, MessageId, SessionId};
+use crate::domain::{Exchange, MessageId, Parent};
 
 /// Chat data in PostgreSQL (`migrations/postgres`).
 pub type PostgresStore = SqlStore<Postgres>;
@@ -35,14 +35,21 @@ impl SqlStore<Postgres> {
 
 /// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
 /// went in.
-const INSERT_MESSAGES: &str = "INSERT INTO messages \
-     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
-      status, created_at, updated_at) \
-     SELECT id, chat_session_id, client_message_id, user_message, '', intent_type, '[]', \
-      'streaming', created_at, created_at \
-     FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
-      AS v (id, chat_session_id, client_message_id, user_message, intent_type, created_at) \
-     ON CONFLICT DO NOTHING RETURNING id";
+fn insert_messages() -> String {
+    format!(
+        "INSERT INTO messages \
+         (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+          status, created_at, updated_at, parent_id) \
+         SELECT id, chat_session_id, client_message_id, user_message, '', intent_type, '[]', \
+          'streaming', created_at, created_at, {} \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+          $7::bool[], $8::uuid[]) \
+          AS v (id, chat_session_id, client_message_id, user_message, intent_type, created_at, \
+          follows_active, parent_id) \
+         ON CONFLICT DO NOTHING RETURNING id",
+        sql::parent_of_new("v.follows_active", "v.parent_id", "v.chat_session_id")
+    )
+}
 const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, posts = v.posts, \
      status = v.status, updated_at = $5, prompt_tokens = v.prompt_tokens, \
      completion_tokens = v.completion_tokens, usage_estimated = v.usage_estimated, cut = v.cut \
@@ -50,18 +57,8 @@ const FINISH_MESSAGES: &str = "UPDATE messages SET ai_response = v.ai_response, 
       $9::bool[]) \
       AS v (id, ai_response, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut) \
      WHERE messages.id = v.id AND messages.status = 'streaming' AND messages.fence = 0 RETURNING messages.id";
-/// Each session's newest exchanges through the (session, created_at) index, however long the
-/// session.
-fn recent_exchanges_of() -> String {
-    format!(
-        "SELECT m.* FROM UNNEST($1::uuid[]) AS s (id) CROSS JOIN LATERAL \
-         (SELECT {EXCHANGE_COLUMNS} FROM messages WHERE chat_session_id = s.id \
-          ORDER BY created_at DESC, id DESC LIMIT $2) AS m \
-         ORDER BY m.created_at, m.id"
-    )
-}
 
-/// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
+/// The batched statements (`Store::insert_messages`, `path_exchanges`, `finish_messages`):
 /// a column of the batch is an array parameter, so one prepared statement (and, after its first
 /// runs, one cached plan) serves every batch size.
 #[async_trait::async_trait]
@@ -74,7 +71,7 @@ impl Dialect for Postgres {
     }
 
     async fn insert_many(pool: &PgPool, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
-        let stored: Vec<uuid::Uuid> = sqlx::query_scalar(INSERT_MESSAGES)
+        let stored: Vec<uuid::Uuid> = sqlx::query_scalar(&insert_messages())
             .bind(messages.iter().map(|m| m.id.as_uuid()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.session_id.as_uuid()).collect::<Vec<_>>())
             .bind(
@@ -83,22 +80,27 @@ impl Dialect for Postgres {
             .bind(messages.iter().map(|m| m.user_message.as_str()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.intent_type.as_str()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.parent == Parent::ActiveBranch).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.parent.exchange().map(|p| p.as_uuid())).collect::<Vec<_>>())
             .fetch_all(pool)
             .await?;
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
-    async fn recent_exchanges_of(
+    async fn path_exchanges_of(
         pool: &PgPool,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        let rows = sqlx::query_as::<_, sql::ExchangeRow>(&recent_exchanges_of())
-            .bind(sessions.iter().map(|s| s.as_uuid()).collect::<Vec<_>>())
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-        Ok(rows.into_iter().map(Exchange::from).collect())
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError> {
+        let rows = sqlx::query_as::<_, sql::PathExchangeRow>(&sql::path_exchanges(
+            "SELECT UNNEST($1::uuid[])",
+            "$2",
+        ))
+        .bind(starts.iter().map(|s| s.as_uuid()).collect::<Vec<_>>())
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn finish_many(

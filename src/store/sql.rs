@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::domain::{
-    ChatSession, ClientMessageId, Exchange, Message, Platform, Post, PostExpanded, Preferences, SocialPost,
-    TokenUsage, UserId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, Platform, Post, PostExpanded, Preferences,
+    Siblings, SocialPost, TokenUsage, UserId,
 };
 
 use super::StoreError;
@@ -27,7 +27,8 @@ pub(super) const GET_POST: &str = "SELECT p.id, p.owner_id, p.url, p.title, p.cr
      COALESCE(e.content, '') AS content, COALESCE(e.summary, '') AS summary \
      FROM posts p LEFT JOIN post_expanded e ON e.post_id = p.id WHERE p.id = $1";
 
-const SESSION_COLUMNS: &str = "id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, post_id, title, summary, last_summary_at, summary_through, created_at, updated_at";
 pub(super) const INSERT_SESSION: &str = "INSERT INTO chat_sessions \
      (id, user_id, post_id, title, summary, last_summary_at, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -44,19 +45,68 @@ pub(super) const DELETE_SESSION_MESSAGES: &str = "DELETE FROM messages WHERE cha
 pub(super) const DELETE_SESSION: &str = "DELETE FROM chat_sessions WHERE id = $1";
 pub(super) const UPDATE_SESSION_TITLE: &str =
     "UPDATE chat_sessions SET title = $2, updated_at = $3 WHERE id = $1";
-pub(super) const UPDATE_SESSION_SUMMARY: &str =
-    "UPDATE chat_sessions SET summary = $2, last_summary_at = $3, updated_at = $3 WHERE id = $1";
+pub(super) const UPDATE_SESSION_SUMMARY: &str = "UPDATE chat_sessions \
+     SET summary = $2, last_summary_at = $3, updated_at = $3, summary_through = $4 WHERE id = $1";
+/// A summary of another branch than the one now active is dropped (a new one is made from the
+/// active branch when due).
+pub(super) const CLEAR_SESSION_SUMMARY: &str = "UPDATE chat_sessions \
+     SET summary = '', last_summary_at = NULL, summary_through = NULL WHERE id = $1";
 
 pub(super) const MESSAGE_COLUMNS: &str =
-    "id, chat_session_id, client_message_id, user_message, ai_response, \
+    "id, chat_session_id, parent_id, client_message_id, user_message, ai_response, \
      intent_type, posts, status, prompt_tokens, completion_tokens, usage_estimated, cut, \
      created_at, updated_at";
+/// `columns` of the messages aliased `m`.
+fn of_m(columns: &str) -> String {
+    columns.split(',').map(|column| format!("m.{}", column.trim())).collect::<Vec<_>>().join(", ")
+}
 /// What [`ExchangeRow`] reads: an answer's context needs no more.
 pub(super) const EXCHANGE_COLUMNS: &str = "id, chat_session_id, user_message, ai_response, created_at";
-pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
-     (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
-      status, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7)";
+/// Up to `limit` exchanges on the path up from each exchange of `starts` (a query of one column,
+/// `id`), that one included, with the exchange each was read from (`origin`): per start,
+/// oldest first. A prompt's history: the branch it is asked on, never the others.
+pub(super) fn path_exchanges(starts: &str, limit: &str) -> String {
+    format!(
+        "WITH RECURSIVE st (id) AS ({starts}), \
+         path (origin, id, depth) AS (SELECT st.id, st.id, 0 FROM st \
+           UNION ALL SELECT p.origin, {PARENT_OF_P}, p.depth + 1 FROM path p \
+           WHERE p.id IS NOT NULL AND p.depth + 1 < {limit}) \
+         SELECT p.origin, {} FROM path p CROSS JOIN messages m WHERE m.id = p.id \
+         ORDER BY p.origin, p.depth DESC",
+        of_m(EXCHANGE_COLUMNS)
+    )
+}
+pub(super) fn insert_message() -> String {
+    format!(
+        "INSERT INTO messages \
+         (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
+          status, created_at, updated_at, parent_id) \
+         VALUES ($1, $2, $3, $4, '', $5, $6, 'streaming', $7, $7, {})",
+        parent_of_new("$8", "$9", "$2")
+    )
+}
+
+/// The newest exchange of session `session` (an SQL expression) on its active branch: the one
+/// a client selected (`active_message_id`), unless an exchange was made since (newer than the
+/// selection, or following the exchange selected: one stamped before the selection and stored
+/// after it); else the session's newest. NULL for a session without exchanges.
+pub(super) fn active_leaf(session: &str) -> String {
+    format!(
+        "(SELECT CASE WHEN s.active_message_id IS NOT NULL AND NOT EXISTS \
+           (SELECT 1 FROM messages n WHERE n.chat_session_id = s.id AND n.created_at > s.active_set_at) \
+           AND NOT EXISTS (SELECT 1 FROM messages c WHERE c.parent_id = s.active_message_id) \
+         THEN s.active_message_id ELSE \
+           (SELECT n.id FROM messages n WHERE n.chat_session_id = s.id \
+            ORDER BY n.created_at DESC, n.id DESC LIMIT 1) END \
+         FROM chat_sessions s WHERE s.id = {session})"
+    )
+}
+
+/// A new exchange's `parent_id`: the active branch's last exchange when `follows_active` (an
+/// SQL boolean), else `parent` (NULL: a first exchange).
+pub(super) fn parent_of_new(follows_active: &str, parent: &str, session: &str) -> String {
+    format!("CASE WHEN {follows_active} THEN {} ELSE {parent} END", active_leaf(session))
+}
 /// Only an answer still `streaming` is finished: one ended meanwhile elsewhere (swept as
 /// interrupted when its process seemed dead) keeps that outcome.
 pub(super) const FINISH_MESSAGE: &str = "UPDATE messages \
@@ -75,20 +125,65 @@ pub(super) fn find_message_by_client_id() -> String {
 pub(super) fn get_message() -> String {
     format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 AND id = $2")
 }
-pub(super) fn recent_messages() -> String {
+/// Up to `$2` exchanges of session `$1`'s branch ending at `start` (an SQL expression), each
+/// with its siblings counted, oldest first: the path from there towards the root, walked up
+/// the primary key (its length, not the session's, is what it costs).
+fn branch_messages_from(start: &str) -> String {
     format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT $2"
+        "WITH RECURSIVE path (id, depth) AS (SELECT {start}, 0 \
+           UNION ALL SELECT {PARENT_OF_P}, p.depth + 1 FROM path p \
+           WHERE p.id IS NOT NULL AND p.depth + 1 < $2) \
+         SELECT {}, {SIBLINGS} FROM path p CROSS JOIN messages m WHERE m.id = p.id AND m.chat_session_id = $1 \
+         ORDER BY p.depth DESC",
+        of_m(MESSAGE_COLUMNS)
     )
 }
-pub(super) fn recent_messages_before() -> String {
-    format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 \
-         AND (created_at, id) < \
-             (SELECT created_at, id FROM messages WHERE id = $3 AND chat_session_id = $1) \
-         ORDER BY created_at DESC, id DESC LIMIT $2"
-    )
+/// The parent of the path's exchange `p`, looked up by its primary key. A scalar subquery, not a
+/// join: for a join SQLite builds a Bloom filter over the whole table at every step of the walk
+/// (docs/benchmarks.md, "Branches"). NULL past the root, where the walk stops. For the same
+/// reason the path's rows are joined to their messages with `CROSS JOIN` (SQLite keeps that
+/// order: the path outside, a primary-key lookup inside), not scanned the other way round.
+const PARENT_OF_P: &str = "(SELECT m.parent_id FROM messages m WHERE m.id = p.id)";
+/// How many exchanges follow the parent of `m` (`sibling_count`) and how many of them came
+/// before it (`sibling_index`), through the parent index (the roots' partial index for a
+/// first exchange).
+const SIBLINGS: &str = "CASE WHEN m.parent_id IS NULL THEN \
+       (SELECT COUNT(*) FROM messages s WHERE s.chat_session_id = m.chat_session_id AND s.parent_id IS NULL) \
+     ELSE (SELECT COUNT(*) FROM messages s WHERE s.parent_id = m.parent_id) END AS sibling_count, \
+     CASE WHEN m.parent_id IS NULL THEN \
+       (SELECT COUNT(*) FROM messages s WHERE s.chat_session_id = m.chat_session_id AND s.parent_id IS NULL \
+        AND (s.created_at, s.id) < (m.created_at, m.id)) \
+     ELSE (SELECT COUNT(*) FROM messages s WHERE s.parent_id = m.parent_id \
+        AND (s.created_at, s.id) < (m.created_at, m.id)) END AS sibling_index";
+/// The active branch's last `$2` exchanges.
+pub(super) fn active_branch_messages() -> String {
+    branch_messages_from(&active_leaf("$1"))
 }
+/// The `$2` exchanges before exchange `$3` on its branch.
+pub(super) fn branch_messages_before() -> String {
+    branch_messages_from("(SELECT parent_id FROM messages WHERE id = $3 AND chat_session_id = $1)")
+}
+/// Every exchange of a session, oldest first (the tree, by `parent_id`).
+pub(super) fn all_messages() -> String {
+    format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_session_id = $1 ORDER BY created_at, id")
+}
+/// The newest exchange at or below exchange `$2` of session `$1` (the end of the branch through
+/// it), walking down the parent index.
+pub(super) const NEWEST_BELOW: &str = "WITH RECURSIVE below (id) AS \
+     (SELECT id FROM messages WHERE id = $2 AND chat_session_id = $1 \
+      UNION ALL SELECT m.id FROM below b CROSS JOIN messages m WHERE m.parent_id = b.id) \
+     SELECT m.id FROM below b JOIN messages m ON m.id = b.id ORDER BY m.created_at DESC, m.id DESC LIMIT 1";
+pub(super) const SELECT_BRANCH: &str =
+    "UPDATE chat_sessions SET active_message_id = $2, active_set_at = $3 WHERE id = $1";
+/// Whether exchange `$2` is on the path from exchange `$1` to its root (`$1` itself included).
+pub(super) const ON_PATH: &str = "WITH RECURSIVE up (id) AS (SELECT $1 \
+     UNION ALL SELECT (SELECT m.parent_id FROM messages m WHERE m.id = up.id) FROM up \
+     WHERE up.id IS NOT NULL AND up.id <> $2) \
+     SELECT COUNT(*) FROM up WHERE id = $2";
+pub(super) const MESSAGE_SESSION: &str = "SELECT chat_session_id FROM messages WHERE id = $1";
+/// The session's newest exchange, whatever its branch.
+pub(super) const NEWEST_MESSAGE: &str =
+    "SELECT id FROM messages WHERE chat_session_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1";
 pub(super) const INTERRUPT_STREAMING: &str =
     "UPDATE messages SET status = 'interrupted', updated_at = $1 WHERE status = 'streaming' AND updated_at < $2";
 pub(super) const INTERRUPT_MESSAGE: &str = "UPDATE messages \
@@ -152,6 +247,7 @@ pub(super) struct SessionRow {
     title: String,
     summary: String,
     last_summary_at: Option<DateTime<Utc>>,
+    summary_through: Option<Uuid>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -166,6 +262,7 @@ impl TryFrom<SessionRow> for ChatSession {
             title: row.title,
             summary: row.summary,
             last_summary_at: row.last_summary_at,
+            summary_through: row.summary_through.map(Into::into),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -176,6 +273,7 @@ impl TryFrom<SessionRow> for ChatSession {
 pub(super) struct MessageRow {
     id: Uuid,
     chat_session_id: Uuid,
+    parent_id: Option<Uuid>,
     client_message_id: Option<String>,
     user_message: String,
     ai_response: String,
@@ -196,6 +294,8 @@ impl TryFrom<MessageRow> for Message {
         Ok(Message {
             id: row.id.into(),
             session_id: row.chat_session_id.into(),
+            parent_id: row.parent_id.map(Into::into),
+            siblings: None,
             client_message_id: row
                 .client_message_id
                 .as_deref()
@@ -219,6 +319,41 @@ impl TryFrom<MessageRow> for Message {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+/// A message read on its branch, with its siblings counted.
+#[derive(sqlx::FromRow)]
+pub(super) struct BranchMessageRow {
+    #[sqlx(flatten)]
+    message: MessageRow,
+    sibling_index: i64,
+    sibling_count: i64,
+}
+
+impl TryFrom<BranchMessageRow> for Message {
+    type Error = StoreError;
+    fn try_from(row: BranchMessageRow) -> Result<Self, StoreError> {
+        let mut message = Message::try_from(row.message)?;
+        message.siblings = Some(Siblings {
+            sibling_index: u32::try_from(row.sibling_index).unwrap_or(u32::MAX),
+            sibling_count: u32::try_from(row.sibling_count).unwrap_or(u32::MAX),
+        });
+        Ok(message)
+    }
+}
+
+/// An exchange read on the path up from exchange `origin` (a prompt's history).
+#[derive(sqlx::FromRow)]
+pub(super) struct PathExchangeRow {
+    origin: Uuid,
+    #[sqlx(flatten)]
+    exchange: ExchangeRow,
+}
+
+impl From<PathExchangeRow> for (MessageId, Exchange) {
+    fn from(row: PathExchangeRow) -> Self {
+        (row.origin.into(), row.exchange.into())
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::sql;
 use super::{FinishedAnswer, NewMessage, Store, StoreError};
 use crate::domain::{
-    ChatSession, ClientMessageId, Exchange, Message, MessageId, Post, PostId, Preferences, SessionId,
+    ChatSession, ClientMessageId, Exchange, Message, MessageId, Parent, Post, PostId, Preferences, SessionId,
     SocialPost, UserId,
 };
 
@@ -22,12 +22,13 @@ pub trait Dialect: Database {
     const MAX_BATCH: usize;
     /// Stores several new exchanges in one statement (see `Store::insert_messages`).
     async fn insert_many(pool: &Pool<Self>, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError>;
-    /// The newest exchanges of several sessions in one statement.
-    async fn recent_exchanges_of(
+    /// The exchanges on the paths up from several exchanges in one statement (see
+    /// `Store::path_exchanges`).
+    async fn path_exchanges_of(
         pool: &Pool<Self>,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError>;
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError>;
     /// Stores how several exchanges ended in one statement (those still `streaming`); the
     /// ids of those stored.
     async fn finish_many(
@@ -72,6 +73,8 @@ where
     for<'r> sql::PostRow: FromRow<'r, DB::Row>,
     for<'r> sql::SessionRow: FromRow<'r, DB::Row>,
     for<'r> sql::MessageRow: FromRow<'r, DB::Row>,
+    for<'r> sql::BranchMessageRow: FromRow<'r, DB::Row>,
+    for<'r> (Uuid,): FromRow<'r, DB::Row>,
     for<'r> sql::PreferencesRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
 {
@@ -169,13 +172,20 @@ where
         id: SessionId,
         summary: &str,
         at: DateTime<Utc>,
+        through: Option<MessageId>,
     ) -> Result<(), StoreError> {
         sqlx::query(sql::UPDATE_SESSION_SUMMARY)
             .bind(id.as_uuid())
             .bind(summary)
             .bind(at)
+            .bind(through.map(|m| m.as_uuid()))
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn clear_session_summary(&self, id: SessionId) -> Result<(), StoreError> {
+        sqlx::query(sql::CLEAR_SESSION_SUMMARY).bind(id.as_uuid()).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -195,7 +205,7 @@ where
     }
 
     async fn insert_message(&self, m: &NewMessage) -> Result<(), StoreError> {
-        sqlx::query(sql::INSERT_MESSAGE)
+        sqlx::query(&sql::insert_message())
             .bind(m.id.as_uuid())
             .bind(m.session_id.as_uuid())
             .bind(m.client_message_id.as_ref().map(|c| c.as_str()))
@@ -203,6 +213,8 @@ where
             .bind(m.intent_type.as_str())
             .bind(Json(&[] as &[SocialPost]))
             .bind(m.created_at)
+            .bind(m.parent == Parent::ActiveBranch)
+            .bind(m.parent.exchange().map(|p| p.as_uuid()))
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -255,12 +267,12 @@ where
         DB::insert_many(&self.pool, messages).await
     }
 
-    async fn recent_exchanges(
+    async fn path_exchanges(
         &self,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        DB::recent_exchanges_of(&self.pool, sessions, limit).await
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError> {
+        DB::path_exchanges_of(&self.pool, starts, limit).await
     }
 
     async fn finish_messages(
@@ -294,29 +306,77 @@ where
             .transpose()
     }
 
-    async fn recent_messages(
+    async fn branch_messages(
         &self,
         session: SessionId,
         limit: u32,
         before: Option<MessageId>,
     ) -> Result<Vec<Message>, StoreError> {
         let query = match before {
-            None => sql::recent_messages(),
-            Some(_) => sql::recent_messages_before(),
+            None => sql::active_branch_messages(),
+            Some(_) => sql::branch_messages_before(),
         };
         let mut query =
-            sqlx::query_as::<_, sql::MessageRow>(&query).bind(session.as_uuid()).bind(i64::from(limit));
+            sqlx::query_as::<_, sql::BranchMessageRow>(&query).bind(session.as_uuid()).bind(i64::from(limit));
         if let Some(before) = before {
             query = query.bind(before.as_uuid());
         }
-        let mut messages = query
+        query.fetch_all(&self.pool).await?.into_iter().map(Message::try_from).collect()
+    }
+
+    async fn all_messages(&self, session: SessionId) -> Result<Vec<Message>, StoreError> {
+        let messages = sqlx::query_as::<_, sql::MessageRow>(&sql::all_messages())
+            .bind(session.as_uuid())
             .fetch_all(&self.pool)
             .await?
             .into_iter()
             .map(Message::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        messages.reverse();
-        Ok(messages)
+        Ok(super::with_siblings(messages))
+    }
+
+    async fn select_branch(
+        &self,
+        session: SessionId,
+        through: MessageId,
+    ) -> Result<Option<MessageId>, StoreError> {
+        // Two statements, not one transaction (SQLite refuses a reader turned writer under
+        // load): an exchange made meanwhile is newer than the selection (stamped after the
+        // read), or follows the exchange selected, so it is active (`sql::active_leaf`).
+        let leaf: Option<(Uuid,)> = sqlx::query_as(sql::NEWEST_BELOW)
+            .bind(session.as_uuid())
+            .bind(through.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some((leaf,)) = leaf else { return Ok(None) };
+        sqlx::query(sql::SELECT_BRANCH)
+            .bind(session.as_uuid())
+            .bind(leaf)
+            .bind(crate::domain::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(leaf.into()))
+    }
+
+    async fn newest_message(&self, session: SessionId) -> Result<Option<MessageId>, StoreError> {
+        let newest: Option<(Uuid,)> =
+            sqlx::query_as(sql::NEWEST_MESSAGE).bind(session.as_uuid()).fetch_optional(&self.pool).await?;
+        Ok(newest.map(|(id,)| id.into()))
+    }
+
+    async fn on_path(&self, from: MessageId, exchange: MessageId) -> Result<bool, StoreError> {
+        let (found,): (i64,) = sqlx::query_as(sql::ON_PATH)
+            .bind(from.as_uuid())
+            .bind(exchange.as_uuid())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(found > 0)
+    }
+
+    async fn message_session(&self, id: MessageId) -> Result<Option<SessionId>, StoreError> {
+        let session: Option<(Uuid,)> =
+            sqlx::query_as(sql::MESSAGE_SESSION).bind(id.as_uuid()).fetch_optional(&self.pool).await?;
+        Ok(session.map(|(session,)| session.into()))
     }
 
     async fn interrupt_streaming(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -8,11 +8,11 @@ use sqlx::sqlite::{
 use sqlx::types::Json;
 use sqlx::Sqlite;
 
-use super::sql::{self, EXCHANGE_COLUMNS};
+use super::sql;
 use super::sql_store::{Dialect, SqlStore};
 use super::STATEMENT_CACHE;
 use super::{FinishedAnswer, NewMessage, PoolOptions, StoreError};
-use crate::domain::{Exchange, MessageId, SessionId, SocialPost};
+use crate::domain::{Exchange, MessageId, Parent, SocialPost};
 
 /// Chat data in a SQLite file (`migrations/sqlite`).
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -48,7 +48,7 @@ impl SqlStore<Sqlite> {
 /// `insert_messages`: this, then a `VALUES` row per message, then `INSERT_MESSAGES_TAIL`.
 const INSERT_MESSAGES_HEAD: &str = "INSERT INTO messages \
      (id, chat_session_id, client_message_id, user_message, ai_response, intent_type, posts, \
-      status, created_at, updated_at) ";
+      status, created_at, updated_at, parent_id) ";
 /// Taken ids and client message ids are skipped, not errors: the ids returned say which rows
 /// went in.
 const INSERT_MESSAGES_TAIL: &str = " ON CONFLICT DO NOTHING RETURNING id";
@@ -61,17 +61,7 @@ const FINISH_MESSAGES_TAIL: &str = ") UPDATE messages SET ai_response = v.ai_res
      usage_estimated = v.usage_estimated, cut = v.cut FROM v \
      WHERE messages.id = v.id AND messages.status = 'streaming' AND messages.fence = 0 RETURNING messages.id";
 
-/// `recent_exchanges`: per session this, its id, its order, limit and alias, the parts joined
-/// by `UNION ALL`, then an order for all. Each part reads its session's newest exchanges through
-/// the (session, created_at) index, however long the session.
-fn recent_exchanges_part() -> String {
-    format!(
-        "SELECT {EXCHANGE_COLUMNS} FROM (SELECT {EXCHANGE_COLUMNS} FROM messages \
-         WHERE chat_session_id = "
-    )
-}
-
-/// The batched statements (`Store::insert_messages`, `recent_exchanges`, `finish_messages`):
+/// The batched statements (`Store::insert_messages`, `path_exchanges`, `finish_messages`):
 /// SQLite has no arrays, so each answer is a row of `VALUES` (or a part of a `UNION ALL`), and
 /// each batch size a statement of its own.
 #[async_trait::async_trait]
@@ -97,31 +87,42 @@ impl Dialect for Sqlite {
                 .push("'streaming'")
                 .push_bind(m.created_at)
                 .push_bind(m.created_at);
+            match m.parent {
+                // The active branch's last exchange, read in the statement (the session's id
+                // bound once more).
+                Parent::ActiveBranch => {
+                    let leaf = sql::active_leaf("?");
+                    let (head, tail) = leaf.split_once('?').unwrap_or((&leaf, ""));
+                    row.push(head).push_bind_unseparated(m.session_id.as_uuid()).push_unseparated(tail);
+                }
+                Parent::Root => {
+                    row.push("NULL");
+                }
+                Parent::Exchange(parent) => {
+                    row.push_bind(parent.as_uuid());
+                }
+            }
         });
         query.push(INSERT_MESSAGES_TAIL);
         let stored: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(pool).await?;
         Ok(messages.iter().map(|m| stored.contains(&m.id.as_uuid())).collect())
     }
 
-    async fn recent_exchanges_of(
+    async fn path_exchanges_of(
         pool: &SqlitePool,
-        sessions: &[SessionId],
+        starts: &[MessageId],
         limit: u32,
-    ) -> Result<Vec<Exchange>, StoreError> {
-        let part = recent_exchanges_part();
-        let mut query = sqlx::QueryBuilder::new("");
-        for (n, session) in sessions.iter().enumerate() {
-            if n > 0 {
-                query.push(" UNION ALL ");
-            }
-            query.push(&part);
-            query.push_bind(session.as_uuid());
-            // The limit is ours (a number), not the user's: written into the SQL.
-            query.push(format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}) AS r{n}"));
+    ) -> Result<Vec<(MessageId, Exchange)>, StoreError> {
+        // The starts as `VALUES (?), (?)...`; the limit is ours (a number), not the user's:
+        // written into the SQL.
+        let values = vec!["(?)"; starts.len()].join(", ");
+        let statement = sql::path_exchanges(&format!("VALUES {values}"), &limit.to_string());
+        let mut query = sqlx::query_as::<_, sql::PathExchangeRow>(&statement);
+        for start in starts {
+            query = query.bind(start.as_uuid());
         }
-        query.push(" ORDER BY created_at, id");
-        let rows = query.build_query_as::<sql::ExchangeRow>().fetch_all(pool).await?;
-        Ok(rows.into_iter().map(Exchange::from).collect())
+        let rows = query.fetch_all(pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn finish_many(

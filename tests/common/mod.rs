@@ -161,6 +161,7 @@ pub async fn a_session(store: &Arc<dyn Store>, owner: &UserId) -> ChatSession {
         title: "A session".into(),
         summary: String::new(),
         last_summary_at: None,
+        summary_through: None,
         created_at: now,
         updated_at: now,
     };
@@ -177,5 +178,6 @@ pub fn new_message(session: SessionId, text: &str, key: Option<&str>) -> NewMess
         user_message: text.into(),
         intent_type: IntentType::Question,
         created_at: postchat::domain::now(),
+        parent: postchat::domain::Parent::ActiveBranch,
     }
 }

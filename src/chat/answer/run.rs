@@ -276,7 +276,10 @@ impl AnswerJob {
                 Err(e) => Err(e.into()),
             };
             match titled {
-                Ok(title) => runner.audience.session_updated(entry.session.id, &title),
+                Ok(title) => {
+                    let change = crate::chat::SessionChange { title: &title, active_message_id: None };
+                    runner.audience.session_updated(entry.session.id, change);
+                }
                 Err(e) => warn!(error = %e, "session not named"),
             }
         });
@@ -298,7 +301,7 @@ impl AnswerJob {
                 created_at: crate::domain::now(),
             });
             let result = match runner.ai.summarize(&ctx).await {
-                Ok(summary) => runner.sessions.update_summary(&entry, summary).await,
+                Ok(summary) => runner.sessions.update_summary(&entry, summary, answer.message_id).await,
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = result {
