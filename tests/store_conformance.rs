@@ -454,6 +454,8 @@ async fn a_session_is_a_tree_of_branches(store: Arc<dyn Store>) {
     assert_eq!(store.select_branch(other.id, m1).await.unwrap(), None, "another session's exchange");
     assert_eq!(store.select_branch(session.id, MessageId::new()).await.unwrap(), None);
     assert_eq!(store.newest_message(session.id).await.unwrap(), Some(e), "whatever the active branch");
+    assert!(store.branch_messages(session.id, 0, None).await.unwrap().is_empty(), "a limit of 0");
+    assert!(store.path_exchanges(&[m4], 0).await.unwrap().is_empty(), "a limit of 0");
     // An exchange stamped before a selection and stored after it follows the branch selected,
     // and ends it.
     let late = new_message(session.id, "late", None);

@@ -161,7 +161,7 @@ async function selectSibling(m, index) {
   const ack = await state.socket.timeout(10_000).emitWithAck("chat:branch:select", { sessionId: state.sessionId, messageId: target.id });
   if (!ack.ok) return showError(ack.error);
   showError(null);
-  showBranch(ack.messages, null);
+  showBranch(ack.messages, undefined);
 }
 
 async function regenerate(messageId) {
@@ -169,8 +169,19 @@ async function regenerate(messageId) {
   const clientMessageId = crypto.randomUUID?.() ?? String(Date.now());
   const ack = await state.socket.timeout(10_000).emitWithAck("chat:regenerate", { sessionId: state.sessionId, messageId, clientMessageId });
   if (!ack.ok) return showError(ack.error);
-  // The new answer is the active branch's last exchange now: shown from the session.
-  await openSession(state.sessionId);
+  // The new answer ends the active branch now: shown from the session (once, if the room's
+  // chat:session:updated asked for it too).
+  rejoin();
+}
+
+/** Joins the open session again to show it as it is now; once more after a join in flight. */
+function rejoin() {
+  if (!state.sessionId) return;
+  if (state.joining) {
+    state.rejoinAfter = true;
+    return;
+  }
+  openSession(state.sessionId);
 }
 
 /** Edit: the message's text goes to the composer; Send makes a sibling of that exchange. */
@@ -305,7 +316,7 @@ function connect() {
   socket.on("chat:session:updated", (p) => {
     if (p.sessionId === state.sessionId && p.title) $("session-title").textContent = p.title;
     // Another tab (or this one) made or selected a branch: shown as the session has it now.
-    if (p.sessionId === state.sessionId && p.activeMessageId && !state.joining) openSession(p.sessionId);
+    if (p.sessionId === state.sessionId && p.activeMessageId) rejoin();
     loadSessions();
   });
 }
@@ -350,6 +361,7 @@ async function loadSessions() {
 }
 
 async function openSession(sessionId) {
+  if (sessionId !== state.sessionId) stopEditing();
   state.sessionId = sessionId;
   persist();
   const joining = (state.joining = []);
@@ -368,13 +380,22 @@ async function openSession(sessionId) {
   showJoined(sessionId, ack);
   // The events that came before the ack, after its snapshot (tokens it holds are skipped by seq).
   joining.forEach((replay) => replay());
+  if (state.rejoinAfter) {
+    // The session changed while it was being joined: joined again.
+    state.rejoinAfter = false;
+    rejoin();
+  }
 }
 
 function showJoined(sessionId, ack) {
   if (!ack.ok) {
     showError(ack.error);
-    state.sessionId = null;
-    persist();
+    // A session that is gone (or not the user's) is closed; one that could not be joined this
+    // time (rate-limited, too slow) stays open, as shown.
+    if (["NOT_FOUND", "UNAUTHORIZED"].includes(ack.error?.code)) {
+      state.sessionId = null;
+      persist();
+    }
     return;
   }
   $("session-title").textContent = ack.session.title || ack.session.post.title;
@@ -383,7 +404,8 @@ function showJoined(sessionId, ack) {
   document.querySelectorAll("#sessions li").forEach((li) => li.classList.toggle("active", li.dataset.sessionId === sessionId));
 }
 
-/** Shows a branch's messages; `inFlight` (from a join) is the answer being written, if any. */
+/** Shows a branch's messages; `inFlight` (from a join) is the answer being written (null:
+ * none), `undefined` when not known (a selection's ack: the answer this page follows goes on). */
 function showBranch(messages, inFlight) {
   $("messages").replaceChildren();
   const streaming = state.answer;
@@ -393,7 +415,7 @@ function showBranch(messages, inFlight) {
       // The answer in flight: its text so far, then the live tokens after its seq.
       userBubble(m);
       startAnswer(m.id, inFlight.content, inFlight.seq);
-    } else if (!inFlight && streaming?.messageId === m.id) {
+    } else if (inFlight === undefined && streaming?.messageId === m.id) {
       // Still being written (a branch selected meanwhile): it goes on from where it was.
       userBubble(m);
       $("messages").append(streaming.li);
@@ -402,7 +424,15 @@ function showBranch(messages, inFlight) {
       renderMessage(m);
     }
   }
-  if (!state.answer) setBusy(false);
+  if (!state.answer && inFlight) {
+    // Written on a branch not shown: followed out of sight, so Stop stays on for it.
+    startAnswer(inFlight.messageId, inFlight.content, inFlight.seq);
+    state.answer.li.remove();
+  } else if (!state.answer && streaming && inFlight === undefined) {
+    state.answer = streaming;
+    streaming.li.remove();
+  }
+  setBusy(Boolean(state.answer));
 }
 
 // ---- preferences ----
@@ -479,7 +509,7 @@ $("composer").onsubmit = async (e) => {
   if (editing) {
     // The edit is a new branch, active now: shown from the session.
     stopEditing();
-    return openSession(state.sessionId);
+    return rejoin();
   }
   if (!state.answer || state.answer.messageId !== ack.messageId) startAnswer(ack.messageId);
 };

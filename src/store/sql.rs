@@ -68,7 +68,7 @@ pub(super) const EXCHANGE_COLUMNS: &str = "id, chat_session_id, user_message, ai
 pub(super) fn path_exchanges(starts: &str, limit: &str) -> String {
     format!(
         "WITH RECURSIVE st (id) AS ({starts}), \
-         path (origin, id, depth) AS (SELECT st.id, st.id, 0 FROM st \
+         path (origin, id, depth) AS (SELECT st.id, st.id, 0 FROM st WHERE {limit} > 0 \
            UNION ALL SELECT p.origin, {PARENT_OF_P}, p.depth + 1 FROM path p \
            WHERE p.id IS NOT NULL AND p.depth + 1 < {limit}) \
          SELECT p.origin, {} FROM path p CROSS JOIN messages m WHERE m.id = p.id \
@@ -130,7 +130,7 @@ pub(super) fn get_message() -> String {
 /// the primary key (its length, not the session's, is what it costs).
 fn branch_messages_from(start: &str) -> String {
     format!(
-        "WITH RECURSIVE path (id, depth) AS (SELECT {start}, 0 \
+        "WITH RECURSIVE path (id, depth) AS (SELECT {start}, 0 WHERE $2 > 0 \
            UNION ALL SELECT {PARENT_OF_P}, p.depth + 1 FROM path p \
            WHERE p.id IS NOT NULL AND p.depth + 1 < $2) \
          SELECT {}, {SIBLINGS} FROM path p CROSS JOIN messages m WHERE m.id = p.id AND m.chat_session_id = $1 \
@@ -172,7 +172,7 @@ pub(super) fn all_messages() -> String {
 pub(super) const NEWEST_BELOW: &str = "WITH RECURSIVE below (id) AS \
      (SELECT id FROM messages WHERE id = $2 AND chat_session_id = $1 \
       UNION ALL SELECT m.id FROM below b CROSS JOIN messages m WHERE m.parent_id = b.id) \
-     SELECT m.id FROM below b JOIN messages m ON m.id = b.id ORDER BY m.created_at DESC, m.id DESC LIMIT 1";
+     SELECT m.id FROM below b CROSS JOIN messages m WHERE m.id = b.id ORDER BY m.created_at DESC, m.id DESC LIMIT 1";
 pub(super) const SELECT_BRANCH: &str =
     "UPDATE chat_sessions SET active_message_id = $2, active_set_at = $3 WHERE id = $1";
 /// Whether exchange `$2` is on the path from exchange `$1` to its root (`$1` itself included).
