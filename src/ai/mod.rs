@@ -34,7 +34,7 @@ use tracing::warn;
 use crate::domain::{Exchange, IntentType, Platform, Post, Preferences, SocialPost};
 
 pub use budget::count_tokens;
-pub use intent::{detect_intent, labelled, IntentRequest};
+pub use intent::{detect_intent, labelled, stored_intent, IntentRequest};
 
 /// Trains the intent classifier now (milliseconds) rather than on the first message.
 pub fn train_intent_classifier() {

@@ -194,9 +194,7 @@ impl ChatController {
         }
         // Stored, so it was valid; whatever the length limit is now, it is asked again whole.
         let content = MessageText::parse(original.user_message, usize::MAX / 4)?;
-        // The platforms as the rules read them again (never a model call for the intent).
-        let platforms = crate::ai::detect_intent(content.as_str()).platforms;
-        let intent = IntentRequest { intent: original.intent_type, platforms, confident: true };
+        let intent = crate::ai::stored_intent(original.intent_type, content.as_str());
         let parent = original.parent_id.map_or(Parent::Root, Parent::Exchange);
         let send = SendMessage {
             session_id: req.session_id,
@@ -532,8 +530,7 @@ impl ChatController {
             // Shutdown began meanwhile, after its answers were handed over: this one too.
             guard.answer().lose(Lost::HandedOver);
         }
-        // The platforms the user named, as the rules read them again (never a model call).
-        let platforms = crate::ai::detect_intent(&row.user_message).platforms;
+        let platforms = crate::ai::stored_intent(row.intent_type, &row.user_message).platforms;
         info!(%message_id, tokens, started = orphan.logged.is_some(), "continuing an answer whose process stopped");
         let started = orphan.logged.is_some();
         let job = (asked, guard, row.user_message);

@@ -30,8 +30,17 @@ impl Failure {
 }
 
 /// `socket.on(event, …)` with the payload as a JSON value (`None` when it is not JSON) and the
-/// shared state, running `$run(state, socket, payload, ack)`.
+/// shared state: `EVENT => reply handler` runs [`reply`] with `handler`, `EVENT => ask parse`
+/// runs [`ask`] with `parse`; the last form runs `$run(state, socket, payload, ack)`.
 macro_rules! on_event {
+    ($socket:expr, $state:expr, $event:expr => reply $handler:path) => {
+        on_event!($socket, $state, $event, |state, s, data, ack| reply(
+            $event, &state, s, data, ack, $handler
+        ))
+    };
+    ($socket:expr, $state:expr, $event:expr => ask $parse:path) => {
+        on_event!($socket, $state, $event, |state, s, data, ack| ask($event, $parse, &state, s, data, ack))
+    };
     ($socket:expr, $state:expr, $event:expr, |$st:ident, $s:ident, $data:ident, $ack:ident| $run:expr) => {{
         let shared = $state.clone();
         $socket.on($event, move |$s: SocketRef, TryData(payload): TryData<Value>, $ack: AckSender| {
@@ -64,52 +73,12 @@ pub fn register(socket: SocketRef, state: Arc<SocketState>, user: &UserId) {
             }
         }
     });
-    on_event!(socket, state, events::CHAT_MESSAGE, |state, s, data, ack| ask(
-        events::CHAT_MESSAGE,
-        &state,
-        s,
-        data,
-        ack
-    ));
-    on_event!(socket, state, events::CHAT_REGENERATE, |state, s, data, ack| ask(
-        events::CHAT_REGENERATE,
-        &state,
-        s,
-        data,
-        ack
-    ));
-    on_event!(socket, state, events::BRANCH_SELECT, |state, s, data, ack| reply(
-        events::BRANCH_SELECT,
-        &state,
-        s,
-        data,
-        ack,
-        branch_select
-    ));
-    on_event!(socket, state, events::CHAT_STOP, |state, s, data, ack| reply(
-        events::CHAT_STOP,
-        &state,
-        s,
-        data,
-        ack,
-        chat_stop
-    ));
-    on_event!(socket, state, events::CHAT_JOIN, |state, s, data, ack| reply(
-        events::CHAT_JOIN,
-        &state,
-        s,
-        data,
-        ack,
-        chat_join
-    ));
-    on_event!(socket, state, events::CHAT_LEAVE, |state, s, data, ack| reply(
-        events::CHAT_LEAVE,
-        &state,
-        s,
-        data,
-        ack,
-        chat_leave
-    ));
+    on_event!(socket, state, events::CHAT_MESSAGE => ask Ask::message);
+    on_event!(socket, state, events::CHAT_REGENERATE => ask Ask::regenerate);
+    on_event!(socket, state, events::BRANCH_SELECT => reply branch_select);
+    on_event!(socket, state, events::CHAT_STOP => reply chat_stop);
+    on_event!(socket, state, events::CHAT_JOIN => reply chat_join);
+    on_event!(socket, state, events::CHAT_LEAVE => reply chat_leave);
     socket.on_fallback(|s: SocketRef, Event(name): Event, ack: AckSender| async move {
         unknown_event(s, &name, ack)
     });
@@ -160,13 +129,18 @@ enum Ask {
     Regenerate(Regenerate),
 }
 
+/// Parses an event's payload into what it asks (given `MAX_MESSAGE_CHARS`).
+type ParseAsk = fn(Option<Value>, usize) -> Result<Ask, InvalidInput>;
+
 impl Ask {
-    /// Parses the payload of `event` (`chat:message` or `chat:regenerate`).
-    fn parse(event: &str, data: Option<Value>, max_chars: usize) -> Result<Self, InvalidInput> {
-        if event == events::CHAT_REGENERATE {
-            return events::parse_regenerate(data).map(Ask::Regenerate);
-        }
+    /// Parses a `chat:message` payload.
+    fn message(data: Option<Value>, max_chars: usize) -> Result<Self, InvalidInput> {
         events::parse_chat_message(data, max_chars).map(Ask::Message)
+    }
+
+    /// Parses a `chat:regenerate` payload (its text is the stored one's).
+    fn regenerate(data: Option<Value>, _: usize) -> Result<Self, InvalidInput> {
+        events::parse_regenerate(data).map(Ask::Regenerate)
     }
 
     fn session_id(&self) -> SessionId {
@@ -178,7 +152,14 @@ impl Ask {
 }
 
 /// `chat:message` and `chat:regenerate`: acked once stored, then the answer starts.
-async fn ask(event: &'static str, state: &SocketState, s: SocketRef, data: Option<Value>, ack: AckSender) {
+async fn ask(
+    event: &'static str,
+    parse: ParseAsk,
+    state: &SocketState,
+    s: SocketRef,
+    data: Option<Value>,
+    ack: AckSender,
+) {
     let received = std::time::Instant::now();
     metrics::counter!("postchat_events_received_total", "event" => event).increment(1);
     let Some(user) = authenticated(&s) else { return refuse(s, ack) };
@@ -194,22 +175,21 @@ async fn ask(event: &'static str, state: &SocketState, s: SocketRef, data: Optio
     if let Some(session_id) = session_hint {
         span.record("session_id", tracing::field::display(session_id));
     }
-    let asked = (event, data, session_hint);
-    accept(state, s, user, asked, ack, received).instrument(span).await
+    accept(state, s, user, (parse, data, session_hint), ack, received).instrument(span).await
 }
 
 async fn accept(
     state: &SocketState,
     s: SocketRef,
     user: UserId,
-    (event, data, session_hint): (&'static str, Option<Value>, Option<SessionId>),
+    (parse, data, session_hint): (ParseAsk, Option<Value>, Option<SessionId>),
     ack: AckSender,
     received: std::time::Instant,
 ) {
     if let Err(retry_after) = state.message_limit.check(&user).await {
         return reply_error(&s, ack, Failure::new(ChatError::RateLimited { retry_after }, session_hint));
     }
-    let req = match Ask::parse(event, data, state.limits.max_message_chars) {
+    let req = match parse(data, state.limits.max_message_chars) {
         Ok(req) => req,
         Err(e) => return reply_error(&s, ack, Failure::new(e, session_hint)),
     };

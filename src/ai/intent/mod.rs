@@ -78,6 +78,16 @@ const SURE_MARGIN: f32 = 0.3;
 /// Messages of fewer words are too short to be sure of ("bluesky?", "x"), whatever the score.
 const SURE_FROM_WORDS: usize = 3;
 
+/// The intent of a message answered before (regenerated, or continued by another process): as
+/// decided then, never asked again; the posts it names read again from its text.
+pub fn stored_intent(intent: IntentType, text: &str) -> IntentRequest {
+    let platforms = match intent {
+        IntentType::SocialPost => named_platforms(&normalized(text)),
+        IntentType::Question => Vec::new(),
+    };
+    IntentRequest { intent, platforms, confident: true }
+}
+
 /// Classifies a message: the trained model decides the intent, the platform words which posts.
 pub fn detect_intent(text: &str) -> IntentRequest {
     let social = model::trained().social_probability(text);
