@@ -50,3 +50,20 @@ fn the_vendored_websocket_task_opens_the_connection_boxed() {
         "the patch (vendor/engineioxide.patch) is applied: the upgrade and handshake are boxed"
     );
 }
+
+#[test]
+fn the_vendored_connection_tasks_keep_no_room_for_what_they_no_longer_hold() {
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("{}/vendor/engineioxide/src/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let (socket, ws) = (read("socket.rs"), read("transport/ws.rs"));
+    assert!(
+        socket.contains(".with_cancellation_token_owned(cancellation_token)")
+            && !socket.contains("run_until_cancelled_owned("),
+        "the patch (vendor/engineioxide.patch) is applied: the heartbeat holds its job once"
+    );
+    assert!(
+        ws.contains("(engine, socket, ws.split())") && ws.contains("fn ws_message("),
+        "the patch is applied: the websocket is split before it is served, the writer awaits the sink in one place"
+    );
+}

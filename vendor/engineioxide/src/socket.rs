@@ -68,6 +68,7 @@ use crate::{config::EngineIoConfig, errors::Error};
 use bytes::Bytes;
 use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Str, TransportType};
 use futures_util::FutureExt;
+use tokio_util::future::FutureExt as _;
 use http::request::Parts;
 use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
@@ -309,16 +310,19 @@ where
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
         let cancellation_token = self.cancellation_token.clone();
 
+        // `with_cancellation_token_owned`, a plain future, rather than the `async fn`
+        // `run_until_cancelled_owned`, which holds the job twice (its argument and the inner
+        // future): that task's size is held by every connection for its life.
         tokio::spawn(
-            cancellation_token
-                .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
-                        self.close(DisconnectReason::HeartbeatTimeout);
-                        #[cfg(feature = "tracing")]
-                        tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
-                    }
-                })
-                .inspect(|_v| {
+            async move {
+                if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+                    self.close(DisconnectReason::HeartbeatTimeout);
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
+                }
+            }
+            .with_cancellation_token_owned(cancellation_token)
+            .inspect(|_v| {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(aborted = _v.is_none(), "heartbeat job completed");
                 }),

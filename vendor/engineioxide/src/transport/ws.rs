@@ -23,7 +23,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::future::FutureExt as _;
 
-use engineioxide_core::{Packet, ProtocolVersion, Sid, Str, TransportType};
+use engineioxide_core::{Packet, PacketBuf, ProtocolVersion, Sid, Str, TransportType};
 
 use crate::{
     DisconnectReason, Socket, body::ResponseBody, config::EngineIoConfig, engine::EngineIo,
@@ -83,8 +83,11 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         }
     });
     tokio::spawn(async move {
-        let res = match opening.await {
-            Some(Ok((engine, (socket, ws)))) => serve(&engine, socket, ws).await,
+        // Split at once: the stream moves into the halves' shared allocation rather than stay in
+        // this task's future (which keeps room for what it holds) for the connection's life.
+        let opened = opening.await.map(|o| o.map(|(engine, (socket, ws))| (engine, socket, ws.split())));
+        let res = match opened {
+            Some(Ok((engine, socket, (tx, rx)))) => serve(&engine, socket, tx, rx).await,
             Some(Err(e)) => Err(e),
             None => return,
         };
@@ -127,8 +130,10 @@ pub async fn on_init<H: EngineIoHandler, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (socket, ws) = Box::pin(open(&engine, conn, protocol, sid, req_data)).await?;
-    serve(&engine, socket, ws).await
+    let (socket, (tx, rx)) = Box::pin(open(&engine, conn, protocol, sid, req_data))
+        .await
+        .map(|(socket, ws)| (socket, ws.split()))?;
+    serve(&engine, socket, tx, rx).await
 }
 
 /// Opens the Engine.IO session of a websocket connection: a new one (sends the open packet),
@@ -197,13 +202,12 @@ where
 async fn serve<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
     socket: Arc<Socket<H::Data>>,
-    ws: WebSocketStream<S>,
+    tx: SplitSink<WebSocketStream<S>, Message>,
+    rx: SplitStream<WebSocketStream<S>>,
 ) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, rx) = ws.split();
-
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
 
@@ -311,69 +315,38 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         ..
     } = &mut *internal_rx;
 
-    // map a packet to a websocket message
-    // It is declared as a macro rather than a closure to avoid ownership issues
-    macro_rules! map_fn {
-            ($item:ident) => {
-                let res = match $item {
-                    Packet::Binary(bin) | Packet::BinaryV3(bin) => {
-                        if socket.protocol == ProtocolVersion::V3 {
-                            // v3 protocol requires packet type as the first byte.
-                            // This requires a new buffer. This is OK as it is only for the V3 protocol.
-                            let mut buff = Vec::with_capacity(bin.len() + 1);
-                            buff.push(0x04);
-                            buff.extend(bin);
-                            tx.feed(Message::Binary(buff.into())).await
-                        } else {
-                            tx.feed(Message::Binary(bin)).await
-                        }
-                    }
-                    // A Noop Packet maybe sent by the server to upgrade from a polling connection
-                    // In the case that the packet was not poll in time it will remain in the buffer and therefore
-                    // it should be discarded here
-                    Packet::Noop => Ok(()),
-                    _ => {
-                        let packet: String = $item.try_into().unwrap();
-                        tx.feed(Message::Text(packet.into())).await
-                    }
-                };
-                if let Err(_e) = res {
+    // One place that awaits the sink (and packets kept boxed): this task lives as long as the
+    // connection and its future keeps room for every await point's state, so it is kept small.
+    loop {
+        let mut packets: Box<PacketBuf> = tokio::select! {
+            biased;
+            items = buffered_rx.recv() => match items {
+                Some(packets) => packets,
+                None => break,
+            },
+            _ = socket.cancellation_token.cancelled() => break,
+            Ok(()) = volatile_rx.changed() => match volatile_rx.borrow_and_update().clone() {
+                Some(packets) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
+                    Box::new(packets)
+                }
+                None => continue,
+            },
+        };
+        // These packets, then whatever else is queued, before one flush.
+        loop {
+            for packet in packets.drain(..) {
+                let Some(message) = ws_message(socket.protocol, packet) else { continue };
+                if let Err(_e) = tx.feed(message).await {
                     #[cfg(feature = "tracing")]
                     tracing::debug!("[sid={}] error sending packet: {}", socket.id, _e);
                 }
-            };
-        }
-
-    // Forward buffered packets until the channel is closed or the session is cancelled.
-    loop {
-        tokio::select! {
-            biased;
-            items = buffered_rx.recv() => {
-                match items {
-                    Some(packets) => {
-                        for item in *packets {
-                            map_fn!(item);
-                        }
-                        while let Ok(packets) = buffered_rx.try_recv() {
-                            for item in *packets {
-                                map_fn!(item);
-                            }
-                        }
-                    }
-                    None => break
-                }
             }
-            _ = socket.cancellation_token.cancelled() => break,
-            Ok(()) = volatile_rx.changed() => {
-                let val = volatile_rx.borrow_and_update().clone();
-                if let Some(packets) = val {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    for item in packets {
-                        map_fn!(item);
-                    }
-                }
-            },
+            match buffered_rx.try_recv() {
+                Ok(more) => packets = more,
+                Err(_) => break,
+            }
         }
 
         #[cfg(feature = "tracing")]
@@ -386,6 +359,32 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
 
     tx.flush().await.ok();
     tx.close().await.ok();
+}
+
+/// The websocket message of a packet (`None`: nothing to send).
+fn ws_message(protocol: ProtocolVersion, packet: Packet) -> Option<Message> {
+    match packet {
+        Packet::Binary(bin) | Packet::BinaryV3(bin) => {
+            if protocol == ProtocolVersion::V3 {
+                // v3 protocol requires packet type as the first byte.
+                // This requires a new buffer. This is OK as it is only for the V3 protocol.
+                let mut buff = Vec::with_capacity(bin.len() + 1);
+                buff.push(0x04);
+                buff.extend(bin);
+                Some(Message::Binary(buff.into()))
+            } else {
+                Some(Message::Binary(bin))
+            }
+        }
+        // A Noop Packet maybe sent by the server to upgrade from a polling connection
+        // In the case that the packet was not poll in time it will remain in the buffer and therefore
+        // it should be discarded here
+        Packet::Noop => None,
+        packet => {
+            let packet: String = packet.try_into().unwrap();
+            Some(Message::Text(packet.into()))
+        }
+    }
 }
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection
 async fn init_handshake<S>(
