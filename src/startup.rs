@@ -16,8 +16,8 @@ use crate::ai::{AiService, AiSettings, Endpoint, ModelWindow};
 use crate::auth::{dev_secret, AuthError, JwtAlgorithm, JwtKeys, MIN_SECRET_BYTES};
 use crate::chat::{
     AnswerAudience, AnswerSettings, CacheVersions, ChatController, ChatParts, ChatSessionService,
-    ChatSettings, InFlightAnswers, OneProcess, PostService, PreferenceService, SessionCache, SpentHere,
-    SpentTokens, TokenBudget,
+    ChatSettings, InFlightAnswers, OneProcess, PostService, PreferenceService, RateAsk, SessionCache,
+    SpentHere, SpentTokens, TokenBudget,
 };
 use crate::cluster::{Cluster, Started};
 use crate::config::{AiProvider, Config, JwtAlgorithmName};
@@ -448,6 +448,12 @@ fn chat_controller(
         },
         join_history: config.sessions.join_history_messages,
         answers_generating: config.answers_generating(),
+        // Across processes a message is counted by its admission (in the claim's round trip);
+        // the socket layer counts it in its process either way.
+        message_rate: (config.limits.rate_limit_messages_per_minute > 0).then_some(RateAsk {
+            per_minute: config.limits.rate_limit_messages_per_minute,
+            burst: config.limits.rate_limit_burst,
+        }),
     };
     let rooms: Arc<dyn AnswerAudience> = Arc::new(SessionRooms::new(io.clone(), slow_consumer));
     let Started { audience, leases, watchers } = others.start(&inflight, rooms, &sessions);
@@ -469,10 +475,13 @@ fn register_sockets(
     keys: Arc<JwtKeys>,
     counts: &Arc<dyn SharedCounts>,
 ) {
-    let message_limit = Arc::new(
-        RateLimit::new(config.limits.rate_limit_messages_per_minute, config.limits.rate_limit_burst)
-            .shared(counts, "messages"),
-    );
+    // Counted in this process, before a message is even read, so that messages refused before
+    // their admission (unreadable, not the user's session, `BUSY`) are limited too; across
+    // processes the admission counts the rest (`ChatSettings::message_rate`).
+    let message_limit = Arc::new(RateLimit::new(
+        config.limits.rate_limit_messages_per_minute,
+        config.limits.rate_limit_burst,
+    ));
     limits::spawn_cleanup(message_limit.clone());
     let per_minute = config.limits.rate_limit_joins_per_minute;
     let join_limit = Arc::new(RateLimit::new(per_minute, per_minute).shared(counts, "joins"));

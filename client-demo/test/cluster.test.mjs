@@ -151,6 +151,38 @@ test("the next message, sent to another process the moment an answer ends there,
   });
 });
 
+test("with the shipped limits a message is acked after one round trip to Redis: its rate, the day's budget, the claim and the cache versions in one look", async (t) => {
+  // The shipped message rate (20 a minute after a burst of 5) and daily budget, on a process
+  // that reaches Redis 300 ms a round trip away: two awaited round trips would take 600 ms.
+  await withProcesses(t, 0, {}, async (cluster) => {
+    const proxy = await latencyProxy(cluster.redis.port);
+    t.after(() => proxy.close());
+    const limits = { RATE_LIMIT_MESSAGES_PER_MINUTE: "20", RATE_LIMIT_BURST: "5", LOCAL_AI_PACING_MS: "0" };
+    const a = await cluster.startOne({ ...limits, REDIS_URL: `redis://127.0.0.1:${proxy.port}` });
+    cluster.servers.push(a);
+    const token = cluster.token("alice");
+    const { session } = await createSession(a.url, token, samplePost);
+    const socket = await connect(a.url, token);
+    // The first message of the day reads the day's spending from the database once.
+    assert.equal((await ask(socket, session.id, "What is this about?")).terminal.name, "chat:stream:end");
+    proxy.setDelay(150);
+    const took = [];
+    for (let i = 0; i < 3; i++) {
+      await sleep(700); // the last answer's end and release are through
+      const answer = collectAnswer(socket, { awaitId: true });
+      const sent = Date.now();
+      const ack = await request(socket, "chat:message", { sessionId: session.id, content: `Question ${i} about the scheduler?` });
+      took.push(Date.now() - sent);
+      assert.equal(ack.ok, true, JSON.stringify(ack));
+      answer.setMessageId(ack.messageId);
+      assert.equal((await answer.finished).at(-1).name, "chat:stream:end");
+    }
+    assert.ok(took.every((ms) => ms >= 300), `each message went to Redis: ${took.join(", ")} ms`);
+    assert.ok(Math.min(...took) < 600, `one round trip, not two: ${took.join(", ")} ms`);
+    socket.close();
+  });
+});
+
 test("the next message, sent to the generating process the moment another process relays the end, is taken: never BUSY", async (t) => {
   await withProcesses(t, 1, { LOCAL_AI_PACING_MS: "2" }, async (cluster) => {
     // A generates and reaches Redis 80 ms a round trip away: B relays the end to its socket
@@ -693,6 +725,7 @@ test("limits count across processes: messages per user, sockets per user, connec
     const third = await request(onA, "chat:message", { sessionId: sessions[2].id, content: question });
     assert.equal(third.error?.code, "RATE_LIMITED");
     assert.ok(third.error.retryAfterMs > 0 && third.error.retryAfterMs <= 30_000, `${third.error.retryAfterMs}`);
+    // B has counted one message of alice's itself: its refusal is the shared count's (the claim's).
     const fourth = await request(onB, "chat:message", { sessionId: sessions[2].id, content: question });
     assert.equal(fourth.error?.code, "RATE_LIMITED");
     // A socket closed on one process frees its place for another process.

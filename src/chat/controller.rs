@@ -19,9 +19,9 @@ use crate::telemetry::Untrusted;
 use super::answer::{AnswerJob, AnswerRunner, AnswerSettings};
 use super::inflight::{Claim, InFlightGuard, Lost, Origin};
 use super::{
-    Admission, AnswerAudience, AnswerElsewhere, AnswerEvent, AnswerLeases, AskedSession, BudgetAsk,
-    ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim,
-    OtherWatchers, SessionChange, SessionEntry, TokenBudget,
+    Admission, AdmissionLimits, AnswerAudience, AnswerElsewhere, AnswerEvent, AnswerLeases, AskedSession,
+    BudgetAsk, ChatError, ChatSessionService, GenerationSlots, InFlightAnswers, InFlightSnapshot, LeaseClaim,
+    OtherWatchers, RateAsk, SessionChange, SessionEntry, TokenBudget,
 };
 
 /// Tunables of the chat flow (from the config).
@@ -33,6 +33,9 @@ pub struct ChatSettings {
     pub join_history: u32,
     /// Most answers generated at once (`None`: no bound); see [`GenerationSlots`].
     pub answers_generating: Option<usize>,
+    /// Each user's message rate across processes, counted by the admission (`None`: off; one
+    /// process counts it in the socket layer only).
+    pub message_rate: Option<RateAsk>,
 }
 
 /// A `chat:message`, parsed.
@@ -105,6 +108,7 @@ pub struct ChatController {
     /// Model tokens each user may spend a day: checked here, charged by the answers.
     budget: Arc<TokenBudget>,
     join_history: u32,
+    message_rate: Option<RateAsk>,
     accepting: AtomicBool,
     /// Whether another process answers a session.
     leases: Arc<dyn AnswerLeases>,
@@ -144,6 +148,7 @@ impl ChatController {
             answers: Arc::new(answers),
             budget,
             join_history: settings.join_history,
+            message_rate: settings.message_rate,
             accepting: AtomicBool::new(true),
             leases,
             watchers,
@@ -234,11 +239,12 @@ impl ChatController {
             Err(ChatError::Busy) => return self.busy_unless_retry(&req).await,
             Err(e) => return Err(e),
         };
-        // One look at the other processes (the claim, the cache versions, the day's spending);
-        // a refusal after it drops the guard, which releases the claim.
+        // One look at the other processes (the claim, the cache versions, the day's spending,
+        // the message rate); a refusal after it drops the guard, which releases the claim.
         let now = crate::domain::now();
         let budget = self.budget.is_limited().then(|| BudgetAsk { now, per_day: self.budget.per_day() });
-        match self.leases.admit(guard.answer(), user, budget).await? {
+        let limits = AdmissionLimits { budget, rate: self.message_rate };
+        match self.leases.admit(guard.answer(), user, limits).await? {
             Admission { claim: LeaseClaim::Taken(holder), .. } => {
                 drop(guard);
                 self.busy_elsewhere(&req, holder).await
@@ -248,6 +254,10 @@ impl ChatController {
                 let refused =
                     ChatError::RateLimited { retry_after: super::token_budget::until_tomorrow(now) };
                 self.stored_duplicate(&req).await?.ok_or(refused)
+            }
+            Admission { claim: LeaseClaim::RateLimited(retry_after), .. } => {
+                drop(guard);
+                self.stored_duplicate(&req).await?.ok_or(ChatError::RateLimited { retry_after })
             }
             admission => self.admitted(req, user, guard, admission, now, intent).await,
         }
@@ -320,11 +330,11 @@ impl ChatController {
         guard: &InFlightGuard,
         owner: &UserId,
     ) -> Result<Option<AnswerElsewhere>, ChatError> {
-        Ok(match self.leases.admit(guard.answer(), owner, None).await?.claim {
+        Ok(match self.leases.admit(guard.answer(), owner, AdmissionLimits::default()).await?.claim {
             LeaseClaim::Ours => None,
             LeaseClaim::Taken(holder) => Some(holder),
-            // Asked without a budget: never refused for one.
-            LeaseClaim::BudgetSpent => unreachable!("no budget was asked"),
+            // Asked without limits: never refused for one.
+            LeaseClaim::BudgetSpent | LeaseClaim::RateLimited(_) => unreachable!("no limit was asked"),
         })
     }
 

@@ -30,8 +30,8 @@ pub use error::{ChatError, ErrorCode};
 pub use generation_slots::GenerationSlots;
 pub use inflight::{Claim, InFlightAnswer, InFlightAnswers, InFlightSnapshot, Lost, Origin};
 pub use other_processes::{
-    Admission, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersions, LeaseClaim, OneProcess,
-    OtherWatchers, SpentTokens,
+    Admission, AdmissionLimits, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersions, LeaseClaim,
+    OneProcess, OtherWatchers, RateAsk, SpentTokens,
 };
 pub use post_service::PostService;
 pub use preference_service::PreferenceService;

@@ -21,14 +21,16 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 pub trait AnswerLeases: Send + Sync {
     /// Claims the session for `answer` (generated here, already reserved in this process) and
     /// reads in the same look what accepting its message needs from the other processes: the
-    /// cache versions of the session and of its owner's preferences, and, with `budget`, what
-    /// the owner spent that day, claiming nothing when that reaches the day's allowance
-    /// ([`LeaseClaim::BudgetSpent`]; cluster mode: one round trip).
+    /// cache versions of the session and of its owner's preferences; with `limits.budget`,
+    /// what the owner spent that day, claiming nothing when that reaches the day's allowance
+    /// ([`LeaseClaim::BudgetSpent`]); with `limits.rate`, the message counted against the
+    /// owner's message rate across processes, claiming nothing when it is over it
+    /// ([`LeaseClaim::RateLimited`]). Cluster mode: one round trip.
     async fn admit(
         &self,
         answer: &InFlightAnswer,
         owner: &UserId,
-        budget: Option<BudgetAsk>,
+        limits: AdmissionLimits,
     ) -> Result<Admission, ChatError>;
     /// Asks the process generating the session's answer to stop it: true for the first request
     /// while that process lives and the answer runs; false when no other process answers.
@@ -57,6 +59,21 @@ pub struct BudgetAsk {
     pub per_day: u64,
 }
 
+/// A user's message rate across processes: `per_minute` after a burst of `burst` (one process
+/// counts it in the socket layer, before a message is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateAsk {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+/// The limits an admission checks besides the claim (`None`: not checked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    pub budget: Option<BudgetAsk>,
+    pub rate: Option<RateAsk>,
+}
+
 /// What an admission found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
@@ -80,6 +97,9 @@ pub enum LeaseClaim {
     /// Nothing was claimed: the owner spent the day's allowance (as counted across processes;
     /// only when a budget was asked).
     BudgetSpent,
+    /// Nothing was claimed: the owner's messages are over their rate across processes (only
+    /// when a rate was asked); the wait until the next may go.
+    RateLimited(std::time::Duration),
 }
 
 /// An answer another process generates: which message it answers.
@@ -135,10 +155,10 @@ impl AnswerLeases for OneProcess {
         &self,
         _: &InFlightAnswer,
         _: &UserId,
-        _: Option<BudgetAsk>,
+        _: AdmissionLimits,
     ) -> Result<Admission, ChatError> {
         // The in-flight reservation already made the session this answer's; every copy is
-        // current; the budget counts in this process.
+        // current; the budget counts in this process, the rate in the socket layer.
         Ok(Admission {
             claim: LeaseClaim::Ours,
             session_version: Some(CacheVersion::default()),

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::keys::Keys;
-use super::lua::{unknown_script, Lua};
+use super::lua::{gcra, unknown_script, Lua};
+use super::shared_limits::{rate_args, MESSAGE_RATE};
 use super::{Cluster, LEASE_TTL};
 use crate::chat::{InFlightAnswers, Lost, Origin};
 use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
@@ -23,13 +24,21 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 /// token are refused from then on (see `answer_log::APPEND`). What the message needs besides
 /// comes back in the same reply: the session's and the preferences' cache versions (`KEYS[5]`,
 /// `KEYS[6]`) and, when `ARGV[6]` is `1`, the owner's tokens spent today (`KEYS[7]`); nothing is
-/// claimed (`{2, ''}`) when those reach the day's allowance `ARGV[7]`.
-static CLAIM: Lua = Lua::new(
+/// claimed (`{2, ''}`) when those reach the day's allowance `ARGV[7]`. Unless `ARGV[8]` is
+/// empty, the message is counted against the owner's message rate (`KEYS[8]`: `ARGV[8]` ms a
+/// message after a burst of `ARGV[9]`), and nothing is claimed (`{3, ms to wait}`) when it is
+/// over it.
+static CLAIM: Lua = Lua::new(concat!(
+    gcra!(),
     r"
 local spent = false
 if ARGV[6] == '1' then spent = redis.call('GET', KEYS[7]) end
 local function claim()
 if spent and tonumber(spent) >= tonumber(ARGV[7]) then return {2, ''} end
+if ARGV[8] ~= '' then
+  local wait = gcra(KEYS[8], tonumber(ARGV[8]), tonumber(ARGV[9]))
+  if wait > 0 then return {3, tostring(wait)} end
+end
 local held = redis.call('GET', KEYS[1])
 if held then
   local ok, lease = pcall(cjson.decode, held)
@@ -51,8 +60,8 @@ return {1, tostring(fence)}
 end
 local claimed = claim()
 return {claimed[1], claimed[2], redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), spent}
-",
-);
+"
+));
 
 /// Extends the lease this answer holds under its fencing token: 1. A lease that is gone is
 /// never taken again: 0 when the session's fence exists (the answer was swept, or another
@@ -167,6 +176,8 @@ pub enum Claimed {
     Taken(LeaseHolder),
     /// Not claimed: the owner's tokens spent today reach the allowance.
     BudgetSpent,
+    /// Not claimed: the owner's messages are over their rate; the wait until the next may go.
+    RateLimited(std::time::Duration),
 }
 
 /// The sorted set's member for an answer: `session message`.
@@ -184,12 +195,14 @@ fn unreadable(what: &str, value: &str) -> redis::RedisError {
 
 /// Claims the session for answer `message_id` of `owner`, reading in the same step what the
 /// message needs (see [`CLAIM`]); `budget` names the day whose spent tokens are read and the
-/// allowance they are checked against.
+/// allowance they are checked against, `rate` the owner's message rate (a minute's messages,
+/// the burst) the message is counted against.
 pub(super) async fn claim(
     cluster: &Cluster,
     answer: (SessionId, MessageId, Option<&ClientMessageId>),
     owner: &UserId,
     budget: Option<(&str, u64)>,
+    rate: Option<(u32, u32)>,
 ) -> redis::RedisResult<(Claimed, ReadWithClaim)> {
     let (session_id, message_id, client_message_id) = answer;
     let holder = LeaseHolder {
@@ -211,7 +224,10 @@ pub(super) async fn claim(
         session_version,
         cluster.keys.preferences_version(owner),
         spent_key,
+        cluster.keys.rate(MESSAGE_RATE, owner.as_str()),
     ];
+    let [interval, burst] =
+        rate.map_or_else(Default::default, |(per_minute, burst)| rate_args(per_minute, burst));
     let args = [
         value,
         LEASE_TTL.as_millis().to_string(),
@@ -220,6 +236,8 @@ pub(super) async fn claim(
         FENCE_KEEP_MS.to_string(),
         if budget.is_some() { "1" } else { "" }.to_owned(),
         budget.map_or(0, |(_, per_day)| per_day).to_string(),
+        interval,
+        burst,
     ];
     type Reply = (i64, String, Option<u64>, Option<u64>, Option<u64>);
     let (claimed, value, session_version, preferences_version, spent): Reply =
@@ -235,6 +253,10 @@ pub(super) async fn claim(
     }
     if claimed == 2 {
         return Ok((Claimed::BudgetSpent, read));
+    }
+    if claimed == 3 {
+        let wait = value.parse().map_err(|_| unreadable("a wait", &value))?;
+        return Ok((Claimed::RateLimited(std::time::Duration::from_millis(wait)), read));
     }
     let holder = serde_json::from_str(&value).map_err(|_| unreadable("a lease", &value))?;
     Ok((Claimed::Taken(holder), read))

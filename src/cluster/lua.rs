@@ -8,6 +8,28 @@ use std::sync::OnceLock;
 
 use redis::{ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
 
+/// GCRA in Lua, for the scripts that count a rate: `gcra(key, interval, burst)` lets one
+/// request through every `interval` ms after a burst of `burst`, on Redis's clock; 0 (go,
+/// counted) or the ms to wait (not counted).
+macro_rules! gcra {
+    () => {
+        r"
+local function gcra(key, interval, burst)
+  local t = redis.call('TIME')
+  local now = t[1] * 1000 + t[2] / 1000
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allowed_at = new_tat - interval * burst
+  if allowed_at > now then return math.ceil(allowed_at - now) end
+  redis.call('SET', key, string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+  return 0
+end
+"
+    };
+}
+pub(super) use gcra;
+
 /// A script, and its SHA1 once computed.
 pub(super) struct Lua {
     text: &'static str,

@@ -54,7 +54,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
 use crate::chat::{
-    day_name, Admission, AnswerAudience, AnswerElsewhere, AnswerLeases, BudgetAsk, CacheVersion,
+    day_name, Admission, AdmissionLimits, AnswerAudience, AnswerElsewhere, AnswerLeases, CacheVersion,
     ChatController, ChatError, ChatSessionService, InFlightAnswer, InFlightAnswers, LeaseClaim,
     OtherWatchers,
 };
@@ -242,8 +242,9 @@ impl Cluster {
         answer: (SessionId, MessageId, Option<&ClientMessageId>),
         owner: &UserId,
         budget: Option<(&str, u64)>,
+        rate: Option<(u32, u32)>,
     ) -> Result<(Claimed, ReadWithClaim), ChatError> {
-        let claimed = lease::claim(self, answer, owner, budget).await;
+        let claimed = lease::claim(self, answer, owner, budget, rate).await;
         self.record(claimed.is_ok());
         if let Ok((Claimed::Yes { fence }, _)) = &claimed {
             self.fences.insert(answer.0, answer.1, *fence);
@@ -334,16 +335,17 @@ impl AnswerLeases for Cluster {
         &self,
         answer: &InFlightAnswer,
         owner: &UserId,
-        budget: Option<BudgetAsk>,
+        limits: AdmissionLimits,
     ) -> Result<Admission, ChatError> {
-        if budget.is_some() {
+        if limits.budget.is_some() {
             self.charge_missed().await;
         }
         let epoch = self.epoch();
-        let budget = budget.map(|b| (day_name(b.now), b.per_day));
+        let budget = limits.budget.map(|b| (day_name(b.now), b.per_day));
         let ours = (answer.session_id, answer.message_id, answer.client_message_id.as_ref());
         let budget = budget.as_ref().map(|(day, per_day)| (day.as_str(), *per_day));
-        let (claimed, read) = self.claim_lease(ours, owner, budget).await?;
+        let rate = limits.rate.map(|r| (r.per_minute, r.burst));
+        let (claimed, read) = self.claim_lease(ours, owner, budget, rate).await?;
         let claim = match claimed {
             Claimed::Yes { .. } => LeaseClaim::Ours,
             Claimed::Taken(holder) => LeaseClaim::Taken(AnswerElsewhere {
@@ -351,6 +353,7 @@ impl AnswerLeases for Cluster {
                 client_message_id: holder.client_message_id,
             }),
             Claimed::BudgetSpent => LeaseClaim::BudgetSpent,
+            Claimed::RateLimited(wait) => LeaseClaim::RateLimited(wait),
         };
         let version = |version| Some(CacheVersion { epoch, version });
         Ok(Admission {

@@ -12,28 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::lua::Lua;
+use super::lua::{gcra, Lua};
 use super::Cluster;
 use crate::chat::{day_name, ChatError, SpentTokens};
 use crate::domain::{MessageId, UserId};
 use crate::limits::{Counted, SharedCounts};
 
-/// GCRA: `interval` ms per request after a burst of `burst`; returns 0 (go) or the ms to wait.
-static RATE: Lua = Lua::new(
-    r"
-local t = redis.call('TIME')
-local now = t[1] * 1000 + t[2] / 1000
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allowed_at = new_tat - interval * burst
-if allowed_at > now then return math.ceil(allowed_at - now) end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
-return 0
-",
-);
+/// GCRA: `ARGV[1]` ms per request after a burst of `ARGV[2]`; returns 0 (go) or the ms to wait.
+static RATE: Lua = Lua::new(concat!(gcra!(), "return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))"));
 
 /// Counts the members whose process is alive (dropping the others), and adds ARGV[1] unless
 /// that makes more than ARGV[2]; 1 when added.
@@ -66,6 +52,15 @@ return 0
 ",
 );
 
+/// The name of the rate a user's messages are counted against (by the claim: `lease.rs`).
+pub(super) const MESSAGE_RATE: &str = "messages";
+
+/// The GCRA's arguments for `per_minute` after a burst of `burst`: the interval in ms, the burst.
+pub(super) fn rate_args(per_minute: u32, burst: u32) -> [String; 2] {
+    let interval_ms = 60_000.0 / f64::from(per_minute.max(1));
+    [interval_ms.to_string(), burst.max(1).to_string()]
+}
+
 impl Cluster {
     /// One request under the rate `per_minute` after a burst of `burst`, for `key` of the
     /// limit `name`: `Ok(None)` to go, `Ok(Some(wait))` when refused.
@@ -76,9 +71,8 @@ impl Cluster {
         per_minute: u32,
         burst: u32,
     ) -> redis::RedisResult<Option<Duration>> {
-        let interval_ms = 60_000.0 / f64::from(per_minute.max(1));
         let keys = [self.keys.rate(name, key)];
-        let args = [interval_ms.to_string(), burst.max(1).to_string()];
+        let args = rate_args(per_minute, burst);
         let wait: u64 = RATE.run(&mut self.redis(), &keys, &args).await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
     }
