@@ -54,7 +54,8 @@ fn the_vendored_websocket_task_opens_the_connection_boxed() {
 #[test]
 fn the_vendored_connection_tasks_keep_no_room_for_what_they_no_longer_hold() {
     let read = |file: &str| {
-        std::fs::read_to_string(format!("{}/vendor/engineioxide/src/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read_to_string(format!("{}/vendor/engineioxide/src/{file}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
     };
     let (socket, ws) = (read("socket.rs"), read("transport/ws.rs"));
     assert!(
