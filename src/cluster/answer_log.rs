@@ -59,7 +59,8 @@ const RESEND_AFTER: Duration = Duration::from_millis(250);
 /// before are queued); -2 when Redis lost the session's fence (restarted empty), unless
 /// `ARGV[8]` is `1` (the last entry of an answer that ended for that reason); 0 when this
 /// answer's entry number `ARGV[7]` was appended already (`KEYS[3]`, a hash, holds each
-/// answer's last); else one. A session event (`ARGV[6]` empty) is neither fenced nor numbered.
+/// answer's last; looked at only when the entry is sent again, `ARGV[18]` is `1`: an entry
+/// sent the first time cannot be there yet); else one. A session event (`ARGV[6]` empty) is neither fenced nor numbered.
 /// `ARGV[4]`: trim below this id (empty: no trim); `ARGV[5]`: the stream's (and the hash's)
 /// expiry, in ms, set by an answer's start and end and by session events (empty for the
 /// entries between: an answer lasts far less than the expiry).
@@ -86,11 +87,12 @@ static APPEND: Lua = Lua::new(
 local function append()
 if ARGV[6] ~= '' then
   local mine = tonumber(ARGV[1])
-  local fence = redis.call('GET', KEYS[2])
+  local read = redis.call('MGET', KEYS[2], KEYS[4])
+  local fence, swept = read[1], read[2]
   if not fence then
     if ARGV[8] ~= '1' then return -2 end
   else
-    if tonumber(redis.call('GET', KEYS[4]) or '0') > mine then return -1 end
+    if tonumber(swept or '0') > mine then return -1 end
     if tonumber(fence) ~= mine then
       local held = redis.call('GET', KEYS[5])
       if not held then return -1 end
@@ -98,7 +100,9 @@ if ARGV[6] ~= '' then
       if not ok or lease.o ~= ARGV[2] then return -1 end
     end
   end
-  if tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') >= tonumber(ARGV[7]) then return 0 end
+  if ARGV[18] == '1' and tonumber(redis.call('HGET', KEYS[3], ARGV[6]) or '0') >= tonumber(ARGV[7]) then
+    return 0
+  end
   redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
   if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
 end
@@ -177,6 +181,15 @@ enum Entry {
     /// The answer was found lost elsewhere (its renewal): the rest of its events are planned
     /// as a lost answer's.
     Lost(MessageId, Lost),
+}
+
+/// Whether a pipeline is sent the first time, or again (its entries may be in already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    First,
+    Again,
+    /// Again, after Redis forgot the scripts (restarted empty): with them loaded first.
+    AgainLoading,
 }
 
 /// What one pipeline sends, per session in order.
@@ -384,7 +397,7 @@ impl Writer {
         if commands.is_empty() {
             return;
         }
-        let (mut pipe, mut loading) = (self.pipeline(&commands, false), false);
+        let (mut pipe, mut loading) = (self.pipeline(&commands, Sending::First), false);
         let stalled = Instant::now();
         loop {
             let sent: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut self.redis).await;
@@ -394,7 +407,7 @@ impl Writer {
                 // (appends are numbered, releases idempotent: nothing happens twice); from
                 // then on with them, resent as after any failure.
                 Err(e) if unknown_script(&e) && !loading => {
-                    (pipe, loading) = (self.pipeline(&commands, true), true);
+                    (pipe, loading) = (self.pipeline(&commands, Sending::AgainLoading), true);
                 }
                 Err(e) if stalled.elapsed() + RESEND_AFTER >= LEASE_TTL => {
                     self.forget_released(&commands);
@@ -404,16 +417,18 @@ impl Writer {
                     warn!(error = %e, "answer events not taken by Redis yet: sending them again");
                     metrics::counter!("postchat_cluster_log_resends_total").increment(1);
                     tokio::time::sleep(RESEND_AFTER).await;
+                    let again = if loading { Sending::AgainLoading } else { Sending::Again };
+                    pipe = self.pipeline(&commands, again);
                 }
             }
         }
     }
 
-    /// One pipeline: the scripts loaded first when Redis did not know them (`load`), then each
-    /// command. Replies: one per command.
-    fn pipeline(&self, commands: &[Command], load: bool) -> redis::Pipeline {
+    /// One pipeline: the scripts loaded first when Redis did not know them, then each command.
+    /// Replies: one per command.
+    fn pipeline(&self, commands: &[Command], send: Sending) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        if load {
+        if send == Sending::AgainLoading {
             pipe.add_command(APPEND.load()).ignore();
             pipe.add_command(lease::RELEASE.load()).ignore();
             pipe.add_command(lease::HAND_OVER.load()).ignore();
@@ -421,7 +436,7 @@ impl Writer {
         for command in commands {
             match command {
                 Command::Append(append) => {
-                    pipe.add_command(self.append_command(append));
+                    pipe.add_command(self.append_command(append, send != Sending::First));
                 }
                 Command::Release { session_id, message_id } => {
                     pipe.add_command(lease::release_command(
@@ -444,7 +459,8 @@ impl Writer {
         pipe
     }
 
-    fn append_command(&self, append: &Append) -> redis::Cmd {
+    /// `again`: the entry may have been appended already (its pipeline is sent again).
+    fn append_command(&self, append: &Append, again: bool) -> redis::Cmd {
         let Append { session_id, event, numbered, last_of_lost, release } = append;
         let (numbered, mid_answer) = (
             *numbered,
@@ -453,7 +469,7 @@ impl Writer {
                 LoggedEvent::Tokens { .. } | LoggedEvent::Waiting { .. } | LoggedEvent::Reading { .. }
             ),
         );
-        let mut args = AppendArgs { last_of_lost: *last_of_lost, ..AppendArgs::default() };
+        let mut args = AppendArgs { last_of_lost: *last_of_lost, again, ..AppendArgs::default() };
         // An answer's start trims what earlier answers left (older than the window).
         if matches!(event, LoggedEvent::Start { .. }) {
             args.trim = (self.clock.now_ms() - TRIM_AFTER_MS).to_string();
@@ -559,6 +575,8 @@ struct AppendArgs {
     message: String,
     n: String,
     last_of_lost: bool,
+    /// Sent again: checked against the entries already appended.
+    again: bool,
     /// The answer whose lease is released after this entry.
     release: Option<MessageId>,
 }
@@ -623,6 +641,7 @@ fn append_command(
         release,
         member,
         gone,
+        flag(args.again),
     ];
     APPEND.command(&names, &argv)
 }
@@ -806,6 +825,42 @@ mod tests {
             client_message_id: None,
             user_message: "q".into(),
         }
+    }
+
+    /// The append script against a real Redis: an entry sent the first time is appended without
+    /// a look at what is in; sent again (its reply never came), it is found and not appended.
+    #[tokio::test]
+    async fn an_entry_sent_again_is_appended_once() {
+        let Some(mut conn) = super::super::lease::tests::redis().await else { return };
+        let keys = Keys::new(&format!("logtest{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+        let (s, m) = (SessionId::new(), MessageId::new());
+        let _: () = redis::cmd("SET").arg(keys.fence(s)).arg(1).query_async(&mut conn).await.unwrap();
+        let _: () = APPEND.load().query_async(&mut conn).await.unwrap();
+        let args = |n: u64, again| AppendArgs {
+            fence: "1".into(),
+            message: format!("{m}.1"),
+            n: n.to_string(),
+            again,
+            ..AppendArgs::default()
+        };
+        let append = |n, again| append_command(&keys, s, "a", &tokens(m, "x", n), args(n, again));
+        let sent: Vec<i64> = vec![
+            append(1, false).query_async(&mut conn).await.unwrap(),
+            append(1, true).query_async(&mut conn).await.unwrap(),
+            append(2, false).query_async(&mut conn).await.unwrap(),
+            append(1, true).query_async(&mut conn).await.unwrap(),
+            append(2, true).query_async(&mut conn).await.unwrap(),
+        ];
+        assert_eq!(sent, [1, 0, 1, 0, 0], "each entry once, however often it is sent again");
+        let entries: u64 = redis::cmd("XLEN").arg(keys.events(s)).query_async(&mut conn).await.unwrap();
+        assert_eq!(entries, 2);
+        let _: () = redis::cmd("DEL")
+            .arg(keys.fence(s))
+            .arg(keys.events(s))
+            .arg(keys.appended(s))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 
     fn names(commands: &[Command]) -> Vec<String> {

@@ -31,15 +31,18 @@ use crate::domain::{ClientMessageId, MessageId, SessionId, UserId};
 static CLAIM: Lua = Lua::new(concat!(
     gcra!(),
     r"
+-- One read of everything the claim and the message need (each value as it was before the claim:
+-- the claim writes none of them but the lease).
+local read = redis.call('MGET', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 local spent = false
-if ARGV[6] == '1' then spent = redis.call('GET', KEYS[7]) end
+if ARGV[6] == '1' then spent = read[4] end
 local function claim()
 if spent and tonumber(spent) >= tonumber(ARGV[7]) then return {2, ''} end
 if ARGV[8] ~= '' then
   local wait = gcra(KEYS[8], tonumber(ARGV[8]), tonumber(ARGV[9]))
   if wait > 0 then return {3, tostring(wait)} end
 end
-local held = redis.call('GET', KEYS[1])
+local held = read[1]
 if held then
   local ok, lease = pcall(cjson.decode, held)
   if not ok or lease.o ~= ARGV[4] then return {0, held} end
@@ -59,7 +62,7 @@ redis.call('ZADD', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + ARGV[2], ARG
 return {1, tostring(fence)}
 end
 local claimed = claim()
-return {claimed[1], claimed[2], redis.call('GET', KEYS[5]), redis.call('GET', KEYS[6]), spent}
+return {claimed[1], claimed[2], read[2], read[3], spent}
 "
 ));
 
@@ -402,12 +405,13 @@ pub(super) async fn renew(cluster: &Cluster, inflight: &InFlightAnswers) -> redi
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The lease scripts against a real Redis (`REDIS_TEST_URL`, default the local one; in CI
     //! an unreachable Redis fails), under a key prefix of their own.
     use super::*;
 
-    async fn redis() -> Option<redis::aio::MultiplexedConnection> {
+    /// The test Redis, or `None` (skipped) when it is unreachable outside CI.
+    pub(in crate::cluster) async fn redis() -> Option<redis::aio::MultiplexedConnection> {
         let url = std::env::var("REDIS_TEST_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let connected = async { redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await };
         match connected.await {
