@@ -476,6 +476,8 @@ pub(super) mod tests {
         let keys = Keys::new(&format!("leasetest{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
         let answer = held_by_a(&mut conn, &keys, 30_000).await;
         assert_eq!(renew_one(&mut conn, &keys, answer).await, 1);
+        // A pipeline's command: its sender loads the script (a Redis that never ran it has not).
+        let _: () = HAND_OVER.load().query_async(&mut conn).await.unwrap();
         let _: i64 = hand_over_command(&keys, answer.0, answer.1, "a").query_async(&mut conn).await.unwrap();
         assert_eq!(score(&mut conn, &keys, answer).await, Some(0.0), "listed as expired");
         assert_eq!(renew_one(&mut conn, &keys, answer).await, 0, "a handed lease is not renewed");
