@@ -1,6 +1,7 @@
 //! Rate limits (governor's GCRA): a burst, then a steady rate, per key. Used per user on
 //! `chat:message` (a refused message costs nothing: no database write, no model call; reads are
-//! not charged) and per IP address on new Socket.IO connections.
+//! not charged; in cluster mode the count across processes is the claim's, after the intent,
+//! docs/cluster.md "One look per message") and per IP address on new Socket.IO connections.
 
 use std::fmt::Display;
 use std::hash::Hash;
