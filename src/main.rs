@@ -10,7 +10,9 @@ use postchat::{shutdown, telemetry};
 
 /// jemalloc instead of glibc's malloc: malloc was a visible share of the per-token path's CPU,
 /// and chat throughput rose with jemalloc at no cost in memory per idle connection
-/// (docs/benchmarks.md has the figures).
+/// (docs/benchmarks.md has the figures). It also serves C's `malloc` (the crate's
+/// `unprefixed_malloc_on_supported_platforms`): SQLite's page cache, emptied by every write on
+/// another connection, spent a tenth of the server's CPU in glibc's malloc.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
