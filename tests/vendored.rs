@@ -68,3 +68,29 @@ fn the_vendored_connection_tasks_keep_no_room_for_what_they_no_longer_hold() {
         "the patch is applied: the websocket is split before it is served, the writer awaits the sink in one place"
     );
 }
+
+/// `vendor/engineioxide.patch` is what the vendored sources carry: it comes off them whole
+/// (reversed, every hunk matches), so the file an upgrade reapplies is the current one.
+#[test]
+fn the_patch_file_matches_the_vendored_sources() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = std::env::temp_dir().join(format!("vendored-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("engineioxide")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .args(["-r", &format!("{root}/vendor/engineioxide/src")])
+        .arg(dir.join("engineioxide"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let reversed = std::process::Command::new("patch")
+        .args(["-R", "-p0", "--dry-run", "-s", "-i", &format!("{root}/vendor/engineioxide.patch")])
+        .current_dir(&dir)
+        .output()
+        .expect("patch (Debian's package of that name) runs");
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        reversed.status.success(),
+        "vendor/engineioxide.patch does not come off the vendored sources: {}",
+        String::from_utf8_lossy(&reversed.stdout)
+    );
+}
