@@ -314,6 +314,12 @@ pub struct StreamsConfig {
     /// what clients send is small (larger messages take several reads).
     #[arg(long, env = "WS_READ_BUFFER_BYTES", default_value_t = 512)]
     pub ws_read_buffer_bytes: usize,
+    /// How often Engine.IO pings each connection (ms); told to clients at the handshake.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+    /// How long a ping waits for its pong before the connection is closed (ms).
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
 }
 
 /// Sessions: their cache, history and summaries.
@@ -485,6 +491,8 @@ impl Config {
             ("MAX_PAYLOAD_BYTES", n(streams.max_payload_bytes), 1_024, 64 << 20),
             ("SOCKET_QUEUE_PACKETS", n(streams.socket_queue_packets), 16, 1_000_000),
             ("WS_READ_BUFFER_BYTES", n(streams.ws_read_buffer_bytes), 256, 16 << 20),
+            ("PING_INTERVAL_MS", streams.ping_interval_ms, 100, 3_600_000),
+            ("PING_TIMEOUT_MS", streams.ping_timeout_ms, 100, 3_600_000),
             ("SESSION_CACHE_TTL_SECS", sessions.session_cache_ttl_secs, 1, 86_400),
             ("SESSION_CACHE_CAPACITY", n(sessions.session_cache_capacity), 1, 100_000_000),
             ("HISTORY_MESSAGES", sessions.history_messages.into(), 0, 1_000),
@@ -601,6 +609,9 @@ mod tests {
             .check_ranges()
             .unwrap_err()
             .starts_with("WS_READ_BUFFER_BYTES=100"));
+        let eager = parse(&["--ping-interval-ms", "50"]).check_ranges().unwrap_err();
+        assert_eq!(eager, "PING_INTERVAL_MS=50: must be 100 to 3600000");
+        assert!(parse(&["--ping-timeout-ms", "0"]).check_ranges().unwrap_err().starts_with("PING_TIMEOUT_MS=0"));
         assert!(parse(&["--database-max-connections", "0"])
             .check_ranges()
             .unwrap_err()

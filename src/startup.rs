@@ -192,6 +192,8 @@ fn socket_limits(config: &Config) -> SocketLimits {
         max_payload_bytes: config.streams.max_payload_bytes,
         queue_packets: config.streams.socket_queue_packets,
         ws_read_buffer_bytes: config.streams.ws_read_buffer_bytes,
+        ping_interval: Duration::from_millis(config.streams.ping_interval_ms),
+        ping_timeout: Duration::from_millis(config.streams.ping_timeout_ms),
         max_message_chars: config.streams.max_message_chars,
         max_sessions_per_socket: config.limits.max_sessions_per_socket,
     }

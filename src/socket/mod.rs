@@ -35,6 +35,9 @@ pub struct SocketLimits {
     pub queue_packets: usize,
     /// Bytes a websocket reads at a time (held by every connection).
     pub ws_read_buffer_bytes: usize,
+    /// Engine.IO's heartbeat: a ping this often, closed when its pong is this late.
+    pub ping_interval: std::time::Duration,
+    pub ping_timeout: std::time::Duration,
     /// Longest `content` of a `chat:message`.
     pub max_message_chars: usize,
     /// Most sessions one socket may follow (rooms it is in).
@@ -64,6 +67,8 @@ pub fn layer(limits: &SocketLimits) -> (SocketIoLayer, SocketIo) {
         .ws_max_frame_size(max)
         .max_buffer_size(limits.queue_packets)
         .ws_read_buffer_size(limits.ws_read_buffer_bytes)
+        .ping_interval(limits.ping_interval)
+        .ping_timeout(limits.ping_timeout)
         .build_layer()
 }
 
