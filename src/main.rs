@@ -10,9 +10,9 @@ use postchat::{shutdown, telemetry};
 
 /// jemalloc instead of glibc's malloc: malloc was a visible share of the per-token path's CPU,
 /// and chat throughput rose with jemalloc at no cost in memory per idle connection
-/// (docs/benchmarks.md has the figures). It also serves C's `malloc` (the crate's
-/// `unprefixed_malloc_on_supported_platforms`): SQLite's page cache, emptied by every write on
-/// another connection, spent a tenth of the server's CPU in glibc's malloc.
+/// (docs/benchmarks.md has the figures). Rust's allocations only: serving C's `malloc` too
+/// (SQLite's) hangs the process at start under an `LD_PRELOAD` that allocates first
+/// (libfaketime, which the cluster's clock tests use).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
