@@ -611,7 +611,10 @@ mod tests {
             .starts_with("WS_READ_BUFFER_BYTES=100"));
         let eager = parse(&["--ping-interval-ms", "50"]).check_ranges().unwrap_err();
         assert_eq!(eager, "PING_INTERVAL_MS=50: must be 100 to 3600000");
-        assert!(parse(&["--ping-timeout-ms", "0"]).check_ranges().unwrap_err().starts_with("PING_TIMEOUT_MS=0"));
+        assert!(parse(&["--ping-timeout-ms", "0"])
+            .check_ranges()
+            .unwrap_err()
+            .starts_with("PING_TIMEOUT_MS=0"));
         assert!(parse(&["--database-max-connections", "0"])
             .check_ranges()
             .unwrap_err()
