@@ -250,19 +250,20 @@ pub(super) async fn claim(
         preferences_version: preferences_version.unwrap_or(0),
         spent,
     };
-    if claimed == 1 {
-        let fence = value.parse().map_err(|_| unreadable("a fencing token", &value))?;
-        return Ok((Claimed::Yes { fence }, read));
-    }
-    if claimed == 2 {
-        return Ok((Claimed::BudgetSpent, read));
-    }
-    if claimed == 3 {
-        let wait = value.parse().map_err(|_| unreadable("a wait", &value))?;
-        return Ok((Claimed::RateLimited(std::time::Duration::from_millis(wait)), read));
-    }
-    let holder = serde_json::from_str(&value).map_err(|_| unreadable("a lease", &value))?;
-    Ok((Claimed::Taken(holder), read))
+    Ok((claimed_from(claimed, &value)?, read))
+}
+
+/// The claim script's outcome from its first two replies (see [`CLAIM`]).
+fn claimed_from(code: i64, value: &str) -> redis::RedisResult<Claimed> {
+    Ok(match code {
+        1 => Claimed::Yes { fence: value.parse().map_err(|_| unreadable("a fencing token", value))? },
+        2 => Claimed::BudgetSpent,
+        3 => {
+            let wait = value.parse().map_err(|_| unreadable("a wait", value))?;
+            Claimed::RateLimited(std::time::Duration::from_millis(wait))
+        }
+        _ => Claimed::Taken(serde_json::from_str(value).map_err(|_| unreadable("a lease", value))?),
+    })
 }
 
 pub(super) async fn holder(
